@@ -1,0 +1,126 @@
+"""The contract every execution backend (kfp, vertex, local) fulfils.
+
+The operator and the trigger only speak this vocabulary, so a backend is a
+module that turns it into I/O against one service. Nothing here imports the
+``kfp`` SDK: compiled pipelines are read as data (see ``kfp_bridge.pipeline_spec``).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunState(str, enum.Enum):
+    """KFP v2beta1 run states, as the API sends them (plain strings)."""
+
+    RUNTIME_STATE_UNSPECIFIED = "RUNTIME_STATE_UNSPECIFIED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    PAUSED = "PAUSED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run can no longer change (CANCELED included, unlike kfp.Client)."""
+        return self in TERMINAL_STATES
+
+    @property
+    def is_success(self) -> bool:
+        return self is RunState.SUCCEEDED
+
+    @property
+    def is_reattachable(self) -> bool:
+        """A run in this state is reused on retry instead of starting another one."""
+        return self in REATTACHABLE_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.SKIPPED, RunState.FAILED, RunState.CANCELED}
+)
+# PAUSED and CANCELING are not terminal: a paused run can be resumed and a
+# canceling one ends CANCELED. Reattaching to them avoids a duplicate run.
+REATTACHABLE_STATES = frozenset(
+    {
+        RunState.RUNTIME_STATE_UNSPECIFIED,
+        RunState.PENDING,
+        RunState.RUNNING,
+        RunState.SUCCEEDED,
+        RunState.PAUSED,
+        RunState.CANCELING,
+    }
+)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything needed to start one pipeline run, backend-neutral.
+
+    ``pipeline_spec`` is the first YAML document of the compiled pipeline and
+    ``platform_spec`` the optional kfp-kubernetes document that follows it.
+    ``pipeline_path`` is kept for backends that run the file as-is (local).
+    """
+
+    display_name: str
+    pipeline_spec: Mapping[str, Any]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    platform_spec: Mapping[str, Any] | None = None
+    pipeline_path: str | None = None
+    pipeline_id: str | None = None
+    pipeline_version_id: str | None = None
+    experiment: str | None = None
+    pipeline_root: str | None = None
+    service_account: str | None = None
+    enable_caching: bool | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One observation of a run."""
+
+    run_id: str
+    display_name: str
+    state: RunState
+    url: str | None = None
+    error: str | None = None
+    created_at: str | None = None
+
+
+class Backend(abc.ABC):
+    """Submit, observe and stop pipeline runs on one execution service.
+
+    Implementations are synchronous and hold all I/O; the trigger calls them
+    from a thread. Errors: raise ``kfp_bridge.exceptions.TransientBackendError``
+    for anything worth retrying (5xx, connection refused, timeouts) and
+    ``kfp_bridge.exceptions.BackendError`` (or a subclass) for the rest.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def submit(self, request: RunRequest) -> RunStatus:
+        """Start a run; return as soon as the service accepted it."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunStatus:
+        """Current state; ``RunNotFoundError`` when the run no longer exists."""
+
+    @abc.abstractmethod
+    def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:
+        """Runs with exactly this display name, newest first (for reattach)."""
+
+    @abc.abstractmethod
+    def cancel(self, run_id: str) -> None:
+        """Ask the service to stop the run. Idempotent; no error when already ended."""
+
+    @abc.abstractmethod
+    def run_url(self, run_id: str) -> str | None:
+        """Where a person looks at the run (the "Kubeflow run" link)."""

@@ -1,0 +1,35 @@
+"""Errors the bridge raises, so callers can tell retryable from final."""
+
+from __future__ import annotations
+
+
+class KfpBridgeError(Exception):
+    """Base of every kfp_bridge error."""
+
+
+class PipelineSpecError(KfpBridgeError, ValueError):
+    """The compiled pipeline file is missing, unreadable or not a KFP v2 spec."""
+
+
+class ParameterError(KfpBridgeError, ValueError):
+    """Run parameters do not match the pipeline's inputs (names the parameter)."""
+
+
+class BackendError(KfpBridgeError):
+    """The execution service refused or failed a call; not worth retrying."""
+
+
+class AuthError(BackendError):
+    """401/403 from the service: credentials are missing, expired or lack access."""
+
+
+class RunNotFoundError(BackendError):
+    """The service does not know the run (404): deleted, or never existed."""
+
+
+class TransientBackendError(KfpBridgeError):
+    """A failure worth retrying with backoff: 5xx, refused connection, timeout."""
+
+
+class RunFailedError(KfpBridgeError):
+    """The run ended FAILED, CANCELED or SKIPPED; carries the service's message."""
