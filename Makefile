@@ -21,14 +21,32 @@ setup: $(VENV)/.installed $(PVENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --python $(AIRFLOW_PY) -r requirements.txt -r requirements-dev.txt -e .
+	$(VENV)/bin/uv pip install --python $(AIRFLOW_PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt -e .
 	touch $@
 
-$(PVENV)/.installed: pipelines/requirements.txt
+$(PVENV)/.installed: pipelines/requirements.txt pipelines/pyproject.toml
 	test -x $(PIPELINE_PY) || $(PYTHON) -m venv $(PVENV)
 	$(PVENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(PVENV)/bin/uv pip install --python $(PIPELINE_PY) -r pipelines/requirements.txt
+	$(PVENV)/bin/uv pip install --python $(PIPELINE_PY) --compile-bytecode -r pipelines/requirements.txt -e pipelines
 	touch $@
+
+WAREHOUSE := $(VAR)/warehouse
+MODEL := $(VAR)/models/demo_model.pkl
+
+# Demo source tables (deterministic; 60 JST days ending on DATE) and the demo model (trained once).
+# The data window ends on DATE, so a later DATE regenerates (a few seconds); the model stays.
+data: $(WAREHOUSE)/.generated-$(DATE)
+$(WAREHOUSE)/.generated-$(DATE): | $(PVENV)/.installed
+	$(PIPELINE_PY) -m kfp_prediction.demo_data --warehouse $(WAREHOUSE) --size demo --end-date $(DATE)
+	touch $@
+
+model: $(MODEL)
+$(MODEL): | $(WAREHOUSE)/.generated-$(DATE)
+	$(PIPELINE_PY) -m kfp_prediction.demo_model --warehouse $(WAREHOUSE) --out $(MODEL)
+
+# Recompiles the checked-in pipeline YAML (a test fails when it is stale).
+compile: $(PVENV)/.installed
+	$(PIPELINE_PY) -m kfp_prediction.compile
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,451 @@
+"""KFP REST API v2beta1 backend (AI Platform Pipelines, Kubeflow), via ``kfp-server-api``.
+
+The generated client installs beside Airflow, unlike the ``kfp`` SDK, so this
+module rebuilds the few things ``kfp.Client`` does around it: the request body
+for a run from a compiled pipeline (pipeline spec plus optional kfp-kubernetes
+platform spec, caching override), experiment lookup/creation by name, a fresh
+bearer token per request, and the run page URL. Every service error is mapped
+to the bridge's exceptions so callers can tell retryable from final.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import kfp_server_api
+import urllib3
+from kfp_server_api.exceptions import ApiException, ApiValueError
+
+from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
+from kfp_bridge.exceptions import (
+    AuthError,
+    BackendError,
+    RunNotFoundError,
+    TransientBackendError,
+)
+
+log = logging.getLogger(__name__)
+
+TokenProvider = Callable[[], str]
+"""Returns a bearer token; called before every request, so it must cache and refresh."""
+
+GOOGLE_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_LIST_PAGE_SIZE = 100
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+
+
+def static_token_provider(token: str) -> TokenProvider:
+    """A fixed bearer token (Kubeflow service-account or Dex token)."""
+    if not token:
+        raise AuthError("auth=token needs a token (the connection's password field is empty)")
+    return lambda: token
+
+
+def google_token_provider(
+    scopes: tuple[str, ...] = (GOOGLE_CLOUD_PLATFORM_SCOPE,),
+) -> TokenProvider:
+    """Google application default credentials as a bearer token (AI Platform Pipelines).
+
+    The credentials are loaded once and refreshed shortly before they expire;
+    a lock keeps concurrent requests from refreshing at the same time.
+    """
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    try:
+        credentials, _ = google.auth.default(scopes=list(scopes))
+    except google.auth.exceptions.DefaultCredentialsError as err:
+        raise AuthError(
+            "auth=google: no Google application default credentials found "
+            "(set GOOGLE_APPLICATION_CREDENTIALS or run on GCP with a service account)"
+        ) from err
+    lock = threading.Lock()
+    request = google.auth.transport.requests.Request()
+
+    def provide() -> str:
+        with lock:
+            if not credentials.valid:
+                credentials.refresh(request)
+            return credentials.token
+
+    return provide
+
+
+def _server_message(err: ApiException) -> str:
+    """The message of a grpc-gateway error body, or the start of whatever was sent."""
+    body = err.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if body:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body.strip()[:300]
+        if isinstance(data, dict):
+            return str(data.get("message") or data.get("error") or data)[:1000]
+        return str(data)[:300]
+    return str(err.reason or "no message")
+
+
+class KfpApiBackend(Backend):
+    """Runs compiled pipelines on a KFP API server (REST API v2beta1).
+
+    ``token_provider`` is called before every request (see
+    :func:`google_token_provider`, :func:`static_token_provider`); ``namespace``
+    is the Kubeflow profile namespace in multi-user mode; ``ui_host`` is where
+    run links point when the UI is not served from the API host.
+    """
+
+    name = "kfp"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        token_provider: TokenProvider | None = None,
+        namespace: str | None = None,
+        ui_host: str | None = None,
+        verify_ssl: bool = True,
+        request_timeout: float = 30.0,
+    ) -> None:
+        if not host:
+            raise ValueError("KFP API host is empty")
+        if not host.startswith(("http://", "https://")):
+            host = f"https://{host}"
+        self.host = host.rstrip("/")
+        self.namespace = namespace or None
+        self.ui_host = (ui_host or self.host).rstrip("/")
+        if not self.ui_host.startswith(("http://", "https://")):
+            self.ui_host = f"https://{self.ui_host}"
+        if request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+        self.request_timeout = float(request_timeout)
+        self._token_provider = token_provider
+        self._experiment_ids: dict[str, str] = {}
+        self._experiment_lock = threading.Lock()
+
+        config = kfp_server_api.Configuration(host=self.host)
+        config.verify_ssl = verify_ssl
+        # No hidden urllib3 retries: a retried POST could start a second run, and
+        # the trigger already retries transient errors within its own budget.
+        config.retries = False
+        if token_provider is not None:
+            config.api_key["authorization"] = ""
+            config.api_key_prefix["authorization"] = "Bearer"
+            config.refresh_api_key_hook = self._refresh_token
+        self._api_client = kfp_server_api.ApiClient(config)
+        self._runs = kfp_server_api.RunServiceApi(self._api_client)
+        self._experiments = kfp_server_api.ExperimentServiceApi(self._api_client)
+        self._healthz = kfp_server_api.HealthzServiceApi(self._api_client)
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"KfpApiBackend(host={self.host!r}, namespace={self.namespace!r})"
+
+    # -- plumbing ----------------------------------------------------------
+    def _refresh_token(self, config: kfp_server_api.Configuration) -> None:
+        assert self._token_provider is not None
+        token = self._token_provider()
+        if not token:
+            raise AuthError("the token provider returned an empty bearer token")
+        config.api_key["authorization"] = token
+
+    def _call(
+        self, what: str, fn: Callable[..., T], *args: Any, run_scoped: bool = False, **kwargs: Any
+    ) -> T:
+        """Call the generated client and translate every failure into the bridge's errors."""
+        kwargs["_request_timeout"] = (self.request_timeout, self.request_timeout)
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as err:
+            raise self._map_api_error(what, err, run_scoped) from err
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
+            raise TransientBackendError(
+                f"{what}: KFP API at {self.host} unreachable or too slow "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        except (AuthError, BackendError, TransientBackendError):
+            raise
+        except ApiValueError as err:
+            raise BackendError(f"{what}: invalid request: {err}") from err
+        except Exception as err:
+            mapped = _map_google_auth_error(what, err)
+            if mapped is None:
+                raise
+            raise mapped from err
+
+    def _map_api_error(self, what: str, err: ApiException, run_scoped: bool) -> Exception:
+        status = err.status or 0
+        message = _server_message(err)
+        if status == 0:  # the client's own SSL failure
+            return BackendError(
+                f"{what}: TLS error talking to {self.host}: {err.reason} "
+                "(check the certificate, or verify_ssl in the connection extra)"
+            )
+        if status in (401, 403):
+            hint = "missing or expired credentials" if status == 401 else "no access"
+            return AuthError(
+                f"{what}: KFP API at {self.host} answered HTTP {status} ({hint}): {message}. "
+                "Check the connection's auth setting (google/token/none), the token, "
+                "and the namespace."
+            )
+        if 300 <= status < 400:
+            # IAP in front of AI Platform Pipelines redirects unauthenticated calls to a login page.
+            return AuthError(
+                f"{what}: KFP API at {self.host} answered HTTP {status} (a redirect, usually to "
+                "a login page): the endpoint needs credentials; check the connection's auth "
+                "setting (google/token/none)."
+            )
+        if status == 404 and run_scoped:
+            return RunNotFoundError(f"{what}: not found on {self.host}: {message}")
+        if status in _TRANSIENT_STATUS or status >= 500:
+            return TransientBackendError(f"{what}: KFP API answered HTTP {status}: {message}")
+        return BackendError(f"{what}: KFP API answered HTTP {status}: {message}")
+
+    def _status(self, run: Any) -> RunStatus:
+        try:
+            state = RunState(run.state or RunState.RUNTIME_STATE_UNSPECIFIED.value)
+        except ValueError:
+            log.warning("Unknown KFP run state %r for run %s", run.state, run.run_id)
+            state = RunState.RUNTIME_STATE_UNSPECIFIED
+        return RunStatus(
+            run_id=run.run_id,
+            display_name=run.display_name or "",
+            state=state,
+            url=self.run_url(run.run_id),
+            error=_run_error(run) if state is not RunState.SUCCEEDED else None,
+            created_at=run.created_at.isoformat() if run.created_at else None,
+        )
+
+    @staticmethod
+    def _name_filter(display_name: str) -> str:
+        return json.dumps(
+            {
+                "predicates": [
+                    {"operation": "EQUALS", "key": "display_name", "stringValue": display_name}
+                ]
+            }
+        )
+
+    # -- experiments -------------------------------------------------------
+    def _find_experiment(self, display_name: str) -> str | None:
+        kwargs: dict[str, Any] = {"filter": self._name_filter(display_name), "page_size": 10}
+        if self.namespace:
+            kwargs["namespace"] = self.namespace
+        response = self._call(
+            f"list experiments named {display_name!r}",
+            self._experiments.experiment_service_list_experiments,
+            **kwargs,
+        )
+        for experiment in response.experiments or []:
+            if experiment.display_name == display_name:
+                return experiment.experiment_id
+        return None
+
+    def experiment_id(self, display_name: str, *, create: bool = True) -> str | None:
+        """The id of the experiment with this name (in the namespace), created when missing."""
+        with self._experiment_lock:
+            if display_name in self._experiment_ids:
+                return self._experiment_ids[display_name]
+            experiment_id = self._find_experiment(display_name)
+            if experiment_id is None and create:
+                body = kfp_server_api.V2beta1Experiment(
+                    display_name=display_name, namespace=self.namespace
+                )
+                try:
+                    created = self._call(
+                        f"create experiment {display_name!r}",
+                        self._experiments.experiment_service_create_experiment,
+                        body,
+                    )
+                    experiment_id = created.experiment_id
+                    log.info("Created KFP experiment %r (%s)", display_name, experiment_id)
+                except AuthError:
+                    raise
+                except BackendError:
+                    # Someone else created it between our list and create (HTTP 409).
+                    experiment_id = self._find_experiment(display_name)
+                    if experiment_id is None:
+                        raise
+            if experiment_id is not None:
+                self._experiment_ids[display_name] = experiment_id
+            return experiment_id
+
+    # -- Backend -----------------------------------------------------------
+    def build_run_body(self, request: RunRequest, experiment_id: str | None) -> Any:
+        """The ``V2beta1Run`` for a request, as ``kfp.Client.run_pipeline`` builds it."""
+        pipeline_spec: dict[str, Any] | None = None
+        reference = None
+        if request.pipeline_id or request.pipeline_version_id:
+            if not request.pipeline_id:
+                raise BackendError("pipeline_version_id needs pipeline_id as well")
+            reference = kfp_server_api.V2beta1PipelineVersionReference(
+                pipeline_id=request.pipeline_id,
+                pipeline_version_id=request.pipeline_version_id,
+            )
+        else:
+            pipeline_spec = pipeline_spec_body(
+                request.pipeline_spec, request.platform_spec, request.enable_caching
+            )
+        return kfp_server_api.V2beta1Run(
+            display_name=request.display_name,
+            experiment_id=experiment_id,
+            pipeline_spec=pipeline_spec,
+            pipeline_version_reference=reference,
+            runtime_config=kfp_server_api.V2beta1RuntimeConfig(
+                parameters=dict(request.parameters),
+                pipeline_root=request.pipeline_root,
+            ),
+            service_account=request.service_account,
+        )
+
+    def submit(self, request: RunRequest) -> RunStatus:
+        experiment = request.experiment or ("Default" if self.namespace else None)
+        experiment_id = self.experiment_id(experiment) if experiment else None
+        body = self.build_run_body(request, experiment_id)
+        run = self._call(
+            f"create run {request.display_name!r}", self._runs.run_service_create_run, body
+        )
+        log.info(
+            "Created KFP run %s (%s): %s",
+            run.run_id,
+            request.display_name,
+            self.run_url(run.run_id),
+        )
+        return self._status(run)
+
+    def get_run(self, run_id: str) -> RunStatus:
+        run = self._call(
+            f"get run {run_id}", self._runs.run_service_get_run, run_id, run_scoped=True
+        )
+        return self._status(run)
+
+    def _list_runs(self, display_name: str, experiment_id: str | None) -> Iterator[Any]:
+        kwargs: dict[str, Any] = {
+            "filter": self._name_filter(display_name),
+            "sort_by": "created_at desc",
+            "page_size": _LIST_PAGE_SIZE,
+        }
+        if experiment_id:
+            kwargs["experiment_id"] = experiment_id
+        elif self.namespace:
+            kwargs["namespace"] = self.namespace
+        token = None
+        while True:
+            if token:
+                kwargs["page_token"] = token
+            page = self._call(
+                f"list runs named {display_name!r}", self._runs.run_service_list_runs, **kwargs
+            )
+            yield from page.runs or []
+            token = page.next_page_token
+            if not token:
+                return
+
+    def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:
+        experiment_id = None
+        if experiment:
+            experiment_id = self.experiment_id(experiment, create=False)
+            if experiment_id is None:
+                return []
+        runs = [
+            r
+            for r in self._list_runs(display_name, experiment_id)
+            if r.display_name == display_name
+        ]
+        # Newest first; the server already sorts, this keeps it true across pages.
+        statuses = [self._status(r) for r in runs]
+        return sorted(statuses, key=lambda s: s.created_at or "", reverse=True)
+
+    def cancel(self, run_id: str) -> None:
+        try:
+            self._call(
+                f"terminate run {run_id}",
+                self._runs.run_service_terminate_run,
+                run_id,
+                run_scoped=True,
+            )
+        except RunNotFoundError:
+            raise
+        except (AuthError, TransientBackendError):
+            raise
+        except BackendError:
+            # The server refuses to terminate a run that is no longer active.
+            status = self.get_run(run_id)
+            if status.state.is_terminal or status.state is RunState.CANCELING:
+                log.info("KFP run %s already %s; nothing to terminate", run_id, status.state.value)
+                return
+            raise
+        log.info("Asked KFP to terminate run %s", run_id)
+
+    def run_url(self, run_id: str) -> str | None:
+        return f"{self.ui_host}/#/runs/details/{run_id}"
+
+    # -- connection checks -------------------------------------------------
+    def healthz(self) -> dict[str, Any]:
+        """``GET /apis/v2beta1/healthz`` (``multi_user``, ``pipeline_store``)."""
+        return self._call("healthz", self._healthz.healthz_service_get_healthz).to_dict()
+
+    def check_access(self) -> None:
+        """List one experiment: proves the credentials and the namespace are accepted."""
+        kwargs: dict[str, Any] = {"page_size": 1}
+        if self.namespace:
+            kwargs["namespace"] = self.namespace
+        self._call(
+            "list experiments", self._experiments.experiment_service_list_experiments, **kwargs
+        )
+
+    def close(self) -> None:
+        self._api_client.rest_client.pool_manager.clear()
+
+
+def pipeline_spec_body(
+    pipeline_spec: Mapping[str, Any],
+    platform_spec: Mapping[str, Any] | None = None,
+    enable_caching: bool | None = None,
+) -> dict[str, Any]:
+    """The ``pipeline_spec`` field of a v2beta1 run, as the KFP SDK sends it.
+
+    Like ``kfp.Client``: a caching choice made at submission overrides every
+    root task's ``cachingOptions.enableCache``; with a (non-empty) kfp-kubernetes
+    platform spec the field becomes ``{"pipeline_spec": ..., "platform_spec": ...}``.
+    """
+    spec = copy.deepcopy(dict(pipeline_spec))
+    if enable_caching is not None:
+        tasks = spec.get("root", {}).get("dag", {}).get("tasks", {})
+        for task in tasks.values():
+            task.setdefault("cachingOptions", {})["enableCache"] = bool(enable_caching)
+    if platform_spec:
+        return {"pipeline_spec": spec, "platform_spec": copy.deepcopy(dict(platform_spec))}
+    return spec
+
+
+def _run_error(run: Any) -> str | None:
+    """The run's error message, else the first failed task's (v2beta1 ``error`` status)."""
+    error = getattr(run, "error", None)
+    if error is not None and getattr(error, "message", None):
+        return error.message
+    details = getattr(run, "run_details", None)
+    for task in getattr(details, "task_details", None) or []:
+        task_error = getattr(task, "error", None)
+        if task_error is not None and getattr(task_error, "message", None):
+            return f"task {task.display_name}: {task_error.message}"
+    return None
+
+
+def _map_google_auth_error(what: str, err: Exception) -> Exception | None:
+    try:
+        import google.auth.exceptions as gexc
+    except ImportError:  # pragma: no cover - google-auth is a dependency
+        return None
+    if isinstance(err, gexc.TransportError):
+        return TransientBackendError(f"{what}: could not refresh Google credentials: {err}")
+    if isinstance(err, gexc.GoogleAuthError):
+        return AuthError(f"{what}: Google credentials could not be used: {err}")
+    return None

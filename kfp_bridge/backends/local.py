@@ -1,0 +1,303 @@
+"""Local backend: run the compiled pipeline with ``kfp.local`` in the pipeline environment.
+
+Each run is a detached process (its own session and process group) running
+``_local_runner.py`` with the pipeline environment's interpreter. Everything
+about a run lives under ``state_dir/<run_id>/``:
+
+- ``request.json``  what to run (display name, experiment, parameters, ...)
+- ``pipeline.yaml`` the compiled pipeline as submitted (a copy)
+- ``state.json``    the run state, replaced atomically under ``state.lock``
+- ``pid``           runner pid and start time (guards against pid reuse)
+- ``runner.log``    runner and component output
+- ``outputs/``      the pipeline root (artifacts), unless the request names a local
+                    ``pipeline_root`` (then ``<pipeline_root>/<run_id>``); remote roots
+                    (gs://...) are ignored here. ``outputs.json``: the pipeline outputs
+
+So submit / get_run / find_runs / cancel work from any process on the machine,
+e.g. a retry of the Airflow task reattaches to a run a dead worker started.
+
+The run URL is a ``file://`` URL of the run's ``runner.log``: the one file a
+person needs when a local run fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
+from kfp_bridge.exceptions import BackendError, RunNotFoundError
+
+RUNNER_SCRIPT = Path(__file__).with_name("_local_runner.py")
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+LOG_FILE = "runner.log"
+PID_FILE = "pid"
+# A runner that has not written its pid this long after submit is considered lost.
+START_GRACE_SECONDS = 60.0
+CANCEL_GRACE_SECONDS = 5.0
+_AIRFLOW_SIDE_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+
+
+def default_pipeline_python() -> str:
+    """``.venv-pipeline/bin/python`` under ``$KFP_BRIDGE_HOME`` or the current directory."""
+    home = Path(os.environ.get("KFP_BRIDGE_HOME") or os.getcwd())
+    return str(home / ".venv-pipeline" / "bin" / "python")
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _runner_env() -> dict[str, str]:
+    """The caller's environment minus what would mix the Airflow venv into the pipeline venv."""
+    env = {k: v for k, v in os.environ.items() if k not in _AIRFLOW_SIDE_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (Linux), to tell our runner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _process_alive(pid: int, start_time: str | None) -> bool:
+    with suppress(ChildProcessError):  # reap our own finished child (no zombie)
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # not Linux: kill(0) is all we have
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or fields[19] == start_time
+
+
+class LocalBackend(Backend):
+    """Runs compiled pipelines with ``kfp.local`` (SubprocessRunner) as detached processes."""
+
+    name = "local"
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, python: str | None = None) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        # absolute, not resolved: the venv interpreter is a symlink that must stay one
+        self.python = os.path.abspath(python or default_pipeline_python())
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    def submit(self, request: RunRequest) -> RunStatus:
+        if request.pipeline_id or request.pipeline_version_id:
+            raise BackendError(
+                "the local backend runs a compiled pipeline file; "
+                "pipeline_id/pipeline_version_id need the kfp or vertex backend"
+            )
+        if not Path(self.python).exists():
+            raise BackendError(
+                f"pipeline environment interpreter not found: {self.python} "
+                "(set the connection extra 'local_python' or KFP_BRIDGE_HOME)"
+            )
+        run_id = str(uuid.uuid4())
+        run_dir = self.state_dir / run_id
+        run_dir.mkdir(parents=True)
+        pipeline_file = run_dir / "pipeline.yaml"
+        if request.pipeline_path:
+            shutil.copyfile(request.pipeline_path, pipeline_file)
+        else:
+            docs = [dict(request.pipeline_spec)]
+            if request.platform_spec:
+                docs.append(dict(request.platform_spec))
+            pipeline_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        created_at = _utcnow()
+        try:
+            payload = {
+                "run_id": run_id,
+                "display_name": request.display_name,
+                "experiment": request.experiment,
+                "parameters": dict(request.parameters),
+                "pipeline_path": str(pipeline_file),
+                "pipeline_root": request.pipeline_root,
+                "enable_caching": request.enable_caching,
+                "labels": dict(request.labels),
+                "created_at": created_at,
+            }
+            (run_dir / "request.json").write_text(json.dumps(payload, indent=1))
+        except TypeError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise BackendError(f"run parameters are not JSON-serializable: {exc}") from exc
+        self._write_state(run_dir, {"state": "PENDING", "created_at": created_at})
+        with open(run_dir / LOG_FILE, "ab") as log:
+            process = subprocess.Popen(
+                [self.python, str(RUNNER_SCRIPT), str(run_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(run_dir),
+                start_new_session=True,  # own process group: cancel kills the whole run
+                close_fds=True,
+                env=_runner_env(),
+            )
+        pid_info = {"pid": process.pid, "start_time": _proc_start_time(process.pid)}
+        (run_dir / PID_FILE).write_text(json.dumps(pid_info))
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunStatus:
+        run_dir = self._run_dir(run_id)
+        request = self._read_json(run_dir / "request.json")
+        state = self._read_json(run_dir / STATE_FILE)
+        current = state.get("state", "PENDING")
+        if current in ("PENDING", "RUNNING", "CANCELING"):
+            state = self._detect_dead_runner(run_dir, state)
+            current = state["state"]
+        return RunStatus(
+            run_id=run_id,
+            display_name=request.get("display_name", ""),
+            state=RunState(current),
+            url=self.run_url(run_id),
+            error=state.get("error"),
+            created_at=request.get("created_at"),
+        )
+
+    def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:
+        if not self.state_dir.is_dir():
+            return []
+        matches: list[tuple[str, str]] = []
+        for request_file in self.state_dir.glob("*/request.json"):
+            request = self._read_json(request_file, missing_ok=True)
+            if request.get("display_name") != display_name:
+                continue
+            if experiment is not None and request.get("experiment") != experiment:
+                continue
+            matches.append((request.get("created_at", ""), request_file.parent.name))
+        matches.sort(reverse=True)
+        return [self.get_run(run_id) for _, run_id in matches]
+
+    def cancel(self, run_id: str) -> None:
+        run_dir = self._run_dir(run_id)
+        with self._locked(run_dir):
+            state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
+            if RunState(state.get("state", "PENDING")).is_terminal:
+                return
+            state.update(state="CANCELING", updated_at=_utcnow())
+            self._write_state(run_dir, state)
+        pid_info = self._read_json(run_dir / PID_FILE, missing_ok=True)
+        if pid_info:
+            self._stop_process_group(pid_info["pid"], pid_info.get("start_time"))
+        with self._locked(run_dir):
+            state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
+            if state.get("state") == "CANCELING":
+                state.update(state="CANCELED", error="canceled", finished_at=_utcnow())
+                self._write_state(run_dir, state)
+
+    def run_url(self, run_id: str) -> str | None:
+        return (self.state_dir / run_id / LOG_FILE).as_uri()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _run_dir(self, run_id: str) -> Path:
+        run_dir = self.state_dir / run_id
+        if "/" in run_id or run_id in ("", ".", "..") or not (run_dir / "request.json").is_file():
+            raise RunNotFoundError(f"local run {run_id!r} not found under {self.state_dir}")
+        return run_dir
+
+    def _detect_dead_runner(self, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+        """A runner that died without a final state makes the run FAILED (or CANCELED)."""
+        pid_info = self._read_json(run_dir / PID_FILE, missing_ok=True)
+        if not pid_info:
+            created = state.get("created_at")
+            age = time.time() - datetime.fromisoformat(created).timestamp() if created else 0
+            if age < START_GRACE_SECONDS:
+                return state
+            reason = "the local runner never started"
+        elif _process_alive(pid_info["pid"], pid_info.get("start_time")):
+            return state
+        else:
+            reason = (
+                f"the local runner (pid {pid_info['pid']}) exited without recording a final "
+                f"state (killed, or out of memory?); see {run_dir / LOG_FILE}"
+            )
+        with self._locked(run_dir):
+            state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
+            current = state.get("state", "PENDING")
+            if current in ("PENDING", "RUNNING", "CANCELING"):
+                final = "CANCELED" if current == "CANCELING" else "FAILED"
+                state.update(state=final, error=reason, finished_at=_utcnow())
+                self._write_state(run_dir, state)
+                if pid_info and final == "FAILED":
+                    # leftover component processes of the dead runner's group
+                    self._stop_process_group(pid_info["pid"], None, grace=0)
+        return state
+
+    @staticmethod
+    def _stop_process_group(pid: int, start_time: str | None, grace: float = CANCEL_GRACE_SECONDS):
+        if start_time is not None and not _process_alive(pid, start_time):
+            # the runner is gone; its group may still hold component processes
+            start_time = None
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not _process_alive(pid, None):
+                break
+            time.sleep(0.05)
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+    @staticmethod
+    @contextmanager
+    def _locked(run_dir: Path) -> Iterator[None]:
+        with open(run_dir / LOCK_FILE, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+        tmp = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        os.replace(tmp, run_dir / STATE_FILE)
+
+    @staticmethod
+    def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            if missing_ok:
+                return {}
+            raise RunNotFoundError(f"{path} is missing") from None
+        except ValueError as exc:
+            raise BackendError(f"{path} is not valid JSON: {exc}") from exc
+
+
+__all__ = ["LocalBackend", "default_pipeline_python"]
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("kfp_bridge.backends.local needs a POSIX system (process groups, flock)")

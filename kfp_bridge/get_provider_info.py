@@ -1,0 +1,111 @@
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp_bridge import __version__
+
+
+def _field(label: str, schema_type: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": [schema_type, "null"], **extra},
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "kfp-bridge",
+        "name": "Kubeflow Pipelines bridge",
+        "description": "Run compiled Kubeflow Pipelines on a KFP API server, Vertex AI Pipelines "
+        "or locally (kfp.local), with reattach on retry and a deferrable wait.",
+        "state": "ready",
+        "source-date-epoch": 1764201600,
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Kubeflow Pipelines",
+                "external-doc-url": "https://www.kubeflow.org/docs/components/pipelines/",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Kubeflow Pipelines",
+                "python-modules": ["kfp_bridge.operators.kfp"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Kubeflow Pipelines",
+                "python-modules": ["kfp_bridge.hooks.kfp"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Kubeflow Pipelines",
+                "python-modules": ["kfp_bridge.triggers.kfp"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "kfp_bridge.hooks.kfp.KubeflowPipelineHook",
+                "hook-name": "Kubeflow Pipelines",
+                "connection-type": "kfp",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "KFP API endpoint", "password": "Bearer token"},
+                    "placeholders": {
+                        "host": "https://xxxx-dot-asia-northeast1.pipelines.googleusercontent.com",
+                        "backend": "kfp",
+                        "auth": "google",
+                    },
+                },
+                "conn-fields": {
+                    "backend": _field(
+                        "Backend",
+                        "string",
+                        "kfp (KFP API server), vertex (Vertex AI Pipelines) or local (kfp.local)",
+                        enum=["kfp", "vertex", "local", None],
+                    ),
+                    "auth": _field(
+                        "Authentication",
+                        "string",
+                        "none, token (the password field) or google (default credentials)",
+                        enum=["none", "token", "google", None],
+                    ),
+                    "namespace": _field("Namespace", "string", "Kubeflow profile namespace"),
+                    "ui_host": _field("UI host", "string", "Base URL for run links, if not host"),
+                    "verify_ssl": _field("Verify SSL", "boolean", "Verify TLS certificates"),
+                    "request_timeout": _field("Request timeout (s)", "number", "Per API call"),
+                    "project_id": _field("Project ID", "string", "Vertex AI project"),
+                    "location": _field("Location", "string", "Vertex AI region"),
+                    "local_state_dir": _field(
+                        "Local state directory", "string", "Where local runs keep their state"
+                    ),
+                    "local_python": _field(
+                        "Pipeline interpreter", "string", "Python of the pipeline environment"
+                    ),
+                },
+            }
+        ],
+        "config": {
+            "kfp_bridge": {
+                "description": "Settings of the Kubeflow Pipelines bridge.",
+                "options": {
+                    "default_deferrable": {
+                        "description": "Whether KubeflowPipelineRunOperator defers by default "
+                        "(waits in the triggerer instead of a worker slot).",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": None,
+                        "default": "True",
+                    }
+                },
+            }
+        },
+        "extra-links": ["kfp_bridge.links.kfp.KubeflowRunLink"],
+        "notifications": ["kfp_bridge.notifications.slack.KfpSlackNotifier"],
+    }

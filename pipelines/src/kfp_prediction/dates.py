@@ -1,0 +1,69 @@
+"""Target date and lookback window, in Asia/Tokyo business days.
+
+The run for target date D uses events in ``[D - lookback_days, D)`` JST: an event at
+23:59:59 JST on D-1 is in, one at 00:00:00 JST on D is out. Event times are stored in UTC,
+so the window is computed here once as two UTC instants and handed to the SQL as literals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from kfp_prediction.errors import PredictionInputError, TargetDateError
+
+JST = ZoneInfo("Asia/Tokyo")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_LOOKBACK_DAYS = 366
+
+
+def parse_target_date(value: object) -> dt.date:
+    """Parse ``target_date`` strictly as YYYY-MM-DD (no times, no time zones)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise TargetDateError("target_date is required (YYYY-MM-DD, the JST business date)")
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        raise TargetDateError(f"target_date must be YYYY-MM-DD, got {value!r}")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise TargetDateError(f"target_date {value!r} is not a calendar date: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TargetWindow:
+    """The JST target date and its lookback window as UTC instants (start inclusive)."""
+
+    target_date: dt.date
+    lookback_days: int
+
+    @classmethod
+    def build(cls, target_date: object, lookback_days: int) -> TargetWindow:
+        date = parse_target_date(target_date)
+        if isinstance(lookback_days, bool) or not isinstance(lookback_days, int):
+            raise PredictionInputError(f"lookback_days must be an integer, got {lookback_days!r}")
+        if not 1 <= lookback_days <= MAX_LOOKBACK_DAYS:
+            raise PredictionInputError(
+                f"lookback_days must be between 1 and {MAX_LOOKBACK_DAYS}, got {lookback_days}"
+            )
+        return cls(date, lookback_days)
+
+    @property
+    def end_utc(self) -> dt.datetime:
+        """Start of the target date in JST, as UTC (exclusive end of the window)."""
+        start_jst = dt.datetime.combine(self.target_date, dt.time(), tzinfo=JST)
+        return start_jst.astimezone(dt.UTC)
+
+    @property
+    def start_utc(self) -> dt.datetime:
+        return self.end_utc - dt.timedelta(days=self.lookback_days)
+
+    @property
+    def last_day_start_utc(self) -> dt.datetime:
+        """Start of the JST day before the target date (the freshest day the run needs)."""
+        return self.end_utc - dt.timedelta(days=1)
+
+    @property
+    def last_day(self) -> dt.date:
+        return self.target_date - dt.timedelta(days=1)

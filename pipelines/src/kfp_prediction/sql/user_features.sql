@@ -1,0 +1,68 @@
+-- Per-user features for one lookback window. BigQuery Standard SQL, the single source of
+-- truth: the local warehouse runs it through sqlglot's BigQuery -> DuckDB transpiler.
+-- Placeholders (Python str.format): window start/end as UTC TIMESTAMP literals and the
+-- lookback length in days; the window is [start, end) and ends at 00:00 JST on the target date.
+-- Kept to functions both engines share (no time-zone functions: the window is precomputed).
+-- Counts are cast to INT64: DuckDB's COUNT_IF/SUM return HUGEINT, which Arrow turns into
+-- slow decimals.
+WITH views AS (
+  SELECT
+    user_id,
+    COUNT(*) AS pv_count,
+    CAST(COUNTIF(device = 'app') AS INT64) AS pv_app,
+    CAST(COUNTIF(category = 'tops') AS INT64) AS pv_tops,
+    CAST(COUNTIF(category = 'bottoms') AS INT64) AS pv_bottoms,
+    CAST(COUNTIF(category = 'outerwear') AS INT64) AS pv_outerwear,
+    CAST(COUNTIF(category = 'shoes') AS INT64) AS pv_shoes,
+    CAST(COUNTIF(category = 'bags') AS INT64) AS pv_bags,
+    CAST(COUNTIF(category = 'accessories') AS INT64) AS pv_accessories,
+    MAX(event_time) AS last_view_at
+  FROM page_views
+  WHERE event_time >= {window_start} AND event_time < {window_end}
+  GROUP BY user_id
+),
+buys AS (
+  SELECT
+    user_id,
+    COUNT(*) AS purchase_count,
+    CAST(SUM(amount) AS INT64) AS purchase_amount,
+    CAST(COUNTIF(category = 'tops') AS INT64) AS buy_tops,
+    CAST(COUNTIF(category = 'bottoms') AS INT64) AS buy_bottoms,
+    CAST(COUNTIF(category = 'outerwear') AS INT64) AS buy_outerwear,
+    CAST(COUNTIF(category = 'shoes') AS INT64) AS buy_shoes,
+    CAST(COUNTIF(category = 'bags') AS INT64) AS buy_bags,
+    CAST(COUNTIF(category = 'accessories') AS INT64) AS buy_accessories,
+    MAX(event_time) AS last_purchase_at
+  FROM purchases
+  WHERE event_time >= {window_start} AND event_time < {window_end}
+  GROUP BY user_id
+)
+SELECT
+  u.user_id AS user_id,
+  u.member_rank AS member_rank,
+  u.age_band AS age_band,
+  GREATEST(TIMESTAMP_DIFF({window_end}, u.registered_at, SECOND) / 86400.0, 0.0) AS tenure_days,
+  COALESCE(v.pv_count, 0) AS pv_count,
+  COALESCE(v.pv_app, 0) AS pv_app,
+  COALESCE(v.pv_tops, 0) AS pv_tops,
+  COALESCE(v.pv_bottoms, 0) AS pv_bottoms,
+  COALESCE(v.pv_outerwear, 0) AS pv_outerwear,
+  COALESCE(v.pv_shoes, 0) AS pv_shoes,
+  COALESCE(v.pv_bags, 0) AS pv_bags,
+  COALESCE(v.pv_accessories, 0) AS pv_accessories,
+  COALESCE(TIMESTAMP_DIFF({window_end}, v.last_view_at, SECOND) / 86400.0, {lookback_days})
+    AS days_since_last_view,
+  COALESCE(b.purchase_count, 0) AS purchase_count,
+  COALESCE(b.purchase_amount, 0) AS purchase_amount,
+  COALESCE(b.buy_tops, 0) AS buy_tops,
+  COALESCE(b.buy_bottoms, 0) AS buy_bottoms,
+  COALESCE(b.buy_outerwear, 0) AS buy_outerwear,
+  COALESCE(b.buy_shoes, 0) AS buy_shoes,
+  COALESCE(b.buy_bags, 0) AS buy_bags,
+  COALESCE(b.buy_accessories, 0) AS buy_accessories,
+  COALESCE(TIMESTAMP_DIFF({window_end}, b.last_purchase_at, SECOND) / 86400.0, {lookback_days})
+    AS days_since_last_purchase
+FROM users AS u
+LEFT JOIN views AS v ON v.user_id = u.user_id
+LEFT JOIN buys AS b ON b.user_id = u.user_id
+WHERE u.registered_at < {window_end}

@@ -1,0 +1,447 @@
+"""KfpApiBackend against the stand-in KFP API server, through the real kfp-server-api client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kfp_bridge.backends import kfp as kfp_module
+from kfp_bridge.backends.base import RunRequest, RunState
+from kfp_bridge.backends.kfp import KfpApiBackend, static_token_provider
+from kfp_bridge.exceptions import (
+    AuthError,
+    BackendError,
+    RunNotFoundError,
+    TransientBackendError,
+)
+from tests.standin.kfp_api_server import KfpApiStandIn
+
+TINY = Path(__file__).parent / "fixtures" / "tiny_pipeline.yaml"
+PLATFORM_SPEC = {
+    "platforms": {
+        "kubernetes": {
+            "deploymentSpec": {
+                "executors": {"exec-greet": {"nodeSelector": {"labels": {"pool": "batch"}}}}
+            }
+        }
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_spec() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def request_for(spec: dict, name: str = "dag__task__2026-11-26T21:00:00+00:00", **kw) -> RunRequest:
+    return RunRequest(display_name=name, pipeline_spec=spec, **kw)
+
+
+def poll_until_terminal(backend: KfpApiBackend, run_id: str, limit: int = 20) -> list[RunState]:
+    states = []
+    for _ in range(limit):
+        states.append(backend.get_run(run_id).state)
+        if states[-1].is_terminal:
+            return states
+    raise AssertionError(f"run {run_id} did not end: {states}")
+
+
+# -- submit -------------------------------------------------------------------------------
+def test_submit_sends_spec_parameters_root_and_service_account(kfp_server, kfp_backend, tiny_spec):
+    status = kfp_backend.submit(
+        request_for(
+            tiny_spec,
+            parameters={"message": "hi", "repeat": 2},
+            experiment="daily-prediction",
+            pipeline_root="gs://bucket/root",
+            service_account="pipeline-runner@proj.iam.gserviceaccount.com",
+        )
+    )
+
+    [run] = kfp_server.runs()
+    assert status.run_id == run["run_id"]
+    assert status.state is RunState.PENDING
+    assert status.url == f"{kfp_server.url}/#/runs/details/{run['run_id']}"
+    assert run["display_name"] == "dag__task__2026-11-26T21:00:00+00:00"
+    assert run["pipeline_spec"] == tiny_spec
+    assert run["runtime_config"] == {
+        "parameters": {"message": "hi", "repeat": 2},
+        "pipeline_root": "gs://bucket/root",
+    }
+    assert run["service_account"] == "pipeline-runner@proj.iam.gserviceaccount.com"
+    [experiment] = kfp_server.experiments()
+    assert experiment["display_name"] == "daily-prediction"
+    assert run["experiment_id"] == experiment["experiment_id"]
+
+
+def test_platform_spec_is_sent_beside_the_pipeline_spec_like_the_sdk(
+    kfp_server, kfp_backend, tiny_spec
+):
+    kfp_backend.submit(request_for(tiny_spec, platform_spec=PLATFORM_SPEC))
+
+    [run] = kfp_server.runs()
+    assert run["pipeline_spec"] == {"pipeline_spec": tiny_spec, "platform_spec": PLATFORM_SPEC}
+
+
+@pytest.mark.parametrize("enable_caching", [True, False])
+def test_caching_choice_overrides_every_root_task(
+    kfp_server, kfp_backend, tiny_spec, enable_caching
+):
+    kfp_backend.submit(request_for(tiny_spec, enable_caching=enable_caching))
+
+    tasks = kfp_server.runs()[0]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert {name: t["cachingOptions"]["enableCache"] for name, t in tasks.items()} == {
+        "greet": enable_caching,
+        "shout": enable_caching,
+    }
+    # The caller's spec is not modified.
+    assert tiny_spec == yaml.safe_load(TINY.read_text())
+
+
+def test_caching_unset_keeps_compiled_settings(kfp_server, kfp_backend, tiny_spec):
+    kfp_backend.submit(request_for(tiny_spec))
+    assert kfp_server.runs()[0]["pipeline_spec"] == tiny_spec
+
+
+def test_submit_by_uploaded_pipeline_version(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", tiny_spec)
+
+    kfp_backend.submit(
+        RunRequest(
+            display_name="by-version",
+            pipeline_spec={},
+            pipeline_id="pipe-1",
+            pipeline_version_id="ver-1",
+        )
+    )
+
+    [run] = kfp_server.runs()
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": "pipe-1",
+        "pipeline_version_id": "ver-1",
+    }
+    assert run["pipeline_spec"] is None
+    with pytest.raises(BackendError, match="PipelineVersion ver-2 not found") as err:
+        kfp_backend.submit(
+            RunRequest(
+                display_name="x",
+                pipeline_spec={},
+                pipeline_id="pipe-1",
+                pipeline_version_id="ver-2",
+            )
+        )
+    assert not isinstance(err.value, RunNotFoundError)
+
+
+def test_experiment_is_created_once_and_reused(kfp_server, tiny_spec):
+    for i in range(3):  # a fresh backend each time, as each task try would have
+        backend = KfpApiBackend(kfp_server.url)
+        backend.submit(request_for(tiny_spec, name=f"run-{i}", experiment="daily"))
+        backend.submit(request_for(tiny_spec, name=f"run-{i}-b", experiment="daily"))
+
+    assert [e["display_name"] for e in kfp_server.experiments()] == ["daily"]
+    creates = [
+        r
+        for r in kfp_server.requests()
+        if r["method"] == "POST" and r["path"].endswith("/experiments")
+    ]
+    assert len(creates) == 1
+    assert len({r["experiment_id"] for r in kfp_server.runs()}) == 1
+
+
+# -- observe ------------------------------------------------------------------------------
+def test_run_goes_pending_running_succeeded(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(pending=2, running=2)
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+
+    states = poll_until_terminal(kfp_backend, run_id)
+
+    assert states == [RunState.PENDING] * 2 + [RunState.RUNNING] * 2 + [RunState.SUCCEEDED]
+    final = kfp_backend.get_run(run_id)
+    assert final.error is None
+    assert final.created_at
+
+
+def test_failed_run_carries_the_server_error_message(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(outcome="FAILED", error="greet: ValueError: asked to fail")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.FAILED
+    assert kfp_backend.get_run(run_id).error == "greet: ValueError: asked to fail"
+
+
+@pytest.mark.parametrize("state", ["PAUSED", "SKIPPED", "CANCELED", "RUNTIME_STATE_UNSPECIFIED"])
+def test_every_state_string_maps(kfp_server, kfp_backend, tiny_spec, state):
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    kfp_server.set_run_state(run_id, state)
+    assert kfp_backend.get_run(run_id).state is RunState(state)
+
+
+# -- find by name -------------------------------------------------------------------------
+def test_find_runs_by_name_newest_first_across_pages(kfp_server, tiny_spec, monkeypatch):
+    monkeypatch.setattr(kfp_module, "_LIST_PAGE_SIZE", 2)
+    backend = KfpApiBackend(kfp_server.url)
+    ids = [backend.submit(request_for(tiny_spec, name="same")).run_id for _ in range(5)]
+    backend.submit(request_for(tiny_spec, name="same-but-longer"))
+    backend.submit(request_for(tiny_spec, name="other"))
+
+    found = backend.find_runs("same")
+
+    assert [s.run_id for s in found] == ids[::-1]
+    assert {s.display_name for s in found} == {"same"}
+    lists = [
+        r for r in kfp_server.requests() if r["method"] == "GET" and r["path"].endswith("/runs")
+    ]
+    assert len(lists) == 3  # pages of 2, 2, 1
+    assert "page_token" not in lists[0]["query"]
+    assert all(r["query"].get("page_token") for r in lists[1:])
+    assert lists[0]["query"]["sort_by"] == "created_at desc"
+
+
+def test_find_runs_sends_the_display_name_filter(kfp_server, kfp_backend):
+    assert kfp_backend.find_runs('odd "name"') == []
+    [req] = [r for r in kfp_server.requests() if r["path"].endswith("/runs")]
+    assert kfp_module.json.loads(req["query"]["filter"]) == {
+        "predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": 'odd "name"'}]
+    }
+
+
+def test_find_runs_within_an_experiment(kfp_server, kfp_backend, tiny_spec):
+    in_a = kfp_backend.submit(request_for(tiny_spec, name="r", experiment="a")).run_id
+    kfp_backend.submit(request_for(tiny_spec, name="r", experiment="b"))
+
+    assert [s.run_id for s in kfp_backend.find_runs("r", experiment="a")] == [in_a]
+    assert len(kfp_backend.find_runs("r")) == 2
+    assert kfp_backend.find_runs("r", experiment="missing") == []
+    assert "missing" not in {e["display_name"] for e in kfp_server.experiments()}
+
+
+# -- cancel -------------------------------------------------------------------------------
+def test_cancel_terminates_and_is_idempotent(kfp_server, kfp_backend, tiny_spec):
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    kfp_backend.get_run(run_id)
+
+    kfp_backend.cancel(run_id)
+    kfp_backend.cancel(run_id)  # CANCELING: the server refuses, the backend shrugs
+
+    assert kfp_backend.get_run(run_id).state in (RunState.CANCELING, RunState.CANCELED)
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.CANCELED
+    kfp_backend.cancel(run_id)  # already CANCELED: no error
+    terminates = [r for r in kfp_server.requests() if r["path"].endswith(":terminate")]
+    assert len(terminates) == 3
+
+
+def test_cancel_of_a_finished_run_is_no_error(kfp_server, kfp_backend, tiny_spec):
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    kfp_server.set_run_state(run_id, "SUCCEEDED")
+    kfp_backend.cancel(run_id)
+    assert kfp_backend.get_run(run_id).state is RunState.SUCCEEDED
+
+
+def test_cancel_of_an_unknown_run(kfp_backend):
+    with pytest.raises(RunNotFoundError):
+        kfp_backend.cancel("no-such-run")
+
+
+# -- faults -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "options", "error", "text"),
+    [
+        ("status", {"status": 500}, TransientBackendError, "HTTP 500"),
+        ("status", {"status": 503}, TransientBackendError, "HTTP 503"),
+        ("status", {"status": 502}, TransientBackendError, "HTTP 502"),
+        ("status", {"status": 429}, TransientBackendError, "HTTP 429"),
+        ("drop", {}, TransientBackendError, "unreachable or too slow"),
+        ("slow", {"delay": 3.0}, TransientBackendError, "timed out"),
+        ("status", {"status": 401}, AuthError, "HTTP 401"),
+        ("status", {"status": 403}, AuthError, "HTTP 403"),
+        ("status", {"status": 302}, AuthError, "login page"),
+        ("status", {"status": 400, "message": "Invalid input error: bad"}, BackendError, "bad"),
+    ],
+)
+def test_faults_map_to_bridge_errors(kfp_server, tiny_spec, kind, options, error, text):
+    backend = KfpApiBackend(kfp_server.url, request_timeout=0.5)
+    run_id = backend.submit(request_for(tiny_spec)).run_id
+    kfp_server.inject(kind, method="GET", **options)
+
+    with pytest.raises(error, match=text) as raised:
+        backend.get_run(run_id)
+
+    if error is BackendError:
+        assert not isinstance(raised.value, (AuthError, RunNotFoundError))
+    assert backend.get_run(run_id).run_id == run_id  # the fault was one request only
+
+
+def test_auth_error_says_what_to_check(kfp_server, kfp_backend):
+    kfp_server.require_token("right")
+    with pytest.raises(AuthError) as err:
+        kfp_backend.healthz()
+    message = str(err.value)
+    assert "401" in message
+    assert "auth setting" in message
+    assert kfp_server.url in message
+
+
+def test_a_burst_of_503_then_recovery(kfp_server, kfp_backend, tiny_spec):
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    kfp_server.inject("status", times=3, status=503, path=r"/runs/")
+
+    for _ in range(3):
+        with pytest.raises(TransientBackendError):
+            kfp_backend.get_run(run_id)
+    assert kfp_backend.get_run(run_id).state is RunState.PENDING
+
+
+def test_a_run_that_disappears_is_not_found(kfp_server, kfp_backend, tiny_spec):
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    kfp_server.delete_run(run_id)
+    with pytest.raises(RunNotFoundError, match=run_id):
+        kfp_backend.get_run(run_id)
+
+
+def test_connection_refused_is_transient(tiny_spec):
+    server = KfpApiStandIn().start()
+    url = server.url
+    server.stop()
+    with pytest.raises(TransientBackendError, match="unreachable"):
+        KfpApiBackend(url, request_timeout=1).get_run("x")
+
+
+@pytest.mark.parametrize("kind", ["drop", "status"])
+def test_failed_submit_is_not_retried_behind_the_callers_back(
+    kfp_server, kfp_backend, tiny_spec, kind
+):
+    kfp_server.inject(kind, method="POST", path=r"/runs$", status=503)
+    with pytest.raises(TransientBackendError):
+        kfp_backend.submit(request_for(tiny_spec))
+    posts = [
+        r for r in kfp_server.requests() if r["method"] == "POST" and r["path"].endswith("/runs")
+    ]
+    assert len(posts) == 1
+    assert kfp_server.runs() == []
+
+
+# -- auth ---------------------------------------------------------------------------------
+def test_static_token_is_sent_as_bearer(kfp_server, tiny_spec):
+    kfp_server.require_token("kubeflow-sa-token")
+    backend = KfpApiBackend(
+        kfp_server.url, token_provider=static_token_provider("kubeflow-sa-token")
+    )
+
+    backend.submit(request_for(tiny_spec, experiment="e"))
+
+    assert {r["authorization"] for r in kfp_server.requests()} == {"Bearer kubeflow-sa-token"}
+    assert "kubeflow-sa-token" not in repr(backend)
+
+
+def test_token_provider_is_asked_before_every_request(kfp_server, tiny_spec):
+    issued = []
+
+    def rotating() -> str:
+        issued.append(f"token-{len(issued)}")
+        return issued[-1]
+
+    kfp_server.require_token(*(f"token-{i}" for i in range(10)))
+    backend = KfpApiBackend(kfp_server.url, token_provider=rotating)
+    run_id = backend.submit(request_for(tiny_spec)).run_id
+    backend.get_run(run_id)
+    backend.get_run(run_id)
+
+    assert [r["authorization"] for r in kfp_server.requests()] == [f"Bearer {t}" for t in issued]
+    assert len(issued) == 3
+
+
+def test_missing_token_is_an_auth_error_without_leaking_tokens(kfp_server):
+    kfp_server.require_token("secret-token-value")
+    wrong = KfpApiBackend(kfp_server.url, token_provider=static_token_provider("wrong-token"))
+    with pytest.raises(AuthError) as err:
+        wrong.get_run("x")
+    assert "wrong-token" not in str(err.value)
+    assert "secret-token-value" not in str(err.value)
+    with pytest.raises(AuthError, match="Jwt is missing"):
+        KfpApiBackend(kfp_server.url).get_run("x")
+
+
+def test_empty_static_token_is_refused():
+    with pytest.raises(AuthError, match="password"):
+        static_token_provider("")
+
+
+# -- multi-user Kubeflow ------------------------------------------------------------------
+def test_namespace_is_used_for_experiments_and_lists(kfp_server_multi_user, tiny_spec):
+    server = kfp_server_multi_user
+    team_a = KfpApiBackend(server.url, namespace="team-a")
+    team_b = KfpApiBackend(server.url, namespace="team-b")
+
+    run_a = team_a.submit(request_for(tiny_spec, name="daily", experiment="exp")).run_id
+    run_b = team_b.submit(request_for(tiny_spec, name="daily", experiment="exp")).run_id
+    default_a = team_a.submit(request_for(tiny_spec, name="no-experiment")).run_id
+
+    assert sorted((e["display_name"], e["namespace"]) for e in server.experiments()) == [
+        ("Default", "team-a"),
+        ("exp", "team-a"),
+        ("exp", "team-b"),
+    ]
+    assert [s.run_id for s in team_a.find_runs("daily")] == [run_a]
+    assert [s.run_id for s in team_b.find_runs("daily")] == [run_b]
+    assert [s.run_id for s in team_a.find_runs("no-experiment")] == [default_a]
+    lists = [r for r in server.requests() if r["method"] == "GET" and r["path"].endswith("/runs")]
+    assert {r["query"].get("namespace") for r in lists} == {"team-a", "team-b"}
+
+
+def test_multi_user_server_without_namespace_fails_clearly(kfp_server_multi_user):
+    backend = KfpApiBackend(kfp_server_multi_user.url)
+    with pytest.raises(BackendError, match="namespace"):
+        backend.find_runs("daily")
+
+
+# -- links and health ---------------------------------------------------------------------
+def test_run_url_uses_ui_host_when_given():
+    backend = KfpApiBackend("https://kfp.example.com/", ui_host="https://ui.example.com")
+    assert backend.run_url("abc") == "https://ui.example.com/#/runs/details/abc"
+    assert KfpApiBackend("kfp.example.com").run_url("abc") == (
+        "https://kfp.example.com/#/runs/details/abc"
+    )
+
+
+def test_healthz_and_access_check(kfp_server, kfp_backend, kfp_server_multi_user):
+    assert kfp_backend.healthz() == {"multi_user": False, "pipeline_store": "database"}
+    kfp_backend.check_access()
+    multi = KfpApiBackend(kfp_server_multi_user.url, namespace="team-a")
+    assert multi.healthz()["multi_user"] is True
+    multi.check_access()
+
+
+# -- separate process ---------------------------------------------------------------------
+def test_standin_in_a_separate_process(kfp_server_process, tiny_spec):
+    control = kfp_server_process
+    control.set_schedule(pending=0, running=1, outcome="FAILED", error="boom")
+    backend = KfpApiBackend(control.url, request_timeout=2)
+
+    run_id = backend.submit(request_for(tiny_spec, experiment="e")).run_id
+    control.inject("status", status=503)
+    with pytest.raises(TransientBackendError):
+        backend.get_run(run_id)
+    states = poll_until_terminal(backend, run_id)
+
+    assert states[-1] is RunState.FAILED
+    assert backend.get_run(run_id).error == "boom"
+    assert [r["run_id"] for r in control.runs()] == [run_id]
+    control.delete_run(run_id)
+    with pytest.raises(RunNotFoundError):
+        backend.get_run(run_id)
+
+
+def test_schedule_in_seconds_for_many_concurrent_runs(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(unit="seconds", pending=0, running=3600)
+    long_run = kfp_backend.submit(request_for(tiny_spec, name="long")).run_id
+    kfp_server.set_schedule(unit="seconds", pending=0, running=0, display_name="instant")
+    instant = kfp_backend.submit(request_for(tiny_spec, name="instant")).run_id
+
+    for _ in range(3):  # polls do not move a time-scheduled run
+        assert kfp_backend.get_run(long_run).state is RunState.RUNNING
+    assert kfp_backend.get_run(instant).state is RunState.SUCCEEDED
+    kfp_backend.cancel(long_run)
+    assert kfp_backend.get_run(long_run).state in (RunState.CANCELING, RunState.CANCELED)

@@ -1,0 +1,456 @@
+"""KubeflowPipelineRunOperator: validation, deferral, idempotent retries, kill.
+
+Most tests drive the operator against the stand-in KFP API server (real
+kfp-server-api client) with a stand-in task context; the worker-kill test runs
+a real ``airflow dags test`` process with the local backend (real kfp.local
+runs) and SIGKILLs it mid-wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from kfp_bridge.backends.base import RunState, RunStatus
+from kfp_bridge.backends.local import LocalBackend
+from kfp_bridge.exceptions import RunFailedError
+from kfp_bridge.operators.kfp import (
+    KubeflowPipelineRunOperator,
+    default_run_name,
+    sanitize_run_name,
+)
+from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
+from tests.bridge._helpers import (
+    AIRFLOW_BIN,
+    PIPELINE_PYTHON,
+    TINY_PIPELINE,
+    TaskInstance,
+    TaskStateStore,
+    airflow_env,
+    local_connection_env,
+    task_context,
+    wait_for,
+)
+
+LOGICAL_DATE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)  # 06:00 JST on 11-27
+RUN_NAME = "daily_prediction__predict__2026-11-26T210000Z"
+
+
+def _operator(conn_id: str, **kwargs) -> KubeflowPipelineRunOperator:
+    defaults = {
+        "task_id": "predict",
+        "pipeline_file": str(TINY_PIPELINE),
+        "parameters": {"message": "2026-11-27", "repeat": "2"},
+        "kfp_conn_id": conn_id,
+        "poll_interval": 0.01,
+        "deferrable": False,
+    }
+    return KubeflowPipelineRunOperator(**{**defaults, **kwargs})
+
+
+def _runs_named(server, name: str = RUN_NAME) -> list[dict]:
+    return [r for r in server.runs() if r["display_name"] == name]
+
+
+def _run_trigger(trigger: KubeflowPipelineRunTrigger) -> dict:
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(asyncio.wait_for(first(), 30))
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"message": "x", "lookback_days": 28}, "'lookback_days'"),
+        ({"repeat": 2}, "'message'"),
+        ({"message": "x", "repeat": "twenty-eight"}, "'repeat'"),
+    ],
+)
+def test_bad_parameters_fail_before_any_run_is_created(kfp_server, kfp_conn_id, parameters, named):
+    op = _operator(kfp_conn_id, parameters=parameters, retries=3)
+    ti = TaskInstance()
+    with pytest.raises(AirflowFailException, match=named):  # no retries: they cannot help
+        op.execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    assert kfp_server.runs() == []
+    assert not [r for r in kfp_server.requests() if r["method"] == "POST"]
+    assert ti.xcom == {}
+
+
+def test_missing_pipeline_file_fails_before_any_run(kfp_server, kfp_conn_id, tmp_path):
+    op = _operator(kfp_conn_id, pipeline_file=str(tmp_path / "missing.yaml"))
+    with pytest.raises(AirflowFailException, match="compiled pipeline file not found"):
+        op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert kfp_server.runs() == []
+
+
+# -- run names -------------------------------------------------------------------------------
+
+
+def test_default_run_name_is_the_same_for_every_try():
+    ti = TaskInstance()
+    assert default_run_name(task_context(ti, None, LOGICAL_DATE)) == RUN_NAME
+    assert default_run_name(task_context(ti, None, LOGICAL_DATE)) == RUN_NAME
+    mapped = TaskInstance(map_index=3)
+    assert default_run_name(task_context(mapped, None, LOGICAL_DATE)) == f"{RUN_NAME}__3"
+    assert sanitize_run_name("a b/c:d") == "a-b-c-d"
+    assert len(sanitize_run_name("x" * 300)) == 128
+
+
+# -- deferrable ------------------------------------------------------------------------------
+
+
+def test_deferrable_by_default_and_configurable(monkeypatch):
+    monkeypatch.delenv("AIRFLOW__KFP_BRIDGE__DEFAULT_DEFERRABLE", raising=False)
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")  # Airflow's shipped value
+    assert _operator("c", deferrable=None).deferrable is True
+    monkeypatch.setenv("AIRFLOW__KFP_BRIDGE__DEFAULT_DEFERRABLE", "False")
+    assert _operator("c", deferrable=None).deferrable is False
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert _operator("c", deferrable=None).deferrable is True
+    assert _operator("c", deferrable=False).deferrable is False
+
+
+def test_deferral_frees_the_worker_and_completes_from_the_trigger_event(kfp_server, kfp_conn_id):
+    op = _operator(kfp_conn_id, deferrable=True, timeout=600)
+    ti, store = TaskInstance(), TaskStateStore()
+    context = task_context(ti, store, LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)  # returns control to the worker at once: the slot is free
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, KubeflowPipelineRunTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    assert (
+        deferred.value.timeout is None
+    )  # the trigger's own deadline; Airflow's would skip on_kill
+    [run] = _runs_named(kfp_server)
+    assert trigger.run_id == run["run_id"] == store.get("kfp_run_id")
+    assert trigger.deadline is not None
+    # the link is available while the task is deferred
+    assert ti.xcom["kubeflow_run_url"].endswith(f"/#/runs/details/{run['run_id']}")
+    assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
+
+    event = _run_trigger(trigger)
+    result = _operator(kfp_conn_id, deferrable=True).execute_complete(context, event)
+    assert result == {"run_id": run["run_id"], "run_url": ti.xcom["kubeflow_run_url"]}
+
+
+def test_failed_event_fails_the_task_with_the_run_error(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(outcome="FAILED", error="predict: model_sha256 mismatch")
+    op = _operator(kfp_conn_id, deferrable=True)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    event = _run_trigger(deferred.value.trigger)
+    with pytest.raises(RunFailedError, match="ended FAILED: predict: model_sha256 mismatch"):
+        op.execute_complete(context, event)
+
+
+def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    event = _run_trigger(deferred.value.trigger)
+    assert event["status"] == "timeout"
+    with pytest.raises(Exception, match="timed out"):
+        op.execute_complete(context, event)
+    [run] = _runs_named(kfp_server)
+    assert run["state"] in ("CANCELING", "CANCELED")
+
+
+# -- idempotency -----------------------------------------------------------------------------
+
+
+def test_retry_reattaches_through_the_task_state_store(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    store = TaskStateStore()
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE)
+        )
+    with pytest.raises(TaskDeferred) as retry:  # e.g. the triggerer's event was lost
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE)
+        )
+    assert retry.value.trigger.run_id == first.value.trigger.run_id
+    assert len(_runs_named(kfp_server)) == 1
+
+
+def test_retry_finds_the_run_by_name_when_the_id_was_never_persisted(kfp_server, kfp_conn_id):
+    """The mixin's documented gap: worker died between submit and persist."""
+    kfp_server.set_schedule(pending=0, running=100000)
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+        )
+    for store in (TaskStateStore(), None):  # empty store, or no store at all
+        with pytest.raises(TaskDeferred) as retry:
+            _operator(kfp_conn_id, deferrable=True).execute(
+                task_context(TaskInstance(), store, LOGICAL_DATE)
+            )
+        assert retry.value.trigger.run_id == first.value.trigger.run_id
+    assert len(_runs_named(kfp_server)) == 1
+
+
+def test_failed_earlier_run_leads_to_exactly_one_new_run(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(outcome="FAILED", error="feature table missing")
+    store = TaskStateStore()
+    with pytest.raises(RunFailedError, match="feature table missing"):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+
+    kfp_server.set_schedule(outcome="SUCCEEDED")
+    ti = TaskInstance()
+    result = _operator(kfp_conn_id).execute(task_context(ti, store, LOGICAL_DATE))
+    runs = _runs_named(kfp_server)
+    assert len(runs) == 2
+    [new] = [r for r in runs if r["run_id"] != failed["run_id"]]
+    assert result == {"run_id": new["run_id"], "run_url": ti.xcom["kubeflow_run_url"]}
+    assert new["state"] == "SUCCEEDED"
+
+    # a further retry (e.g. a downstream clear) reuses the succeeded run
+    again = _operator(kfp_conn_id).execute(
+        task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    )
+    assert again["run_id"] == new["run_id"]
+    assert len(_runs_named(kfp_server)) == 2
+
+
+def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
+    """A run still CANCELING (cleared while deferred) would only fail the new try."""
+    kfp_server.set_schedule(pending=0, running=100000, canceling=2)
+    store = TaskStateStore()
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE)
+        )
+    old_id = first.value.trigger.run_id
+    asyncio.run(first.value.trigger.on_kill())  # what the triggerer does on "clear"
+    with pytest.raises(TaskDeferred) as retry:  # the new try: stored id is CANCELING
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE)
+        )
+    assert retry.value.trigger.run_id != old_id
+    states = {r["run_id"]: r["state"] for r in _runs_named(kfp_server)}
+    assert states[old_id] == "CANCELED" and len(states) == 2
+
+
+# -- waiting in the worker -------------------------------------------------------------------
+
+
+def test_non_deferrable_waits_in_the_worker_and_returns_only_id_and_url(kfp_server, kfp_conn_id):
+    ti = TaskInstance()
+    result = _operator(kfp_conn_id).execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    assert set(result) == {"run_id", "run_url"}
+    assert ti.xcom == {"kubeflow_run_url": result["run_url"]}
+
+
+def test_non_deferrable_rides_out_transient_errors(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=2, running=2)
+    kfp_server.inject("status", times=3, status=503, method="GET", path="/runs/[0-9a-f-]+$")
+    result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), None, LOGICAL_DATE))
+    assert kfp_server.runs()[0]["run_id"] == result["run_id"]
+
+
+def test_paused_run_is_not_success(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, timeout=0.5)
+    holder: dict = {}
+
+    def work():
+        try:
+            op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+        except Exception as exc:
+            holder["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    run_id = _wait_for_server_run(kfp_server)
+    kfp_server.set_run_state(run_id, "PAUSED")
+    thread.join(30)
+    assert "timed out" in str(holder["error"]) and "PAUSED" in str(holder["error"])
+
+
+def test_on_kill_in_the_worker_cancels_the_run(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000, canceling=1)
+    op = _operator(kfp_conn_id)
+    holder: dict = {}
+
+    def work():
+        try:
+            op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+        except Exception as exc:
+            holder["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    run_id = _wait_for_server_run(kfp_server)
+    while op.kfp_run_id is None:  # the operator knows its run once submit returned
+        time.sleep(0.01)
+    op.on_kill()  # what the task runner calls on SIGTERM
+    thread.join(30)
+    assert isinstance(holder["error"], RunFailedError)
+    assert "CANCELED" in str(holder["error"])
+    assert _runs_named(kfp_server)[0]["state"] == "CANCELED"
+    assert any(r["path"].endswith(f"{run_id}:terminate") for r in kfp_server.requests())
+
+
+def _wait_for_server_run(server, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while not server.runs():
+        assert time.monotonic() < deadline, "operator never submitted"
+        time.sleep(0.02)
+    return server.runs()[0]["run_id"]
+
+
+# -- a real worker process, killed mid-wait --------------------------------------------------
+
+DAG_FILE = """
+import os
+from datetime import datetime, timezone
+from airflow.sdk import DAG
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+
+with DAG("kill_test", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc)):
+    KubeflowPipelineRunOperator(
+        task_id="predict",
+        pipeline_file={pipeline!r},
+        parameters={{"message": "{{{{ ds }}}}", "sleep_seconds": os.environ["TEST_SLEEP"]}},
+        kfp_conn_id="kfp_local",
+        poll_interval=0.5,
+        deferrable=os.environ["TEST_DEFERRABLE"] == "1",
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """A SQLite Airflow home with the kill_test DAG, migrated once for this module."""
+    root = tmp_path_factory.mktemp("airflow")
+    dags = root / "dags"
+    dags.mkdir()
+    (dags / "kill_test.py").write_text(DAG_FILE.format(pipeline=str(TINY_PIPELINE)))
+    state_dir = root / "runs"
+    env = airflow_env(root / "home", dags, local_connection_env(state_dir))
+    subprocess.run(
+        [str(AIRFLOW_BIN), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
+    return {"env": env, "db": root / "home" / "airflow.db", "state_dir": state_dir, "root": root}
+
+
+def _dags_test(airflow_home, logical_date: str, *, deferrable: bool, sleep: float, **popen):
+    env = {**airflow_home["env"], "TEST_DEFERRABLE": "1" if deferrable else "0"}
+    env["TEST_SLEEP"] = str(sleep)
+    cmd = [str(AIRFLOW_BIN), "dags", "test", "kill_test", logical_date]
+    return subprocess.Popen(cmd, env=env, start_new_session=True, **popen)
+
+
+def _wait_for_running_run(backend, name: str, worker, log_path) -> RunStatus:
+    deadline = time.monotonic() + 240
+    while not backend.find_runs(name):
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the worker never submitted a run"
+        time.sleep(0.2)
+    [run] = backend.find_runs(name)
+    return wait_for(backend, run.run_id, lambda s: s.state is RunState.RUNNING, timeout=60)
+
+
+def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
+    logical_date = "2026-11-26T21:00:00+00:00"
+    name = "kill_test__predict__2026-11-26T210000Z"
+    backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
+
+    # 1. a worker waits for the run in its slot (non-deferrable) and is SIGKILLed
+    log_path = airflow_home["root"] / "killed.log"
+    with open(log_path, "wb") as log:
+        worker = _dags_test(
+            airflow_home, logical_date, deferrable=False, sleep=25, stdout=log, stderr=log
+        )
+        try:
+            run = _wait_for_running_run(backend, name, worker, log_path)
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    assert backend.get_run(run.run_id).state is RunState.RUNNING  # the run outlives the worker
+
+    # 2. the retry (deferrable this time) reattaches instead of starting a second run
+    retry = _dags_test(
+        airflow_home,
+        logical_date,
+        deferrable=True,
+        sleep=25,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = retry.communicate(timeout=400)
+    assert retry.returncode == 0, output[-4000:]
+    assert f"Reattaching to existing run {run.run_id}" in output
+    runs = backend.find_runs(name)
+    assert [r.run_id for r in runs] == [run.run_id]
+    assert runs[0].state is RunState.SUCCEEDED
+
+    # XCom as Airflow stored it: the id and URL only, and the link key holds just the URL
+    with sqlite3.connect(airflow_home["db"]) as db:
+        rows = db.execute(
+            "SELECT key, value FROM xcom WHERE dag_id = 'kill_test' AND run_id = "
+            "(SELECT run_id FROM dag_run WHERE dag_id = 'kill_test' "
+            "AND logical_date LIKE '2026-11-26 21:00%' ORDER BY id DESC LIMIT 1)"
+        ).fetchall()
+    xcom = {key: json.loads(value) for key, value in rows}
+    assert xcom == {
+        "return_value": {"run_id": run.run_id, "run_url": run.url},
+        "kubeflow_run_url": run.url,
+    }
+
+
+def test_sigterm_to_the_waiting_worker_cancels_the_run(airflow_home):
+    """Killed / marked failed while waiting in a worker: Airflow calls on_kill on SIGTERM."""
+    logical_date = "2026-11-25T21:00:00+00:00"
+    name = "kill_test__predict__2026-11-25T210000Z"
+    backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
+    log_path = airflow_home["root"] / "sigterm.log"
+    with open(log_path, "wb") as log:
+        worker = _dags_test(
+            airflow_home, logical_date, deferrable=False, sleep=300, stdout=log, stderr=log
+        )
+        try:
+            run = _wait_for_running_run(backend, name, worker, log_path)
+            os.kill(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=120)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+    final = backend.get_run(run.run_id)
+    assert final.state is RunState.CANCELED, log_path.read_text()[-3000:]
+    assert "Task killed; canceling run" in log_path.read_text()
+
+
+def test_the_serialized_dag_carries_the_kubeflow_run_link():
+    """What the scheduler/UI sees: link name -> the XCom key the worker fills with the URL."""
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("link_dag", schedule=None) as dag:
+        _operator("kfp_default", task_id="predict")
+    serialized = DagSerialization.to_dict(dag)
+    [task] = serialized["dag"]["tasks"]
+    assert task["__var"]["_operator_extra_links"] == {"Kubeflow run": "kubeflow_run_url"}
+    assert DagSerialization.from_dict(serialized).get_task("predict").template_fields
