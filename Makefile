@@ -14,7 +14,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup demo test lint bench compile data model clean
+.PHONY: setup demo test lint bench bench-pipeline bench-triggerer bench-dag-parse compile data model clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -48,12 +48,51 @@ $(MODEL): | $(WAREHOUSE)/.generated-$(DATE)
 compile: $(PVENV)/.installed
 	$(PIPELINE_PY) -m kfp_prediction.compile
 
+# Airflow for the demo: SQLite metadata and logs under var/airflow, this repo's dags/ and
+# plugins/, the kfp_default connection on the local backend, the model digest as a Variable.
+AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(CURDIR)/$(VAR)/airflow/airflow.db \
+	AIRFLOW_CONN_KFP_DEFAULT='{"conn_type": "kfp", "extra": {"backend": "local"}}' \
+	AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256=$$(cut -d' ' -f1 $(MODEL).sha256) \
+	KFP_BRIDGE_HOME=$(CURDIR) \
+	DAILY_PREDICTION_POLL_SECONDS=1
+
+# The main job for one target date: the 06:00 JST run of DATE, through real Airflow.
+demo: setup data model compile
+	@mkdir -p $(VAR)/airflow
+	@echo "make demo: Airflow metadata in $(VAR)/airflow (SQLite); running daily_prediction for $(DATE) ..."
+	@$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > $(VAR)/airflow/migrate.log 2>&1 \
+		|| { tail -n 40 $(VAR)/airflow/migrate.log; exit 1; }
+	@$(AIRFLOW_ENV) $(VENV)/bin/airflow dags test daily_prediction $(DATE)T06:00:00+09:00 \
+		> $(VAR)/airflow/dags-test.log 2>&1 || { tail -n 60 $(VAR)/airflow/dags-test.log; \
+		echo "make demo: the DAG run failed; full log: $(VAR)/airflow/dags-test.log"; exit 1; }
+	@echo
+	@echo "== daily_prediction for target date $(DATE) (JST) =="
+	@$(PIPELINE_PY) -m kfp_prediction.summary --target-date $(DATE) --warehouse $(WAREHOUSE)
+	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo_run_link.py $(DATE)
+	@echo "Airflow log of this run: $(VAR)/airflow/dags-test.log"
+	@echo "Query all dates: $(PIPELINE_PY) -c \"import duckdb; duckdb.sql(\\\"FROM read_parquet('$(WAREHOUSE)/predictions/*.parquet')\\\").show()\""
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
 	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/e2e
 	$(PIPELINE_PY) -m pytest tests/pipeline
+
+bench: bench-pipeline bench-triggerer bench-dag-parse
+
+bench-pipeline: setup
+	$(PIPELINE_PY) benchmarks/bench_pipeline.py
+
+bench-triggerer: setup
+	$(AIRFLOW_PY) benchmarks/bench_triggerer.py
+
+bench-dag-parse: setup
+	$(AIRFLOW_PY) benchmarks/bench_dag_parse.py
 
 clean:
 	rm -rf $(VAR)

@@ -10,6 +10,11 @@ One run per task instance, whatever happens to workers:
 
 A run found PENDING/RUNNING/PAUSED or SUCCEEDED is reused; a new run starts only
 when the earlier one ended FAILED/CANCELED/SKIPPED.
+
+Retries versus clears: Airflow bumps the DAG run's ``clear_number`` when a person
+clears a task, never on an automatic retry. The default run name carries it, so
+a retry reattaches while a deliberate clear re-runs the pipeline (and rewrites
+that date's partition), which is what "Clear" means everywhere else in Airflow.
 """
 
 from __future__ import annotations
@@ -64,9 +69,10 @@ def default_deferrable() -> bool:
 
 
 def default_run_name(context: Context) -> str:
-    """``{dag_id}__{task_id}__{logical date, UTC}`` (+ ``__{map_index}``), sanitized.
+    """``{dag_id}__{task_id}__{logical date, UTC}`` (+ ``__{map_index}``, ``__c{clear}``).
 
-    The same for every try of a task instance, which is what makes reattach work.
+    The same for every try of a task instance, which is what makes reattach work;
+    a clear (``dag_run.clear_number`` > 0) gets a new name and so a new run.
     Without a logical date (manual runs may have none) the dag run id stands in.
     """
     ti = context["ti"]
@@ -79,6 +85,10 @@ def default_run_name(context: Context) -> str:
     map_index = getattr(ti, "map_index", -1)
     if map_index is not None and map_index >= 0:
         parts.append(str(map_index))
+    dag_run = context.get("dag_run")
+    clear_number = getattr(dag_run, "clear_number", None) or 0
+    if clear_number > 0:
+        parts.append(f"c{clear_number}")
     return sanitize_run_name("__".join(parts))
 
 
@@ -283,6 +293,16 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         except RunNotFoundError:
             self.log.warning("Stored run %s no longer exists on the service", external_id)
             return "NOT_FOUND"
+        request = self._request
+        if request is not None and status.display_name != request.display_name:
+            # Stored by an earlier clear generation (or under another run_name): not ours.
+            self.log.info(
+                "Stored run %s is named %r, this try runs %r: not reattaching",
+                external_id,
+                status.display_name,
+                request.display_name,
+            )
+            return "SUPERSEDED"
         if status.state.is_reattachable:
             self._remember(context, status)
         return status.state.value

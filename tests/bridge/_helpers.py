@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from kfp_bridge.backends.base import RunRequest, RunStatus
 from kfp_bridge.backends.local import LocalBackend
@@ -122,8 +123,11 @@ class TaskInstance:
         self.xcom[key] = value
 
 
-def task_context(ti: TaskInstance, store: TaskStateStore | None, logical_date) -> dict:
-    context = {"ti": ti, "task_instance": ti, "logical_date": logical_date}
+def task_context(
+    ti: TaskInstance, store: TaskStateStore | None, logical_date, clear_number: int = 0
+) -> dict:
+    dag_run = SimpleNamespace(run_id=ti.run_id, clear_number=clear_number)
+    context = {"ti": ti, "task_instance": ti, "logical_date": logical_date, "dag_run": dag_run}
     if store is not None:
         context["task_state_store"] = store
     return context

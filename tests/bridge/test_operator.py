@@ -107,6 +107,8 @@ def test_default_run_name_is_the_same_for_every_try():
     assert default_run_name(task_context(ti, None, LOGICAL_DATE)) == RUN_NAME
     mapped = TaskInstance(map_index=3)
     assert default_run_name(task_context(mapped, None, LOGICAL_DATE)) == f"{RUN_NAME}__3"
+    cleared = task_context(ti, None, LOGICAL_DATE, clear_number=2)
+    assert default_run_name(cleared) == f"{RUN_NAME}__c2"
     assert sanitize_run_name("a b/c:d") == "a-b-c-d"
     assert len(sanitize_run_name("x" * 300)) == 128
 
@@ -230,6 +232,26 @@ def test_failed_earlier_run_leads_to_exactly_one_new_run(kfp_server, kfp_conn_id
     )
     assert again["run_id"] == new["run_id"]
     assert len(_runs_named(kfp_server)) == 2
+
+
+def test_a_clear_reruns_while_retries_within_it_reattach(kfp_server, kfp_conn_id):
+    """Airflow bumps dag_run.clear_number on a user clear, never on a retry."""
+    store = TaskStateStore()
+    first = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    assert _runs_named(kfp_server)[0]["run_id"] == first["run_id"]
+
+    cleared = _operator(kfp_conn_id).execute(
+        task_context(TaskInstance(), store, LOGICAL_DATE, clear_number=1)
+    )
+    assert cleared["run_id"] != first["run_id"]  # the stored SUCCEEDED run is not reused
+    [rerun] = _runs_named(kfp_server, f"{RUN_NAME}__c1")
+    assert rerun["run_id"] == cleared["run_id"]
+
+    retry = _operator(kfp_conn_id).execute(
+        task_context(TaskInstance(), store, LOGICAL_DATE, clear_number=1)
+    )
+    assert retry["run_id"] == cleared["run_id"]
+    assert len(kfp_server.runs()) == 2
 
 
 def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
