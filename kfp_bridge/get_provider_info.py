@@ -107,5 +107,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         },
         "extra-links": ["kfp_bridge.links.kfp.KubeflowRunLink"],
-        "notifications": ["kfp_bridge.notifications.slack.KfpSlackNotifier"],
+        "notifications": [
+            "kfp_bridge.notifications.slack.KfpSlackNotifier",
+            "kfp_bridge.notifications.slack.KfpSlackRunSummaryNotifier",
+            "kfp_bridge.notifications.slack.KfpSlackDeadlineNotifier",
+        ],
     }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -42,6 +43,8 @@ import yaml
 from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
 
+log = logging.getLogger(__name__)
+
 RUNNER_SCRIPT = Path(__file__).with_name("_local_runner.py")
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
@@ -51,6 +54,10 @@ PID_FILE = "pid"
 START_GRACE_SECONDS = 60.0
 CANCEL_GRACE_SECONDS = 5.0
 _AIRFLOW_SIDE_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+# Airflow's own settings and secrets (AIRFLOW_CONN_* tokens, AIRFLOW_VAR_*, AIRFLOW__*
+# DB URL and keys, _AIRFLOW_* internals): components run pipeline code and must not see them.
+_AIRFLOW_ENV_PREFIXES = ("AIRFLOW_", "_AIRFLOW")
+_HAVE_PROC = Path("/proc/self/stat").exists()
 
 
 def default_pipeline_python() -> str:
@@ -64,8 +71,15 @@ def _utcnow() -> str:
 
 
 def _runner_env() -> dict[str, str]:
-    """The caller's environment minus what would mix the Airflow venv into the pipeline venv."""
-    env = {k: v for k, v in os.environ.items() if k not in _AIRFLOW_SIDE_ENV}
+    """The caller's environment minus Airflow's secrets and what would mix the two venvs.
+
+    PATH, HOME, KFP_BRIDGE_HOME, GOOGLE_*, proxies and locale pass through.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _AIRFLOW_SIDE_ENV and not k.upper().startswith(_AIRFLOW_ENV_PREFIXES)
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -79,23 +93,58 @@ def _proc_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _process_alive(pid: int, start_time: str | None) -> bool:
-    with suppress(ChildProcessError):  # reap our own finished child (no zombie)
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name, or None when unreadable."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True  # not Linux: kill(0) is all we have
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_alive(pid: int, start_time: str | None) -> bool:
+    """True while ``pid`` runs and, when ``start_time`` is given, is that same process.
+
+    A pid reused by an unrelated process (start time differs) counts as dead, even
+    when it belongs to another user.
+    """
+    with suppress(ChildProcessError):  # reap our own finished child (no zombie)
+        os.waitpid(pid, os.WNOHANG)
+    fields = _proc_stat(pid)
+    if fields is not None:
+        if fields[0] in ("Z", "X"):
+            return False
+        return start_time is None or fields[19] == start_time
+    if _HAVE_PROC:
+        return False  # Linux, and the pid has no /proc entry: gone
+    try:
+        os.kill(pid, 0)  # not Linux: kill(0) is all we have
+    except ProcessLookupError:
         return False
-    return start_time is None or fields[19] == start_time
+    except PermissionError:
+        return start_time is None
+    return True
+
+
+def _group_members(pgid: int) -> bool:
+    """True while any live (non-zombie) process is in process group ``pgid`` (Linux)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and ``os.replace``: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class LocalBackend(Backend):
@@ -145,11 +194,13 @@ class LocalBackend(Backend):
                 "labels": dict(request.labels),
                 "created_at": created_at,
             }
-            (run_dir / "request.json").write_text(json.dumps(payload, indent=1))
+            request_text = json.dumps(payload, indent=1)
         except TypeError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise BackendError(f"run parameters are not JSON-serializable: {exc}") from exc
         self._write_state(run_dir, {"state": "PENDING", "created_at": created_at})
+        # request.json last: it is what find_runs / _run_dir look for
+        _atomic_write(run_dir / "request.json", request_text)
         with open(run_dir / LOG_FILE, "ab") as log:
             process = subprocess.Popen(
                 [self.python, str(RUNNER_SCRIPT), str(run_dir)],
@@ -162,7 +213,7 @@ class LocalBackend(Backend):
                 env=_runner_env(),
             )
         pid_info = {"pid": process.pid, "start_time": _proc_start_time(process.pid)}
-        (run_dir / PID_FILE).write_text(json.dumps(pid_info))
+        _atomic_write(run_dir / PID_FILE, json.dumps(pid_info))
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> RunStatus:
@@ -187,14 +238,24 @@ class LocalBackend(Backend):
             return []
         matches: list[tuple[str, str]] = []
         for request_file in self.state_dir.glob("*/request.json"):
-            request = self._read_json(request_file, missing_ok=True)
+            try:
+                request = self._read_json(request_file)
+            except (BackendError, OSError) as exc:  # being written or removed: not a run yet
+                log.debug("Skipping local run dir %s: %s", request_file.parent, exc)
+                continue
             if request.get("display_name") != display_name:
                 continue
             if experiment is not None and request.get("experiment") != experiment:
                 continue
             matches.append((request.get("created_at", ""), request_file.parent.name))
         matches.sort(reverse=True)
-        return [self.get_run(run_id) for _, run_id in matches]
+        runs = []
+        for _, run_id in matches:
+            try:
+                runs.append(self.get_run(run_id))
+            except (BackendError, OSError) as exc:
+                log.debug("Skipping local run %s: %s", run_id, exc)
+        return runs
 
     def cancel(self, run_id: str) -> None:
         run_dir = self._run_dir(run_id)
@@ -249,25 +310,49 @@ class LocalBackend(Backend):
                 self._write_state(run_dir, state)
                 if pid_info and final == "FAILED":
                     # leftover component processes of the dead runner's group
-                    self._stop_process_group(pid_info["pid"], None, grace=0)
+                    self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
         return state
 
     @staticmethod
-    def _stop_process_group(pid: int, start_time: str | None, grace: float = CANCEL_GRACE_SECONDS):
-        if start_time is not None and not _process_alive(pid, start_time):
-            # the runner is gone; its group may still hold component processes
-            start_time = None
+    def _group_is_ours(pid: int, start_time: str | None) -> bool:
+        """Whether process group ``pid`` is verifiably our runner's.
+
+        Yes when its leader is our runner (pid and start time match). When the runner
+        is gone, the group may still hold its component processes: the kernel does not
+        hand out a pid while it names a live process group, so a group ``pid`` with
+        members but no process ``pid`` is still ours. A live process ``pid`` with another
+        start time is a stranger that reused the pid: never signal its group.
+        """
+        if not _HAVE_PROC:  # pragma: no cover - not Linux: kill(0) is all we have
+            return _process_alive(pid, start_time)
+        if start_time is None:
+            return False  # nothing to verify against
+        with suppress(ChildProcessError):  # reap our own finished runner
+            os.waitpid(pid, os.WNOHANG)
+        fields = _proc_stat(pid)
+        if fields is not None:  # alive or a zombie: ours only if the start time matches
+            return fields[19] == start_time
+        return _group_members(pid)
+
+    @classmethod
+    def _stop_process_group(
+        cls, pid: int, start_time: str | None, grace: float = CANCEL_GRACE_SECONDS
+    ) -> None:
+        if not cls._group_is_ours(pid, start_time):
+            log.debug("Not signalling process group %s: its leader is not our runner", pid)
+            return
         try:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not _process_alive(pid, None):
-                break
+            if not _group_members(pid):
+                return
             time.sleep(0.05)
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        if cls._group_is_ours(pid, start_time):
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
     @staticmethod
     @contextmanager
@@ -281,9 +366,7 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-        tmp = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-        os.replace(tmp, run_dir / STATE_FILE)
+        _atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
 
     @staticmethod
     def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:

@@ -20,13 +20,12 @@ that date's partition), which is what "Clear" means everywhere else in Airflow.
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator, ResumableJobMixin
@@ -34,6 +33,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import (
+    AuthError,
     ParameterError,
     PipelineSpecError,
     RunFailedError,
@@ -42,6 +42,7 @@ from kfp_bridge.exceptions import (
 )
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_spec import CompiledPipeline, load_pipeline
+from kfp_bridge.retry import backoff_delay, call_with_retries
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 
 if TYPE_CHECKING:
@@ -49,11 +50,16 @@ if TYPE_CHECKING:
 
     from kfp_bridge.backends.base import Backend
 
+T = TypeVar("T")
+
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_RUN_NAME = 128
 # A run found CANCELING (e.g. the user cleared the task while deferred) is waited for,
-# then replaced; reattaching to it would only fail the new try.
+# then replaced; reattaching to it would only fail the new try. Still CANCELING after
+# this long: the try fails (retryable) and the next try decides again.
 CANCELING_WAIT_SECONDS = 120.0
+# Transient errors while looking up / submitting back off from here (or poll_interval).
+SUBMIT_RETRY_BASE_SECONDS = 5.0
 
 
 def default_deferrable() -> bool:
@@ -182,6 +188,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.max_transient_errors = max_transient_errors
         self.kfp_run_id: str | None = None
         self._request: RunRequest | None = None
+        # time.time() by which the run must end; from the run's creation once it is known
+        self._deadline: float | None = None
 
     @cached_property
     def backend(self) -> Backend:
@@ -193,6 +201,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str | None]:
         self._request = self._build_request(context)  # validates before anything is submitted
+        # provisional until the run (and its creation time) is known
+        self._deadline = time.time() + self.timeout if self.timeout else None
         self.log.info(
             "Kubeflow run %r: pipeline %s, backend %s, connection %s",
             self._request.display_name,
@@ -242,33 +252,107 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Reuse a run with our name when one is live or succeeded; otherwise start one."""
         request = self._request
         assert request is not None
-        existing = self._find_reusable_run(request)
-        if existing is not None:
-            self.log.info(
-                "Reattaching to existing run %s (%s), state %s: %s",
-                existing.run_id,
-                request.display_name,
-                existing.state.value,
-                existing.url,
-            )
-            status = existing
-        else:
-            status = self.backend.submit(request)
-            self.log.info(
-                "Submitted run %s (%s), state %s: %s",
-                status.run_id,
-                request.display_name,
-                status.state.value,
-                status.url,
-            )
+        try:
+            existing = self._find_reusable_run(request)
+            if existing is not None:
+                self.log.info(
+                    "Reattaching to existing run %s (%s), state %s: %s",
+                    existing.run_id,
+                    request.display_name,
+                    existing.state.value,
+                    existing.url,
+                )
+                status = existing
+            else:
+                status = self._submit(request)
+        except (ParameterError, PipelineSpecError) as exc:
+            # The backend refused the pipeline or its parameters: retries cannot fix that.
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except AuthError as exc:
+            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, exc)) from exc
         self._remember(context, status)
         return status.run_id
 
+    def _submit(self, request: RunRequest) -> RunStatus:
+        """Submit; after a transient error re-POST only when no run with our name exists.
+
+        The error may have hidden a run the service did create (response lost); the
+        deterministic name finds it, so riding out the error cannot make a duplicate.
+        """
+        errors = 0
+        while True:
+            try:
+                status = self.backend.submit(request)
+                break
+            except TransientBackendError as exc:
+                errors += 1
+                left = self._time_left()
+                if errors > self.max_transient_errors or (left is not None and left <= 0):
+                    raise
+                delay = backoff_delay(errors, self._submit_retry_base)
+                if left is not None:
+                    delay = min(delay, left)
+                self.log.warning(
+                    "Transient error submitting run %s (%d/%d): %s; checking in %.1fs whether "
+                    "it was created anyway",
+                    request.display_name,
+                    errors,
+                    self.max_transient_errors,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                runs = self._retrying(
+                    f"find runs named {request.display_name}",
+                    lambda: self.backend.find_runs(request.display_name, request.experiment),
+                    base_delay=self._submit_retry_base,
+                )
+                created = [r for r in runs if r.state.is_reattachable]
+                if created:
+                    status = created[0]
+                    self.log.info("The run was created despite the error: %s", status.run_id)
+                    break
+        self.log.info(
+            "Submitted run %s (%s), state %s: %s",
+            status.run_id,
+            request.display_name,
+            status.state.value,
+            status.url,
+        )
+        return status
+
+    @property
+    def _submit_retry_base(self) -> float:
+        return min(self.poll_interval, SUBMIT_RETRY_BASE_SECONDS)
+
+    def _time_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.time()
+
+    def _retrying(self, what: str, call: Callable[[], T], base_delay: float | None = None) -> T:
+        return call_with_retries(
+            call,
+            what=what,
+            max_errors=self.max_transient_errors,
+            base_delay=self.poll_interval if base_delay is None else base_delay,
+            time_left=self._time_left,
+            log=self.log,
+        )
+
     def _find_reusable_run(self, request: RunRequest) -> RunStatus | None:
-        runs = self.backend.find_runs(request.display_name, request.experiment)
+        runs = self._retrying(
+            f"find runs named {request.display_name}",
+            lambda: self.backend.find_runs(request.display_name, request.experiment),
+            base_delay=self._submit_retry_base,
+        )
         for run in runs:
             if run.state is RunState.CANCELING:
                 run = self._wait_while_canceling(run)
+                if run.state is RunState.CANCELING:
+                    raise AirflowException(
+                        f"Earlier Kubeflow run {run.run_id} ({request.display_name}) is still "
+                        f"CANCELING after {CANCELING_WAIT_SECONDS:.0f}s; not starting another "
+                        "run beside it. The next try decides again."
+                    )
             if run.state.is_reattachable:
                 return run
         if runs:
@@ -283,13 +367,13 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.log.info("Run %s is CANCELING; waiting for it to end before deciding", run.run_id)
         deadline = time.monotonic() + CANCELING_WAIT_SECONDS
         while run.state is RunState.CANCELING and time.monotonic() < deadline:
-            time.sleep(min(self.poll_interval, 5.0))
-            run = self.backend.get_run(run.run_id)
+            time.sleep(min(self.poll_interval, 5.0, max(0.0, deadline - time.monotonic())))
+            run = self._get_run_retrying(run.run_id)
         return run
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
-            status = self.backend.get_run(str(external_id))
+            status = self._get_run_retrying(str(external_id))
         except RunNotFoundError:
             self.log.warning("Stored run %s no longer exists on the service", external_id)
             return "NOT_FOUND"
@@ -321,7 +405,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_id = run_id
         status = self._get_run_retrying(run_id)
         self._remember(context, status)
-        deadline = time.time() + self.timeout if self.timeout else None
+        deadline = self._deadline = self._run_deadline(status)
         if status.state.is_terminal:
             return self._finish(status)
         if self.deferrable:
@@ -354,31 +438,42 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     def _get_run_retrying(self, run_id: str) -> RunStatus:
         """``get_run``, riding out transient API errors with jittered backoff (worker side)."""
-        for attempt in range(1, self.max_transient_errors + 2):
+        return self._retrying(f"read run {run_id}", lambda: self.backend.get_run(run_id))
+
+    def _run_deadline(self, status: RunStatus) -> float | None:
+        """``timeout`` counts from the run's creation, not from this try or reattach."""
+        if not self.timeout:
+            return None
+        started = time.time()
+        if status.created_at:
             try:
-                return self.backend.get_run(run_id)
-            except TransientBackendError as exc:
-                if attempt > self.max_transient_errors:
-                    raise
-                delay = min(60.0, self.poll_interval * 2**attempt) * random.uniform(0.5, 1.5)
+                created = datetime.fromisoformat(status.created_at.replace("Z", "+00:00"))
+            except ValueError:
                 self.log.warning(
-                    "Transient error reading run %s (%d/%d), retrying in %.1fs: %s",
-                    run_id,
-                    attempt,
-                    self.max_transient_errors,
-                    delay,
-                    exc,
+                    "Unparsable creation time %r of run %s", status.created_at, status.run_id
                 )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+            else:
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=UTC)
+                if 0 < created.timestamp() <= started:  # unset (epoch) or skewed: use now
+                    started = created.timestamp()
+        return started + self.timeout
 
     def _wait_in_worker(self, status: RunStatus, deadline: float | None) -> dict[str, str | None]:
         last_state = status.state
         while not status.state.is_terminal:
             if deadline is not None and time.time() >= deadline:
                 self._cancel_after_timeout(status.run_id, status.state.value)
-            time.sleep(self.poll_interval)
-            status = self._get_run_retrying(status.run_id)
+            sleep = self.poll_interval
+            if deadline is not None:
+                sleep = max(0.0, min(sleep, deadline - time.time()))
+            time.sleep(sleep)
+            try:
+                status = self._get_run_retrying(status.run_id)
+            except TransientBackendError:
+                if deadline is not None and time.time() >= deadline:  # out of time, not luck
+                    self._cancel_after_timeout(status.run_id, status.state.value)
+                raise
             if status.state is not last_state:
                 self.log.info("Run %s is %s", status.run_id, status.state.value)
                 last_state = status.state
@@ -421,18 +516,33 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.log.info("Run %s SUCCEEDED: %s", event["run_id"], event.get("run_url"))
             return {"run_id": event["run_id"], "run_url": event.get("run_url")}
         if status == "failed":
+            if "error" in event:  # the run's own error (events since it was added)
+                error = event["error"] or "no error message from the service"
+            else:
+                error = event.get("message")
             self.log.error(
                 "Run %s ended %s: %s\nRun page: %s",
                 event["run_id"],
                 event.get("state"),
-                event.get("message"),
+                error,
                 event.get("run_url"),
             )
             raise RunFailedError(
-                f"Kubeflow run {event['run_id']} ended {event.get('state')}: {event.get('message')}"
+                f"Kubeflow run {event['run_id']} ended {event.get('state')}: {error}"
             )
         if status == "timeout":
             self._cancel_after_timeout(event["run_id"], event.get("state"))
+        error_type = event.get("error_type")
+        if error_type == AuthError.__name__:
+            raise AirflowFailException(
+                _auth_failure_message(self.kfp_conn_id, event.get("message"))
+            )
+        if error_type == RunNotFoundError.__name__:
+            raise AirflowFailException(
+                f"Kubeflow run {event['run_id']} no longer exists on the service (deleted, or "
+                f"another namespace?): {event.get('message')}. Check the run in the UI; clear "
+                "the task to start a new run."
+            )
         self.log.error(
             "Waiting for run %s failed (%s): %s",
             event["run_id"],
@@ -458,3 +568,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 self.backend.cancel(self.kfp_run_id)
             except Exception:
                 self.log.exception("Canceling run %s failed", self.kfp_run_id)
+
+
+def _auth_failure_message(conn_id: str, detail: object) -> str:
+    return (
+        f"Kubeflow Pipelines refused the credentials of connection {conn_id!r} (HTTP 401/403): "
+        f"{detail}. Check the connection's token or Google credentials, that they have not "
+        "expired, and that they may access the namespace / project. Not retrying."
+    )

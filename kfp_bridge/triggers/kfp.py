@@ -173,8 +173,11 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
                 if status.state.is_success:
                     yield self._event("success", f"run {self.run_id} succeeded", state)
                 else:
-                    message = status.error or f"run {self.run_id} ended {state}"
-                    yield self._event("failed", message, state)
+                    # the message names the state and carries the run's own error
+                    message = f"run {self.run_id} ended {state}"
+                    if status.error:
+                        message = f"{message}: {status.error}"
+                    yield self._event("failed", message, state, error=status.error)
                 return
             if self._deadline_passed():
                 yield self._timeout_event(state)

@@ -228,3 +228,26 @@ def test_run_state_round_trip_through_the_hook(kfp_server, kfp_conn_id):
     run_id = backend.submit(RunRequest(display_name="r", pipeline_spec=SPEC)).run_id
     states = [backend.get_run(run_id).state for _ in range(3)]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.SUCCEEDED]
+
+
+def test_every_slack_notifier_is_registered_and_importable():
+    """The provider info lists each notifier class of kfp_bridge.notifications.slack."""
+    import importlib
+    import inspect
+
+    from airflow.providers_manager import ProvidersManager
+
+    registered = {n for n in ProvidersManager().notification if n.startswith("kfp_bridge.")}
+    slack = importlib.import_module("kfp_bridge.notifications.slack")
+    defined = {
+        f"{slack.__name__}.{name}"
+        for name, obj in vars(slack).items()
+        if inspect.isclass(obj) and obj.__module__ == slack.__name__ and not name.startswith("_")
+        and name.endswith("Notifier")
+    }
+    assert {
+        "kfp_bridge.notifications.slack.KfpSlackNotifier",
+        "kfp_bridge.notifications.slack.KfpSlackRunSummaryNotifier",
+        "kfp_bridge.notifications.slack.KfpSlackDeadlineNotifier",
+    } <= defined
+    assert registered == defined

@@ -6,6 +6,9 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +130,99 @@ def test_missing_pipeline_interpreter_is_a_clear_error(state_dir):
     broken = LocalBackend(state_dir, python="/nonexistent/bin/python")
     with pytest.raises(BackendError, match="interpreter not found"):
         broken.submit(tiny_request("never"))
+
+
+# -- pid reuse, partial files, environment -------------------------------------------------
+
+
+@pytest.fixture
+def stranger():
+    """An unrelated process leading its own session/group (like ``setsid sleep``)."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _fake_live_run(state_dir, name: str, pid_info: dict, state: str = "RUNNING") -> str:
+    """A run dir as submit leaves it, whose runner pid now belongs to someone else."""
+    run_id = f"fake-{name}"
+    run_dir = state_dir / run_id
+    run_dir.mkdir()
+    created = "2026-11-27T00:00:00+00:00"
+    (run_dir / "state.json").write_text(json.dumps({"state": state, "created_at": created}))
+    (run_dir / "request.json").write_text(
+        json.dumps({"run_id": run_id, "display_name": name, "created_at": created})
+    )
+    (run_dir / "pid").write_text(json.dumps(pid_info))
+    return run_id
+
+
+def _start_time(pid: int) -> str:
+    return (Path(f"/proc/{pid}/stat").read_text()).rsplit(")", 1)[1].split()[19]
+
+
+def test_reused_runner_pid_is_a_dead_runner_and_never_signalled(backend, state_dir, stranger):
+    not_ours = {"pid": stranger.pid, "start_time": str(int(_start_time(stranger.pid)) - 1)}
+    run_id = _fake_live_run(state_dir, "pid-reused", not_ours)
+    status = backend.get_run(run_id)  # must not stay RUNNING because the pid exists
+    assert status.state is RunState.FAILED
+    assert "exited without recording a final state" in status.error
+
+    canceled_id = _fake_live_run(state_dir, "pid-reused-cancel", not_ours)
+    backend.cancel(canceled_id)
+    assert backend.get_run(canceled_id).state is RunState.CANCELED
+    time.sleep(0.2)  # give a wrongly sent signal time to land
+    assert stranger.poll() is None  # the unrelated process got no SIGTERM/SIGKILL
+
+
+def test_find_runs_skips_run_dirs_being_written(backend, state_dir, succeeded_run):
+    half = state_dir / "half-written"
+    half.mkdir()
+    (half / "request.json").write_text('{"run_id": "half-written", "display_na')
+    no_state = state_dir / "no-state-yet"
+    no_state.mkdir()
+    (no_state / "request.json").write_text(
+        json.dumps({"run_id": "no-state-yet", "display_name": "reattach-me"})
+    )
+    [found] = backend.find_runs("reattach-me")
+    assert found.run_id == succeeded_run.run_id
+
+
+def test_runner_and_components_do_not_see_airflow_secrets(backend, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_KFP_PROD", '{"password": "s3cret-token"}')
+    monkeypatch.setenv("AIRFLOW_VAR_SLACK_WEBHOOK", "https://hooks.example/s3cret")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://u:s3cret@db/airflow")
+    monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "kept-project")
+    status = backend.submit(tiny_request("env-check", sleep_seconds=60))
+    pgid = runner_pid(backend, status.run_id)
+    try:
+        environs = wait_for_group_environs(pgid, at_least=2)  # runner + the greet component
+    finally:
+        backend.cancel(status.run_id)
+    for environ in environs:
+        names = {line.split("=", 1)[0] for line in environ.split("\0") if line}
+        assert not {n for n in names if n.startswith(("AIRFLOW_", "_AIRFLOW"))}, names
+        assert "s3cret" not in environ
+        assert "GOOGLE_CLOUD_PROJECT" in names and "PATH" in names
+
+
+def wait_for_group_environs(pgid: int, at_least: int, timeout: float = 120.0) -> list[str]:
+    """``/proc/<pid>/environ`` of every live process in the group, once it has ``at_least``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        environs = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                    environs.append((proc / "environ").read_bytes().decode(errors="replace"))
+            except OSError:
+                continue
+        if len(environs) >= at_least:
+            return environs
+        assert time.monotonic() < deadline, f"group {pgid} never had {at_least} processes"
+        time.sleep(0.2)

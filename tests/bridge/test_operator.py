@@ -3,7 +3,8 @@
 Most tests drive the operator against the stand-in KFP API server (real
 kfp-server-api client) with a stand-in task context; the worker-kill test runs
 a real ``airflow dags test`` process with the local backend (real kfp.local
-runs) and SIGKILLs it mid-wait.
+runs), SIGKILLs it mid-wait and runs ``dags test`` again (a new DAG run: this
+exercises the lookup by run name, not the task_state_store).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+import yaml
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.backends.local import LocalBackend
-from kfp_bridge.exceptions import RunFailedError
+from kfp_bridge.backends.vertex import VertexBackend
+from kfp_bridge.exceptions import RunFailedError, TransientBackendError
+from kfp_bridge.operators import kfp as operator_module
 from kfp_bridge.operators.kfp import (
     KubeflowPipelineRunOperator,
     default_run_name,
@@ -41,6 +45,7 @@ from tests.bridge._helpers import (
     task_context,
     wait_for,
 )
+from tests.bridge.test_vertex_backend import RecordingPipelineServiceClient
 
 LOGICAL_DATE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)  # 06:00 JST on 11-27
 RUN_NAME = "daily_prediction__predict__2026-11-26T210000Z"
@@ -176,6 +181,28 @@ def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
     assert run["state"] in ("CANCELING", "CANCELED")
 
 
+@pytest.mark.parametrize(
+    ("break_it", "error_type", "named"),
+    [
+        (lambda server, run_id: server.require_token("the-right-token"), "AuthError", "token"),
+        (lambda server, run_id: server.delete_run(run_id), "RunNotFoundError", "no longer exists"),
+    ],
+)
+def test_auth_or_not_found_event_fails_without_retries(
+    kfp_server, kfp_conn_id, break_it, error_type, named
+):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, deferrable=True, retries=3)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    break_it(kfp_server, deferred.value.trigger.run_id)
+    event = _run_trigger(deferred.value.trigger)
+    assert event["error_type"] == error_type
+    with pytest.raises(AirflowFailException, match=named):  # 401/403/404: retries cannot help
+        op.execute_complete(context, event)
+
+
 # -- idempotency -----------------------------------------------------------------------------
 
 
@@ -271,6 +298,116 @@ def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
     assert retry.value.trigger.run_id != old_id
     states = {r["run_id"]: r["state"] for r in _runs_named(kfp_server)}
     assert states[old_id] == "CANCELED" and len(states) == 2
+
+
+def test_run_still_canceling_after_the_wait_fails_the_try_without_reattaching(
+    kfp_server, kfp_conn_id, monkeypatch
+):
+    """Reattaching to a CANCELING run would only fail; starting another beside it is worse."""
+    monkeypatch.setattr(operator_module, "CANCELING_WAIT_SECONDS", 0.2)
+    kfp_server.set_schedule(pending=0, running=100000)
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    kfp_server.set_run_state(first.value.trigger.run_id, "CANCELING")  # stuck canceling
+    with pytest.raises(AirflowException, match="still CANCELING") as failed:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+        )
+    assert not isinstance(failed.value, AirflowFailException)  # the next try decides again
+    assert [r["run_id"] for r in _runs_named(kfp_server)] == [first.value.trigger.run_id]
+
+
+# -- transient errors and final errors at submit time ----------------------------------------
+
+
+def test_transient_errors_at_submit_are_ridden_out_with_exactly_one_run(kfp_server, kfp_conn_id):
+    runs_path = "/runs$"  # list (GET) and create (POST); not GET /runs/<id>
+    kfp_server.inject("status", times=2, status=503, method="GET", path=runs_path)
+    kfp_server.inject("drop", times=1, method="GET", path="/experiments$")
+    kfp_server.inject("status", times=1, status=503, method="POST", path="/experiments$")
+    kfp_server.inject("status", times=1, status=503, method="POST", path=runs_path)
+    kfp_server.inject("drop", times=1, method="POST", path=runs_path)
+    ti = TaskInstance()
+    op = _operator(kfp_conn_id, experiment="daily", max_transient_errors=5)
+    result = op.execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server)
+    assert result == {"run_id": run["run_id"], "run_url": ti.xcom["kubeflow_run_url"]}
+    assert run["state"] == "SUCCEEDED"
+    assert len(kfp_server.experiments()) == 1
+
+
+def test_run_created_behind_a_lost_response_is_adopted_not_duplicated(kfp_server, kfp_conn_id):
+    """The create POST times out client-side (2 s) but the service creates the run (3 s)."""
+    kfp_server.inject("slow", times=1, delay=3.0, method="POST", path="/runs$")
+    # poll_interval 2: the look-up after the error comes >= 2 s later, after the run exists
+    op = _operator(kfp_conn_id, deferrable=True, poll_interval=2.0)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server)
+    assert deferred.value.trigger.run_id == run["run_id"]
+    assert len([r for r in kfp_server.requests() if r["method"] == "POST"]) == 1
+
+
+def test_submit_error_beyond_the_budget_fails_the_try(kfp_server, kfp_conn_id):
+    kfp_server.inject("status", times=-1, status=503, method="POST", path="/runs$")
+    with pytest.raises(TransientBackendError):  # retryable: Airflow's next try goes on
+        _operator(kfp_conn_id, max_transient_errors=2).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    assert kfp_server.runs() == []
+
+
+def test_pipeline_refused_by_the_backend_at_submit_fails_without_retries(tmp_path):
+    """Vertex refuses a two-document (kfp-kubernetes) file inside submit: no retry can help."""
+    docs = [yaml.safe_load(TINY_PIPELINE.read_text()), {"platforms": {"kubernetes": {}}}]
+    two_docs = tmp_path / "with_platform.yaml"
+    two_docs.write_text(yaml.safe_dump_all(docs))
+    gapic = RecordingPipelineServiceClient()
+    op = _operator("unused", pipeline_file=str(two_docs), retries=3)
+    op.__dict__["backend"] = VertexBackend("my-proj", "asia-northeast1", client=gapic)
+    with pytest.raises(AirflowFailException, match=r"PipelineSpecError: .*Vertex variant"):
+        op.execute(task_context(TaskInstance(), None, LOGICAL_DATE))
+    assert [call for call, _ in gapic.calls if call == "create"] == []
+
+
+# -- timeout -----------------------------------------------------------------------------------
+
+
+def test_timeout_counts_from_the_run_creation_not_from_the_reattach(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    with pytest.raises(TaskDeferred):
+        _operator(kfp_conn_id, deferrable=True, timeout=600).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    time.sleep(1.1)  # the retry comes later
+    with pytest.raises(TaskDeferred) as retry:
+        _operator(kfp_conn_id, deferrable=True, timeout=600).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    [run] = _runs_named(kfp_server)
+    created = datetime.fromisoformat(run["created_at"].replace("Z", "+00:00")).timestamp()
+    assert retry.value.trigger.run_id == run["run_id"]
+    assert retry.value.trigger.deadline == created + 600
+
+
+def test_worker_wait_of_an_old_run_times_out_at_once(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    with pytest.raises(TaskDeferred):
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    time.sleep(2.1)  # older than the timeout below, whatever the second it was created in
+    polls_before = len([r for r in kfp_server.requests() if r["method"] == "GET"])
+    with pytest.raises(AirflowException, match="timed out"):
+        _operator(kfp_conn_id, timeout=1.0, poll_interval=5.0).execute(
+            task_context(TaskInstance(), None, LOGICAL_DATE)
+        )
+    gets = [r for r in kfp_server.requests() if r["method"] == "GET"][polls_before:]
+    # list by name + one read; no poll_interval sleep and no second poll of the run
+    assert len([r for r in gets if "/runs/" in r["path"]]) == 1
+    assert _runs_named(kfp_server)[0]["state"] in ("CANCELING", "CANCELED")
 
 
 # -- waiting in the worker -------------------------------------------------------------------
@@ -394,6 +531,14 @@ def _wait_for_running_run(backend, name: str, worker, log_path) -> RunStatus:
 
 
 def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
+    """A worker SIGKILLed mid-wait, then a second ``airflow dags test``: still one run.
+
+    What this proves is the run-name lookup, not the ``task_state_store`` path:
+    ``dags test`` recreates the DAG run, so the second task instance starts with
+    an empty store and finds the first run only by its deterministic name (same
+    dag, task and logical date, clear_number 0). The native store path (a real
+    scheduler retry of the same task instance) is covered by the e2e suite.
+    """
     logical_date = "2026-11-26T21:00:00+00:00"
     name = "kill_test__predict__2026-11-26T210000Z"
     backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
@@ -411,7 +556,8 @@ def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
             worker.wait()
     assert backend.get_run(run.run_id).state is RunState.RUNNING  # the run outlives the worker
 
-    # 2. the retry (deferrable this time) reattaches instead of starting a second run
+    # 2. a new `dags test` (new DAG run, empty task_state_store; deferrable this time)
+    #    finds the run by its name and reattaches instead of starting a second run
     retry = _dags_test(
         airflow_home,
         logical_date,

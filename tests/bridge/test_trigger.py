@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import time
 
 import pytest
 
 from kfp_bridge.backends.base import RunRequest
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
+from tests.bridge._helpers import local_connection_env
 
 FAST = {"poll_interval": 0.01, "max_poll_interval": 0.05}
 
@@ -78,8 +80,10 @@ def test_failed_or_skipped_run_fires_failed_with_the_run_error(
     event = _first_event(_trigger(kfp_conn_id, run_id))
     assert event["status"] == "failed"
     assert event["state"] == outcome
-    if outcome == "FAILED":
+    assert f"ended {outcome}" in event["message"]  # the message names the state
+    if outcome == "FAILED":  # the stand-in gives only FAILED runs an error
         assert "OOMKilled" in event["message"]
+        assert "OOMKilled" in event["error"]
 
 
 def test_canceled_is_terminal_unlike_kfp_client(kfp_server, kfp_backend, kfp_conn_id):
@@ -88,6 +92,28 @@ def test_canceled_is_terminal_unlike_kfp_client(kfp_server, kfp_backend, kfp_con
     kfp_server.set_run_state(run_id, "CANCELED")
     event = _first_event(_trigger(kfp_conn_id, run_id))
     assert (event["status"], event["state"]) == ("failed", "CANCELED")
+    assert f"run {run_id} ended CANCELED" in event["message"]
+
+
+@pytest.mark.parametrize("state", ["SKIPPED", "FAILED", "CANCELED"])
+def test_unsuccessful_event_names_the_state_and_carries_the_run_error(
+    tmp_path, monkeypatch, state
+):
+    """Every unsuccessful end state, with the run's own error (local backend's run files)."""
+    for name, value in local_connection_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    run_id = "ended-run"
+    run_dir = tmp_path / run_id
+    run_dir.mkdir()
+    error = "component predict: OOMKilled"
+    (run_dir / "request.json").write_text(json.dumps({"run_id": run_id, "display_name": "x"}))
+    (run_dir / "state.json").write_text(json.dumps({"state": state, "error": error}))
+    event = _first_event(
+        KubeflowPipelineRunTrigger(kfp_conn_id="kfp_local", run_id=run_id, run_name="x", **FAST)
+    )
+    assert (event["status"], event["state"]) == ("failed", state)
+    assert event["message"] == f"run {run_id} ended {state}: {error}"
+    assert event["error"] == error
 
 
 def test_paused_is_not_success_and_times_out(kfp_server, kfp_backend, kfp_conn_id):
