@@ -1,0 +1,95 @@
+"""Parse time of dags/daily_prediction.py against a trivial DAG file.
+
+Two figures, each the median over N fresh interpreters per file (interleaved):
+
+- full parse: wall time of ``python -c "runpy.run_path(FILE)"``, Airflow import
+  included; what parsing a file in a fresh process costs. Target ratio <= 1.5x.
+- incremental: the interpreter first imports what a dag-processor has loaded
+  before it parses any file (``airflow.dag_processing.processor``), then only the
+  file's execution is timed; the extra work this DAG file adds per parse.
+
+    .venv/bin/python benchmarks/bench_dag_parse.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_FILE = REPO / "dags" / "daily_prediction.py"
+
+TRIVIAL_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("trivial", schedule="0 6 * * *", start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
+         catchup=False):
+    EmptyOperator(task_id="noop")
+"""
+
+FULL = "import runpy, sys; runpy.run_path(sys.argv[1])"
+
+# What a dag-processor has imported before it parses any file.
+INCREMENTAL = """
+import runpy, sys, time, warnings
+warnings.simplefilter("ignore")
+import airflow.sdk, airflow.dag_processing.processor
+start = time.perf_counter()
+runpy.run_path(sys.argv[1])
+print(time.perf_counter() - start)
+"""
+
+
+def full_seconds(path: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FULL, str(path)], cwd=REPO, env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def incremental_seconds(path: Path, env: dict[str, str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", INCREMENTAL, str(path)],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        trivial = Path(tmp) / "trivial_dag.py"
+        trivial.write_text(TRIVIAL_DAG)
+        env = {**os.environ, "AIRFLOW_HOME": tmp, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "PYTHONWARNINGS": "ignore"}  # fmt: skip
+        full_seconds(DAG_FILE, env)  # warm the file system cache and .pyc files
+        samples: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.runs):  # interleaved, so drift hits both files alike
+            for label, path in (("trivial", trivial), ("daily_prediction", DAG_FILE)):
+                samples.setdefault(("full", label), []).append(full_seconds(path, env))
+                samples.setdefault(("incr", label), []).append(incremental_seconds(path, env))
+    med = {key: statistics.median(values) * 1000 for key, values in samples.items()}
+    print(f"median over {args.runs} fresh interpreters per figure")
+    for kind, title in (("full", "full parse (Airflow import included)"),
+                        ("incr", "incremental (after dag-processor imports)")):  # fmt: skip
+        base, ours = med[(kind, "trivial")], med[(kind, "daily_prediction")]
+        print(f"{title}:")
+        print(f"  trivial DAG file          {base:8.1f} ms")
+        print(f"  dags/daily_prediction.py  {ours:8.1f} ms   (+{ours - base:.1f} ms)")
+        print(f"  ratio {ours / base:.2f}x")
+    ratio = med[("full", "daily_prediction")] / med[("full", "trivial")]
+    print(f"target: full-parse ratio <= 1.5x: {ratio:.2f}x {'OK' if ratio <= 1.5 else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Daily batch prediction: Airflow owns time and operations, Kubeflow Pipelines owns the ML.
+
+Kept light on purpose: this file is parsed every few seconds by the
+dag-processor, so it imports no pandas, Google clients or kfp SDK, and it
+computes nothing date-like. Every date is a template rendered when the task runs.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+from kfp_bridge.notifications.slack import (
+    KfpSlackDeadlineNotifier,
+    KfpSlackNotifier,
+    KfpSlackRunSummaryNotifier,
+)
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from kfp_bridge.target_date import MACROS
+
+# dags/ sits in the repository root (and in /opt/airflow in the compose image).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PIPELINE_FILE = PROJECT_ROOT / "pipelines" / "compiled" / "daily_prediction.yaml"
+LOCAL_WAREHOUSE = PROJECT_ROOT / "var" / "warehouse"
+LOCAL_MODEL = PROJECT_ROOT / "var" / "models" / "demo_model.pkl"
+
+SLACK_CONN_ID = "slack_default"
+# The target date: the Asia/Tokyo date of the logical date (D for the D 06:00 JST run).
+# Runs without a logical date (a manual trigger without one) use run_after.
+TARGET_DATE = "{{ jst_ds(logical_date or dag_run.run_after) }}"
+
+
+def _deadline() -> DeadlineAlert | None:
+    """Slack alert when a run is not done N hours after it was queued (opt-in).
+
+    Off unless ``DAILY_PREDICTION_DEADLINE_HOURS`` is set: in Airflow 3.3.2,
+    ``airflow dags test`` (what ``make demo`` runs) crashes at the end of a run
+    of any DAG that has a deadline (``DagRun.update_state`` looks the alerts up
+    by id while ``dag.test`` holds them unserialized). The scheduler path is not
+    affected. Queued-at rather than logical date: a backfill of old dates must
+    not alert at once.
+    """
+    hours = os.environ.get("DAILY_PREDICTION_DEADLINE_HOURS")
+    if not hours:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=float(hours)),
+        callback=AsyncCallback(
+            KfpSlackDeadlineNotifier, kwargs={"slack_webhook_conn_id": SLACK_CONN_ID}
+        ),
+    )
+
+
+def _var(name: str, default: object) -> str:
+    """Template reading Airflow Variable ``name`` at run time, ``default`` when unset."""
+    return f"{{{{ var.value.get({name!r}, {str(default)!r}) }}}}"
+
+
+DOC_MD = """
+### Daily prediction (06:00 Asia/Tokyo)
+
+Runs the compiled Kubeflow pipeline `pipelines/compiled/daily_prediction.yaml`
+once a day and writes one prediction per user into the `predictions` table,
+partition `target_date`.
+
+**Target date.** The run scheduled at *D* 06:00 JST predicts for target date *D*,
+from data up to the start of *D* in JST (the pipeline's lookback window ends at
+*D* 00:00 JST). Its logical date is *D-1* 21:00 UTC, so `{{ ds }}` (a UTC date)
+reads *D-1*: the task passes `{{ jst_ds(logical_date) }}` instead, rendered when the
+task runs. Re-running or backfilling a date rewrites exactly that partition.
+
+**Backfill target dates A..B.** Bare dates mean 00:00 UTC and shift the range by a
+day; ask for whole JST days: `airflow backfill create --dag-id daily_prediction
+--from-date AT00:00:00+09:00 --to-date BT23:59:59+09:00`.
+
+**Settings.** Airflow Variables `daily_prediction_pipeline_file`, `daily_prediction_warehouse`,
+`daily_prediction_model_uri`, `daily_prediction_model_sha256`,
+`daily_prediction_lookback_days`; connection `kfp_default` (type `kfp`) picks the
+backend; `slack_default` (Slack incoming webhook) receives failures.
+"""
+
+with DAG(
+    dag_id="daily_prediction",
+    description="Daily batch prediction on Kubeflow Pipelines, target date in JST",
+    doc_md=DOC_MD,
+    schedule="0 6 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
+    catchup=False,
+    # A backfill runs several target dates at once; each writes its own partition.
+    max_active_runs=4,
+    dagrun_timeout=timedelta(hours=6),
+    user_defined_macros=MACROS,
+    user_defined_filters=MACROS,
+    default_args={
+        "owner": "recommendation",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(hours=1),
+        "execution_timeout": timedelta(hours=3),
+    },
+    on_failure_callback=KfpSlackRunSummaryNotifier(slack_webhook_conn_id=SLACK_CONN_ID),
+    deadline=_deadline(),
+    tags=["kubeflow", "prediction"],
+) as dag:
+    task_failure = KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID)
+    KubeflowPipelineRunOperator(
+        task_id="predict",
+        # Vertex AI needs the single-document variant (daily_prediction.vertex.yaml);
+        # Cloud Composer keeps files under /home/airflow/gcs/data: set the Variable there.
+        pipeline_file=_var("daily_prediction_pipeline_file", PIPELINE_FILE),
+        parameters={
+            "target_date": TARGET_DATE,
+            "warehouse": _var("daily_prediction_warehouse", LOCAL_WAREHOUSE),
+            "model_uri": _var("daily_prediction_model_uri", LOCAL_MODEL),
+            "model_sha256": _var("daily_prediction_model_sha256", ""),
+            "lookback_days": _var("daily_prediction_lookback_days", 28),
+        },
+        kfp_conn_id="kfp_default",
+        # Seconds between status polls in the triggerer (a worker slot is not held).
+        # `make demo` (airflow dags test) shortens it; with a real scheduler keep it >= 15 s
+        # (a trigger firing seconds after deferral races the scheduler; see README).
+        poll_interval=float(os.environ.get("DAILY_PREDICTION_POLL_SECONDS", "30")),
+        # One message per failed try: retries and the final failure.
+        on_retry_callback=task_failure,
+        on_failure_callback=task_failure,
+    )

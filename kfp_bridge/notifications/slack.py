@@ -1,0 +1,263 @@
+"""Slack messages for the daily prediction: one per failed task try, one per failed DAG run.
+
+Built on the Slack provider's ``SlackWebhookNotifier`` (the webhook URL and the
+HTTP call are the provider's), created when a message is sent: importing the
+provider pulls in slack_sdk and aiohttp (about 0.6 s), which would otherwise be
+paid on every parse of every DAG file that attaches these callbacks.
+
+What this adds: the message (target date in JST, try count, scrubbed first
+line of the error, the Airflow log link and the Kubeflow run link), and the
+rule that notification never changes a task's outcome: a missing connection is
+one log line, a webhook that errors or hangs (bounded by ``timeout``) is one
+warning, and the task's own error stays where Airflow put it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk.bases.notifier import BaseNotifier
+
+from kfp_bridge.target_date import target_date_of
+
+DEFAULT_CONN_ID = "slack_default"
+DEFAULT_TIMEOUT = 10
+RUN_URL_XCOM_KEY = "kubeflow_run_url"
+MAX_ERROR_CHARS = 300
+
+# Token shapes worth scrubbing even when nobody registered them with the masker.
+_TOKEN_PATTERNS = [
+    re.compile(r"(?i)\b((?:bearer|token|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"\bya29\.[A-Za-z0-9._-]{10,}"),  # Google OAuth access tokens
+    re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API keys
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(r"hooks\.slack\.com/services/[A-Za-z0-9/]+"),
+    re.compile(r"(?i)((?:password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]\s*)\S+"),
+    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
+]
+
+
+def _redact_registered(text: str) -> str:
+    """Airflow's secrets masker: connection passwords and masked values seen by this process."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact
+    except ImportError:  # pragma: no cover - older task SDK layout
+        return text
+    redacted = redact(text)
+    return redacted if isinstance(redacted, str) else text
+
+
+def scrub(text: str) -> str:
+    """Remove registered secrets and obvious token shapes from ``text``."""
+    text = _redact_registered(text)
+    for pattern in _TOKEN_PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + "***", text)
+        else:
+            text = pattern.sub("***", text)
+    return text
+
+
+def first_error_line(error: BaseException | str | None) -> str:
+    """First non-empty line of an error, scrubbed and shortened, with its type name."""
+    if error is None:
+        return "(no error recorded)"
+    if isinstance(error, BaseException):
+        message = str(error).strip()
+        kind = type(error).__name__
+        text = f"{kind}: {message}" if message else kind
+    else:
+        text = str(error)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(empty error)")
+    line = scrub(line)
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 1] + "…"
+    return line
+
+
+def _kubeflow_run_url(ti: Any) -> str | None:
+    try:
+        url = ti.xcom_pull(task_ids=ti.task_id, key=RUN_URL_XCOM_KEY)
+    except Exception:  # the link is a courtesy; the message goes out without it
+        return None
+    return url if isinstance(url, str) and url else None
+
+
+def _base_url() -> str:
+    from airflow.configuration import conf
+
+    return conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+
+
+class _SafeSlackNotifier(BaseNotifier):
+    """Posts ``build_text(context)`` through ``SlackWebhookNotifier``; failures are logged."""
+
+    template_fields = ("slack_webhook_conn_id",)
+
+    def __init__(
+        self,
+        *,
+        slack_webhook_conn_id: str = DEFAULT_CONN_ID,
+        timeout: int = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.slack_webhook_conn_id = slack_webhook_conn_id
+        self.timeout = timeout
+
+    def build_text(self, context: Any) -> str:
+        raise NotImplementedError
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        # `airflow dags test` (3.3.2) hands DAG callbacks a SerializedDAG, which has no
+        # Jinja environment; the base class would crash before sending anything.
+        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
+            jinja_env = self.get_template_env(dag=None)
+        super().render_template_fields(context, jinja_env=jinja_env)
+
+    def _connection_configured(self) -> bool:
+        from airflow.providers.common.compat.sdk import BaseHook
+
+        try:
+            BaseHook.get_connection(self.slack_webhook_conn_id)
+        except Exception:
+            self.log.info(
+                "Slack connection %r is not configured; no Slack message sent.",
+                self.slack_webhook_conn_id,
+            )
+            return False
+        return True
+
+    def _webhook_notifier(self, text: str) -> Any:
+        # The text is passed as built, never rendered as a template: an error message may
+        # contain "{{" and must reach Slack as written.
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        return SlackWebhookNotifier(
+            slack_webhook_conn_id=self.slack_webhook_conn_id, text=text, timeout=self.timeout
+        )
+
+    def _prepare(self, context: Any) -> Any:
+        """The provider's notifier holding the message, or None when nothing is to be sent."""
+        try:
+            text = self.build_text(context)
+        except Exception:
+            self.log.exception("Could not build the Slack message; nothing sent.")
+            return None
+        if not self._connection_configured():
+            return None
+        return self._webhook_notifier(text)
+
+    def _failed(self, err: Exception) -> None:
+        self.log.warning(
+            "Slack notification via %r failed (the task's outcome is unchanged): %s",
+            self.slack_webhook_conn_id,
+            scrub(str(err)),
+        )
+
+    def notify(self, context: Any) -> None:
+        webhook = self._prepare(context)
+        if webhook is None:
+            return
+        try:
+            webhook.notify(context)
+        except Exception as err:
+            self._failed(err)
+        else:
+            self.log.info("Slack notification sent via %r.", self.slack_webhook_conn_id)
+
+
+class KfpSlackNotifier(_SafeSlackNotifier):
+    """Task-failure message; use as ``on_failure_callback`` and ``on_retry_callback``.
+
+    Attached to both, it posts exactly one message per failed try.
+    """
+
+    def build_text(self, context: Any) -> str:
+        ti = context.get("ti") or context.get("task_instance")
+        dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", "?")
+        task_id = getattr(ti, "task_id", "?")
+        try_number = getattr(ti, "try_number", None)
+        max_tries = getattr(ti, "max_tries", None)
+        task = context.get("task")
+        if max_tries is None and task is not None:
+            max_tries = getattr(task, "retries", 0)
+        total_tries = (max_tries or 0) + 1
+        # The task runner sets the state before it calls the callbacks.
+        will_retry = str(getattr(ti, "state", "")).lower().endswith("up_for_retry")
+        outcome = "failed, will retry" if will_retry else "failed"
+        lines = [
+            f":red_circle: *{dag_id}.{task_id}* {outcome} "
+            f"(try {try_number if try_number is not None else '?'} of {total_tries})",
+            f"Target date (JST): {target_date_of(context) or 'n/a'}",
+            f"Run: {context.get('run_id') or getattr(ti, 'run_id', '?')}",
+            f"Error: {first_error_line(context.get('exception'))}",
+        ]
+        log_url = getattr(ti, "log_url", None)
+        if log_url:
+            lines.append(f"Airflow log: {log_url}")
+        run_url = _kubeflow_run_url(ti) if ti is not None else None
+        if run_url:
+            lines.append(f"Kubeflow run: {run_url}")
+        return "\n".join(lines)
+
+
+class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):
+    """DAG-run-failure summary; use as the DAG's ``on_failure_callback``."""
+
+    def build_text(self, context: Any) -> str:
+        dag = context.get("dag")
+        dag_id = getattr(dag, "dag_id", "?")
+        run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", "?")
+        ti = context.get("ti") or context.get("task_instance")
+        lines = [
+            f":rotating_light: *{dag_id}* run failed",
+            f"Target date (JST): {target_date_of(context) or 'n/a'}",
+            f"Run: {run_id}",
+            f"Reason: {scrub(str(context.get('reason') or 'task failure'))}",
+        ]
+        if ti is not None:
+            lines.append(f"Last task: {getattr(ti, 'task_id', '?')}")
+            run_url = _kubeflow_run_url(ti)
+            if run_url:
+                lines.append(f"Kubeflow run: {run_url}")
+        lines.append(f"Airflow run: {_base_url()}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}")
+        return "\n".join(lines)
+
+
+class KfpSlackDeadlineNotifier(_SafeSlackNotifier):
+    """Deadline-miss message, run by the triggerer through an ``AsyncCallback``.
+
+    Airflow 3.3 hands deadline callbacks a small context: the DAG run as JSON
+    (``dag_run``) and the deadline (``deadline``), not a task instance.
+    """
+
+    def build_text(self, context: Any) -> str:
+        dag_run = context.get("dag_run") or {}
+        logical_date = dag_run.get("logical_date") or dag_run.get("run_after")
+        dag_id = dag_run.get("dag_id", "?")
+        run_id = dag_run.get("dag_run_id") or dag_run.get("run_id") or "?"
+        deadline = (context.get("deadline") or {}).get("deadline_time")
+        target = target_date_of({"logical_date": logical_date}) if logical_date else None
+        return "\n".join(
+            [
+                f":hourglass: *{dag_id}* not finished by its deadline ({deadline or '?'})",
+                f"Target date (JST): {target or 'n/a'}",
+                f"Run: {run_id} (state: {dag_run.get('state', '?')})",
+                f"Airflow run: {_base_url()}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}",
+            ]
+        )
+
+    async def async_notify(self, context: Any) -> None:
+        webhook = self._prepare(context)
+        if webhook is None:
+            return
+        try:
+            await webhook.async_notify(context)
+        except Exception as err:
+            self._failed(err)
+        else:
+            self.log.info("Slack notification sent via %r.", self.slack_webhook_conn_id)

@@ -1,0 +1,114 @@
+"""Helpers for the DAG, plugin and Slack tests (the fixtures are in conftest.py).
+
+Airflow reads AIRFLOW_HOME and the metadata database once per process, and the
+bridge tests share this pytest process. So everything that needs Airflow's
+configuration or database runs in a subprocess with its own environment: an
+isolated AIRFLOW_HOME with SQLite, migrated once per session, this repository's
+dags/ and plugins/. The Slack stand-in is a real HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+AIRFLOW = str(VENV_BIN / "airflow")
+
+
+@dataclass
+class AirflowEnv:
+    """An isolated Airflow installation: run CLI commands and scripts against it."""
+
+    home: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, extra_env: dict[str, str] | None = None, check: bool = True, timeout=300
+    ) -> subprocess.CompletedProcess:
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.run(
+            [AIRFLOW, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"airflow {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def python(
+        self, code: str, *, extra_env: dict[str, str] | None = None, timeout=300
+    ) -> subprocess.CompletedProcess:
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"script exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
+                f"stderr:\n{proc.stderr[-6000:]}"
+            )
+        return proc
+
+    def python_json(self, code: str, **kwargs) -> object:
+        """Run ``code``; its last stdout line is JSON."""
+        out = self.python(code, **kwargs).stdout.strip().splitlines()
+        return json.loads(out[-1])
+
+
+def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__BASE_URL": "http://airflow.test:8080",
+            "KFP_BRIDGE_HOME": str(REPO),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    env.pop("DAILY_PREDICTION_DEADLINE_HOURS", None)
+    return env
+
+
+@dataclass
+class SlackStandIn:
+    """A loopback HTTP server that answers like a Slack incoming webhook."""
+
+    url: str
+    port: int
+    mode: str = "ok"  # ok | error | hang
+    requests: list[dict] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def connection_uri(self, token: str = "T000/B000/secretwebhooktoken") -> str:
+        """A ``slackwebhook`` connection whose host points here (http, not the default https)."""
+        conn = {
+            "conn_type": "slackwebhook",
+            "host": f"http://127.0.0.1:{self.port}/services",
+            "password": token,
+        }
+        return json.dumps(conn)
+
+    def texts(self) -> list[str]:
+        return [r["body"].get("text", "") for r in self.requests]

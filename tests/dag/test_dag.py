@@ -1,0 +1,196 @@
+"""The daily_prediction DAG under real Airflow 3.3: import, settings, rendered target dates.
+
+Rendering goes through the code behind ``airflow tasks render`` (task instance
+in memory, the task runner's template context, the DAG's Jinja environment,
+Variables from the environment), in a subprocess with its own AIRFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from tests.dag.helpers import REPO
+
+LOAD_DAG = """
+import json, warnings
+warnings.simplefilter("ignore")
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder="dags")
+assert not bag.import_errors, bag.import_errors
+dag = bag.get_dag("daily_prediction")
+"""
+
+RENDER = (
+    LOAD_DAG
+    + """
+import contextlib, io, sys
+from airflow.cli.commands.task_command import _get_template_context, _get_ti
+from airflow.serialization.serialized_objects import DagSerialization
+
+scheduler_dag = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+out = {}
+templates = dict(dag.get_task("predict").parameters)
+pipeline_file_template = dag.get_task("predict").pipeline_file
+for logical_date in sys.argv[1:]:
+    ti, _ = _get_ti(scheduler_dag.get_task("predict"), -1,
+                    logical_date_or_run_id=logical_date, create_if_necessary="memory")
+    task = dag.get_task("predict")
+    task.parameters = dict(templates)  # rendering replaces the templates in place
+    task.pipeline_file = pipeline_file_template
+    context = _get_template_context(ti, task)
+    task.render_template_fields(context)
+    extra = task.render_template(
+        "{{ ds }}|{{ macros.kfp_bridge.jst_ds(logical_date) }}|{{ logical_date | jst_ds_nodash }}",
+        context,
+    )
+    out[logical_date] = {
+        "parameters": dict(context["task"].parameters),
+        "pipeline_file": context["task"].pipeline_file,
+        "extra": extra,
+    }
+print(json.dumps(out))
+"""
+)
+
+
+def test_dag_imports_and_settings(airflow_env):
+    info = airflow_env.python_json(
+        LOAD_DAG
+        + textwrap.dedent(
+            """
+            from airflow.serialization.serialized_objects import DagSerialization
+            task = dag.get_task("predict")
+            def names(cbs):
+                return [type(c).__name__ for c in (cbs if isinstance(cbs, list) else [cbs])]
+            DagSerialization.from_dict(DagSerialization.to_dict(dag))  # the scheduler's view
+            print(json.dumps({
+                "timetable": type(dag.timetable).__name__,
+                "schedule": {
+                    "expression": dag.timetable.expression,
+                    "timezone": getattr(dag.timetable.timezone, "name", None),
+                },
+                "tz": dag.timezone.name,
+                "catchup": dag.catchup,
+                "max_active_runs": dag.max_active_runs,
+                "start_date": dag.start_date.isoformat(),
+                "tasks": dag.task_ids,
+                "retries": task.retries,
+                "backoff": task.retry_exponential_backoff,
+                "max_retry_delay": task.max_retry_delay.total_seconds(),
+                "execution_timeout": task.execution_timeout.total_seconds(),
+                "pipeline_file": task.pipeline_file,
+                "conn": task.kfp_conn_id,
+                "deferrable": task.deferrable,
+                "task_callbacks": names(task.on_failure_callback),
+                "retry_callbacks": names(task.on_retry_callback),
+                "dag_callbacks": names(dag.on_failure_callback),
+                "doc": bool(dag.doc_md and "target date" in dag.doc_md.lower()),
+                "deadline": dag.deadline,
+            }))
+            """
+        )
+    )
+    assert info["timetable"] == "CronTriggerTimetable"  # logical date == scheduled time
+    assert info["schedule"]["expression"] == "0 6 * * *"
+    assert info["schedule"]["timezone"] == "Asia/Tokyo"
+    assert info["tz"] == "Asia/Tokyo"
+    assert info["catchup"] is False
+    assert info["max_active_runs"] > 1
+    assert info["start_date"] == "2025-12-31T15:00:00+00:00"  # 2026-01-01 00:00 JST
+    assert info["tasks"] == ["predict"]
+    assert info["retries"] >= 2
+    assert info["backoff"] and info["backoff"] > 1
+    assert info["max_retry_delay"] > 0
+    assert info["execution_timeout"] > 0
+    assert "daily_prediction_pipeline_file" in info["pipeline_file"]  # a template
+    assert info["conn"] == "kfp_default"
+    assert info["deferrable"] is True
+    # One Slack message per failed try: the same notifier on retry and on final failure.
+    assert info["task_callbacks"] == ["KfpSlackNotifier"]
+    assert info["retry_callbacks"] == ["KfpSlackNotifier"]
+    assert info["dag_callbacks"] == ["KfpSlackRunSummaryNotifier"]
+    assert info["doc"]
+    assert not info["deadline"]  # opt-in, see test_deadline_alert_opt_in
+
+
+def test_deadline_alert_opt_in(airflow_env):
+    info = airflow_env.python_json(
+        LOAD_DAG
+        + textwrap.dedent(
+            """
+            from airflow.serialization.serialized_objects import DagSerialization
+            DagSerialization.from_dict(DagSerialization.to_dict(dag))
+            (alert,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+            print(json.dumps({
+                "reference": type(alert.reference).__name__,
+                "interval": alert.interval.total_seconds(),
+                "callback": alert.callback.path,
+                "kwargs": alert.callback.kwargs,
+            }))
+            """
+        ),
+        extra_env={"DAILY_PREDICTION_DEADLINE_HOURS": "3"},
+    )
+    assert info == {
+        "reference": "DagRunQueuedAtDeadline",
+        "interval": 3 * 3600.0,
+        "callback": "kfp_bridge.notifications.slack.KfpSlackDeadlineNotifier",
+        "kwargs": {"slack_webhook_conn_id": "slack_default"},
+    }
+
+
+def test_target_date_rendered_at_run_time_in_jst(airflow_env):
+    # Logical dates as the scheduler makes them: D 06:00 JST == D-1 21:00 UTC.
+    cases = {
+        "2026-11-26T21:00:00+00:00": ("2026-11-27", "2026-11-26"),
+        "2026-11-30T21:00:00+00:00": ("2026-12-01", "2026-11-30"),  # month boundary
+        "2026-12-31T21:00:00+00:00": ("2027-01-01", "2026-12-31"),  # year boundary
+        "2028-02-28T21:00:00+00:00": ("2028-02-29", "2028-02-28"),  # leap day
+        "2027-01-01T06:00:00+09:00": ("2027-01-01", "2026-12-31"),  # `dags test` form
+    }
+    proc = airflow_env.python(
+        RENDER.replace("sys.argv[1:]", repr(list(cases))),
+        extra_env={
+            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": "bq://acme-reco/warehouse",
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": "ab" * 32,
+        },
+    )
+    rendered = json.loads(proc.stdout.strip().splitlines()[-1])
+    for logical_date, (target, utc_ds) in cases.items():
+        params = rendered[logical_date]["parameters"]
+        assert params["target_date"] == target, logical_date
+        # ds is the UTC date: one day earlier for every 06:00 JST run.
+        ds, plugin_macro, nodash = rendered[logical_date]["extra"].split("|")
+        assert ds == utc_ds
+        assert plugin_macro == target  # macros.kfp_bridge.jst_ds from plugins/
+        assert nodash == target.replace("-", "")
+        assert params["warehouse"] == "bq://acme-reco/warehouse"  # Variable wins
+        assert params["model_sha256"] == "ab" * 32
+        assert params["model_uri"] == str(REPO / "var" / "models" / "demo_model.pkl")  # default
+        assert str(params["lookback_days"]) == "28"
+        assert rendered[logical_date]["pipeline_file"] == str(
+            REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
+        )
+
+
+def test_dag_file_imports_nothing_heavy():
+    code = textwrap.dedent(
+        """
+        import json, runpy, sys
+        runpy.run_path("dags/daily_prediction.py")
+        heavy = ("pandas", "numpy", "kfp", "sklearn", "duckdb", "pyarrow", "vertexai",
+                 "googleapiclient")
+        print(json.dumps(sorted(
+            m for m in sys.modules
+            if m.split(".")[0] in heavy
+            or m.startswith(("google.cloud.", "google.api_core", "google.auth"))
+        )))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

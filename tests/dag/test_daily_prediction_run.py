@@ -1,0 +1,68 @@
+"""The real DAG, run by ``airflow dags test`` on the local backend, writes the JST partition.
+
+Everything is real: Airflow's task runner renders the target date, the bridge
+operator submits the compiled pipeline to the local backend, which runs it with
+``kfp.local`` in ``.venv-pipeline``, and the trigger polls it to the end. Small
+demo data and model are generated in a temporary warehouse first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.dag.helpers import REPO
+
+PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
+
+
+def _pipeline(*args: str) -> str:
+    return subprocess.run(
+        [str(PIPELINE_PY), "-m", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    warehouse, model = root / "warehouse", root / "models" / "model.pkl"
+    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "400",
+              "--page-views", "4000", "--end-date", "2026-12-31")  # fmt: skip
+    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model))
+    digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
+    return root, warehouse, model, digest
+
+
+def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, slack_server):
+    root, warehouse, model, digest = demo_inputs
+    local_conn = {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(root)}}
+    proc = airflow_env.run(
+        "dags",
+        "test",
+        "daily_prediction",
+        "2027-01-01T06:00:00+09:00",  # logical 12-31 21:00Z
+        extra_env={
+            "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(local_conn),
+            "AIRFLOW_CONN_SLACK_DEFAULT": slack_server.connection_uri(),
+            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
+            "DAILY_PREDICTION_POLL_SECONDS": "1",
+        },
+        check=False,
+        timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "state=success" in output
+    # The year-boundary run predicts for the JST date, not the UTC ds (2026-12-31).
+    assert (warehouse / "predictions" / "2027-01-01.parquet").is_file()
+    assert not (warehouse / "predictions" / "2026-12-31.parquet").exists()
+    args = ["--target-date", "2027-01-01", "--warehouse", str(warehouse), "--json"]
+    summary = json.loads(_pipeline("kfp_prediction.summary", *args))
+    assert summary["target_date"] == "2027-01-01"
+    assert summary["rows"] == summary["users"] > 0
+    assert summary["model_sha256"] == [digest]
+    assert slack_server.requests == []  # nothing failed, nothing posted

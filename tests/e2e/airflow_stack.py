@@ -1,0 +1,246 @@
+"""A real Airflow 3.3 stack for end-to-end tests: api-server, scheduler, dag-processor, triggerer.
+
+Isolated AIRFLOW_HOME with SQLite, LocalExecutor, every listener on 127.0.0.1
+and a free port. Each component runs in its own process group; ``stop`` ends
+exactly those groups (SIGTERM, then SIGKILL after a grace period). Component
+logs go to ``<home>/logs/<component>.log`` and are attached to errors.
+
+    with AirflowStack(home, dags_folder=...) as stack:
+        stack.airflow("dags", "trigger", "my_dag")
+        stack.wait_for_run("my_dag", run_id, {"success"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowStackError(RuntimeError):
+    pass
+
+
+class AirflowStack:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        dags_folder: Path = REPO / "dags",
+        plugins_folder: Path = REPO / "plugins",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.home = Path(home)
+        self.logs = self.home / "logs"
+        self.api_port = free_port()
+        self.scheduler_health_port = free_port()
+        self.triggerer_log_port = free_port()
+        self.worker_log_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.db_path = self.home / "airflow.db"
+        self.env = self._environment(dags_folder, plugins_folder, extra_env or {})
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.boot_seconds: float | None = None
+
+    def _environment(self, dags: Path, plugins: Path, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+        }
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                # SQLite's default 5 s lock wait is too short for four components and a
+                # CLI writing at once on a busy machine.
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout=60",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": self.api_url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
+                    self.scheduler_health_port
+                ),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.triggerer_log_port),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "KFP_BRIDGE_HOME": str(REPO),
+                "PYTHONWARNINGS": "ignore",
+            }
+        )
+        env.update(extra)
+        return env
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 300):
+        """Run an ``airflow`` CLI command against this stack's database.
+
+        A command that lost SQLite's write lock ("database is locked") rolled back
+        and is run again, up to three times.
+        """
+        for attempt in range(3):
+            proc = subprocess.run(
+                [str(BIN / "airflow"), *args],
+                env=self.env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if proc.returncode == 0 or "database is locked" not in proc.stderr or attempt == 2:
+                break
+            time.sleep(2)
+        if check and proc.returncode != 0:
+            raise AirflowStackError(
+                f"airflow {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
+                f"{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        """Read the metadata database (SQLite, read-only)."""
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute(sql, tuple(params)).fetchall()
+        finally:
+            con.close()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 240) -> AirflowStack:
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        self.airflow("db", "migrate")
+        for component in COMPONENTS:
+            log = (self.logs / f"{component}.log").open("ab")
+            self.procs[component] = subprocess.Popen(
+                [str(BIN / "airflow"), component],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() ends its children too
+            )
+            log.close()
+        try:
+            self.wait_healthy(timeout=timeout - (time.monotonic() - started))
+        except BaseException:
+            self.stop()
+            raise
+        self.boot_seconds = time.monotonic() - started
+        return self
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"{self.api_url}/api/v2/monitor/health", timeout=5) as resp:
+            return json.load(resp)
+
+    def wait_healthy(self, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                last = self.health()
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                last = err
+            else:
+                statuses = {
+                    name: (last.get(name) or {}).get("status")
+                    for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                }
+                if all(status == "healthy" for status in statuses.values()):
+                    return last
+            time.sleep(1)
+        raise AirflowStackError(f"stack not healthy after {timeout:.0f}s: {last}\n{self.tail()}")
+
+    def _check_alive(self) -> None:
+        for component, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AirflowStackError(
+                    f"{component} exited with {proc.returncode}\n{self.tail(component)}"
+                )
+
+    def tail(self, component: str | None = None, chars: int = 3000) -> str:
+        names = [component] if component else list(self.procs)
+        parts = []
+        for name in names:
+            path = self.logs / f"{name}.log"
+            if path.exists():
+                parts.append(f"--- {name} ---\n{path.read_text(errors='replace')[-chars:]}")
+        return "\n".join(parts)
+
+    def stop(self, grace: float = 20) -> None:
+        """End every process group this stack started, and only those."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            # The group may outlive its leader (task runners, api-server workers).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def __enter__(self) -> AirflowStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- waiting for runs -------------------------------------------------------------------
+
+    def wait_for_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            rows = self.query(
+                "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+            )
+            state = rows[0][0] if rows else None
+            if state in states:
+                return state
+            time.sleep(1)
+        raise AirflowStackError(
+            f"{dag_id}/{run_id} still {state!r} after {timeout:.0f}s\n{self.tail()}"
+        )

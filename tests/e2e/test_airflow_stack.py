@@ -1,0 +1,132 @@
+"""The real Airflow processes boot here, run DAGs, fire a deadline alert, and leave nothing behind.
+
+One stack for the module (boot costs about a minute): a trivial DAG proves the
+scheduler → LocalExecutor → execution API path; a DAG with a short deadline
+proves Airflow 3.3's deadline alert reaches Slack through
+``KfpSlackDeadlineNotifier`` run by the triggerer (the path the daily DAG uses
+when ``DAILY_PREDICTION_DEADLINE_HOURS`` is set).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+
+from tests.e2e.airflow_stack import AirflowStack
+
+TRIVIAL_DAG = """
+import pendulum
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("e2e_trivial", schedule=None, catchup=False,
+         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo")):
+
+    @task
+    def touch(out: str, ti=None):
+        Path(out).write_text(ti.run_id)
+
+    touch("{out}")
+"""
+
+DEADLINE_DAG = """
+import time
+from datetime import timedelta
+import pendulum
+from airflow.sdk import DAG, task
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+from kfp_bridge.notifications.slack import KfpSlackDeadlineNotifier
+
+with DAG("e2e_deadline", schedule=None, catchup=False,
+         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
+         deadline=DeadlineAlert(
+             reference=DeadlineReference.DAGRUN_QUEUED_AT,
+             interval=timedelta(seconds=3),
+             callback=AsyncCallback(KfpSlackDeadlineNotifier,
+                                    kwargs={"slack_webhook_conn_id": "slack_default"}),
+         )):
+
+    @task
+    def slow():
+        time.sleep(20)
+
+    slow()
+"""
+
+
+class _Slack(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def _wait_parsed(stack: AirflowStack, dag_ids: set[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = stack.query("SELECT dag_id FROM dag")
+        if dag_ids <= {r[0] for r in rows}:
+            return
+        time.sleep(1)
+    raise AssertionError(f"DAGs {dag_ids} not parsed\n{stack.tail('dag-processor')}")
+
+
+def test_stack_runs_dags_fires_deadline_and_stops(tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    out = tmp_path / "touched.txt"
+    (dags / "e2e_trivial.py").write_text(textwrap.dedent(TRIVIAL_DAG).replace("{out}", str(out)))
+    (dags / "e2e_deadline.py").write_text(textwrap.dedent(DEADLINE_DAG))
+
+    slack = ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
+    _Slack.received = []
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    conn = {
+        "conn_type": "slackwebhook",
+        "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
+        "password": "T000/B000/e2e",
+    }
+    env = {"AIRFLOW_CONN_SLACK_DEFAULT": json.dumps(conn)}
+    stack = AirflowStack(tmp_path / "home", dags_folder=dags, extra_env=env)
+    try:
+        with stack:
+            print(f"stack healthy after {stack.boot_seconds:.1f}s")
+            _wait_parsed(stack, {"e2e_trivial", "e2e_deadline"})
+            stack.airflow("dags", "trigger", "e2e_trivial", "--run-id", "e2e_run_1")
+            stack.airflow("dags", "trigger", "e2e_deadline", "--run-id", "e2e_slow_1")
+            assert stack.wait_for_run("e2e_trivial", "e2e_run_1", {"success", "failed"}) == (
+                "success"
+            ), stack.tail()
+            assert out.read_text() == "e2e_run_1"
+            assert stack.wait_for_run("e2e_deadline", "e2e_slow_1", {"success", "failed"}) == (
+                "success"
+            ), stack.tail()
+            for _ in range(60):  # the triggerer runs the deadline callback asynchronously
+                if _Slack.received:
+                    break
+                time.sleep(1)
+            missed = stack.query("SELECT missed FROM deadline")
+            pids = [p.pid for p in stack.procs.values()]
+    finally:
+        slack.shutdown()
+        slack.server_close()
+    assert missed == [(1,)]
+    (message,) = _Slack.received
+    assert "*e2e_deadline* not finished by its deadline" in message["text"]
+    assert "Run: e2e_slow_1" in message["text"]
+    for pid in pids:  # stop() ended every process group it started
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

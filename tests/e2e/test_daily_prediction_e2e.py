@@ -1,0 +1,238 @@
+"""End to end with real Airflow processes and the local backend.
+
+One stack (api-server, scheduler with LocalExecutor, dag-processor, triggerer)
+runs the real ``daily_prediction`` DAG and a failure DAG built from the same
+operator and notifier:
+
+- a 3-date backfill across a month boundary writes 3 partitions named by the
+  JST target dates;
+- clearing a finished date re-runs the task: the operator starts one new
+  pipeline run for the clear (name suffix ``__c1``), which replaces that date's
+  partition with the same rows; no other run or partition changes;
+- a component failure (model digest mismatch) posts exactly one Slack message
+  per failed try, each with the Kubeflow run link and the component's error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from kfp_bridge.target_date import jst_ds
+from tests.e2e.airflow_stack import REPO, AirflowStack
+
+PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
+TARGET_DATES = ["2026-10-30", "2026-10-31", "2026-11-01"]  # backfills take no future dates
+
+FAILING_DAG = """
+from datetime import timedelta
+import pendulum
+from airflow.sdk import DAG
+from kfp_bridge.notifications.slack import KfpSlackNotifier, KfpSlackRunSummaryNotifier
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from kfp_bridge.target_date import MACROS
+
+notifier = KfpSlackNotifier()
+with DAG("e2e_failing_prediction", schedule=None, catchup=False,
+         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
+         user_defined_macros=MACROS, on_failure_callback=KfpSlackRunSummaryNotifier()):
+    KubeflowPipelineRunOperator(
+        task_id="predict",
+        pipeline_file="{pipeline}",
+        parameters={
+            "target_date": "{{ jst_ds(logical_date) }}",
+            "warehouse": "{warehouse}",
+            "model_uri": "{model}",
+            "model_sha256": "0" * 64,  # injected failure: digest mismatch in the component
+        },
+        poll_interval=15,
+        retries=1,
+        retry_delay=timedelta(seconds=1),
+        on_retry_callback=notifier,
+        on_failure_callback=notifier,
+    )
+"""
+
+
+class _Slack(BaseHTTPRequestHandler):
+    received: list[str] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.received.append(body.get("text", ""))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def _pipeline(*args: str) -> None:
+    subprocess.run([str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    warehouse, model, runs = root / "warehouse", root / "models" / "model.pkl", root / "runs"
+    # Data up to today (JST): the scheduler also creates today's run once the DAG is unpaused.
+    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "300",
+              "--page-views", "3000")  # fmt: skip
+    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model))
+    digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
+
+    dags = root / "dags"
+    dags.mkdir()
+    # The real DAG file (it resolves pipelines/ from its real location).
+    (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
+    (dags / "e2e_failing_prediction.py").write_text(
+        textwrap.dedent(FAILING_DAG)
+        .replace("{pipeline}", str(REPO / "pipelines" / "compiled" / "daily_prediction.yaml"))
+        .replace("{warehouse}", str(warehouse))
+        .replace("{model}", str(model))
+    )
+
+    slack = ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    slack_conn = {
+        "conn_type": "slackwebhook",
+        "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
+        "password": "T000/B000/e2e",
+    }
+    env = {
+        "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
+            {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(runs)}}
+        ),
+        "AIRFLOW_CONN_SLACK_DEFAULT": json.dumps(slack_conn),
+        "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+        "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
+        "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
+        # Not faster: a trigger that fires within seconds of deferring races the
+        # scheduler's stale defer-exit event (apache/airflow#67287, #72716, open in 3.3.x).
+        "DAILY_PREDICTION_POLL_SECONDS": "15",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    }
+    airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+    with airflow:
+        deadline = time.monotonic() + 180
+        wanted = {"daily_prediction", "e2e_failing_prediction"}
+        while not wanted <= {r[0] for r in airflow.query("SELECT dag_id FROM dag")}:
+            assert time.monotonic() < deadline, airflow.tail("dag-processor")
+            time.sleep(1)
+        airflow.warehouse, airflow.runs = warehouse, runs
+        yield airflow
+    slack.shutdown()
+    slack.server_close()
+
+
+def _runs_by_name(runs: Path) -> Counter:
+    return Counter(json.loads(p.read_text())["display_name"] for p in runs.glob("*/request.json"))
+
+
+def _wait_runs(stack: AirflowStack, dag_id: str, count: int, timeout: float = 400) -> list:
+    """The DAG's backfill runs, once ``count`` of them have finished."""
+    deadline = time.monotonic() + timeout
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = stack.query(
+            "SELECT run_id, logical_date, state FROM dag_run WHERE dag_id = ? "
+            "AND run_type = 'backfill' ORDER BY logical_date",
+            (dag_id,),
+        )
+        if len(rows) >= count and all(r[2] in ("success", "failed") for r in rows):
+            return rows
+        time.sleep(2)
+    raise AssertionError(f"{dag_id}: {rows}\n{stack.tail()}")
+
+
+def _rows(warehouse: Path, target_date: str) -> int:
+    out = subprocess.run(
+        [str(PIPELINE_PY), "-m", "kfp_prediction.summary", "--target-date", target_date,
+         "--warehouse", str(warehouse), "--json"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)["rows"]
+
+
+def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
+    stack.airflow("dags", "unpause", "daily_prediction")
+    stack.airflow(
+        "backfill", "create", "--dag-id", "daily_prediction",
+        "--from-date", "2026-10-30T00:00:00+09:00", "--to-date", "2026-11-01T23:59:59+09:00",
+        "--max-active-runs", "3",
+    )  # fmt: skip
+    rows = _wait_runs(stack, "daily_prediction", 3)
+    assert [r[2] for r in rows] == ["success"] * 3, stack.tail()
+    assert [jst_ds(r[1]) for r in rows] == TARGET_DATES
+    partitions = {p.stem for p in (stack.warehouse / "predictions").glob("*.parquet")}
+    # Besides the backfill, only the scheduled run of today (JST) may have written.
+    scheduled = stack.query(
+        "SELECT logical_date FROM dag_run WHERE dag_id = 'daily_prediction' "
+        "AND run_type = 'scheduled'"
+    )
+    assert set(TARGET_DATES) <= partitions
+    assert partitions - set(TARGET_DATES) <= {jst_ds(r[0]) for r in scheduled}
+    runs_before = _runs_by_name(stack.runs)
+    backfill_names = [n for n in runs_before if any(n.endswith(f"{d}T210000Z") for d in (
+        "2026-10-29", "2026-10-30", "2026-10-31"))]  # fmt: skip
+    assert len(backfill_names) == 3 and all(runs_before[n] == 1 for n in backfill_names)
+
+    rows_before = {d: _rows(stack.warehouse, d) for d in TARGET_DATES}
+    # Clear the middle run (logical 2026-10-30 21:00 UTC, target date 2026-10-31).
+    stack.airflow(
+        "tasks", "clear", "daily_prediction", "--yes",
+        "--start-date", "2026-10-30T20:00:00+00:00", "--end-date", "2026-10-30T22:00:00+00:00",
+    )  # fmt: skip
+    time.sleep(3)
+    rows = _wait_runs(stack, "daily_prediction", 3)
+    assert [r[2] for r in rows] == ["success"] * 3
+    tries = stack.query(
+        "SELECT ti.try_number FROM task_instance ti JOIN dag_run dr "
+        "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id "
+        "WHERE ti.dag_id = 'daily_prediction' AND dr.logical_date LIKE '2026-10-30 21:00:00%'"
+    )
+    assert tries == [(2,)], tries  # the cleared task really ran again
+    after = _runs_by_name(stack.runs)
+    cleared = "daily_prediction__predict__2026-10-30T210000Z"
+    assert after - runs_before == Counter({f"{cleared}__c1": 1})  # one new run, for the clear
+    assert {d: _rows(stack.warehouse, d) for d in TARGET_DATES} == rows_before
+
+
+def test_component_failure_posts_one_message_per_try(stack):
+    _Slack.received.clear()
+    stack.airflow("dags", "unpause", "e2e_failing_prediction")
+    stack.airflow(
+        "dags", "trigger", "e2e_failing_prediction", "--run-id", "e2e_fail_1",
+        "--logical-date", "2026-10-31T21:00:00+00:00",
+    )  # fmt: skip
+    assert stack.wait_for_run("e2e_failing_prediction", "e2e_fail_1", {"failed", "success"}) == (
+        "failed"
+    )
+    deadline = time.monotonic() + 60
+    while len(_Slack.received) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+    task_msgs = [t for t in _Slack.received if "e2e_failing_prediction.predict" in t]
+    summaries = [t for t in _Slack.received if "*e2e_failing_prediction* run failed" in t]
+    assert len(task_msgs) == 2, _Slack.received
+    assert "failed, will retry (try 1 of 2)" in task_msgs[0]
+    assert "failed (try 2 of 2)" in task_msgs[1]
+    for msg in task_msgs:
+        assert "Target date (JST): 2026-11-01" in msg
+        assert "Kubeflow run: " in msg
+        assert "sha256" in msg.lower()  # the component's own error reached the message
+    assert len(summaries) == 1
+    # One failed pipeline run per try, never two for the same try.
+    assert (
+        sum(n for name, n in _runs_by_name(stack.runs).items() if "e2e_failing_prediction" in name)
+        == 2
+    )
