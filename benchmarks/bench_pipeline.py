@@ -5,13 +5,16 @@
 Creates the 1,000,000-user data set (about 20M page views over 60 days) and a model if they
 are missing, then, in one invocation:
 
-* floor: in a fresh process, the same feature query, one ``predict_proba`` over all users
-  and contents, and one Parquet write, each timed, with peak RSS per phase;
+* floor: in a fresh process, the same feature query, one scoring call over all users and
+  contents (``score_users`` unchunked: for the linear demo model one vectorised numpy
+  evaluation of the whole (user, content) grid, else one ``predict_proba``), and one Parquet
+  write, each timed, with peak RSS per phase;
 * pipeline: the compiled ``daily_prediction.yaml`` run through ``kfp.local``
   (``SubprocessRunner(use_venv=False)``), wall time of the whole run and of the component
   process, and peak RSS of the component process (sampled with psutil).
 
-Prints the figures and the ratio pipeline/floor (target: <= 1.5, peak RSS <= 2 GiB).
+Prints the figures, the ratio pipeline/floor and a ``VERDICT: PASS`` / ``VERDICT: FAIL``
+line (targets: ratio <= 1.5, peak RSS of every step <= 2 GiB); exits 1 on a miss.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_DATE = "2026-11-27"
 END_DATE = "2026-11-26"
 GIB = 1024**3
+MAX_RATIO = 1.5
+MAX_STEP_RSS = 2 * GIB
 
 
 class RssSampler:
@@ -105,7 +110,7 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
 
         users, contents = phase("query", lambda: (wh.user_features(window), wh.contents()))
 
-        def predict():  # one predict_proba call over all users x contents
+        def predict():  # one scoring call over all users x contents, unchunked
             return score_users(model, names, users, contents, chunk_users=None)
 
         best, score = phase("predict", predict)
@@ -253,7 +258,19 @@ def main() -> int:
         f"\nratio pipeline/floor: {ratio:.2f}x (target <= 1.5x)   "
         f"max step peak RSS: {step['peak_rss'] / GIB:.2f} GiB (target <= 2 GiB)"
     )
-    return 0
+    misses = verdict(ratio, step["peak_rss"])
+    print("VERDICT: " + (f"FAIL ({'; '.join(misses)})" if misses else "PASS"))
+    return 1 if misses else 0
+
+
+def verdict(ratio: float, peak_rss: float) -> list[str]:
+    """The targets missed (empty: pass): ratio <= 1.5 and every step's peak RSS <= 2 GiB."""
+    misses = []
+    if ratio > MAX_RATIO:
+        misses.append(f"ratio {ratio:.2f}x > {MAX_RATIO}x")
+    if peak_rss > MAX_STEP_RSS:
+        misses.append(f"step peak RSS {peak_rss / GIB:.2f} GiB > {MAX_STEP_RSS / GIB:.0f} GiB")
+    return misses
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp_prediction.compile import COMPILED_DIR, KFP_FILE, VERTEX_FILE, compile_pipeline, main
 from kfp_prediction.pipeline import CompileOptions
@@ -24,10 +25,11 @@ def test_checked_in_yaml_is_fresh(tmp_path: Path) -> None:
         )
 
 
-def test_no_date_is_compiled_in() -> None:
-    text = (COMPILED_DIR / KFP_FILE).read_text()
+@pytest.mark.parametrize("name", [KFP_FILE, VERTEX_FILE])
+def test_no_date_is_compiled_in(name: str) -> None:
+    text = (COMPILED_DIR / name).read_text()
     assert not DATE_LIKE.search(text)
-    spec = load_docs(COMPILED_DIR / KFP_FILE)[0]
+    spec = load_docs(COMPILED_DIR / name)[0]
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert "defaultValue" not in params["target_date"]
     assert not params["target_date"].get("isOptional", False)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
+from kfp_prediction import steps
 from kfp_prediction.dates import JST, TargetWindow, parse_target_date
 from kfp_prediction.errors import PredictionInputError, TargetDateError
 from kfp_prediction.features import (
@@ -17,8 +20,10 @@ from kfp_prediction.features import (
     build_candidates,
     duckdb_user_features_sql,
 )
+from kfp_prediction.model import linear_form, load_verified_model, model_feature_names
 from kfp_prediction.schema import CATEGORIES
 from kfp_prediction.warehouse.local import LocalWarehouse
+from pipeline_support import Model
 from sqlglot import exp
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -159,12 +164,156 @@ def test_query_covers_every_category() -> None:
         assert f"pv_{category}" in sql and f"buy_{category}" in sql
 
 
-def test_candidates_are_user_major(boundary_warehouse: LocalWarehouse) -> None:
-    users = boundary_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
-    contents = boundary_warehouse.contents()
+GRID_END = dt.datetime(2026, 11, 26, 15, tzinfo=dt.UTC)  # 2026-11-27 00:00 JST
+
+
+@pytest.fixture
+def grid_warehouse(tmp_path: Path) -> LocalWarehouse:
+    """Three different users, one with an unknown registration time, and three contents."""
+    registered = [dt.datetime(2025, 11, 26, 15, tzinfo=dt.UTC)] * 3 + [None]
+    write(
+        tmp_path,
+        "users",
+        {
+            "user_id": pa.array([1, 2, 3, 4], pa.int64()),
+            "registered_at": pa.array(registered, UTC_TS),
+            "member_rank": ["gold", "regular", "platinum", "gold"],
+            "prefecture": ["Tokyo"] * 4,
+            "age_band": ["30s", "20s", "40s", "30s"],
+        },
+    )
+    view_times = [GRID_END - dt.timedelta(days=d) for d in (1, 2, 3, 5, 6, 7, 8)]
+    write(
+        tmp_path,
+        "page_views",
+        {  # user 1: three app views of tops; user 2: four web views of bags; user 3: none
+            "user_id": pa.array([1, 1, 1, 2, 2, 2, 2], pa.int64()),
+            "item_id": pa.array([10] * 7, pa.int64()),
+            "category": ["tops"] * 3 + ["bags"] * 4,
+            "device": ["app"] * 3 + ["web"] * 4,
+            "event_time": pa.array(view_times, UTC_TS),
+        },
+    )
+    write(
+        tmp_path,
+        "purchases",
+        {
+            "user_id": pa.array([1], pa.int64()),
+            "category": ["tops"],
+            "amount": pa.array([5000], pa.int64()),
+            "event_time": pa.array([GRID_END - dt.timedelta(days=4)], UTC_TS),
+        },
+    )
+    write(
+        tmp_path,
+        "contents",
+        {
+            "content_id": ["coupon_tops", "newsletter_weekly", "push_bags"],
+            "channel": ["coupon", "newsletter", "push"],
+            "category": ["tops", "all", "bags"],
+            "discount_rate": [0.2, 0.1, 0.4],
+        },
+    )
+    return LocalWarehouse(tmp_path)
+
+
+def test_candidates_are_user_major(grid_warehouse: LocalWarehouse) -> None:
+    users = grid_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
+    contents = grid_warehouse.contents()
+    n_users, n_contents = len(users), len(contents)
+    assert (n_users, n_contents) == (3, 3)
     matrix = build_candidates(users, contents)
     assert list(matrix.columns) == list(MODEL_FEATURES)
-    assert len(matrix) == len(users) * len(contents)
-    active = users.index[users["user_id"] == 1][0]
-    assert matrix.loc[active, "category_view_share"] == 1.0
-    assert matrix.loc[active, "channel_coupon"] == 1.0
+    assert len(matrix) == n_users * n_contents
+    # row i*C + k is (users.iloc[i], contents.iloc[k]): user columns repeat, content columns tile
+    for i in range(n_users):
+        for k in range(n_contents):
+            row = matrix.iloc[i * n_contents + k]
+            assert row["tenure_days"] == pytest.approx(users["tenure_days"].iloc[i])
+            assert row["pv_count"] == users["pv_count"].iloc[i]
+            assert row["discount_rate"] == pytest.approx(contents["discount_rate"].iloc[k])
+            channel = contents["channel"].iloc[k]
+            assert row[f"channel_{channel}"] == 1.0
+
+
+def user_one_rows_by_hand() -> pd.DataFrame:
+    """User 1's three candidate rows, computed from the grid fixture by hand."""
+    base = {
+        "member_rank_level": 2.0,  # gold
+        "age_band_level": 2.0,  # 30s
+        "tenure_days": 365.0,
+        "pv_count": 3.0,
+        "pv_app_share": 1.0,
+        "days_since_last_view": 1.0,
+        "purchase_count": 1.0,
+        "purchase_amount": 5000.0,
+        "days_since_last_purchase": 4.0,
+    }
+    per_content = [  # coupon_tops, newsletter_weekly (all), push_bags
+        {"category_view_share": 1.0, "category_purchase_count": 1.0, "discount_rate": 0.2,
+         "channel_coupon": 1.0, "channel_newsletter": 0.0, "channel_push": 0.0,
+         "push_x_app_share": 0.0, "coupon_x_view_share": 1.0},
+        {"category_view_share": 1.0, "category_purchase_count": 1.0, "discount_rate": 0.1,
+         "channel_coupon": 0.0, "channel_newsletter": 1.0, "channel_push": 0.0,
+         "push_x_app_share": 0.0, "coupon_x_view_share": 0.0},
+        {"category_view_share": 0.0, "category_purchase_count": 0.0, "discount_rate": 0.4,
+         "channel_coupon": 0.0, "channel_newsletter": 0.0, "channel_push": 1.0,
+         "push_x_app_share": 1.0, "coupon_x_view_share": 0.0},
+    ]  # fmt: skip
+    return pd.DataFrame([{**base, **c} for c in per_content], columns=list(MODEL_FEATURES))
+
+
+@pytest.mark.parametrize("scorer", ["linear", "predict_proba"])
+@pytest.mark.parametrize("chunk_users", [None, 2, 1])
+def test_each_user_gets_their_best_content(
+    grid_warehouse: LocalWarehouse,
+    model: Model,
+    scorer: str,
+    chunk_users: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trained, _ = load_verified_model(model.uri, model.sha256)
+    names = model_feature_names(trained)
+    assert linear_form(trained, names) is not None  # the demo model takes the numpy path
+    if scorer == "predict_proba":
+        monkeypatch.setattr(steps, "linear_form", lambda *_: None)
+    users = grid_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
+    contents = grid_warehouse.contents()
+    best, score = steps.score_users(trained, names, users, contents, chunk_users=chunk_users)
+
+    by_hand = user_one_rows_by_hand()
+    i = int(np.flatnonzero(users["user_id"].to_numpy() == 1)[0])
+    rows = build_candidates(users, contents, names).iloc[i * 3 : i * 3 + 3]
+    np.testing.assert_allclose(rows.to_numpy(), by_hand[names].to_numpy(), rtol=1e-5)
+    proba = trained.predict_proba(by_hand[names])[:, 1]
+    assert best[i] == proba.argmax() and score[i] == pytest.approx(proba.max(), rel=1e-5)
+    # every user against the model's scores of that user's rows alone (no reshape involved)
+    for j in range(len(users)):
+        alone = trained.predict_proba(build_candidates(users.iloc[[j]], contents, names))[:, 1]
+        assert best[j] == alone.argmax() and score[j] == pytest.approx(alone.max(), rel=1e-5)
+    # the app/tops user gets the tops coupon, the web/bags user the bags push
+    by_user = dict(zip(users["user_id"], contents["content_id"].to_numpy()[best], strict=True))
+    assert by_user[1] == "coupon_tops" and by_user[2] == "push_bags"
+
+
+def test_user_without_registration_time_gets_no_row(grid_warehouse: LocalWarehouse) -> None:
+    """NULL registered_at: not "registered before the target date", on either engine.
+
+    The query handles the NULL in its WHERE clause, not through GREATEST (NULL-propagating
+    on BigQuery, NULL-ignoring on DuckDB), so both engines compute the same rows.
+    """
+    window = TargetWindow.build("2026-11-27", 28)
+    users = grid_warehouse.user_features(window)
+    assert sorted(users["user_id"]) == [1, 2, 3]
+    assert users["tenure_days"].notna().all()
+    assert users.set_index("user_id")["tenure_days"].to_dict() == pytest.approx(
+        {1: 365.0, 2: 365.0, 3: 365.0}
+    )
+    bq = sqlglot.parse_one(bigquery_user_features_sql(window), read="bigquery")
+    assert not list(bq.find_all(exp.Greatest)) and not list(bq.find_all(exp.Least))
+    where = bq.args["where"].this
+    assert isinstance(where, exp.And) and isinstance(where.this, exp.Not)
+    assert where.this.this.sql("bigquery") == "u.registered_at IS NULL"
+    duck = duckdb_user_features_sql(window)
+    duck_tree = sqlglot.parse_one(duck, read="duckdb")
+    assert not list(duck_tree.find_all(exp.Greatest)) and "EPOCH_US(u.registered_at)" in duck

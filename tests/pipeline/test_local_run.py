@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from kfp_prediction.dates import TargetWindow
 from kfp_prediction.local_run import main, run_local
 from kfp_prediction.summary import main as summary_main
 from kfp_prediction.summary import summarize_partition
@@ -36,6 +41,51 @@ def test_compiled_pipeline_runs_under_kfp_local(
     assert sum(n for _, n in summary["top_contents"]) <= table.num_rows
     assert summary_main(["--warehouse", str(warehouse), "--target-date", TARGET_DATE]) == 0
     assert f"{table.num_rows:,} rows" in capsys.readouterr().out
+    metrics = component_metrics(tmp_path / "root")
+    assert_metrics_match_partition(metrics, table, warehouse)
+
+
+def component_metrics(pipeline_root: Path) -> dict[str, float]:
+    """The predict-and-write component's KFP Metrics, as kfp.local recorded them."""
+    outputs = list(pipeline_root.rglob("predict-and-write/executor_output.json"))
+    assert len(outputs) == 1, outputs
+    artifacts = json.loads(outputs[0].read_text())["artifacts"]["metrics"]["artifacts"]
+    assert len(artifacts) == 1
+    assert artifacts[0]["name"] == "metrics"
+    return artifacts[0]["metadata"]
+
+
+def assert_metrics_match_partition(
+    metrics: dict[str, float], table: pa.Table, warehouse: Path
+) -> None:
+    """Row counts and score summary reported to KFP agree with the partition written."""
+    scores = np.asarray(table["score"].to_numpy(), dtype=np.float64)
+    users = pq.read_table(warehouse / "users").num_rows
+    contents = pq.read_table(warehouse / "contents")
+    chosen = table["content_id"].value_counts().to_pylist()
+    assert metrics["rows_written"] == table.num_rows
+    assert metrics["users_scored"] == table.num_rows == len(set(table["user_id"].to_pylist()))
+    assert metrics["users_rows"] == users and metrics["contents_rows"] == contents.num_rows
+    window = TargetWindow.build(TARGET_DATE, 28)
+    for table_name in ("page_views", "purchases"):
+        times = pq.read_table(warehouse / table_name, columns=["event_time"])["event_time"]
+        in_window = pc.and_(
+            pc.greater_equal(times, pa.scalar(window.start_utc, times.type)),
+            pc.less(times, pa.scalar(window.end_utc, times.type)),
+        )
+        assert metrics[f"{table_name}_window_rows"] == pc.sum(in_window).as_py() > 0
+    assert metrics["page_views_last_day_rows"] > 0
+    assert metrics["score_min"] == pytest.approx(scores.min())
+    assert metrics["score_max"] == pytest.approx(scores.max())
+    assert metrics["score_mean"] == pytest.approx(scores.mean())
+    assert metrics["score_p50"] == pytest.approx(float(np.median(scores)))
+    assert 0.0 < metrics["score_min"] <= metrics["score_p50"] <= metrics["score_max"] < 1.0
+    assert metrics["contents_chosen"] == len(chosen)
+    assert metrics["top_content_share"] == pytest.approx(
+        max(c["counts"] for c in chosen) / table.num_rows
+    )
+    for phase in ("checks", "query", "predict", "write"):
+        assert metrics[f"seconds_{phase}"] >= 0.0
 
 
 def test_failing_run_names_the_problem_and_writes_nothing(

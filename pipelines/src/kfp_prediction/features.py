@@ -84,15 +84,13 @@ def _levels(values: pd.Series, order: tuple[str, ...]) -> np.ndarray:
     return values.map(mapping).fillna(-1.0).to_numpy(np.float32)
 
 
-def build_candidates(
+def candidate_columns(
     users: pd.DataFrame, contents: pd.DataFrame, feature_names: Sequence[str] = MODEL_FEATURES
-) -> pd.DataFrame:
-    """One row per (user, content): user features beside the content's attributes.
+) -> dict[str, np.ndarray]:
+    """Each feature as a float32 array that broadcasts to shape (users, contents).
 
-    Row order is user-major: rows ``i*C .. i*C+C-1`` belong to ``users.iloc[i]``, where C is
-    ``len(contents)``. At 1M users x C contents this is the largest object of the run, so it
-    is filled column by column into one float32 block in the model's feature order and
-    wrapped (not copied) in a DataFrame, which keeps the feature names the model checks.
+    User features have shape (U, 1), content attributes (1, C), pair features (U, C): the
+    (user, content) grid without materialising U x C copies of every column.
     """
     n_users, n_contents = len(users), len(contents)
 
@@ -138,9 +136,24 @@ def build_candidates(
         "push_x_app_share": lambda: channel["push"] * app_share,
         "coupon_x_view_share": lambda: channel["coupon"] * view_share,
     }
+    return {name: columns[name]() for name in feature_names}
+
+
+def build_candidates(
+    users: pd.DataFrame, contents: pd.DataFrame, feature_names: Sequence[str] = MODEL_FEATURES
+) -> pd.DataFrame:
+    """One row per (user, content): user features beside the content's attributes.
+
+    Row order is user-major: rows ``i*C .. i*C+C-1`` belong to ``users.iloc[i]``, where C is
+    ``len(contents)``. At 1M users x C contents this is the largest object of the run, so it
+    is filled column by column into one float32 block in the model's feature order and
+    wrapped (not copied) in a DataFrame, which keeps the feature names the model checks.
+    """
+    n_users, n_contents = len(users), len(contents)
+    columns = candidate_columns(users, contents, feature_names)
     matrix = np.empty((n_users, n_contents, len(feature_names)), dtype=np.float32)
     for j, name in enumerate(feature_names):
-        matrix[:, :, j] = columns[name]()
+        matrix[:, :, j] = columns[name]
     return pd.DataFrame(
         matrix.reshape(n_users * n_contents, len(feature_names)),
         columns=list(feature_names),

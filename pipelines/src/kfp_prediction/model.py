@@ -11,6 +11,8 @@ import pickle
 import re
 from typing import Any
 
+import numpy as np
+
 from kfp_prediction.errors import (
     ModelDigestMismatchError,
     ModelFeatureMismatchError,
@@ -90,3 +92,34 @@ def model_feature_names(model: Any) -> list[str]:
             f"(produced: {', '.join(MODEL_FEATURES)})"
         )
     return names
+
+
+def linear_form(model: Any, feature_names: list[str]) -> tuple[np.ndarray, float] | None:
+    """Weights ``w`` and bias ``b`` with ``logit = x @ w + b``, when the model is linear.
+
+    Covers the demo model's shape: a scikit-learn ``Pipeline`` of ``StandardScaler`` steps
+    ending in a binary ``LogisticRegression`` (or that classifier alone). Folding the scaler
+    into the weights lets the pipeline score the (user, content) grid with broadcasting numpy
+    instead of materialising U x C feature rows for ``predict_proba``; the probability of the
+    second class is ``1 / (1 + exp(-logit))``, exactly what ``predict_proba`` computes. Any
+    other model returns None and is scored with ``predict_proba``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+    steps = [step for step in steps if step not in (None, "passthrough")]
+    *scalers, final = steps
+    if type(final) is not LogisticRegression or any(type(s) is not StandardScaler for s in scalers):
+        return None
+    coef = np.asarray(final.coef_, dtype=np.float64)
+    if coef.shape != (1, len(feature_names)):
+        return None
+    weights, bias = coef[0].copy(), float(np.asarray(final.intercept_).ravel()[0])
+    for scaler in reversed(scalers):  # logit = w . ((x - mean) / scale) + b
+        if scaler.scale_ is not None:
+            weights = weights / scaler.scale_
+        if scaler.mean_ is not None and scaler.with_mean:
+            bias -= float(weights @ scaler.mean_)
+    return weights, bias

@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import MissingSourceColumnError, NoSourceDataError
-from kfp_prediction.features import build_candidates
-from kfp_prediction.model import load_verified_model, model_feature_names
+from kfp_prediction.features import build_candidates, candidate_columns
+from kfp_prediction.model import linear_form, load_verified_model, model_feature_names
 from kfp_prediction.schema import PREDICTIONS_SCHEMA, SOURCE_COLUMNS
 from kfp_prediction.warehouse import Warehouse, open_warehouse
 
@@ -59,18 +59,45 @@ def score_users(
     contents: pd.DataFrame,
     chunk_users: int | None = SCORE_CHUNK_USERS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best content index and its score per user (chunks bound memory; None = one call)."""
+    """Best content index and its score per user (chunks bound memory; None = one call).
+
+    A linear model (see ``model.linear_form``) is scored on the broadcast (user, content)
+    grid with numpy; anything else through ``predict_proba`` on the candidate rows.
+    """
     n_users, n_contents = len(users), len(contents)
+    linear = linear_form(model, feature_names)
     best = np.empty(n_users, dtype=np.int64)
     best_score = np.empty(n_users, dtype=np.float64)
     step = chunk_users or max(n_users, 1)
     for start in range(0, n_users, step):
         part = users.iloc[start : start + step]
-        matrix = build_candidates(part, contents, feature_names)
-        proba = model.predict_proba(matrix)[:, 1].reshape(len(part), n_contents)
-        best[start : start + len(part)] = proba.argmax(axis=1)
-        best_score[start : start + len(part)] = proba.max(axis=1)
+        if linear is None:
+            matrix = build_candidates(part, contents, feature_names)
+            grid = model.predict_proba(matrix)[:, 1].reshape(len(part), n_contents)
+        else:
+            columns = candidate_columns(part, contents, feature_names)
+            grid = _linear_logits(linear, columns, (len(part), n_contents))
+        chosen = grid.argmax(axis=1)
+        top = np.take_along_axis(grid, chosen[:, None], axis=1)[:, 0]
+        best[start : start + len(part)] = chosen
+        # the logistic function is monotonic: the best logit is the best probability
+        best_score[start : start + len(part)] = top if linear is None else _sigmoid(top)
     return best, best_score
+
+
+def _linear_logits(
+    linear: tuple[np.ndarray, float], columns: dict[str, np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    weights, bias = linear
+    logits = np.full(shape, bias, dtype=np.float64)
+    for weight, column in zip(weights, columns.values(), strict=True):
+        logits += np.float64(weight) * column
+    return logits
+
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-logit)) without overflow for large negative logits."""
+    return np.exp(-np.logaddexp(0.0, -logit))
 
 
 def predictions_table(

@@ -15,8 +15,10 @@ the same file.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -29,6 +31,10 @@ from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.features import duckdb_user_features_sql
 from kfp_prediction.schema import PREDICTIONS_TABLE, SOURCE_TABLES
 from kfp_prediction.warehouse.base import Warehouse
+
+# A temporary partition file older than this is left over from a killed run: a live writer
+# finishes a 1M-user partition in about a second, and renames or deletes its file when done.
+STALE_TEMP_SECONDS = 3600.0
 
 
 def partition_path(root: str | Path, target_date: dt.date) -> Path:
@@ -116,6 +122,7 @@ class LocalWarehouse(Warehouse):
     def write_predictions(self, target_date: dt.date, rows: pa.Table) -> str:
         final = partition_path(self.root, target_date)
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(final)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         try:
             os.fchmod(fd, 0o644)  # mkstemp creates 0600; readers in other processes need read
@@ -133,3 +140,22 @@ class LocalWarehouse(Warehouse):
         finally:
             os.close(dir_fd)
         return str(final)
+
+
+def remove_stale_temp_files(final: Path, max_age_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete ``.<partition>.*.tmp`` files of this partition left by a killed run.
+
+    Only files older than ``max_age_seconds`` (by modification time) go: a younger one may be
+    another process's write in progress (two runs of the same date), which must not be pulled
+    from under it. Other partitions' files are never touched.
+    """
+    removed = []
+    cutoff = time.time() - max_age_seconds
+    for path in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            continue
+    return removed
