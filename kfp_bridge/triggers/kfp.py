@@ -118,6 +118,10 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         interval = self.poll_interval
         last_state: str | None = None
         transient_errors = 0
+        # The operator polled the run just before deferring: the first poll waits one
+        # interval. It also keeps an event from arriving while the worker is still
+        # handing the task over to the triggerer, which Airflow 3.3 handles badly.
+        await self._sleep_until_deadline(self.poll_interval)
         while True:
             try:
                 status = await asyncio.to_thread(self._poll)
