@@ -44,9 +44,12 @@ model: $(MODEL)
 $(MODEL): | $(WAREHOUSE)/.generated-$(DATE)
 	$(PIPELINE_PY) -m kfp_prediction.demo_model --warehouse $(WAREHOUSE) --out $(MODEL)
 
-# Recompiles the checked-in pipeline YAML (a test fails when it is stale).
-compile: $(PVENV)/.installed
+# Recompiles the checked-in pipeline YAML when its sources changed (a test fails when stale).
+COMPILED := pipelines/compiled/daily_prediction.yaml
+compile: $(COMPILED)
+$(COMPILED): $(wildcard pipelines/src/kfp_prediction/*.py pipelines/src/kfp_prediction/*/*.py) | $(PVENV)/.installed
 	$(PIPELINE_PY) -m kfp_prediction.compile
+	touch $@
 
 # Airflow for the demo: SQLite metadata and logs under var/airflow, this repo's dags/ and
 # plugins/, the kfp_default connection on the local backend, the model digest as a Variable.
@@ -61,11 +64,16 @@ AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
 	DAILY_PREDICTION_POLL_SECONDS=1
 
 # The main job for one target date: the 06:00 JST run of DATE, through real Airflow.
-demo: setup data model compile
+AIRFLOW_DB := $(VAR)/airflow/airflow.db
+$(AIRFLOW_DB): $(VENV)/.installed
 	@mkdir -p $(VAR)/airflow
-	@echo "make demo: Airflow metadata in $(VAR)/airflow (SQLite); running daily_prediction for $(DATE) ..."
+	@echo "make demo: creating the Airflow metadata database ($@, SQLite)"
 	@$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > $(VAR)/airflow/migrate.log 2>&1 \
 		|| { tail -n 40 $(VAR)/airflow/migrate.log; exit 1; }
+	@touch $@
+
+demo: setup data model compile $(AIRFLOW_DB)
+	@echo "make demo: running daily_prediction for target date $(DATE) through airflow dags test ..."
 	@$(AIRFLOW_ENV) $(VENV)/bin/airflow dags test daily_prediction $(DATE)T06:00:00+09:00 \
 		> $(VAR)/airflow/dags-test.log 2>&1 || { tail -n 60 $(VAR)/airflow/dags-test.log; \
 		echo "make demo: the DAG run failed; full log: $(VAR)/airflow/dags-test.log"; exit 1; }
