@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +50,12 @@ class AirflowStack:
         dags_folder: Path = REPO / "dags",
         plugins_folder: Path = REPO / "plugins",
         extra_env: Mapping[str, str] | None = None,
+        component_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``component_args``: extra CLI arguments per component, e.g.
+        ``{"triggerer": ["--skip-serve-logs"]}``."""
         self.home = Path(home)
+        self.component_args = {k: list(v) for k, v in (component_args or {}).items()}
         self.logs = self.home / "logs"
         self.api_port = free_port()
         self.scheduler_health_port = free_port()
@@ -150,7 +154,7 @@ class AirflowStack:
         for component in COMPONENTS:
             log = (self.logs / f"{component}.log").open("ab")
             self.procs[component] = subprocess.Popen(
-                [str(BIN / "airflow"), component],
+                [str(BIN / "airflow"), component, *self.component_args.get(component, ())],
                 env=self.env,
                 cwd=REPO,
                 stdout=log,
