@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from kfp_bridge.exceptions import AuthError, BackendError, RunNotFoundError, TransientBackendError
+from kfp_bridge.retry import backoff_delay
 
 if TYPE_CHECKING:
     from kfp_bridge.backends.base import Backend, RunStatus
@@ -136,8 +137,7 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
                         error_type="TransientBackendError",
                     )
                     return
-                delay = min(self.max_poll_interval, self.poll_interval * 2**transient_errors)
-                delay *= random.uniform(0.5, 1.5)
+                delay = backoff_delay(transient_errors, self.poll_interval, self.max_poll_interval)
                 self.log.warning(
                     "Transient error polling run %s (%d/%d), retrying in %.1fs: %s",
                     self.run_id,

@@ -14,7 +14,10 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,3 +115,40 @@ class SlackStandIn:
 
     def texts(self) -> list[str]:
         return [r["body"].get("text", "") for r in self.requests]
+
+
+@contextmanager
+def slack_stand_in() -> Iterator[SlackStandIn]:
+    """Serve a :class:`SlackStandIn` on 127.0.0.1 until the block ends."""
+    state: dict[str, SlackStandIn] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            stand_in = state["s"]
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode()
+            stand_in.requests.append({"path": self.path, "body": json.loads(raw or "{}")})
+            if stand_in.mode == "hang":
+                stand_in.release.wait(30)
+                return
+            status, body = (200, b"ok") if stand_in.mode == "ok" else (500, b"internal_error")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    state["s"] = SlackStandIn(url=f"http://127.0.0.1:{port}", port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state["s"]
+    finally:
+        state["s"].release.set()
+        server.shutdown()
+        server.server_close()

@@ -9,14 +9,12 @@ when ``DAILY_PREDICTION_DEADLINE_HOURS`` is set).
 
 from __future__ import annotations
 
-import json
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 
+from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import AirflowStack
 
 TRIVIAL_DAG = """
@@ -60,21 +58,6 @@ with DAG("e2e_deadline", schedule=None, catchup=False,
 """
 
 
-class _Slack(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append(json.loads(body))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 def _wait_parsed(stack: AirflowStack, dag_ids: set[str], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,18 +75,9 @@ def test_stack_runs_dags_fires_deadline_and_stops(tmp_path):
     (dags / "e2e_trivial.py").write_text(textwrap.dedent(TRIVIAL_DAG).replace("{out}", str(out)))
     (dags / "e2e_deadline.py").write_text(textwrap.dedent(DEADLINE_DAG))
 
-    slack = ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
-    _Slack.received = []
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
-    conn = {
-        "conn_type": "slackwebhook",
-        "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
-        "password": "T000/B000/e2e",
-    }
-    env = {"AIRFLOW_CONN_SLACK_DEFAULT": json.dumps(conn)}
-    stack = AirflowStack(tmp_path / "home", dags_folder=dags, extra_env=env)
-    try:
-        with stack:
+    with slack_stand_in() as slack:
+        env = {"AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e")}
+        with AirflowStack(tmp_path / "home", dags_folder=dags, extra_env=env) as stack:
             print(f"stack healthy after {stack.boot_seconds:.1f}s")
             _wait_parsed(stack, {"e2e_trivial", "e2e_deadline"})
             stack.airflow("dags", "trigger", "e2e_trivial", "--run-id", "e2e_run_1")
@@ -116,16 +90,13 @@ def test_stack_runs_dags_fires_deadline_and_stops(tmp_path):
                 "success"
             ), stack.tail()
             for _ in range(60):  # the triggerer runs the deadline callback asynchronously
-                if _Slack.received:
+                if slack.requests:
                     break
                 time.sleep(1)
             missed = stack.query("SELECT missed FROM deadline")
             pids = [p.pid for p in stack.procs.values()]
-    finally:
-        slack.shutdown()
-        slack.server_close()
     assert missed == [(1,)]
-    (message,) = _Slack.received
+    (message,) = [r["body"] for r in slack.requests]
     assert "*e2e_deadline* not finished by its deadline" in message["text"]
     assert "Run: e2e_slow_1" in message["text"]
     for pid in pids:  # stop() ended every process group it started

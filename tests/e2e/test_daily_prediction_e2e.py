@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from kfp_bridge.target_date import jst_ds
+from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
 
 PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
@@ -62,21 +61,6 @@ with DAG("e2e_failing_prediction", schedule=None, catchup=False,
 """
 
 
-class _Slack(BaseHTTPRequestHandler):
-    received: list[str] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.received.append(body.get("text", ""))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 def _pipeline(*args: str) -> None:
     subprocess.run([str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True)
 
@@ -102,37 +86,30 @@ def stack(tmp_path_factory):
         .replace("{model}", str(model))
     )
 
-    slack = ThreadingHTTPServer(("127.0.0.1", 0), _Slack)
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
-    slack_conn = {
-        "conn_type": "slackwebhook",
-        "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
-        "password": "T000/B000/e2e",
-    }
-    env = {
-        "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
-            {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(runs)}}
-        ),
-        "AIRFLOW_CONN_SLACK_DEFAULT": json.dumps(slack_conn),
-        "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
-        "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
-        "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
-        # Not faster: a trigger that fires within seconds of deferring races the
-        # scheduler's stale defer-exit event (apache/airflow#67287, #72716, open in 3.3.x).
-        "DAILY_PREDICTION_POLL_SECONDS": "15",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-    }
-    airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
-    with airflow:
-        deadline = time.monotonic() + 180
-        wanted = {"daily_prediction", "e2e_failing_prediction"}
-        while not wanted <= {r[0] for r in airflow.query("SELECT dag_id FROM dag")}:
-            assert time.monotonic() < deadline, airflow.tail("dag-processor")
-            time.sleep(1)
-        airflow.warehouse, airflow.runs = warehouse, runs
-        yield airflow
-    slack.shutdown()
-    slack.server_close()
+    with slack_stand_in() as slack:
+        env = {
+            "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
+                {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(runs)}}
+            ),
+            "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e"),
+            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
+            # Not faster: a trigger that fires within seconds of deferring races the
+            # scheduler's stale defer-exit event (apache/airflow#67287, #72716, open in 3.3.x).
+            "DAILY_PREDICTION_POLL_SECONDS": "15",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        }
+        airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+        with airflow:
+            deadline = time.monotonic() + 180
+            wanted = {"daily_prediction", "e2e_failing_prediction"}
+            while not wanted <= {r[0] for r in airflow.query("SELECT dag_id FROM dag")}:
+                assert time.monotonic() < deadline, airflow.tail("dag-processor")
+                time.sleep(1)
+            airflow.warehouse, airflow.runs = warehouse, runs
+            airflow.slack = slack
+            yield airflow
 
 
 def _runs_by_name(runs: Path) -> Counter:
@@ -209,7 +186,7 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
 
 
 def test_component_failure_posts_one_message_per_try(stack):
-    _Slack.received.clear()
+    stack.slack.requests.clear()
     stack.airflow("dags", "unpause", "e2e_failing_prediction")
     stack.airflow(
         "dags", "trigger", "e2e_failing_prediction", "--run-id", "e2e_fail_1",
@@ -219,11 +196,11 @@ def test_component_failure_posts_one_message_per_try(stack):
         "failed"
     )
     deadline = time.monotonic() + 60
-    while len(_Slack.received) < 3 and time.monotonic() < deadline:
+    while len(stack.slack.texts()) < 3 and time.monotonic() < deadline:
         time.sleep(1)
-    task_msgs = [t for t in _Slack.received if "e2e_failing_prediction.predict" in t]
-    summaries = [t for t in _Slack.received if "*e2e_failing_prediction* run failed" in t]
-    assert len(task_msgs) == 2, _Slack.received
+    task_msgs = [t for t in stack.slack.texts() if "e2e_failing_prediction.predict" in t]
+    summaries = [t for t in stack.slack.texts() if "*e2e_failing_prediction* run failed" in t]
+    assert len(task_msgs) == 2, stack.slack.texts()
     assert "failed, will retry (try 1 of 2)" in task_msgs[0]
     assert "failed (try 2 of 2)" in task_msgs[1]
     for msg in task_msgs:
