@@ -37,9 +37,14 @@ def predict_and_write(
     metrics: Output[Metrics],
 ) -> str:
     """Check inputs, build features, score every content per user, replace the partition."""
-    from kfp_prediction.steps import predict_and_write as run
+    from kfp_prediction.process import one_shot_gc
 
-    result = run(target_date, warehouse, model_uri, model_sha256, lookback_days, run_id, run_name)
+    with one_shot_gc():
+        from kfp_prediction.steps import predict_and_write as run
+
+        result = run(
+            target_date, warehouse, model_uri, model_sha256, lookback_days, run_id, run_name
+        )
     for key, value in result.items():
         if isinstance(value, int | float):
             metrics.log_metric(key, float(value))
