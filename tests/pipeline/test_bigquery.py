@@ -60,17 +60,51 @@ def test_feature_sql_is_pushed_down_with_qualified_tables() -> None:
 
 
 class _Job:
+    def __init__(self, rows: pa.Table | None = None) -> None:
+        self.rows = rows
+
     def result(self) -> None:
         return None
 
+    def to_arrow(self) -> pa.Table:
+        return self.rows
+
 
 class _RecordingClient:
-    def __init__(self) -> None:
+    def __init__(self, query_result: pa.Table | None = None) -> None:
         self.loads: list[tuple[bytes, str, bigquery.LoadJobConfig]] = []
+        self.queries: list[str] = []
+        self.query_result = query_result
 
     def load_table_from_file(self, file_obj, destination, job_config):
         self.loads.append((file_obj.read(), destination, job_config))
         return _Job()
+
+    def query(self, sql, job_config):
+        self.queries.append(sql)
+        return _Job(self.query_result)
+
+
+def test_feature_query_result_is_handed_out_in_batches() -> None:
+    client = _RecordingClient(pa.table({"user_id": pa.array(range(5), pa.int64())}))
+    wh = BigQueryWarehouse("my-project", "shop", client=client)
+    window = TargetWindow.build("2026-11-27", 28)
+    batches = list(wh.user_feature_batches(window, rows_per_batch=2))
+    assert [b.num_rows for b in batches] == [2, 2, 1]
+    assert client.queries == [wh.user_features_sql(window)]
+
+
+def test_failed_stream_loads_nothing() -> None:
+    client = _RecordingClient()
+    wh = BigQueryWarehouse("my-project", "shop", client=client)
+
+    def parts():
+        yield PREDICTIONS_SCHEMA.empty_table()
+        raise MemoryError("scoring failed")
+
+    with pytest.raises(MemoryError):
+        wh.write_predictions(dt.date(2026, 11, 27), parts())
+    assert client.loads == []  # WRITE_TRUNCATE never ran: the partition is as it was
 
 
 def test_write_loads_parquet_into_the_date_partition() -> None:
@@ -78,7 +112,8 @@ def test_write_loads_parquet_into_the_date_partition() -> None:
     wh = BigQueryWarehouse("my-project", "shop", client=client)
     rows = PREDICTIONS_SCHEMA.empty_table()
     assert (
-        wh.write_predictions(dt.date(2026, 11, 27), rows) == "my-project.shop.predictions$20261127"
+        wh.write_predictions(dt.date(2026, 11, 27), [rows])
+        == "my-project.shop.predictions$20261127"
     )
     [(payload, destination, config)] = client.loads
     assert destination == "my-project.shop.predictions$20261127"

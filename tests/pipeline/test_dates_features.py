@@ -102,7 +102,7 @@ def test_window_is_jst_day_boundaries_in_utc() -> None:
 
 
 def test_jst_boundary_exactly(boundary_warehouse: LocalWarehouse) -> None:
-    users = boundary_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
+    users = boundary_warehouse.user_features(TargetWindow.build("2026-11-27", 28)).to_pandas()
     by_user = users.set_index("user_id")
     assert by_user["pv_count"].to_dict() == {1: 1, 2: 0, 3: 1, 4: 0, 5: 0}
     assert by_user["purchase_count"].to_dict() == {1: 1, 2: 0, 3: 1, 4: 0, 5: 0}
@@ -112,7 +112,7 @@ def test_jst_boundary_exactly(boundary_warehouse: LocalWarehouse) -> None:
 
 
 def test_users_without_activity_get_a_row(boundary_warehouse: LocalWarehouse) -> None:
-    users = boundary_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
+    users = boundary_warehouse.user_features(TargetWindow.build("2026-11-27", 28)).to_pandas()
     assert sorted(users["user_id"]) == [1, 2, 3, 4, 5]
     quiet = users.set_index("user_id").loc[5]
     assert quiet["pv_count"] == 0 and quiet["purchase_count"] == 0
@@ -223,6 +223,7 @@ def test_candidates_are_user_major(grid_warehouse: LocalWarehouse) -> None:
     n_users, n_contents = len(users), len(contents)
     assert (n_users, n_contents) == (3, 3)
     matrix = build_candidates(users, contents)
+    users, contents = users.to_pandas(), contents.to_pandas()
     assert list(matrix.columns) == list(MODEL_FEATURES)
     assert len(matrix) == n_users * n_contents
     # row i*C + k is (users.iloc[i], contents.iloc[k]): user columns repeat, content columns tile
@@ -282,17 +283,18 @@ def test_each_user_gets_their_best_content(
     best, score = steps.score_users(trained, names, users, contents, chunk_users=chunk_users)
 
     by_hand = user_one_rows_by_hand()
-    i = int(np.flatnonzero(users["user_id"].to_numpy() == 1)[0])
+    i = int(np.flatnonzero(users.column("user_id").to_numpy() == 1)[0])
     rows = build_candidates(users, contents, names).iloc[i * 3 : i * 3 + 3]
     np.testing.assert_allclose(rows.to_numpy(), by_hand[names].to_numpy(), rtol=1e-5)
     proba = trained.predict_proba(by_hand[names])[:, 1]
     assert best[i] == proba.argmax() and score[i] == pytest.approx(proba.max(), rel=1e-5)
     # every user against the model's scores of that user's rows alone (no reshape involved)
     for j in range(len(users)):
-        alone = trained.predict_proba(build_candidates(users.iloc[[j]], contents, names))[:, 1]
+        alone = trained.predict_proba(build_candidates(users.slice(j, 1), contents, names))[:, 1]
         assert best[j] == alone.argmax() and score[j] == pytest.approx(alone.max(), rel=1e-5)
     # the app/tops user gets the tops coupon, the web/bags user the bags push
-    by_user = dict(zip(users["user_id"], contents["content_id"].to_numpy()[best], strict=True))
+    content_ids = contents.column("content_id").to_numpy(zero_copy_only=False)
+    by_user = dict(zip(users.column("user_id").to_pylist(), content_ids[best], strict=True))
     assert by_user[1] == "coupon_tops" and by_user[2] == "push_bags"
 
 
@@ -303,7 +305,7 @@ def test_user_without_registration_time_gets_no_row(grid_warehouse: LocalWarehou
     on BigQuery, NULL-ignoring on DuckDB), so both engines compute the same rows.
     """
     window = TargetWindow.build("2026-11-27", 28)
-    users = grid_warehouse.user_features(window)
+    users = grid_warehouse.user_features(window).to_pandas()
     assert sorted(users["user_id"]) == [1, 2, 3]
     assert users["tenure_days"].notna().all()
     assert users.set_index("user_id")["tenure_days"].to_dict() == pytest.approx(

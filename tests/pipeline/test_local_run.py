@@ -84,7 +84,7 @@ def assert_metrics_match_partition(
     assert metrics["top_content_share"] == pytest.approx(
         max(c["counts"] for c in chosen) / table.num_rows
     )
-    for phase in ("checks", "query", "predict", "write"):
+    for phase in ("checks", "query", "score_and_write"):
         assert metrics[f"seconds_{phase}"] >= 0.0
 
 

@@ -6,10 +6,12 @@ import datetime as dt
 import hashlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from kfp_prediction import steps
 from kfp_prediction.errors import (
     MissingSourceColumnError,
     ModelDigestMismatchError,
@@ -147,21 +149,61 @@ def test_failed_write_keeps_previous_partition(
 ) -> None:
     run(warehouse, model, run_id="good")
     before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
-    real_write = pq.write_table
+    real_write = pq.ParquetWriter.write_table
 
-    def write_half_then_fail(table, where, **kwargs):  # fault injection in pyarrow, not ours
-        real_write(table.slice(0, table.num_rows // 2), where, **kwargs)
+    def write_half_then_fail(self, table, *args, **kwargs):  # fault injection in pyarrow
+        real_write(self, table.slice(0, table.num_rows // 2), *args, **kwargs)
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
         run(warehouse, model, run_id="broken")
     assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
     assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
 
 
+def test_batches_stream_to_the_same_partition_as_one_batch(
+    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = run(warehouse, model)
+    one_batch = read(warehouse).sort_by("user_id")
+    monkeypatch.setattr(steps, "SCORE_CHUNK_USERS", 7)  # many batches through the threads
+    streamed = run(warehouse, model)
+    table = read(warehouse)
+    assert table.num_rows == one_batch.num_rows > 7 * 3
+    assert pq.ParquetFile(partition_path(warehouse, dt.date(2026, 11, 27))).num_row_groups > 3
+    for column in ("user_id", "content_id", "score"):
+        assert table.sort_by("user_id")[column].equals(one_batch[column])
+    summary = ("rows_written", "page_views_window_rows", "score_mean", "score_p50")
+    assert {k: streamed[k] for k in summary} == {k: whole[k] for k in summary}
+
+
+def test_failure_in_a_later_batch_keeps_previous_partition_and_stops_threads(
+    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(warehouse, model, run_id="good")
+    before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
+    threads_before = threading.active_count()
+    monkeypatch.setattr(steps, "SCORE_CHUNK_USERS", 7)
+    real_score, calls = steps.score_users, []
+
+    def fail_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("scoring batch 3 failed")
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "score_users", fail_on_third_batch)
+    with pytest.raises(MemoryError, match="batch 3"):
+        run(warehouse, model, run_id="broken")
+    assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
+    assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
+    assert threading.active_count() == threads_before  # fetch and score threads are gone
+
+
 PARALLEL = """
 import sys
+from kfp_prediction import steps
 from kfp_prediction.steps import predict_and_write
 wh, uri, sha, date, run_id = sys.argv[1:]
 predict_and_write(date, wh, uri, sha, 28, run_id, "parallel")

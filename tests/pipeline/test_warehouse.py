@@ -70,7 +70,7 @@ def test_write_removes_only_stale_temp_files_of_its_partition(tmp_path: Path) ->
         ],
         schema=PREDICTIONS_SCHEMA,
     )
-    assert wh.write_predictions(target, rows) == str(final)
+    assert wh.write_predictions(target, [rows]) == str(final)
     assert not stale.exists()
     assert fresh.exists() and other_date.exists()
     assert pq.read_table(final).num_rows == 1

@@ -50,8 +50,8 @@ def train(warehouse: str, target_date: dt.date, seed: int = 7) -> Pipeline:
     users = wh.user_features(TargetWindow.build(target_date.isoformat(), 28))
     rng = np.random.default_rng(seed)
     if len(users) > TRAIN_USERS:
-        users = users.iloc[np.sort(rng.choice(len(users), TRAIN_USERS, replace=False))]
-    x = build_candidates(users.reset_index(drop=True), wh.contents(), MODEL_FEATURES)
+        users = users.take(np.sort(rng.choice(len(users), TRAIN_USERS, replace=False)))
+    x = build_candidates(users, wh.contents(), MODEL_FEATURES)
     model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))])
     model.fit(x, simulated_response(x, rng))
     return model

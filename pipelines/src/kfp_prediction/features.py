@@ -4,6 +4,9 @@
 BigQuery gets it as written, with tables qualified as ``project.dataset.table``; DuckDB gets
 the sqlglot transpilation. ``build_candidates`` turns one row per user into one row per
 (user, content) pair, the shape the model scores.
+
+Users and contents are Arrow tables, as both engines return them: the prediction step takes
+the query result in record batches and scores each as it arrives.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from importlib.resources import files
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -79,13 +84,19 @@ def duckdb_user_features_sql(window: TargetWindow) -> str:
     )[0]
 
 
-def _levels(values: pd.Series, order: tuple[str, ...]) -> np.ndarray:
-    mapping = {name: float(i) for i, name in enumerate(order)}
-    return values.map(mapping).fillna(-1.0).to_numpy(np.float32)
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float32 (the feature query leaves no NULLs in model inputs)."""
+    return table.column(name).to_numpy().astype(np.float32, copy=False)
+
+
+def _levels(values: pa.ChunkedArray, order: tuple[str, ...]) -> np.ndarray:
+    """Ordinal level of each value in ``order``; -1 for NULL or a value not in it."""
+    index = pc.fill_null(pc.index_in(values, value_set=pa.array(order)), -1)
+    return index.to_numpy().astype(np.float32)
 
 
 def candidate_columns(
-    users: pd.DataFrame, contents: pd.DataFrame, feature_names: Sequence[str] = MODEL_FEATURES
+    users: pa.Table, contents: pa.Table, feature_names: Sequence[str] = MODEL_FEATURES
 ) -> dict[str, np.ndarray]:
     """Each feature as a float32 array that broadcasts to shape (users, contents).
 
@@ -100,37 +111,36 @@ def candidate_columns(
     def content(values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float32).reshape(1, n_contents)
 
-    pv_count = users["pv_count"].to_numpy(np.float32)
+    pv_count = _floats(users, "pv_count")
     category_index = {c: i for i, c in enumerate(CATEGORIES)}
-    content_cat = [category_index.get(c) for c in contents["category"]]
+    content_cat = [category_index.get(c) for c in contents.column("category").to_pylist()]
 
     def per_category(prefix: str, total: np.ndarray) -> np.ndarray:
         """Each content's category column of the user (the total for "all" contents)."""
         return np.column_stack(
             [
-                total if i is None else users[f"{prefix}_{CATEGORIES[i]}"].to_numpy(np.float32)
+                total if i is None else _floats(users, f"{prefix}_{CATEGORIES[i]}")
                 for i in content_cat
             ]
         ).astype(np.float32, copy=False)
 
-    app_share = user(users["pv_app"].to_numpy(np.float32) / np.maximum(pv_count, 1.0))
-    channel = {c: content(contents["channel"].to_numpy() == c) for c in CHANNELS}
+    app_share = user(_floats(users, "pv_app") / np.maximum(pv_count, 1.0))
+    channels = contents.column("channel").to_pylist()
+    channel = {c: content(np.array([ch == c for ch in channels])) for c in CHANNELS}
     view_share = per_category("pv", pv_count) / np.maximum(pv_count, 1.0)[:, None]
     columns = {
-        "member_rank_level": lambda: user(_levels(users["member_rank"], MEMBER_RANKS)),
-        "age_band_level": lambda: user(_levels(users["age_band"], AGE_BANDS)),
-        "tenure_days": lambda: user(users["tenure_days"]),
+        "member_rank_level": lambda: user(_levels(users.column("member_rank"), MEMBER_RANKS)),
+        "age_band_level": lambda: user(_levels(users.column("age_band"), AGE_BANDS)),
+        "tenure_days": lambda: user(_floats(users, "tenure_days")),
         "pv_count": lambda: user(pv_count),
         "pv_app_share": lambda: app_share,
-        "days_since_last_view": lambda: user(users["days_since_last_view"]),
-        "purchase_count": lambda: user(users["purchase_count"]),
-        "purchase_amount": lambda: user(users["purchase_amount"]),
-        "days_since_last_purchase": lambda: user(users["days_since_last_purchase"]),
+        "days_since_last_view": lambda: user(_floats(users, "days_since_last_view")),
+        "purchase_count": lambda: user(_floats(users, "purchase_count")),
+        "purchase_amount": lambda: user(_floats(users, "purchase_amount")),
+        "days_since_last_purchase": lambda: user(_floats(users, "days_since_last_purchase")),
         "category_view_share": lambda: view_share,
-        "category_purchase_count": lambda: per_category(
-            "buy", users["purchase_count"].to_numpy(np.float32)
-        ),
-        "discount_rate": lambda: content(contents["discount_rate"]),
+        "category_purchase_count": lambda: per_category("buy", _floats(users, "purchase_count")),
+        "discount_rate": lambda: content(_floats(contents, "discount_rate")),
         **{f"channel_{c}": (lambda c=c: channel[c]) for c in CHANNELS},
         # Interactions, so a linear model can tell which channel suits which user.
         "push_x_app_share": lambda: channel["push"] * app_share,
@@ -140,11 +150,11 @@ def candidate_columns(
 
 
 def build_candidates(
-    users: pd.DataFrame, contents: pd.DataFrame, feature_names: Sequence[str] = MODEL_FEATURES
+    users: pa.Table, contents: pa.Table, feature_names: Sequence[str] = MODEL_FEATURES
 ) -> pd.DataFrame:
     """One row per (user, content): user features beside the content's attributes.
 
-    Row order is user-major: rows ``i*C .. i*C+C-1`` belong to ``users.iloc[i]``, where C is
+    Row order is user-major: rows ``i*C .. i*C+C-1`` belong to user row ``i``, where C is
     ``len(contents)``. At 1M users x C contents this is the largest object of the run, so it
     is filled column by column into one float32 block in the model's feature order and
     wrapped (not copied) in a DataFrame, which keeps the feature names the model checks.

@@ -1,8 +1,10 @@
 """The prediction step as plain Python (the KFP component is a thin wrapper around it).
 
 ``predict_and_write`` validates every input first (cheap checks: no feature query yet), then
-builds features, scores and replaces the target date's partition. Nothing is written unless
-every check passed and every user was scored.
+runs the feature query and streams its result through scoring into the new partition: batches
+of users are fetched, scored and encoded in three threads at once (``streaming.read_ahead``).
+The partition is swapped in only after the last batch, so nothing is written unless every
+check passed and every user was scored.
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import MissingSourceColumnError, NoSourceDataError
 from kfp_prediction.features import build_candidates, candidate_columns
 from kfp_prediction.model import linear_form, load_verified_model, model_feature_names
 from kfp_prediction.schema import PREDICTIONS_SCHEMA, SOURCE_COLUMNS
+from kfp_prediction.streaming import read_ahead
 from kfp_prediction.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -55,8 +61,8 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
 def score_users(
     model: Any,
     feature_names: list[str],
-    users: pd.DataFrame,
-    contents: pd.DataFrame,
+    users: pa.Table,
+    contents: pa.Table,
     chunk_users: int | None = SCORE_CHUNK_USERS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best content index and its score per user (chunks bound memory; None = one call).
@@ -70,7 +76,7 @@ def score_users(
     best_score = np.empty(n_users, dtype=np.float64)
     step = chunk_users or max(n_users, 1)
     for start in range(0, n_users, step):
-        part = users.iloc[start : start + step]
+        part = users.slice(start, step)
         if linear is None:
             matrix = build_candidates(part, contents, feature_names)
             grid = model.predict_proba(matrix)[:, 1].reshape(len(part), n_contents)
@@ -102,8 +108,8 @@ def _sigmoid(logit: np.ndarray) -> np.ndarray:
 
 def predictions_table(
     window: TargetWindow,
-    users: pd.DataFrame,
-    contents: pd.DataFrame,
+    users: pa.Table,
+    contents: pa.Table,
     best: np.ndarray,
     best_score: np.ndarray,
     model_sha256: str,
@@ -112,14 +118,14 @@ def predictions_table(
     created_at: dt.datetime,
 ) -> pa.Table:
     n = len(users)
-    content_ids = pa.array(contents["content_id"].astype(str).tolist(), pa.string())
+    content_ids = contents.column("content_id").cast(pa.string()).combine_chunks()
 
     def constant(value: str) -> pa.Array:
         return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [value]).cast(pa.string())
 
     columns = [
         pa.array(np.full(n, np.datetime64(window.target_date, "D"))).cast(pa.date32()),
-        pa.array(users["user_id"].to_numpy(np.int64)),
+        users.column("user_id").cast(pa.int64()),
         pa.DictionaryArray.from_arrays(pa.array(best.astype(np.int32)), content_ids).cast(
             pa.string()
         ),
@@ -149,6 +155,34 @@ def score_summary(best_score: np.ndarray, best: np.ndarray, n_contents: int) -> 
     }
 
 
+@dataclass
+class _Tally:
+    """What the streamed batches add up to: row counts and every user's best score."""
+
+    users: int = 0
+    page_views: int = 0
+    purchases: int = 0
+    best: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, users: pa.Table, best: np.ndarray, scores: np.ndarray) -> None:
+        self.users += users.num_rows
+        self.page_views += _column_total(users, "pv_count")
+        self.purchases += _column_total(users, "purchase_count")
+        self.best.append(best)
+        self.scores.append(scores)
+
+    def metrics(self, n_contents: int) -> dict[str, float]:
+        best = np.concatenate(self.best) if self.best else np.empty(0, np.int64)
+        scores = np.concatenate(self.scores) if self.scores else np.empty(0)
+        return {
+            "page_views_window_rows": float(self.page_views),
+            "purchases_window_rows": float(self.purchases),
+            **score_summary(scores, best, n_contents),
+            "rows_written": float(self.users),
+        }
+
+
 def predict_and_write(
     target_date: str,
     warehouse: str,
@@ -172,27 +206,39 @@ def predict_and_write(
     model, digest = load_verified_model(model_uri, model_sha256)
     feature_names = model_feature_names(model)
     clock.lap(metrics, "checks")
-    users = wh.user_features(window)
     contents = wh.contents()
-    metrics["page_views_window_rows"] = int(users["pv_count"].sum())
-    metrics["purchases_window_rows"] = int(users["purchase_count"].sum())
+    users = wh.user_feature_batches(window, SCORE_CHUNK_USERS)
     clock.lap(metrics, "query")
-    if users.empty:
-        raise NoSourceDataError(
-            f"source table users has no user registered before target_date {target_date}"
-        )
-    best, best_score = score_users(model, feature_names, users, contents)
     created_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    rows = predictions_table(
-        window, users, contents, best, best_score, digest, run_id, run_name, created_at
-    )
-    clock.lap(metrics, "predict")
-    metrics.update(score_summary(best_score, best, len(contents)))
-    metrics["rows_written"] = float(rows.num_rows)
-    metrics["partition"] = wh.write_predictions(window.target_date, rows)
-    clock.lap(metrics, "write")
-    log.info("wrote %d predictions for %s to %s", rows.num_rows, target_date, metrics["partition"])
+    tally = _Tally()
+
+    def scored(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+        for batch in batches:
+            part = pa.Table.from_batches([batch])
+            best, best_score = score_users(model, feature_names, part, contents, chunk_users=None)
+            tally.add(part, best, best_score)
+            yield predictions_table(
+                window, part, contents, best, best_score, digest, run_id, run_name, created_at
+            )
+        if not tally.users:  # raised inside the write: the previous partition stays
+            raise NoSourceDataError(
+                f"source table users has no user registered before target_date {target_date}"
+            )
+
+    # closing(): on any failure both threads stop now, not when the traceback is released.
+    with (
+        closing(read_ahead(users, name="fetch-features")) as fetched,
+        closing(read_ahead(scored(fetched), name="score")) as parts,
+    ):
+        metrics["partition"] = wh.write_predictions(window.target_date, parts)
+    clock.lap(metrics, "score_and_write")
+    metrics.update(tally.metrics(len(contents)))
+    log.info("wrote %d predictions for %s to %s", tally.users, target_date, metrics["partition"])
     return metrics
+
+
+def _column_total(table: pa.Table, name: str) -> int:
+    return int(pc.sum(table.column(name)).as_py() or 0)
 
 
 class _Clock:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
-import pandas as pd
 import pyarrow as pa
 
 from kfp_prediction.dates import TargetWindow
@@ -35,13 +35,26 @@ class Warehouse(ABC):
         """Rows of ``table``; with bounds, rows whose ``event_time`` is in ``[start, end)``."""
 
     @abstractmethod
-    def user_features(self, window: TargetWindow) -> pd.DataFrame:
-        """Run the feature query (``kfp_prediction.features``): one row per user."""
+    def user_feature_batches(
+        self, window: TargetWindow, rows_per_batch: int = 200_000
+    ) -> pa.RecordBatchReader:
+        """Run the feature query (``kfp_prediction.features``): one row per user, in batches.
+
+        Returns once the query has run; reading the batches only transfers the result.
+        """
+
+    def user_features(self, window: TargetWindow) -> pa.Table:
+        """The whole feature query result as one table."""
+        return self.user_feature_batches(window).read_all()
 
     @abstractmethod
-    def contents(self) -> pd.DataFrame:
+    def contents(self) -> pa.Table:
         """The candidate contents with their attributes, ordered by ``content_id``."""
 
     @abstractmethod
-    def write_predictions(self, target_date: dt.date, rows: pa.Table) -> str:
-        """Replace the target date's partition with ``rows``; return where it was written."""
+    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
+        """Replace the target date's partition with the rows of ``parts``; return where.
+
+        ``parts`` may be a stream: it is consumed while writing, and if it raises, the previous
+        partition stays as it was.
+        """

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Iterable
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -162,19 +162,25 @@ class BigQueryWarehouse(Warehouse):
         result = self._query(f"source table {table}", self.count_sql(table, bounded), params)
         return int(result.column("n")[0].as_py())
 
-    def user_features(self, window: TargetWindow) -> pd.DataFrame:
-        return self._query("feature query", self.user_features_sql(window)).to_pandas()
+    def user_feature_batches(
+        self, window: TargetWindow, rows_per_batch: int = 200_000
+    ) -> pa.RecordBatchReader:
+        # The result is downloaded whole (~200 MB at 1M users), then handed out in batches.
+        table = self._query("feature query", self.user_features_sql(window))
+        return table.to_reader(max_chunksize=rows_per_batch)
 
-    def contents(self) -> pd.DataFrame:
+    def contents(self) -> pa.Table:
         sql = (
             "SELECT content_id, channel, category, discount_rate "
             f"FROM `{self.table_id('contents')}` ORDER BY content_id"
         )
-        return self._query("source table contents", sql).to_pandas()
+        return self._query("source table contents", sql)
 
-    def write_predictions(self, target_date: dt.date, rows: pa.Table) -> str:
+    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
         buffer = io.BytesIO()
-        pq.write_table(rows, buffer)
+        with pq.ParquetWriter(buffer, PREDICTIONS_SCHEMA) as writer:
+            for part in parts:
+                writer.write_table(part)
         buffer.seek(0)
         destination = self.partition_id(target_date)
         job = self._call(

@@ -19,17 +19,17 @@ import glob
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.features import duckdb_user_features_sql
-from kfp_prediction.schema import PREDICTIONS_TABLE, SOURCE_TABLES
+from kfp_prediction.schema import PREDICTIONS_SCHEMA, PREDICTIONS_TABLE, SOURCE_TABLES
 from kfp_prediction.warehouse.base import Warehouse
 
 # A temporary partition file older than this is left over from a killed run: a live writer
@@ -82,6 +82,7 @@ class LocalWarehouse(Warehouse):
             # Bound DuckDB's buffer pool so a 1M-user run stays well under 2 GiB per step.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute("SET preserve_insertion_order = false")
+            con.execute("SET enable_progress_bar = false")  # logs, not a terminal
             if self._threads:
                 con.execute(f"SET threads = {int(self._threads)}")
             for table in SOURCE_TABLES:
@@ -106,20 +107,25 @@ class LocalWarehouse(Warehouse):
         sql = f"SELECT COUNT(*) FROM {table} WHERE event_time >= ? AND event_time < ?"
         return int(con.execute(sql, [start_utc, end_utc]).fetchone()[0])
 
-    def user_features(self, window: TargetWindow) -> pd.DataFrame:
+    def user_feature_batches(
+        self, window: TargetWindow, rows_per_batch: int = 200_000
+    ) -> pa.RecordBatchReader:
         con = self._connection()
-        table = con.execute(duckdb_user_features_sql(window)).fetch_arrow_table()
-        return table.to_pandas(self_destruct=True, split_blocks=True)
+        return con.execute(duckdb_user_features_sql(window)).fetch_record_batch(rows_per_batch)
 
-    def contents(self) -> pd.DataFrame:
+    def user_features(self, window: TargetWindow) -> pa.Table:
+        con = self._connection()
+        return con.execute(duckdb_user_features_sql(window)).fetch_arrow_table()
+
+    def contents(self) -> pa.Table:
         con = self._connection()
         sql = (
             "SELECT content_id, channel, category, discount_rate FROM contents ORDER BY content_id"
         )
-        return con.execute(sql).fetch_arrow_table().to_pandas()
+        return con.execute(sql).fetch_arrow_table()
 
     # -- writing --------------------------------------------------------------------------
-    def write_predictions(self, target_date: dt.date, rows: pa.Table) -> str:
+    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
         final = partition_path(self.root, target_date)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(final)
@@ -127,7 +133,9 @@ class LocalWarehouse(Warehouse):
         try:
             os.fchmod(fd, 0o644)  # mkstemp creates 0600; readers in other processes need read
             with os.fdopen(fd, "wb") as handle:
-                pq.write_table(rows, handle, compression="zstd")
+                with pq.ParquetWriter(handle, PREDICTIONS_SCHEMA, compression="zstd") as writer:
+                    for part in parts:
+                        writer.write_table(part)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, final)

@@ -1,0 +1,60 @@
+"""read_ahead: order, errors at their position, bounded look-ahead, clean stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+from kfp_prediction.streaming import read_ahead
+
+
+def test_items_arrive_in_order() -> None:
+    assert list(read_ahead(iter(range(1000)), depth=3)) == list(range(1000))
+
+
+def test_producer_error_is_raised_after_the_items_before_it() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("batch 3 is broken")
+
+    seen = []
+    with pytest.raises(ValueError, match="batch 3"):
+        for item in read_ahead(items()):
+            seen.append(item)
+    assert seen == [1, 2]
+
+
+def test_producer_stays_at_most_depth_items_ahead() -> None:
+    produced = []
+
+    def items() -> Iterator[int]:
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    with closing(read_ahead(items(), depth=2)) as stream:
+        assert next(stream) == 0
+        time.sleep(0.3)  # time for the producer to run as far ahead as it may
+        # one handed over, two buffered, one produced and waiting for room
+        assert len(produced) <= 1 + 2 + 1
+
+
+def test_stopping_early_closes_the_source_and_ends_the_thread() -> None:
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(1_000_000)
+        finally:
+            closed.set()
+
+    threads = threading.active_count()
+    with closing(read_ahead(items(), depth=2, name="under-test")) as stream:
+        assert next(stream) == 0
+    assert closed.is_set()
+    assert threading.active_count() == threads
+    assert not [t for t in threading.enumerate() if t.name == "under-test"]
