@@ -86,7 +86,8 @@ class _RecordingClient:
 
 
 def test_feature_query_result_is_handed_out_in_batches() -> None:
-    client = _RecordingClient(pa.table({"user_id": pa.array(range(5), pa.int64())}))
+    one_row_chunks = pa.chunked_array([[i] for i in range(5)], pa.int64())  # as BigQuery sends
+    client = _RecordingClient(pa.table({"user_id": one_row_chunks}))
     wh = BigQueryWarehouse("my-project", "shop", client=client)
     window = TargetWindow.build("2026-11-27", 28)
     batches = list(wh.user_feature_batches(window, rows_per_batch=2))

@@ -9,10 +9,13 @@ import sys
 import threading
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kfp_prediction import steps
+from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import (
+    InvalidSourceDataError,
     MissingSourceColumnError,
     ModelDigestMismatchError,
     ModelFeatureMismatchError,
@@ -22,7 +25,7 @@ from kfp_prediction.errors import (
 )
 from kfp_prediction.schema import PREDICTIONS_SCHEMA
 from kfp_prediction.steps import predict_and_write
-from kfp_prediction.warehouse.local import partition_path
+from kfp_prediction.warehouse.local import LocalWarehouse, partition_path
 from pipeline_support import TARGET_DATE, Model
 
 
@@ -84,6 +87,23 @@ def _tamper_column(warehouse: Path, table: str, column: str) -> None:
     pq.write_table(data.drop([column]), path)
 
 
+def _rewrite_users(warehouse: Path, column: str, values: pa.Array) -> None:
+    path = next((warehouse / "users").glob("*.parquet"))
+    data = pq.read_table(path)
+    pq.write_table(data.set_column(data.schema.get_field_index(column), column, values), path)
+
+
+def _all_users_register_late(warehouse: Path) -> None:
+    n = pq.read_table(warehouse / "users").num_rows
+    late = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    _rewrite_users(warehouse, "registered_at", pa.array([late] * n, pa.timestamp("us", "UTC")))
+
+
+def _null_user_id(warehouse: Path) -> None:
+    ids = pq.read_table(warehouse / "users")["user_id"].to_pylist()
+    _rewrite_users(warehouse, "user_id", pa.array([None, *ids[1:]], pa.int64()))
+
+
 def _unknown_feature_model(tmp_path: Path) -> Model:
     import pandas as pd
     from kfp_prediction.demo_model import write_model
@@ -106,6 +126,12 @@ BAD_INPUTS = {
         NoSourceDataError,
         ["page_views", "2027-01-31"],
     ),
+    "no registered users": (
+        "users register late",
+        NoSourceDataError,
+        ["users", "registered before target_date 2026-11-27"],
+    ),
+    "null user_id": ("null user_id", InvalidSourceDataError, ["users", "NULL user_id"]),
     "missing column": (
         "drop page_views.device",
         MissingSourceColumnError,
@@ -129,6 +155,10 @@ def test_bad_input_clear_error_nothing_written(
     wh = warehouse
     if change == "drop page_views.device":
         _tamper_column(warehouse, "page_views", "device")
+    elif change == "users register late":
+        _all_users_register_late(warehouse)
+    elif change == "null user_id":
+        _null_user_id(warehouse)
     elif change == "odd model":
         odd = _unknown_feature_model(tmp_path)
         kwargs.update(model_uri=odd.uri, model_sha256=odd.sha256)
@@ -149,6 +179,7 @@ def test_failed_write_keeps_previous_partition(
 ) -> None:
     run(warehouse, model, run_id="good")
     before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
+    threads_before = threading.active_count()
     real_write = pq.ParquetWriter.write_table
 
     def write_half_then_fail(self, table, *args, **kwargs):  # fault injection in pyarrow
@@ -160,6 +191,7 @@ def test_failed_write_keeps_previous_partition(
         run(warehouse, model, run_id="broken")
     assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
     assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
+    assert threading.active_count() == threads_before
 
 
 def test_batches_stream_to_the_same_partition_as_one_batch(
@@ -175,7 +207,7 @@ def test_batches_stream_to_the_same_partition_as_one_batch(
     for column in ("user_id", "content_id", "score"):
         assert table.sort_by("user_id")[column].equals(one_batch[column])
     summary = ("rows_written", "page_views_window_rows", "score_mean", "score_p50")
-    assert {k: streamed[k] for k in summary} == {k: whole[k] for k in summary}
+    assert {k: streamed[k] for k in summary} == pytest.approx({k: whole[k] for k in summary})
 
 
 def test_failure_in_a_later_batch_keeps_previous_partition_and_stops_threads(
@@ -233,3 +265,16 @@ def test_parallel_dates_and_same_date_all_succeed(warehouse: Path, model: Model)
     assert sorted(p.name for p in (warehouse / "predictions").iterdir()) == [
         f"{d}.parquet" for d in ("2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
     ]
+
+
+def test_feature_batches_survive_other_queries_on_the_warehouse(warehouse: Path) -> None:
+    """DuckDB silently ends a batch reader when its connection runs another query."""
+    wh = LocalWarehouse(warehouse)
+    window = TargetWindow.build(TARGET_DATE, 28)
+    expected = wh.user_features(window).num_rows
+    reader = wh.user_feature_batches(window, rows_per_batch=7)
+    rows = reader.read_next_batch().num_rows
+    for batch in reader:
+        assert wh.count_rows("users") > 0  # another query on the warehouse between batches
+        rows += batch.num_rows
+    assert rows == expected > 7 * 3

@@ -21,6 +21,10 @@ class NoSourceDataError(PredictionInputError):
     """A source table holds no rows for the date the run depends on."""
 
 
+class InvalidSourceDataError(PredictionInputError):
+    """A source table holds rows the pipeline cannot use, such as a NULL user_id."""
+
+
 class ModelDigestMismatchError(PredictionInputError):
     """The model file's sha256 differs from the expected one; it is not unpickled."""
 

@@ -85,7 +85,7 @@ def duckdb_user_features_sql(window: TargetWindow) -> str:
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric column as float32 (the feature query leaves no NULLs in model inputs)."""
+    """A numeric column as float32; a NULL becomes NaN (the feature query COALESCEs its own)."""
     return table.column(name).to_numpy().astype(np.float32, copy=False)
 
 

@@ -22,7 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_prediction.dates import TargetWindow
-from kfp_prediction.errors import MissingSourceColumnError, NoSourceDataError
+from kfp_prediction.errors import (
+    InvalidSourceDataError,
+    MissingSourceColumnError,
+    NoSourceDataError,
+)
 from kfp_prediction.features import build_candidates, candidate_columns
 from kfp_prediction.model import linear_form, load_verified_model, model_feature_names
 from kfp_prediction.schema import PREDICTIONS_SCHEMA, SOURCE_COLUMNS
@@ -215,6 +219,11 @@ def predict_and_write(
     def scored(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
         for batch in batches:
             part = pa.Table.from_batches([batch])
+            if part.column("user_id").null_count:
+                raise InvalidSourceDataError(
+                    f"source table users has {part.column('user_id').null_count} row(s) with "
+                    f"a NULL user_id in {wh.location}"
+                )
             best, best_score = score_users(model, feature_names, part, contents, chunk_users=None)
             tally.add(part, best, best_score)
             yield predictions_table(
@@ -225,7 +234,8 @@ def predict_and_write(
                 f"source table users has no user registered before target_date {target_date}"
             )
 
-    # closing(): on any failure both threads stop now, not when the traceback is released.
+    # closing(): on any failure both threads finish their current batch and stop before this
+    # returns, rather than whenever the traceback holding these generators is released.
     with (
         closing(read_ahead(users, name="fetch-features")) as fetched,
         closing(read_ahead(scored(fetched), name="score")) as parts,

@@ -22,8 +22,9 @@ def read_ahead(items: Iterable[T], depth: int = 2, name: str = "read-ahead") -> 
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
 
     An exception in the producer is raised in the consumer at the same position. When the
-    consumer stops early (it raised, or closed this generator), the producer stops before its
-    next item and the source iterator is closed, so nothing keeps running behind a failed run.
+    consumer stops early (it raised, or closed this generator), the producer finishes the item
+    it is working on, stops, closes the source iterator, and this generator's ``close`` returns
+    only then: nothing keeps running behind a failed run.
     """
     buffer: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -165,8 +165,9 @@ class BigQueryWarehouse(Warehouse):
     def user_feature_batches(
         self, window: TargetWindow, rows_per_batch: int = 200_000
     ) -> pa.RecordBatchReader:
-        # The result is downloaded whole (~200 MB at 1M users), then handed out in batches.
-        table = self._query("feature query", self.user_features_sql(window))
+        # The result is downloaded whole (~200 MB at 1M users), then handed out in batches;
+        # it arrives in many small chunks, which to_reader would only split, never merge.
+        table = self._query("feature query", self.user_features_sql(window)).combine_chunks()
         return table.to_reader(max_chunksize=rows_per_batch)
 
     def contents(self) -> pa.Table:

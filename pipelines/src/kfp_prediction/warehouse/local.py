@@ -78,11 +78,10 @@ class LocalWarehouse(Warehouse):
         if self._con is None:
             self.check_reachable()
             con = duckdb.connect(":memory:")
-            con.execute("SET TimeZone = 'UTC'")
+            _set_session(con)
             # Bound DuckDB's buffer pool so a 1M-user run stays well under 2 GiB per step.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute("SET preserve_insertion_order = false")
-            con.execute("SET enable_progress_bar = false")  # logs, not a terminal
             if self._threads:
                 con.execute(f"SET threads = {int(self._threads)}")
             for table in SOURCE_TABLES:
@@ -110,8 +109,11 @@ class LocalWarehouse(Warehouse):
     def user_feature_batches(
         self, window: TargetWindow, rows_per_batch: int = 200_000
     ) -> pa.RecordBatchReader:
-        con = self._connection()
-        return con.execute(duckdb_user_features_sql(window)).fetch_record_batch(rows_per_batch)
+        # A cursor of its own: a batch reader is cut short, silently, when any other query
+        # runs on the connection it came from (duckdb 1.4), such as a later count or check.
+        cursor = self._connection().cursor()
+        _set_session(cursor)
+        return cursor.execute(duckdb_user_features_sql(window)).fetch_record_batch(rows_per_batch)
 
     def user_features(self, window: TargetWindow) -> pa.Table:
         con = self._connection()
@@ -148,6 +150,12 @@ class LocalWarehouse(Warehouse):
         finally:
             os.close(dir_fd)
         return str(final)
+
+
+def _set_session(con: duckdb.DuckDBPyConnection) -> None:
+    """Per-connection settings (cursors do not inherit them, unlike memory and threads)."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # logs, not a terminal
 
 
 def remove_stale_temp_files(final: Path, max_age_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
