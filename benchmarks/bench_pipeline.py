@@ -6,7 +6,7 @@ Creates the 1,000,000-user data set (about 20M page views over 60 days) and a mo
 are missing, then, in one invocation, ``--repeat`` times (default 3, alternating):
 
 * floor: in a fresh process, the same feature query, one scoring call over all users and
-  contents (``score_users`` unchunked: for the linear demo model one vectorised numpy
+  contents (``score_users`` on the whole table: for the linear demo model one vectorised numpy
   evaluation of the whole (user, content) grid, else one ``predict_proba``), and one Parquet
   write, each timed, with peak RSS per phase;
 * pipeline: the compiled ``daily_prediction.yaml`` run through ``kfp.local``
@@ -111,8 +111,8 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
 
         users, contents = phase("query", lambda: (wh.user_features(window), wh.contents()))
 
-        def predict():  # one scoring call over all users x contents, unchunked
-            return score_users(model, names, users, contents, chunk_users=None)
+        def predict():  # one scoring call over all users x contents
+            return score_users(model, names, users, contents)
 
         best, score = phase("predict", predict)
 

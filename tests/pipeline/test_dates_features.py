@@ -265,12 +265,10 @@ def user_one_rows_by_hand() -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("scorer", ["linear", "predict_proba"])
-@pytest.mark.parametrize("chunk_users", [None, 2, 1])
 def test_each_user_gets_their_best_content(
     grid_warehouse: LocalWarehouse,
     model: Model,
     scorer: str,
-    chunk_users: int | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     trained, _ = load_verified_model(model.uri, model.sha256)
@@ -280,7 +278,7 @@ def test_each_user_gets_their_best_content(
         monkeypatch.setattr(steps, "linear_form", lambda *_: None)
     users = grid_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
     contents = grid_warehouse.contents()
-    best, score = steps.score_users(trained, names, users, contents, chunk_users=chunk_users)
+    best, score = steps.score_users(trained, names, users, contents)
 
     by_hand = user_one_rows_by_hand()
     i = int(np.flatnonzero(users.column("user_id").to_numpy() == 1)[0])

@@ -88,43 +88,25 @@ def assert_metrics_match_partition(
         assert metrics[f"seconds_{phase}"] >= 0.0
 
 
+def _cli(warehouse: Path, model: Model, tmp_path: Path, *extra: str) -> int:
+    return main(
+        [
+            *("--target-date", TARGET_DATE, "--warehouse", str(warehouse)),
+            *("--model-uri", model.uri, "--pipeline-root", str(tmp_path / "root")),
+            *extra,
+        ]
+    )
+
+
 def test_failing_run_names_the_problem_and_writes_nothing(
     warehouse: Path, model: Model, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
-    code = main(
-        [
-            "--target-date",
-            TARGET_DATE,
-            "--warehouse",
-            str(warehouse),
-            "--model-uri",
-            model.uri,
-            "--model-sha256",
-            "0" * 64,
-            "--pipeline-root",
-            str(tmp_path / "root"),
-        ]
-    )
-    assert code == 1
+    assert _cli(warehouse, model, tmp_path, "--model-sha256", "0" * 64) == 1
     out, err = capfd.readouterr()
     assert "ModelDigestMismatchError" in out + err and model.sha256 in out + err
     assert not (warehouse / "predictions").exists()
 
 
 def test_sha256_file_is_the_default_digest(warehouse: Path, model: Model, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "--target-date",
-                TARGET_DATE,
-                "--warehouse",
-                str(warehouse),
-                "--model-uri",
-                model.uri,
-                "--pipeline-root",
-                str(tmp_path / "root"),
-            ]
-        )
-        == 0
-    )
+    assert _cli(warehouse, model, tmp_path) == 0
     assert partition_path(warehouse, dt.date.fromisoformat(TARGET_DATE)).exists()

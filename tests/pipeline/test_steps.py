@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -174,49 +175,40 @@ def test_bad_input_clear_error_nothing_written(
         assert hashlib.sha256(model.path.read_bytes()).hexdigest() in str(err.value)
 
 
-def test_failed_write_keeps_previous_partition(
-    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+def _broken_run_keeps_previous_partition(
+    warehouse: Path, model: Model, break_run: Callable[[], None], error: type, match: str
 ) -> None:
+    """A good run, then ``break_run()`` and a run that fails: the good partition stays as it
+    was, no temporary file is left, and no fetch or score thread outlives the failure."""
     run(warehouse, model, run_id="good")
     before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
     threads_before = threading.active_count()
-    real_write = pq.ParquetWriter.write_table
-
-    def write_half_then_fail(self, table, *args, **kwargs):  # fault injection in pyarrow
-        real_write(self, table.slice(0, table.num_rows // 2), *args, **kwargs)
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    break_run()
+    with pytest.raises(error, match=match):
         run(warehouse, model, run_id="broken")
     assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
     assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
     assert threading.active_count() == threads_before
 
 
-def test_batches_stream_to_the_same_partition_as_one_batch(
+def test_failed_write_keeps_previous_partition(
     warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole = run(warehouse, model)
-    one_batch = read(warehouse).sort_by("user_id")
-    monkeypatch.setattr(steps, "SCORE_CHUNK_USERS", 7)  # many batches through the threads
-    streamed = run(warehouse, model)
-    table = read(warehouse)
-    assert table.num_rows == one_batch.num_rows > 7 * 3
-    assert pq.ParquetFile(partition_path(warehouse, dt.date(2026, 11, 27))).num_row_groups > 3
-    for column in ("user_id", "content_id", "score"):
-        assert table.sort_by("user_id")[column].equals(one_batch[column])
-    summary = ("rows_written", "page_views_window_rows", "score_mean", "score_p50")
-    assert {k: streamed[k] for k in summary} == pytest.approx({k: whole[k] for k in summary})
+    real_write = pq.ParquetWriter.write_table
+
+    def write_half_then_fail(self, table, *args, **kwargs):  # fault injection in pyarrow
+        real_write(self, table.slice(0, table.num_rows // 2), *args, **kwargs)
+        raise OSError("No space left on device")
+
+    def break_run() -> None:
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", write_half_then_fail)
+
+    _broken_run_keeps_previous_partition(warehouse, model, break_run, OSError, "No space left")
 
 
-def test_failure_in_a_later_batch_keeps_previous_partition_and_stops_threads(
+def test_failure_in_a_later_batch_keeps_previous_partition(
     warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run(warehouse, model, run_id="good")
-    before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
-    threads_before = threading.active_count()
-    monkeypatch.setattr(steps, "SCORE_CHUNK_USERS", 7)
     real_score, calls = steps.score_users, []
 
     def fail_on_third_batch(*args, **kwargs):
@@ -225,12 +217,28 @@ def test_failure_in_a_later_batch_keeps_previous_partition_and_stops_threads(
             raise MemoryError("scoring batch 3 failed")
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(steps, "score_users", fail_on_third_batch)
-    with pytest.raises(MemoryError, match="batch 3"):
-        run(warehouse, model, run_id="broken")
-    assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
-    assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
-    assert threading.active_count() == threads_before  # fetch and score threads are gone
+    def break_run() -> None:
+        monkeypatch.setattr(steps, "BATCH_USERS", 7)
+        monkeypatch.setattr(steps, "score_users", fail_on_third_batch)
+
+    _broken_run_keeps_previous_partition(warehouse, model, break_run, MemoryError, "batch 3")
+    assert len(calls) == 3
+
+
+def test_batches_stream_to_the_same_partition_as_one_batch(
+    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = run(warehouse, model)
+    one_batch = read(warehouse).sort_by("user_id")
+    monkeypatch.setattr(steps, "BATCH_USERS", 7)  # many batches through the threads
+    streamed = run(warehouse, model)
+    table = read(warehouse)
+    assert table.num_rows == one_batch.num_rows > 7 * 3
+    assert pq.ParquetFile(partition_path(warehouse, dt.date(2026, 11, 27))).num_row_groups > 3
+    for column in ("user_id", "content_id", "score"):
+        assert table.sort_by("user_id")[column].equals(one_batch[column])
+    summary = ("rows_written", "page_views_window_rows", "score_mean", "score_p50")
+    assert {k: streamed[k] for k in summary} == pytest.approx({k: whole[k] for k in summary})
 
 
 PARALLEL = """

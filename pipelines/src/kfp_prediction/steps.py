@@ -34,7 +34,7 @@ from kfp_prediction.streaming import read_ahead
 from kfp_prediction.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
-SCORE_CHUNK_USERS = 200_000
+BATCH_USERS = 200_000  # users fetched, scored and written together
 
 
 def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float]:
@@ -63,36 +63,25 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
 
 
 def score_users(
-    model: Any,
-    feature_names: list[str],
-    users: pa.Table,
-    contents: pa.Table,
-    chunk_users: int | None = SCORE_CHUNK_USERS,
+    model: Any, feature_names: list[str], users: pa.Table, contents: pa.Table
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best content index and its score per user (chunks bound memory; None = one call).
+    """Best content index and its score for each user of ``users`` (one batch, or all).
 
     A linear model (see ``model.linear_form``) is scored on the broadcast (user, content)
-    grid with numpy; anything else through ``predict_proba`` on the candidate rows.
+    grid with numpy; anything else through ``predict_proba`` on the candidate rows. Memory
+    is bounded by the caller's batch size (``BATCH_USERS`` in ``predict_and_write``).
     """
-    n_users, n_contents = len(users), len(contents)
     linear = linear_form(model, feature_names)
-    best = np.empty(n_users, dtype=np.int64)
-    best_score = np.empty(n_users, dtype=np.float64)
-    step = chunk_users or max(n_users, 1)
-    for start in range(0, n_users, step):
-        part = users.slice(start, step)
-        if linear is None:
-            matrix = build_candidates(part, contents, feature_names)
-            grid = model.predict_proba(matrix)[:, 1].reshape(len(part), n_contents)
-        else:
-            columns = candidate_columns(part, contents, feature_names)
-            grid = _linear_logits(linear, columns, (len(part), n_contents))
-        chosen = grid.argmax(axis=1)
-        top = np.take_along_axis(grid, chosen[:, None], axis=1)[:, 0]
-        best[start : start + len(part)] = chosen
-        # the logistic function is monotonic: the best logit is the best probability
-        best_score[start : start + len(part)] = top if linear is None else _sigmoid(top)
-    return best, best_score
+    shape = (len(users), len(contents))
+    if linear is None:
+        matrix = build_candidates(users, contents, feature_names)
+        grid = model.predict_proba(matrix)[:, 1].reshape(shape)
+    else:
+        grid = _linear_logits(linear, candidate_columns(users, contents, feature_names), shape)
+    best = grid.argmax(axis=1)
+    top = np.take_along_axis(grid, best[:, None], axis=1)[:, 0]
+    # the logistic function is monotonic: the best logit is the best probability
+    return best, top if linear is None else _sigmoid(top)
 
 
 def _linear_logits(
@@ -211,7 +200,7 @@ def predict_and_write(
     feature_names = model_feature_names(model)
     clock.lap(metrics, "checks")
     contents = wh.contents()
-    users = wh.user_feature_batches(window, SCORE_CHUNK_USERS)
+    users = wh.user_feature_batches(window, BATCH_USERS)
     clock.lap(metrics, "query")
     created_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     tally = _Tally()
@@ -224,7 +213,7 @@ def predict_and_write(
                     f"source table users has {part.column('user_id').null_count} row(s) with "
                     f"a NULL user_id in {wh.location}"
                 )
-            best, best_score = score_users(model, feature_names, part, contents, chunk_users=None)
+            best, best_score = score_users(model, feature_names, part, contents)
             tally.add(part, best, best_score)
             yield predictions_table(
                 window, part, contents, best, best_score, digest, run_id, run_name, created_at

@@ -116,6 +116,7 @@ class LocalWarehouse(Warehouse):
         return cursor.execute(duckdb_user_features_sql(window)).fetch_record_batch(rows_per_batch)
 
     def user_features(self, window: TargetWindow) -> pa.Table:
+        # DuckDB's own whole-result Arrow export: one call instead of batches re-joined.
         con = self._connection()
         return con.execute(duckdb_user_features_sql(window)).fetch_arrow_table()
 
