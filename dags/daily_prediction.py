@@ -31,9 +31,10 @@ LOCAL_WAREHOUSE = PROJECT_ROOT / "var" / "warehouse"
 LOCAL_MODEL = PROJECT_ROOT / "var" / "models" / "demo_model.pkl"
 
 SLACK_CONN_ID = "slack_default"
-# The target date: the Asia/Tokyo date of the logical date (D for the D 06:00 JST run).
-# Runs without a logical date (a manual trigger without one) use run_after.
-TARGET_DATE = "{{ jst_ds(logical_date or dag_run.run_after) }}"
+# The target date: the Asia/Tokyo date of the logical date (D for the D 06:00 JST run);
+# runs without a logical date (a manual trigger without one) use run_after. The rule is
+# kfp_bridge.target_date.target_date, which the Slack messages call too.
+TARGET_DATE = "{{ target_date(dag_run) }}"
 
 
 def _deadline() -> DeadlineAlert | None:
@@ -73,8 +74,16 @@ partition `target_date`.
 **Target date.** The run scheduled at *D* 06:00 JST predicts for target date *D*,
 from data up to the start of *D* in JST (the pipeline's lookback window ends at
 *D* 00:00 JST). Its logical date is *D-1* 21:00 UTC, so `{{ ds }}` (a UTC date)
-reads *D-1*: the task passes `{{ jst_ds(logical_date) }}` instead, rendered when the
-task runs. Re-running or backfilling a date rewrites exactly that partition.
+reads *D-1*: the task passes `{{ target_date(dag_run) }}` instead,
+rendered when the task runs (a manual run without a logical date uses its
+`run_after`). Slack messages compute the date with the same function
+(`kfp_bridge.target_date.target_date`). Re-running or backfilling a date rewrites
+exactly that partition.
+
+**Macros.** This DAG registers `target_date`, `jst_ds`, `jst_ds_nodash`, `local_ds`,
+`local_ds_nodash` as `user_defined_macros`, so it renders even where the plugin is not
+deployed; `plugins/kfp_bridge_plugin.py` offers the same functions to other DAGs as
+`macros.kfp_bridge.*`. No Jinja filters: one spelling per rule.
 
 **Backfill target dates A..B.** Bare dates mean 00:00 UTC and shift the range by a
 day; ask for whole JST days: `airflow backfill create --dag-id daily_prediction
@@ -96,8 +105,8 @@ with DAG(
     # A backfill runs several target dates at once; each writes its own partition.
     max_active_runs=4,
     dagrun_timeout=timedelta(hours=6),
+    # The DAG's own macros (not the plugin's): it must not depend on plugins/ being deployed.
     user_defined_macros=MACROS,
-    user_defined_filters=MACROS,
     default_args={
         "owner": "recommendation",
         "retries": 3,

@@ -2,14 +2,17 @@
 
 A run scheduled at D 06:00 Asia/Tokyo has a logical date of D-1 21:00 UTC, so
 Airflow's ``{{ ds }}`` (a UTC date) says D-1. The prediction is for D: the JST
-date of the logical date. These helpers are evaluated at run time from
-templates (plugin macros, DAG filters) and by the Slack notifier; nothing here
-is evaluated when a DAG file is parsed.
+date of the logical date. :func:`target_date` is the rule, written once: the
+DAG's template calls it as a macro (``{{ target_date(dag_run) }}``) and the Slack
+notifiers call it with the callback's DAG run, so the pipeline and Slack cannot
+disagree. Nothing here is evaluated when a DAG file is parsed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 import pendulum
 
@@ -56,21 +59,31 @@ def jst_ds_nodash(value: dt.datetime | str) -> str:
     return local_ds_nodash(value, BUSINESS_TZ)
 
 
-def target_date_of(context: dict) -> str | None:
-    """Target date of the run in an Airflow context, or None when it has no date.
+def target_date(dag_run: Any) -> str:
+    """The target date (YYYY-MM-DD, JST) of a DAG run: the one rule, for templates and callbacks.
 
-    Uses the logical date, and for runs without one (manual runs in Airflow 3)
-    the run's ``run_after``, as the DAG's template does.
+    The JST date of the run's logical date; a run without one (a manual run in
+    Airflow 3) uses its ``run_after``. Takes the DAG run because that is what
+    templates (``{{ target_date(dag_run) }}``: a run without a logical date has no
+    ``logical_date`` in its template context at all) and callbacks both have. A
+    mapping with the same keys works too: the JSON form deadline callbacks get, or
+    ``{"logical_date": ..., "run_after": ...}`` from a timetable.
     """
-    value = context.get("logical_date")
-    if value is None:
-        dag_run = context.get("dag_run")
-        value = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
-    return jst_ds(value) if value is not None else None
+    moment = _field(dag_run, "logical_date") or _field(dag_run, "run_after")
+    if moment is None:
+        raise ValueError("the DAG run has neither a logical date nor a run_after")
+    return jst_ds(moment)
 
 
-# Everything a template may call, by name (plugin macros and DAG filters use this).
+def _field(dag_run: Any, name: str) -> Any:
+    if isinstance(dag_run, Mapping):
+        return dag_run.get(name)
+    return getattr(dag_run, name, None)
+
+
+# Everything a template may call, by name (the DAG's user_defined_macros, the plugin).
 MACROS = {
+    "target_date": target_date,
     "jst_ds": jst_ds,
     "jst_ds_nodash": jst_ds_nodash,
     "local_ds": local_ds,

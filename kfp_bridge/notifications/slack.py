@@ -20,11 +20,11 @@ from urllib.parse import quote
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from kfp_bridge.target_date import target_date_of
+from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
+from kfp_bridge.target_date import target_date
 
 DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
-RUN_URL_XCOM_KEY = "kubeflow_run_url"
 MAX_ERROR_CHARS = 300
 
 # Token shapes worth scrubbing even when nobody registered them with the masker.
@@ -76,6 +76,15 @@ def first_error_line(error: BaseException | str | None) -> str:
     if len(line) > MAX_ERROR_CHARS:
         line = line[: MAX_ERROR_CHARS - 1] + "…"
     return line
+
+
+def _target_date_line(dag_run: Any) -> str:
+    """The run's target date by the DAG's own rule (``n/a`` for a run without any date)."""
+    try:
+        date = target_date(dag_run)
+    except (TypeError, ValueError):
+        date = "n/a"
+    return f"Target date (JST): {date}"
 
 
 def _kubeflow_run_url(ti: Any) -> str | None:
@@ -192,7 +201,7 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         lines = [
             f":red_circle: *{dag_id}.{task_id}* {outcome} "
             f"(try {try_number if try_number is not None else '?'} of {total_tries})",
-            f"Target date (JST): {target_date_of(context) or 'n/a'}",
+            _target_date_line(context.get("dag_run")),
             f"Run: {context.get('run_id') or getattr(ti, 'run_id', '?')}",
             f"Error: {first_error_line(context.get('exception'))}",
         ]
@@ -215,7 +224,7 @@ class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):
         ti = context.get("ti") or context.get("task_instance")
         lines = [
             f":rotating_light: *{dag_id}* run failed",
-            f"Target date (JST): {target_date_of(context) or 'n/a'}",
+            _target_date_line(context.get("dag_run")),
             f"Run: {run_id}",
             f"Reason: {scrub(str(context.get('reason') or 'task failure'))}",
         ]
@@ -237,15 +246,13 @@ class KfpSlackDeadlineNotifier(_SafeSlackNotifier):
 
     def build_text(self, context: Any) -> str:
         dag_run = context.get("dag_run") or {}
-        logical_date = dag_run.get("logical_date") or dag_run.get("run_after")
         dag_id = dag_run.get("dag_id", "?")
         run_id = dag_run.get("dag_run_id") or dag_run.get("run_id") or "?"
         deadline = (context.get("deadline") or {}).get("deadline_time")
-        target = target_date_of({"logical_date": logical_date}) if logical_date else None
         return "\n".join(
             [
                 f":hourglass: *{dag_id}* not finished by its deadline ({deadline or '?'})",
-                f"Target date (JST): {target or 'n/a'}",
+                _target_date_line(dag_run),
                 f"Run: {run_id} (state: {dag_run.get('state', '?')})",
                 f"Airflow run: {_base_url()}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}",
             ]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+from kfp_bridge.pipeline_spec import load_pipeline
 from tests.dag.helpers import REPO
 
 LOAD_DAG = """
@@ -43,7 +44,7 @@ for logical_date in sys.argv[1:]:
     context = _get_template_context(ti, task)
     task.render_template_fields(context)
     extra = task.render_template(
-        "{{ ds }}|{{ macros.kfp_bridge.jst_ds(logical_date) }}|{{ logical_date | jst_ds_nodash }}",
+        "{{ ds }}|{{ macros.kfp_bridge.target_date(dag_run) }}|{{ jst_ds_nodash(logical_date) }}",
         context,
     )
     out[logical_date] = {
@@ -165,7 +166,7 @@ def test_target_date_rendered_at_run_time_in_jst(airflow_env):
         # ds is the UTC date: one day earlier for every 06:00 JST run.
         ds, plugin_macro, nodash = rendered[logical_date]["extra"].split("|")
         assert ds == utc_ds
-        assert plugin_macro == target  # macros.kfp_bridge.jst_ds from plugins/
+        assert plugin_macro == target  # macros.kfp_bridge.target_date from plugins/
         assert nodash == target.replace("-", "")
         assert params["warehouse"] == "bq://acme-reco/warehouse"  # Variable wins
         assert params["model_sha256"] == "ab" * 32
@@ -174,6 +175,22 @@ def test_target_date_rendered_at_run_time_in_jst(airflow_env):
         assert rendered[logical_date]["pipeline_file"] == str(
             REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
         )
+
+
+def test_dag_parameters_match_the_compiled_pipeline(airflow_env):
+    """The compiled YAML is the source of truth: every required input given, no unknown
+    name, every rendered value coercible to its declared type (the operator's own check)."""
+    proc = airflow_env.python(
+        RENDER.replace("sys.argv[1:]", repr(["2026-11-26T21:00:00+00:00"])),
+        extra_env={"AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": "ab" * 32},
+    )
+    [rendered] = json.loads(proc.stdout.strip().splitlines()[-1]).values()
+    compiled = load_pipeline(rendered["pipeline_file"])
+    given = set(rendered["parameters"])
+    assert set(compiled.required_parameters) <= given, "required inputs the DAG does not pass"
+    assert given <= set(compiled.parameters), "names the pipeline does not declare"
+    coerced = compiled.validate_parameters(rendered["parameters"])  # raises naming the input
+    assert set(coerced) == given
 
 
 def test_dag_file_imports_nothing_heavy():

@@ -8,6 +8,7 @@ task runner and DAG callback machinery build the context and call them.
 from __future__ import annotations
 
 import textwrap
+from types import SimpleNamespace
 
 import pendulum
 import pytest
@@ -41,10 +42,12 @@ class FakeTI:
 
 
 def _context(ti=None, error=None):
+    logical_date = pendulum.datetime(2026, 11, 26, 21, tz="UTC")
     return {
         "ti": ti or FakeTI(run_url="http://kfp.test/#/runs/details/run-123"),
         "run_id": "scheduled__2026-11-26T21:00:00+00:00",
-        "logical_date": pendulum.datetime(2026, 11, 26, 21, tz="UTC"),
+        "logical_date": logical_date,
+        "dag_run": SimpleNamespace(logical_date=logical_date, run_after=logical_date),
         "exception": error or RuntimeError("component predict failed: model digest mismatch"),
     }
 

@@ -12,7 +12,7 @@ from kfp_bridge.target_date import (
     jst_ds_nodash,
     local_ds,
     local_ds_nodash,
-    target_date_of,
+    target_date,
 )
 
 UTC = dt.UTC
@@ -52,10 +52,14 @@ def test_rejects_dates_without_time_zone_meaning():
         jst_ds(None)
 
 
-def test_target_date_of_context_falls_back_to_run_after():
+def test_target_date_of_a_run_falls_back_to_run_after():
     class Run:
         logical_date = None
         run_after = pendulum.datetime(2026, 12, 31, 21, tz="UTC")
 
-    assert target_date_of({"logical_date": None, "dag_run": Run()}) == "2027-01-01"
-    assert target_date_of({}) is None
+    assert target_date(Run()) == "2027-01-01"
+    # the JSON form a deadline callback gets, and what a timetable has
+    assert target_date({"logical_date": "2026-11-26T21:00:00Z", "run_after": None}) == "2026-11-27"
+    assert target_date({"logical_date": None, "run_after": "2026-11-26T15:00:00Z"}) == "2026-11-27"
+    with pytest.raises(ValueError, match="neither a logical date nor a run_after"):
+        target_date({})
