@@ -19,6 +19,19 @@ class BackendError(KfpBridgeError):
     """The execution service refused or failed a call; not worth retrying."""
 
 
+class BackendConfigError(BackendError, ValueError):
+    """A backend setting is missing or malformed; ``setting`` names it (e.g. ``ui_host``).
+
+    Each backend validates its own settings once, when it is built; the hook
+    turns ``setting`` into the connection field a person edits.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
 class AuthError(BackendError):
     """401/403 from the service: credentials are missing, expired or lack access."""
 

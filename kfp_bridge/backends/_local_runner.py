@@ -4,51 +4,38 @@ Runs in the *pipeline* environment (``.venv-pipeline``), started by path:
 
     python _local_runner.py RUN_DIR
 
-so it must import only the standard library and ``kfp`` (never ``kfp_bridge``,
-which lives in the Airflow environment). ``RUN_DIR/request.json`` says what to
-run; the runner records its progress in ``RUN_DIR/state.json`` (atomically,
-under ``RUN_DIR/state.lock``) and its output goes to ``RUN_DIR/runner.log``
-(the backend redirects stdout/stderr there). The file layout and the state
-transitions are shared with ``kfp_bridge.backends.local``; keep them in step.
+so it imports only the standard library, ``kfp`` and its sibling ``_local_files``
+(never ``kfp_bridge``, which lives in the Airflow environment). ``RUN_DIR/request.json``
+says what to run; the runner records its progress in ``RUN_DIR/state.json``
+(atomically, under ``RUN_DIR/state.lock``) and its output goes to ``RUN_DIR/runner.log``
+(the backend redirects stdout/stderr there). The layout and the locking are
+``_local_files``'s, shared with ``kfp_bridge.backends.local``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import sys
-import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
-# Started by path, Python puts this directory first on sys.path, where ``kfp.py`` (the
-# bridge's KFP API backend) would shadow the kfp SDK. Drop it before importing kfp.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+# Started by path: this directory is first on sys.path, so the shared layout module
+# imports by its file name (and nothing here is named like the kfp SDK).
+from _local_files import (
+    LOG_FILE,
+    OUTPUTS_FILE,
+    REQUEST_FILE,
+    STATE_FILE,
+    TERMINAL_STATES,
+    locked,
+    utcnow,
+    write_state,
+)
 
-STATE_FILE = "state.json"
-LOCK_FILE = "state.lock"
-LOG_FILE = "runner.log"
-_TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_ERROR_LINES = 40
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@contextmanager
-def _locked(run_dir: Path):
-    with open(run_dir / LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _read_state(run_dir: Path) -> dict:
@@ -58,20 +45,14 @@ def _read_state(run_dir: Path) -> dict:
         return {}
 
 
-def _write_state(run_dir: Path, state: dict) -> None:
-    tmp = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, run_dir / STATE_FILE)
-
-
 def _transition(run_dir: Path, new_state: str, **fields) -> bool:
     """Move to ``new_state`` unless the run already ended or is being canceled."""
-    with _locked(run_dir):
+    with locked(run_dir):
         current = _read_state(run_dir)
-        if current.get("state") in _TERMINAL | {"CANCELING"}:
+        if current.get("state") in TERMINAL_STATES | {"CANCELING"}:
             return False
-        current.update(fields, state=new_state, updated_at=_now())
-        _write_state(run_dir, current)
+        current.update(fields, state=new_state, updated_at=utcnow())
+        write_state(run_dir, current)
         return True
 
 
@@ -116,13 +97,13 @@ def _pipeline_root(request: dict, run_dir: Path) -> str:
 
 def main(run_dir_arg: str) -> int:
     run_dir = Path(run_dir_arg).resolve()
-    request = json.loads((run_dir / "request.json").read_text())
-    if not _transition(run_dir, "RUNNING", pid=os.getpid(), started_at=_now()):
+    request = json.loads((run_dir / REQUEST_FILE).read_text())
+    if not _transition(run_dir, "RUNNING", pid=os.getpid(), started_at=utcnow()):
         print("run was canceled before it started", flush=True)
         return 0
     print(
         f"[kfp-bridge local runner] run {request['run_id']} ({request['display_name']}) "
-        f"pid {os.getpid()} started {_now()}",
+        f"pid {os.getpid()} started {utcnow()}",
         flush=True,
     )
     try:
@@ -140,7 +121,7 @@ def main(run_dir_arg: str) -> int:
         outputs = {}
         for name, value in (getattr(task, "outputs", None) or {}).items():
             outputs[name] = value if isinstance(value, str | int | float | bool) else repr(value)
-        (run_dir / "outputs.json").write_text(json.dumps(outputs, indent=1))
+        (run_dir / OUTPUTS_FILE).write_text(json.dumps(outputs, indent=1))
     except BaseException as exc:
         traceback.print_exc()
         sys.stdout.flush()
@@ -151,11 +132,11 @@ def main(run_dir_arg: str) -> int:
         except OSError:
             log_text = ""
         error = failing_task_error(log_text, summary)
-        _transition(run_dir, "FAILED", error=error, finished_at=_now())
-        print(f"[kfp-bridge local runner] run FAILED {_now()}", flush=True)
+        _transition(run_dir, "FAILED", error=error, finished_at=utcnow())
+        print(f"[kfp-bridge local runner] run FAILED {utcnow()}", flush=True)
         return 1
-    _transition(run_dir, "SUCCEEDED", finished_at=_now())
-    print(f"[kfp-bridge local runner] run SUCCEEDED {_now()}", flush=True)
+    _transition(run_dir, "SUCCEEDED", finished_at=utcnow())
+    print(f"[kfp-bridge local runner] run SUCCEEDED {utcnow()}", flush=True)
     return 0
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kfp_bridge.exceptions import BackendConfigError
+
 
 class RunState(str, enum.Enum):
     """KFP v2beta1 run states, as the API sends them (plain strings)."""
@@ -101,9 +103,19 @@ class Backend(abc.ABC):
     from a thread. Errors: raise ``kfp_bridge.exceptions.TransientBackendError``
     for anything worth retrying (5xx, connection refused, timeouts) and
     ``kfp_bridge.exceptions.BackendError`` (or a subclass) for the rest.
+    Constructors validate their own settings and raise
+    ``kfp_bridge.exceptions.BackendConfigError`` naming the setting.
     """
 
     name: str
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the service with the configured credentials; a short description of it.
+
+        What the connection form's "Test" button shows. Raises the same errors as
+        the other calls (``AuthError`` for refused credentials, ...).
+        """
 
     @abc.abstractmethod
     def submit(self, request: RunRequest) -> RunStatus:
@@ -124,3 +136,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run_url(self, run_id: str) -> str | None:
         """Where a person looks at the run (the "Kubeflow run" link)."""
+
+
+def positive_seconds(setting: str, value: float | str) -> float:
+    """``value`` as a positive number of seconds, or ``BackendConfigError`` naming ``setting``."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BackendConfigError(setting, f"must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise BackendConfigError(setting, f"must be positive, got {value!r}")
+    return seconds

@@ -16,14 +16,16 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import kfp_server_api
 import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
-from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
+from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus, positive_seconds
 from kfp_bridge.exceptions import (
     AuthError,
+    BackendConfigError,
     BackendError,
     RunNotFoundError,
     TransientBackendError,
@@ -78,6 +80,28 @@ def google_token_provider(
     return provide
 
 
+def _endpoint(
+    setting: str,
+    value: str | None,
+    *,
+    scheme: str | None = None,
+    port: int | None = None,
+    explicit_scheme: bool = False,
+) -> str:
+    """An http(s) base URL; a bare host gets ``scheme`` (http/https, default https) and ``port``."""
+    text = (value or "").strip()
+    if not text:
+        raise BackendConfigError(setting, "is empty (the KFP API endpoint)")
+    if "://" not in text and not explicit_scheme:
+        text = f"{scheme if scheme in ('http', 'https') else 'https'}://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BackendConfigError(setting, f"must be an http(s) URL, got {value!r}")
+    if port and parts.port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:{port}")
+    return urlunsplit(parts).rstrip("/")
+
+
 def _server_message(err: ApiException) -> str:
     """The message of a grpc-gateway error body, or the start of whatever was sent."""
     body = err.body
@@ -97,7 +121,8 @@ def _server_message(err: ApiException) -> str:
 class KfpApiBackend(Backend):
     """Runs compiled pipelines on a KFP API server (REST API v2beta1).
 
-    ``token_provider`` is called before every request (see
+    ``host`` is an http(s) URL, or a bare host that ``scheme`` (default https) and
+    ``port`` complete. ``token_provider`` is called before every request (see
     :func:`google_token_provider`, :func:`static_token_provider`); ``namespace``
     is the Kubeflow profile namespace in multi-user mode; ``ui_host`` is where
     run links point when the UI is not served from the API host.
@@ -109,24 +134,18 @@ class KfpApiBackend(Backend):
         self,
         host: str,
         *,
+        scheme: str | None = None,
+        port: int | None = None,
         token_provider: TokenProvider | None = None,
         namespace: str | None = None,
         ui_host: str | None = None,
         verify_ssl: bool = True,
-        request_timeout: float = 30.0,
+        request_timeout: float | str = 30.0,
     ) -> None:
-        if not host:
-            raise ValueError("KFP API host is empty")
-        if not host.startswith(("http://", "https://")):
-            host = f"https://{host}"
-        self.host = host.rstrip("/")
+        self.host = _endpoint("host", host, scheme=scheme, port=port)
         self.namespace = namespace or None
-        self.ui_host = (ui_host or self.host).rstrip("/")
-        if not self.ui_host.startswith(("http://", "https://")):
-            self.ui_host = f"https://{self.ui_host}"
-        if request_timeout <= 0:
-            raise ValueError("request_timeout must be positive")
-        self.request_timeout = float(request_timeout)
+        self.ui_host = _endpoint("ui_host", ui_host, explicit_scheme=True) if ui_host else self.host
+        self.request_timeout = positive_seconds("request_timeout", request_timeout)
         self._token_provider = token_provider
         self._experiment_ids: dict[str, str] = {}
         self._experiment_lock = threading.Lock()
@@ -388,6 +407,13 @@ class KfpApiBackend(Backend):
         return f"{self.ui_host}/#/runs/details/{run_id}"
 
     # -- connection checks -------------------------------------------------
+    def check(self) -> str:
+        """healthz, then list one experiment: the credentials and namespace are accepted."""
+        health = self.healthz()
+        self.check_access()
+        mode = "multi-user" if health.get("multi_user") else "single-user"
+        return f"KFP API at {self.host} is healthy ({mode})"
+
     def healthz(self) -> dict[str, Any]:
         """``GET /apis/v2beta1/healthz`` (``multi_user``, ``pipeline_store``)."""
         return self._call("healthz", self._healthz.healthz_service_get_healthz).to_dict()

@@ -22,7 +22,6 @@ person needs when a local run fails.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -32,24 +31,29 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kfp_bridge.backends._local_files import (
+    LOG_FILE,
+    PID_FILE,
+    REQUEST_FILE,
+    STATE_FILE,
+    atomic_write,
+    locked,
+    utcnow,
+    write_state,
+)
 from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
-from kfp_bridge.exceptions import BackendError, RunNotFoundError
+from kfp_bridge.exceptions import BackendConfigError, BackendError, RunNotFoundError
 
 log = logging.getLogger(__name__)
 
 RUNNER_SCRIPT = Path(__file__).with_name("_local_runner.py")
-STATE_FILE = "state.json"
-LOCK_FILE = "state.lock"
-LOG_FILE = "runner.log"
-PID_FILE = "pid"
 # A runner that has not written its pid this long after submit is considered lost.
 START_GRACE_SECONDS = 60.0
 CANCEL_GRACE_SECONDS = 5.0
@@ -64,10 +68,6 @@ def default_pipeline_python() -> str:
     """``.venv-pipeline/bin/python`` under ``$KFP_BRIDGE_HOME`` or the current directory."""
     home = Path(os.environ.get("KFP_BRIDGE_HOME") or os.getcwd())
     return str(home / ".venv-pipeline" / "bin" / "python")
-
-
-def _utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _runner_env() -> dict[str, str]:
@@ -126,7 +126,7 @@ def _process_alive(pid: int, start_time: str | None) -> bool:
     return True
 
 
-def _group_members(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """True while any live (non-zombie) process is in process group ``pgid`` (Linux)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -140,13 +140,6 @@ def _group_members(pgid: int) -> bool:
     return False
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and ``os.replace``: readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class LocalBackend(Backend):
     """Runs compiled pipelines with ``kfp.local`` (SubprocessRunner) as detached processes."""
 
@@ -156,8 +149,38 @@ class LocalBackend(Backend):
         self.state_dir = Path(state_dir).expanduser().resolve()
         # absolute, not resolved: the venv interpreter is a symlink that must stay one
         self.python = os.path.abspath(python or default_pipeline_python())
+        if python:  # a chosen interpreter is checked now; the default one when it is needed
+            self._require_python()
+
+    def _require_python(self) -> None:
+        if not Path(self.python).exists():
+            raise BackendConfigError(
+                "python",
+                f"does not exist: {self.python} (the pipeline environment's interpreter; "
+                "`make setup` creates .venv-pipeline under KFP_BRIDGE_HOME)",
+            )
 
     # -- Backend ---------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """The pipeline interpreter runs and imports the kfp SDK (what every run needs)."""
+        self._require_python()
+        try:
+            proc = subprocess.run(
+                [self.python, "-c", "import kfp; print(kfp.__version__)"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=_runner_env(),
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackendError(f"pipeline interpreter {self.python} did not run: {exc}") from exc
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BackendError(f"pipeline interpreter {self.python} cannot import kfp: {last}")
+        return (
+            f"local backend: kfp {proc.stdout.strip()} in {self.python}, runs in {self.state_dir}"
+        )
 
     def submit(self, request: RunRequest) -> RunStatus:
         if request.pipeline_id or request.pipeline_version_id:
@@ -165,11 +188,7 @@ class LocalBackend(Backend):
                 "the local backend runs a compiled pipeline file; "
                 "pipeline_id/pipeline_version_id need the kfp or vertex backend"
             )
-        if not Path(self.python).exists():
-            raise BackendError(
-                f"pipeline environment interpreter not found: {self.python} "
-                "(set the connection extra 'local_python' or KFP_BRIDGE_HOME)"
-            )
+        self._require_python()
         run_id = str(uuid.uuid4())
         run_dir = self.state_dir / run_id
         run_dir.mkdir(parents=True)
@@ -181,7 +200,7 @@ class LocalBackend(Backend):
             if request.platform_spec:
                 docs.append(dict(request.platform_spec))
             pipeline_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        created_at = _utcnow()
+        created_at = utcnow()
         try:
             payload = {
                 "run_id": run_id,
@@ -198,9 +217,9 @@ class LocalBackend(Backend):
         except TypeError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise BackendError(f"run parameters are not JSON-serializable: {exc}") from exc
-        self._write_state(run_dir, {"state": "PENDING", "created_at": created_at})
+        write_state(run_dir, {"state": "PENDING", "created_at": created_at})
         # request.json last: it is what find_runs / _run_dir look for
-        _atomic_write(run_dir / "request.json", request_text)
+        atomic_write(run_dir / REQUEST_FILE, request_text)
         with open(run_dir / LOG_FILE, "ab") as log:
             process = subprocess.Popen(
                 [self.python, str(RUNNER_SCRIPT), str(run_dir)],
@@ -213,12 +232,12 @@ class LocalBackend(Backend):
                 env=_runner_env(),
             )
         pid_info = {"pid": process.pid, "start_time": _proc_start_time(process.pid)}
-        _atomic_write(run_dir / PID_FILE, json.dumps(pid_info))
+        atomic_write(run_dir / PID_FILE, json.dumps(pid_info))
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> RunStatus:
         run_dir = self._run_dir(run_id)
-        request = self._read_json(run_dir / "request.json")
+        request = self._read_json(run_dir / REQUEST_FILE)
         state = self._read_json(run_dir / STATE_FILE)
         current = state.get("state", "PENDING")
         if current in ("PENDING", "RUNNING", "CANCELING"):
@@ -237,7 +256,7 @@ class LocalBackend(Backend):
         if not self.state_dir.is_dir():
             return []
         matches: list[tuple[str, str]] = []
-        for request_file in self.state_dir.glob("*/request.json"):
+        for request_file in self.state_dir.glob(f"*/{REQUEST_FILE}"):
             try:
                 request = self._read_json(request_file)
             except (BackendError, OSError) as exc:  # being written or removed: not a run yet
@@ -259,20 +278,20 @@ class LocalBackend(Backend):
 
     def cancel(self, run_id: str) -> None:
         run_dir = self._run_dir(run_id)
-        with self._locked(run_dir):
+        with locked(run_dir):
             state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
             if RunState(state.get("state", "PENDING")).is_terminal:
                 return
-            state.update(state="CANCELING", updated_at=_utcnow())
-            self._write_state(run_dir, state)
+            state.update(state="CANCELING", updated_at=utcnow())
+            write_state(run_dir, state)
         pid_info = self._read_json(run_dir / PID_FILE, missing_ok=True)
         if pid_info:
             self._stop_process_group(pid_info["pid"], pid_info.get("start_time"))
-        with self._locked(run_dir):
+        with locked(run_dir):
             state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
             if state.get("state") == "CANCELING":
-                state.update(state="CANCELED", error="canceled", finished_at=_utcnow())
-                self._write_state(run_dir, state)
+                state.update(state="CANCELED", error="canceled", finished_at=utcnow())
+                write_state(run_dir, state)
 
     def run_url(self, run_id: str) -> str | None:
         return (self.state_dir / run_id / LOG_FILE).as_uri()
@@ -281,7 +300,7 @@ class LocalBackend(Backend):
 
     def _run_dir(self, run_id: str) -> Path:
         run_dir = self.state_dir / run_id
-        if "/" in run_id or run_id in ("", ".", "..") or not (run_dir / "request.json").is_file():
+        if "/" in run_id or run_id in ("", ".", "..") or not (run_dir / REQUEST_FILE).is_file():
             raise RunNotFoundError(f"local run {run_id!r} not found under {self.state_dir}")
         return run_dir
 
@@ -301,13 +320,13 @@ class LocalBackend(Backend):
                 f"the local runner (pid {pid_info['pid']}) exited without recording a final "
                 f"state (killed, or out of memory?); see {run_dir / LOG_FILE}"
             )
-        with self._locked(run_dir):
+        with locked(run_dir):
             state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
             current = state.get("state", "PENDING")
             if current in ("PENDING", "RUNNING", "CANCELING"):
                 final = "CANCELED" if current == "CANCELING" else "FAILED"
-                state.update(state=final, error=reason, finished_at=_utcnow())
-                self._write_state(run_dir, state)
+                state.update(state=final, error=reason, finished_at=utcnow())
+                write_state(run_dir, state)
                 if pid_info and final == "FAILED":
                     # leftover component processes of the dead runner's group
                     self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
@@ -332,7 +351,7 @@ class LocalBackend(Backend):
         fields = _proc_stat(pid)
         if fields is not None:  # alive or a zombie: ours only if the start time matches
             return fields[19] == start_time
-        return _group_members(pid)
+        return group_alive(pid)
 
     @classmethod
     def _stop_process_group(
@@ -347,26 +366,12 @@ class LocalBackend(Backend):
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if not _group_members(pid):
+            if not group_alive(pid):
                 return
             time.sleep(0.05)
         if cls._group_is_ours(pid, start_time):
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-
-    @staticmethod
-    @contextmanager
-    def _locked(run_dir: Path) -> Iterator[None]:
-        with open(run_dir / LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    @staticmethod
-    def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-        _atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
 
     @staticmethod
     def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:
@@ -380,7 +385,7 @@ class LocalBackend(Backend):
             raise BackendError(f"{path} is not valid JSON: {exc}") from exc
 
 
-__all__ = ["LocalBackend", "default_pipeline_python"]
+__all__ = ["LocalBackend", "default_pipeline_python", "group_alive"]
 
 if sys.platform == "win32":  # pragma: no cover
     raise ImportError("kfp_bridge.backends.local needs a POSIX system (process groups, flock)")

@@ -19,9 +19,10 @@ import logging
 import re
 from typing import Any
 
-from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
+from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus, positive_seconds
 from kfp_bridge.exceptions import (
     AuthError,
+    BackendConfigError,
     BackendError,
     PipelineSpecError,
     RunNotFoundError,
@@ -109,16 +110,18 @@ class VertexBackend(Backend):
         *,
         credentials: Any = None,
         api_endpoint: str | None = None,
-        request_timeout: float = 60.0,
+        request_timeout: float | str = 60.0,
         client: Any = None,
     ) -> None:
         if not project_id:
-            raise ValueError("Vertex backend needs project_id")
+            raise BackendConfigError("project_id", "is required for backend 'vertex'")
         if not location:
-            raise ValueError("Vertex backend needs location (e.g. asia-northeast1)")
+            raise BackendConfigError(
+                "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
+            )
         self.project_id = project_id
         self.location = location
-        self.request_timeout = request_timeout
+        self.request_timeout = positive_seconds("request_timeout", request_timeout)
         self.parent = f"projects/{project_id}/locations/{location}"
         if client is None:
             from google.api_core.client_options import ClientOptions
@@ -334,6 +337,11 @@ class VertexBackend(Backend):
             if status.state.is_terminal or status.state is RunState.CANCELING:
                 return
             raise
+
+    def check(self) -> str:
+        """List pipeline jobs by a name no job has: the credentials and project are accepted."""
+        self.find_runs("kfp-bridge-connection-test")
+        return f"Vertex AI Pipelines reachable in {self.parent}"
 
     def run_url(self, run_id: str) -> str | None:
         return (

@@ -22,15 +22,16 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
 from kfp_bridge.backends.base import Backend
-from kfp_bridge.exceptions import KfpBridgeError
+from kfp_bridge.exceptions import BackendConfigError, KfpBridgeError
 
 BACKENDS = ("kfp", "vertex", "local")
 AUTH_MODES = ("none", "token", "google")
+# Backend settings -> the connection field that holds them.
+SETTING_FIELDS = {"host": "host", "python": "extra.local_python"}
 
 
 class KfpConnectionError(KfpBridgeError, ValueError):
@@ -44,7 +45,10 @@ def default_local_state_dir() -> str:
 
 
 class KubeflowPipelineHook(BaseHook):
-    """Reads a ``kfp`` connection and builds the matching :class:`Backend`.
+    """Reads a ``kfp`` connection and builds the matching :class:`Backend` (``get_conn``).
+
+    The hook reads fields; each backend validates its own settings (host, project,
+    interpreter, ...) once, and the hook names the connection field in the error.
 
     :param kfp_conn_id: connection id (type ``kfp``).
     """
@@ -88,21 +92,6 @@ class KubeflowPipelineHook(BaseHook):
     def backend_name(self) -> str:
         return self._choice("backend", BACKENDS, "kfp")
 
-    def _host(self) -> str:
-        conn = self.connection
-        host = (conn.host or "").strip()
-        if not host:
-            raise self._error("host (the KFP API endpoint) is empty")
-        if "://" not in host:
-            scheme = conn.schema if conn.schema in ("http", "https") else "https"
-            host = f"{scheme}://{host}"
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self._error(f"host must be an http(s) URL, got {conn.host!r}")
-        if conn.port and parts.port is None:
-            parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
-        return urlunsplit(parts).rstrip("/")
-
     def _bool(self, field: str, default: bool) -> bool:
         value = self.extra.get(field, default)
         if isinstance(value, bool):
@@ -114,100 +103,69 @@ class KubeflowPipelineHook(BaseHook):
             return False
         raise self._error(f"extra.{field} must be true or false, got {value!r}")
 
-    def _request_timeout(self, default: float) -> float:
-        value = self.extra.get("request_timeout", default)
-        try:
-            timeout = float(value)
-        except (TypeError, ValueError):
-            raise self._error(f"extra.request_timeout must be a number, got {value!r}") from None
-        if timeout <= 0:
-            raise self._error(f"extra.request_timeout must be positive, got {value!r}")
-        return timeout
-
     def _token_provider(self) -> Any:
         password = self.connection.password
         auth = self._choice("auth", AUTH_MODES, "token" if password else "none")
-        from kfp_bridge.backends import kfp as kfp_backend
+        from kfp_bridge.backends import kfp_api
 
         if auth == "token":
             if not password:
                 raise self._error("extra.auth is 'token' but the password (bearer token) is empty")
-            return kfp_backend.static_token_provider(password)
+            return kfp_api.static_token_provider(password)
         if auth == "google":
-            return kfp_backend.google_token_provider()
+            return kfp_api.google_token_provider()
         return None
 
-    # -- backends ----------------------------------------------------------------
-    def get_backend(self) -> Backend:
-        """The backend this connection selects, validated; built once per hook."""
-        return self._backend
-
+    # -- the backend ---------------------------------------------------------------
     def get_conn(self) -> Backend:
+        """The backend this connection selects, validated; built once per hook."""
         return self._backend
 
     @cached_property
     def _backend(self) -> Backend:
-        name = self.backend_name
-        if name == "kfp":
-            return self._kfp_backend()
-        if name == "vertex":
-            return self._vertex_backend()
-        return self._local_backend()
+        build = {"kfp": self._kfp_backend, "vertex": self._vertex_backend}.get(
+            self.backend_name, self._local_backend
+        )
+        try:
+            return build()
+        except BackendConfigError as err:  # name the field a person edits, not the argument
+            field = SETTING_FIELDS.get(err.setting, f"extra.{err.setting}")
+            raise self._error(f"{field} {err.problem}") from err
 
     def _kfp_backend(self) -> Backend:
-        from kfp_bridge.backends.kfp import KfpApiBackend
+        from kfp_bridge.backends.kfp_api import KfpApiBackend
 
-        host = self._host()
-        ui_host = self.extra.get("ui_host")
-        if ui_host and not str(ui_host).startswith(("http://", "https://")):
-            raise self._error(f"extra.ui_host must be an http(s) URL, got {ui_host!r}")
+        conn = self.connection
         return KfpApiBackend(
-            host,
+            conn.host or "",
+            scheme=conn.schema or None,
+            port=conn.port or None,
             token_provider=self._token_provider(),
             namespace=self.extra.get("namespace"),
-            ui_host=ui_host,
+            ui_host=self.extra.get("ui_host"),
             verify_ssl=self._bool("verify_ssl", True),
-            request_timeout=self._request_timeout(30.0),
+            request_timeout=self.extra.get("request_timeout", 30.0),
         )
 
     def _vertex_backend(self) -> Backend:
         from kfp_bridge.backends.vertex import VertexBackend
 
-        project_id = self.extra.get("project_id")
-        location = self.extra.get("location")
-        if not project_id:
-            raise self._error("extra.project_id is required for backend 'vertex'")
-        if not location:
-            raise self._error("extra.location is required for backend 'vertex' (a region)")
         return VertexBackend(
-            str(project_id), str(location), request_timeout=self._request_timeout(60.0)
+            str(self.extra.get("project_id") or ""),
+            str(self.extra.get("location") or ""),
+            request_timeout=self.extra.get("request_timeout", 60.0),
         )
 
     def _local_backend(self) -> Backend:
         from kfp_bridge.backends.local import LocalBackend
 
         state_dir = self.extra.get("local_state_dir") or default_local_state_dir()
-        python = self.extra.get("local_python")
-        if python and not Path(python).exists():
-            raise self._error(f"extra.local_python {python!r} does not exist")
-        return LocalBackend(state_dir, python=python)
+        return LocalBackend(state_dir, python=self.extra.get("local_python"))
 
     # -- UI "Test" button --------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
-        """Reach the service with the connection's credentials (KFP: healthz + list experiments)."""
+        """Reach the service with the connection's credentials (``Backend.check``)."""
         try:
-            backend = self.get_backend()
-            if self.backend_name == "kfp":
-                health = backend.healthz()  # type: ignore[attr-defined]
-                backend.check_access()  # type: ignore[attr-defined]
-                mode = "multi-user" if health.get("multi_user") else "single-user"
-                return True, f"KFP API at {backend.host} is healthy ({mode})"  # type: ignore[attr-defined]
-            if self.backend_name == "vertex":
-                backend.find_runs("kfp-bridge-connection-test")
-                return True, f"Vertex AI Pipelines reachable ({backend!r})"
-            python = Path(backend.python)  # type: ignore[attr-defined]
-            if not python.exists():
-                return False, f"pipeline interpreter {python} does not exist"
-            return True, f"local backend: state in {backend.state_dir}, python {python}"  # type: ignore[attr-defined]
+            return True, self.get_conn().check()
         except Exception as err:
             return False, f"{type(err).__name__}: {err}"

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator, ResumableJobMixin
@@ -38,19 +38,17 @@ from kfp_bridge.exceptions import (
     PipelineSpecError,
     RunFailedError,
     RunNotFoundError,
-    TransientBackendError,
 )
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_spec import CompiledPipeline, load_pipeline
-from kfp_bridge.retry import backoff_delay, call_with_retries
+from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
+from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from kfp_bridge.backends.base import Backend
-
-T = TypeVar("T")
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_RUN_NAME = 128
@@ -58,8 +56,6 @@ MAX_RUN_NAME = 128
 # then replaced; reattaching to it would only fail the new try. Still CANCELING after
 # this long: the try fails (retryable) and the next try decides again.
 CANCELING_WAIT_SECONDS = 120.0
-# Transient errors while looking up / submitting back off from here (or poll_interval).
-SUBMIT_RETRY_BASE_SECONDS = 5.0
 
 
 def default_deferrable() -> bool:
@@ -124,8 +120,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param enable_caching: override the compiled caching settings.
     :param kfp_conn_id: connection of type ``kfp``.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
-    :param poll_interval: seconds between status polls (the trigger backs off from there).
-    :param timeout: seconds (or timedelta) to wait for the run; then it is canceled
+    :param poll_interval: seconds between status polls at first; polls back off while
+        the run's state does not change, in the worker as in the triggerer
+        (:class:`~kfp_bridge.waiting.WaitPolicy`).
+    :param timeout: seconds (or timedelta) from the run's creation; then it is canceled
         and the task fails.
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
 
@@ -181,28 +179,32 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.enable_caching = enable_caching
         self.kfp_conn_id = kfp_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = float(poll_interval)
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
-        self.timeout = timeout
-        self.max_transient_errors = max_transient_errors
+        self.policy = WaitPolicy(
+            poll_interval=float(poll_interval),
+            timeout=timeout or None,
+            max_transient_errors=max_transient_errors,
+        )
         self.kfp_run_id: str | None = None
         self._request: RunRequest | None = None
-        # time.time() by which the run must end; from the run's creation once it is known
-        self._deadline: float | None = None
 
     @cached_property
     def backend(self) -> Backend:
         from kfp_bridge.hooks.kfp import KubeflowPipelineHook
 
-        return KubeflowPipelineHook(kfp_conn_id=self.kfp_conn_id).get_backend()
+        return KubeflowPipelineHook(kfp_conn_id=self.kfp_conn_id).get_conn()
+
+    @cached_property
+    def _waiter(self) -> RunWaiter:
+        return RunWaiter(lambda: self.backend, self.policy, log=self.log)
 
     # -- execute ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, str | None]:
         self._request = self._build_request(context)  # validates before anything is submitted
         # provisional until the run (and its creation time) is known
-        self._deadline = time.time() + self.timeout if self.timeout else None
+        self._waiter.deadline = self.policy.deadline_for(None, time.time())
         self.log.info(
             "Kubeflow run %r: pipeline %s, backend %s, connection %s",
             self._request.display_name,
@@ -210,7 +212,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.backend.name,
             self.kfp_conn_id,
         )
-        return self.execute_resumable(context)
+        try:
+            return self.execute_resumable(context)
+        except AuthError as exc:  # 401/403 at any step: retries cannot fix credentials
+            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, exc)) from exc
 
     def _build_request(self, context: Context) -> RunRequest:
         compiled: CompiledPipeline | None = None
@@ -264,89 +269,22 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 )
                 status = existing
             else:
-                status = self._submit(request)
+                status = self._waiter.submit(request)
         except (ParameterError, PipelineSpecError) as exc:
             # The backend refused the pipeline or its parameters: retries cannot fix that.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        except AuthError as exc:
-            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, exc)) from exc
         self._remember(context, status)
         return status.run_id
 
-    def _submit(self, request: RunRequest) -> RunStatus:
-        """Submit; after a transient error re-POST only when no run with our name exists.
-
-        The error may have hidden a run the service did create (response lost); the
-        deterministic name finds it, so riding out the error cannot make a duplicate.
-        """
-        errors = 0
-        while True:
-            try:
-                status = self.backend.submit(request)
-                break
-            except TransientBackendError as exc:
-                errors += 1
-                left = self._time_left()
-                if errors > self.max_transient_errors or (left is not None and left <= 0):
-                    raise
-                delay = backoff_delay(errors, self._submit_retry_base)
-                if left is not None:
-                    delay = min(delay, left)
-                self.log.warning(
-                    "Transient error submitting run %s (%d/%d): %s; checking in %.1fs whether "
-                    "it was created anyway",
-                    request.display_name,
-                    errors,
-                    self.max_transient_errors,
-                    exc,
-                    delay,
-                )
-                time.sleep(delay)
-                runs = self._retrying(
-                    f"find runs named {request.display_name}",
-                    lambda: self.backend.find_runs(request.display_name, request.experiment),
-                    base_delay=self._submit_retry_base,
-                )
-                created = [r for r in runs if r.state.is_reattachable]
-                if created:
-                    status = created[0]
-                    self.log.info("The run was created despite the error: %s", status.run_id)
-                    break
-        self.log.info(
-            "Submitted run %s (%s), state %s: %s",
-            status.run_id,
-            request.display_name,
-            status.state.value,
-            status.url,
-        )
-        return status
-
-    @property
-    def _submit_retry_base(self) -> float:
-        return min(self.poll_interval, SUBMIT_RETRY_BASE_SECONDS)
-
-    def _time_left(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.time()
-
-    def _retrying(self, what: str, call: Callable[[], T], base_delay: float | None = None) -> T:
-        return call_with_retries(
-            call,
-            what=what,
-            max_errors=self.max_transient_errors,
-            base_delay=self.poll_interval if base_delay is None else base_delay,
-            time_left=self._time_left,
-            log=self.log,
-        )
-
     def _find_reusable_run(self, request: RunRequest) -> RunStatus | None:
-        runs = self._retrying(
+        runs = self._waiter.call(
             f"find runs named {request.display_name}",
             lambda: self.backend.find_runs(request.display_name, request.experiment),
-            base_delay=self._submit_retry_base,
         )
         for run in runs:
             if run.state is RunState.CANCELING:
-                run = self._wait_while_canceling(run)
+                self.log.info("Run %s is CANCELING; waiting for it to end first", run.run_id)
+                run = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
                 if run.state is RunState.CANCELING:
                     raise AirflowException(
                         f"Earlier Kubeflow run {run.run_id} ({request.display_name}) is still "
@@ -363,17 +301,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             )
         return None
 
-    def _wait_while_canceling(self, run: RunStatus) -> RunStatus:
-        self.log.info("Run %s is CANCELING; waiting for it to end before deciding", run.run_id)
-        deadline = time.monotonic() + CANCELING_WAIT_SECONDS
-        while run.state is RunState.CANCELING and time.monotonic() < deadline:
-            time.sleep(min(self.poll_interval, 5.0, max(0.0, deadline - time.monotonic())))
-            run = self._get_run_retrying(run.run_id)
-        return run
-
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
-            status = self._get_run_retrying(str(external_id))
+            status = self._waiter.read(str(external_id))
         except RunNotFoundError:
             self.log.warning("Stored run %s no longer exists on the service", external_id)
             return "NOT_FOUND"
@@ -403,16 +333,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, str | None]:
         run_id = str(external_id)
         self.kfp_run_id = run_id
-        status = self._get_run_retrying(run_id)
+        status = self._waiter.read(run_id)
         self._remember(context, status)
-        deadline = self._deadline = self._run_deadline(status)
+        # the timeout counts from the run's creation, not from this try or reattach
+        deadline = self._waiter.deadline = self.policy.deadline_for(status.created_at, time.time())
         if status.state.is_terminal:
-            return self._finish(status)
+            return self._conclude(RunEvent.ended(status))
         if self.deferrable:
             self.log.info(
                 "Deferring: the triggerer polls run %s every %ss (backing off) until it ends",
                 run_id,
-                self.poll_interval,
+                self.policy.poll_interval,
             )
             self.defer(
                 trigger=KubeflowPipelineRunTrigger(
@@ -420,138 +351,69 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     run_id=run_id,
                     run_name=status.display_name,
                     run_url=status.url,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=max(self.poll_interval, min(300.0, 4 * self.poll_interval)),
                     deadline=deadline,
-                    max_transient_errors=self.max_transient_errors,
+                    policy=self.policy,
                 ),
                 method_name="execute_complete",
             )
-        return self._wait_in_worker(status, deadline)
+        event = self._waiter.wait(
+            run_id, run_name=status.display_name, run_url=status.url, last_state=status.state
+        )
+        return self._conclude(event)
 
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, str | None]:
-        status = self._get_run_retrying(str(external_id))
+        status = self._waiter.read(str(external_id))
         self._remember(context, status)
-        return self._finish(status)
+        return self._conclude(RunEvent.ended(status))
 
-    # -- waiting and finishing -------------------------------------------------------------
-
-    def _get_run_retrying(self, run_id: str) -> RunStatus:
-        """``get_run``, riding out transient API errors with jittered backoff (worker side)."""
-        return self._retrying(f"read run {run_id}", lambda: self.backend.get_run(run_id))
-
-    def _run_deadline(self, status: RunStatus) -> float | None:
-        """``timeout`` counts from the run's creation, not from this try or reattach."""
-        if not self.timeout:
-            return None
-        started = time.time()
-        if status.created_at:
-            try:
-                created = datetime.fromisoformat(status.created_at.replace("Z", "+00:00"))
-            except ValueError:
-                self.log.warning(
-                    "Unparsable creation time %r of run %s", status.created_at, status.run_id
-                )
-            else:
-                if created.tzinfo is None:
-                    created = created.replace(tzinfo=UTC)
-                if 0 < created.timestamp() <= started:  # unset (epoch) or skewed: use now
-                    started = created.timestamp()
-        return started + self.timeout
-
-    def _wait_in_worker(self, status: RunStatus, deadline: float | None) -> dict[str, str | None]:
-        last_state = status.state
-        while not status.state.is_terminal:
-            if deadline is not None and time.time() >= deadline:
-                self._cancel_after_timeout(status.run_id, status.state.value)
-            sleep = self.poll_interval
-            if deadline is not None:
-                sleep = max(0.0, min(sleep, deadline - time.time()))
-            time.sleep(sleep)
-            try:
-                status = self._get_run_retrying(status.run_id)
-            except TransientBackendError:
-                if deadline is not None and time.time() >= deadline:  # out of time, not luck
-                    self._cancel_after_timeout(status.run_id, status.state.value)
-                raise
-            if status.state is not last_state:
-                self.log.info("Run %s is %s", status.run_id, status.state.value)
-                last_state = status.state
-        return self._finish(status)
-
-    def _finish(self, status: RunStatus) -> dict[str, str | None]:
-        if status.state.is_success:
-            self.log.info("Run %s SUCCEEDED: %s", status.run_id, status.url)
-            return {"run_id": status.run_id, "run_url": status.url}
-        message = status.error or "no error message from the service"
-        self.log.error(
-            "Run %s ended %s: %s\nRun page: %s",
-            status.run_id,
-            status.state.value,
-            message,
-            status.url,
-        )
-        raise RunFailedError(f"Kubeflow run {status.run_id} ended {status.state.value}: {message}")
-
-    def _cancel_after_timeout(self, run_id: str, state: str | None) -> None:
-        self.log.error(
-            "Run %s did not finish within %ss (state %s); canceling it", run_id, self.timeout, state
-        )
-        try:
-            self.backend.cancel(run_id)
-        except Exception:
-            self.log.exception("Canceling run %s after the timeout failed", run_id)
-        raise AirflowException(
-            f"Kubeflow run {run_id} timed out after {self.timeout}s (state {state})"
-        )
+    # -- finishing -------------------------------------------------------------------------
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
-        """Resume after the trigger fired: turn its event into success or a clear failure."""
-        self.kfp_run_id = event["run_id"]
-        ti = context["ti"]
-        if event.get("run_url"):
-            ti.xcom_push(key=RUN_URL_XCOM_KEY, value=event["run_url"])
-        status = event.get("status")
-        if status == "success":
-            self.log.info("Run %s SUCCEEDED: %s", event["run_id"], event.get("run_url"))
-            return {"run_id": event["run_id"], "run_url": event.get("run_url")}
-        if status == "failed":
-            if "error" in event:  # the run's own error (events since it was added)
-                error = event["error"] or "no error message from the service"
-            else:
-                error = event.get("message")
+        """Resume after the trigger fired: the same ending as a wait in the worker."""
+        run_event = RunEvent.from_payload(event)
+        if run_event.run_url:
+            context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
+        return self._conclude(run_event)
+
+    def _conclude(self, event: RunEvent) -> dict[str, str | None]:
+        """The one path from the end of a wait (worker or trigger) to the task's outcome."""
+        self.kfp_run_id = event.run_id
+        state = event.state.value if event.state else "unknown"
+        if event.outcome is Outcome.SUCCEEDED:
+            self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
+            return {"run_id": event.run_id, "run_url": event.run_url}
+        if event.outcome is Outcome.FAILED:
+            message = event.message or "no error message from the service"
             self.log.error(
-                "Run %s ended %s: %s\nRun page: %s",
-                event["run_id"],
-                event.get("state"),
-                error,
-                event.get("run_url"),
+                "Run %s ended %s: %s\nRun page: %s", event.run_id, state, message, event.run_url
             )
-            raise RunFailedError(
-                f"Kubeflow run {event['run_id']} ended {event.get('state')}: {error}"
+            raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")
+        if event.outcome is Outcome.TIMED_OUT:
+            self.log.error(
+                "Run %s did not finish within %ss of its creation (state %s)",
+                event.run_id,
+                self.policy.timeout,
+                state,
             )
-        if status == "timeout":
-            self._cancel_after_timeout(event["run_id"], event.get("state"))
-        error_type = event.get("error_type")
-        if error_type == AuthError.__name__:
+            self._cancel(event.run_id, reason="Timed out")
+            raise AirflowException(
+                f"Kubeflow run {event.run_id} timed out after {self.policy.timeout}s "
+                f"(state {state})"
+            )
+        if event.outcome is Outcome.AUTH_ERROR:
+            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, event.message))
+        if event.outcome is Outcome.NOT_FOUND:
             raise AirflowFailException(
-                _auth_failure_message(self.kfp_conn_id, event.get("message"))
-            )
-        if error_type == RunNotFoundError.__name__:
-            raise AirflowFailException(
-                f"Kubeflow run {event['run_id']} no longer exists on the service (deleted, or "
-                f"another namespace?): {event.get('message')}. Check the run in the UI; clear "
+                f"Kubeflow run {event.run_id} no longer exists on the service (deleted, or "
+                f"another namespace?): {event.message}. Check the run in the UI; clear "
                 "the task to start a new run."
             )
         self.log.error(
-            "Waiting for run %s failed (%s): %s",
-            event["run_id"],
-            event.get("error_type"),
-            event.get("message"),
+            "Waiting for run %s failed (%s): %s", event.run_id, event.outcome.value, event.message
         )
         raise AirflowException(
-            f"Waiting for Kubeflow run {event['run_id']} failed "
-            f"({event.get('error_type')}): {event.get('message')}"
+            f"Waiting for Kubeflow run {event.run_id} failed ({event.outcome.value}): "
+            f"{event.message}"
         )
 
     def _remember(self, context: Context, status: RunStatus) -> None:
@@ -560,14 +422,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if status.url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
 
+    def _cancel(self, run_id: str, *, reason: str) -> None:
+        """Cancel and confirm; never sent to a run that already ended, never raises."""
+        try:
+            self._waiter.cancel(run_id, reason=reason)
+        except Exception:
+            self.log.exception("Canceling run %s failed", run_id)
+
     def on_kill(self) -> None:
-        """Worker-side kill (the task waits in the worker): stop the run too."""
+        """Worker-side kill (the task waits in the worker): stop the run too, unless it ended."""
         if self.kfp_run_id:
-            self.log.info("Task killed; canceling run %s", self.kfp_run_id)
-            try:
-                self.backend.cancel(self.kfp_run_id)
-            except Exception:
-                self.log.exception("Canceling run %s failed", self.kfp_run_id)
+            self._cancel(self.kfp_run_id, reason="Task killed")
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from kfp_bridge.backends.base import RunRequest, RunStatus
-from kfp_bridge.backends.local import LocalBackend
+from kfp_bridge.backends.local import LocalBackend, group_alive
 from kfp_bridge.pipeline_spec import load_pipeline
 
+process_group_alive = group_alive  # True while a non-zombie process of the group lives
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY_PIPELINE = FIXTURES / "tiny_pipeline.yaml"
@@ -47,20 +48,6 @@ def wait_terminal(backend: LocalBackend, run_id: str, timeout: float = 120.0) ->
 
 def runner_pid(backend: LocalBackend, run_id: str) -> int:
     return json.loads((backend.state_dir / run_id / "pid").read_text())["pid"]
-
-
-def process_group_alive(pgid: int) -> bool:
-    """True while any process of the group is alive (zombies do not count)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 def local_connection_env(state_dir: Path, conn_id: str = "kfp_local") -> dict[str, str]:

@@ -56,7 +56,7 @@ def kfp_server_process() -> Iterator[StandInControl]:
 
 @pytest.fixture
 def kfp_backend(kfp_server: KfpApiStandIn):
-    from kfp_bridge.backends.kfp import KfpApiBackend
+    from kfp_bridge.backends.kfp_api import KfpApiBackend
 
     backend = KfpApiBackend(kfp_server.url, request_timeout=2.0)
     yield backend

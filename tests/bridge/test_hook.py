@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kfp_bridge.backends.base import RunRequest, RunState
-from kfp_bridge.backends.kfp import KfpApiBackend
+from kfp_bridge.backends.kfp_api import KfpApiBackend
 from kfp_bridge.exceptions import AuthError
 from kfp_bridge.hooks.kfp import KfpConnectionError, KubeflowPipelineHook
 from tests.standin.kfp_api_server import write_google_credentials
@@ -44,7 +44,7 @@ def test_hook_identity():
 
 
 def test_kfp_conn_id_fixture_drives_the_stand_in(kfp_server, kfp_conn_id):
-    backend = KubeflowPipelineHook(kfp_conn_id=kfp_conn_id).get_backend()
+    backend = KubeflowPipelineHook(kfp_conn_id=kfp_conn_id).get_conn()
     status = backend.submit(RunRequest(display_name="via-hook", pipeline_spec=SPEC))
     assert [r["run_id"] for r in kfp_server.runs()] == [status.run_id]
 
@@ -62,14 +62,14 @@ def test_kfp_backend_from_connection_fields(make_conn, kfp_server):
             "request_timeout": "7.5",
         },
     )
-    backend = hook.get_backend()
+    backend = hook.get_conn()
 
     assert isinstance(backend, KfpApiBackend)
     assert backend.host == kfp_server.url
     assert backend.namespace == "team-a"
     assert backend.request_timeout == 7.5
     assert backend.run_url("r1") == "https://ui.example.com/#/runs/details/r1"
-    assert hook.get_backend() is backend  # built once per hook
+    assert hook.get_conn() is backend  # built once per hook
 
     kfp_server.require_token("sa-token")
     backend.healthz()
@@ -79,25 +79,23 @@ def test_kfp_backend_from_connection_fields(make_conn, kfp_server):
 def test_host_and_port_fields_are_combined(make_conn, kfp_server):
     port = kfp_server.url.rsplit(":", 1)[1]
     hook = make_conn(host="127.0.0.1", port=int(port), schema="http")
-    assert hook.get_backend().host == kfp_server.url
+    assert hook.get_conn().host == kfp_server.url
     assert hook.test_connection()[0] is True
 
 
 def test_host_without_scheme_defaults_to_https(make_conn):
     hook = make_conn(host="abc-dot-asia-northeast1.pipelines.googleusercontent.com")
-    assert (
-        hook.get_backend().host == "https://abc-dot-asia-northeast1.pipelines.googleusercontent.com"
-    )
+    assert hook.get_conn().host == "https://abc-dot-asia-northeast1.pipelines.googleusercontent.com"
 
 
 def test_form_prefixed_extra_keys_are_read(make_conn, kfp_server):
     hook = make_conn(host=kfp_server.url, extra={"extra__kfp__namespace": "team-b"})
-    assert hook.get_backend().namespace == "team-b"
+    assert hook.get_conn().namespace == "team-b"
 
 
 def test_password_alone_means_token_auth_and_none_means_no_header(make_conn, kfp_server):
-    make_conn(host=kfp_server.url, password="t0ken-value").get_backend().healthz()
-    make_conn("other", host=kfp_server.url).get_backend().healthz()
+    make_conn(host=kfp_server.url, password="t0ken-value").get_conn().healthz()
+    make_conn("other", host=kfp_server.url).get_conn().healthz()
     assert [r["authorization"] for r in kfp_server.requests()] == ["Bearer t0ken-value", None]
 
 
@@ -106,7 +104,7 @@ def test_google_auth_uses_default_credentials_and_refreshes(
 ):
     kfp_server.require_token("unused")  # tokens are checked; the token endpoint adds its own
     kfp_server.set_token_lifetime(1)  # expired at once: google-auth refreshes before each call
-    backend = make_conn(host=kfp_server.url, extra={"auth": "google"}).get_backend()
+    backend = make_conn(host=kfp_server.url, extra={"auth": "google"}).get_conn()
 
     run_id = backend.submit(RunRequest(display_name="g", pipeline_spec=SPEC)).run_id
     backend.get_run(run_id)
@@ -119,7 +117,7 @@ def test_google_auth_without_credentials_is_a_clear_error(make_conn, monkeypatch
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     hook = make_conn(host="https://kfp.example.com", extra={"auth": "google"})
     with pytest.raises(AuthError, match="application default credentials"):
-        hook.get_backend()
+        hook.get_conn()
 
 
 def test_vertex_backend_from_connection(make_conn, google_credentials):
@@ -128,7 +126,7 @@ def test_vertex_backend_from_connection(make_conn, google_credentials):
     hook = make_conn(
         extra={"backend": "vertex", "project_id": "proj", "location": "asia-northeast1"}
     )
-    backend = hook.get_backend()
+    backend = hook.get_conn()
     assert isinstance(backend, VertexBackend)
     assert backend.parent == "projects/proj/locations/asia-northeast1"
     assert backend.client.api_endpoint == "asia-northeast1-aiplatform.googleapis.com"
@@ -146,7 +144,7 @@ def test_local_backend_from_connection(make_conn, tmp_path):
             "local_python": str(python),
         }
     )
-    backend = hook.get_backend()
+    backend = hook.get_conn()
     assert isinstance(backend, LocalBackend)
     assert backend.state_dir == (tmp_path / "runs").resolve()
     assert backend.python == str(python)
@@ -154,7 +152,7 @@ def test_local_backend_from_connection(make_conn, tmp_path):
 
 def test_local_backend_defaults_under_kfp_bridge_home(make_conn, tmp_path, monkeypatch):
     monkeypatch.setenv("KFP_BRIDGE_HOME", str(tmp_path))
-    backend = make_conn(extra={"backend": "local"}).get_backend()
+    backend = make_conn(extra={"backend": "local"}).get_conn()
     assert backend.state_dir == (tmp_path / "var" / "kfp_local").resolve()
     assert backend.python == str(tmp_path / ".venv-pipeline" / "bin" / "python")
 
@@ -179,7 +177,7 @@ def test_local_backend_defaults_under_kfp_bridge_home(make_conn, tmp_path, monke
 def test_bad_settings_name_the_field(make_conn, fields, message):
     hook = make_conn(**fields)
     with pytest.raises(KfpConnectionError, match=message) as err:
-        hook.get_backend()
+        hook.get_conn()
     assert "'test_kfp'" in str(err.value)
 
 
@@ -199,6 +197,25 @@ def test_test_connection_reports_health_and_auth(make_conn, kfp_server, kfp_serv
     assert ok is False
     assert "AuthError" in message
     assert "401" in message
+
+
+def test_test_connection_of_the_local_backend_runs_its_interpreter(make_conn, tmp_path):
+    from tests.bridge._helpers import PIPELINE_PYTHON
+
+    ok, message = make_conn(
+        extra={"backend": "local", "local_python": str(PIPELINE_PYTHON)}
+    ).test_connection()
+    assert ok is True and message.startswith("local backend: kfp 2."), message
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'No module named kfp' >&2; exit 1\n")
+    broken.chmod(0o755)
+    ok, message = make_conn(
+        "broken", extra={"backend": "local", "local_python": str(broken)}
+    ).test_connection()
+    assert (ok, message) == (
+        False,
+        f"BackendError: pipeline interpreter {broken} cannot import kfp: No module named kfp",
+    )
 
 
 def test_test_connection_lists_experiments_in_the_namespace(make_conn, kfp_server_multi_user):
@@ -224,7 +241,7 @@ def test_connection_type_is_registered_with_a_form():
 
 
 def test_run_state_round_trip_through_the_hook(kfp_server, kfp_conn_id):
-    backend = KubeflowPipelineHook(kfp_conn_id=kfp_conn_id).get_backend()
+    backend = KubeflowPipelineHook(kfp_conn_id=kfp_conn_id).get_conn()
     run_id = backend.submit(RunRequest(display_name="r", pipeline_spec=SPEC)).run_id
     states = [backend.get_run(run_id).state for _ in range(3)]
     assert states == [RunState.PENDING, RunState.RUNNING, RunState.SUCCEEDED]
@@ -242,7 +259,9 @@ def test_every_slack_notifier_is_registered_and_importable():
     defined = {
         f"{slack.__name__}.{name}"
         for name, obj in vars(slack).items()
-        if inspect.isclass(obj) and obj.__module__ == slack.__name__ and not name.startswith("_")
+        if inspect.isclass(obj)
+        and obj.__module__ == slack.__name__
+        and not name.startswith("_")
         and name.endswith("Notifier")
     }
     assert {

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfp_bridge.backends import kfp as kfp_module
+from kfp_bridge.backends import kfp_api as kfp_module
 from kfp_bridge.backends.base import RunRequest, RunState
-from kfp_bridge.backends.kfp import KfpApiBackend, static_token_provider
+from kfp_bridge.backends.kfp_api import KfpApiBackend, static_token_provider
 from kfp_bridge.exceptions import (
     AuthError,
     BackendError,

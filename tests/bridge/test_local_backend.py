@@ -126,10 +126,32 @@ def test_uploaded_pipeline_ids_are_refused(backend):
         backend.submit(request)
 
 
-def test_missing_pipeline_interpreter_is_a_clear_error(state_dir):
-    broken = LocalBackend(state_dir, python="/nonexistent/bin/python")
-    with pytest.raises(BackendError, match="interpreter not found"):
-        broken.submit(tiny_request("never"))
+def test_missing_pipeline_interpreter_is_a_clear_error(state_dir, tmp_path, monkeypatch):
+    with pytest.raises(BackendError, match="python does not exist: /nonexistent/bin/python"):
+        LocalBackend(state_dir, python="/nonexistent/bin/python")  # a chosen one: at once
+    monkeypatch.setenv("KFP_BRIDGE_HOME", str(tmp_path))  # the default one: when needed
+    default = LocalBackend(state_dir)
+    for needs_python in (lambda: default.submit(tiny_request("never")), default.check):
+        with pytest.raises(BackendError, match=r"does not exist: .*/\.venv-pipeline/bin/python"):
+            needs_python()
+
+
+def test_check_runs_the_pipeline_interpreter(backend):
+    assert backend.check().startswith("local backend: kfp 2.")
+    assert str(PIPELINE_PYTHON) in backend.check()
+
+
+def test_runner_imports_the_kfp_sdk_not_a_bridge_module():
+    """The runner is started by path, so its directory comes first on sys.path."""
+    from kfp_bridge.backends.local import RUNNER_SCRIPT
+
+    code = "import kfp, kfp.local, _local_files; print(kfp.__file__)"
+    proc = subprocess.run(
+        [str(PIPELINE_PYTHON), "-c", f"import sys; sys.path.insert(0, sys.argv[1]); {code}",
+         str(RUNNER_SCRIPT.parent)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "site-packages/kfp/" in proc.stdout, proc.stdout
 
 
 # -- pid reuse, partial files, environment -------------------------------------------------

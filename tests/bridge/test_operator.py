@@ -10,6 +10,7 @@ exercises the lookup by run name, not the task_state_store).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -33,6 +35,7 @@ from kfp_bridge.operators.kfp import (
     default_run_name,
     sanitize_run_name,
 )
+from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from tests.bridge._helpers import (
     AIRFLOW_BIN,
@@ -174,7 +177,7 @@ def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
     event = _run_trigger(deferred.value.trigger)
-    assert event["status"] == "timeout"
+    assert RunEvent.from_payload(event).outcome is Outcome.TIMED_OUT
     with pytest.raises(Exception, match="timed out"):
         op.execute_complete(context, event)
     [run] = _runs_named(kfp_server)
@@ -182,14 +185,14 @@ def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
 
 
 @pytest.mark.parametrize(
-    ("break_it", "error_type", "named"),
+    ("break_it", "outcome", "named"),
     [
-        (lambda server, run_id: server.require_token("the-right-token"), "AuthError", "token"),
-        (lambda server, run_id: server.delete_run(run_id), "RunNotFoundError", "no longer exists"),
+        (lambda server, run_id: server.require_token("right-token"), Outcome.AUTH_ERROR, "token"),
+        (lambda server, run_id: server.delete_run(run_id), Outcome.NOT_FOUND, "no longer exists"),
     ],
 )
 def test_auth_or_not_found_event_fails_without_retries(
-    kfp_server, kfp_conn_id, break_it, error_type, named
+    kfp_server, kfp_conn_id, break_it, outcome, named
 ):
     kfp_server.set_schedule(pending=0, running=100000)
     op = _operator(kfp_conn_id, deferrable=True, retries=3)
@@ -198,9 +201,39 @@ def test_auth_or_not_found_event_fails_without_retries(
         op.execute(context)
     break_it(kfp_server, deferred.value.trigger.run_id)
     event = _run_trigger(deferred.value.trigger)
-    assert event["error_type"] == error_type
+    assert RunEvent.from_payload(event).outcome is outcome
     with pytest.raises(AirflowFailException, match=named):  # 401/403/404: retries cannot help
         op.execute_complete(context, event)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "raises"),
+    [
+        (Outcome.SUCCEEDED, None),
+        (Outcome.FAILED, RunFailedError),
+        (Outcome.AUTH_ERROR, AirflowFailException),
+        (Outcome.NOT_FOUND, AirflowFailException),
+        (Outcome.GAVE_UP, AirflowException),
+        (Outcome.BACKEND_ERROR, AirflowException),
+    ],
+)
+def test_each_outcome_ends_the_task_one_way(outcome, raises):
+    """execute_complete and the worker-side wait end through the same _conclude."""
+    state = RunState.SUCCEEDED if outcome is Outcome.SUCCEEDED else RunState.RUNNING
+    event = RunEvent(outcome, "r-1", "name", "http://ui/r-1", state, "the reason")
+    ti = TaskInstance()
+    op = _operator("unused")
+    if raises is None:
+        assert op.execute_complete(task_context(ti, None, LOGICAL_DATE), event.to_payload()) == {
+            "run_id": "r-1",
+            "run_url": "http://ui/r-1",
+        }
+    else:
+        with pytest.raises(raises, match="the reason") as err:
+            op.execute_complete(task_context(ti, None, LOGICAL_DATE), event.to_payload())
+        retryable = raises is not AirflowFailException  # Airflow retries everything else
+        assert isinstance(err.value, AirflowFailException) is not retryable
+    assert ti.xcom == {"kubeflow_run_url": "http://ui/r-1"}
 
 
 # -- idempotency -----------------------------------------------------------------------------
@@ -399,14 +432,17 @@ def test_worker_wait_of_an_old_run_times_out_at_once(kfp_server, kfp_conn_id):
             task_context(TaskInstance(), None, LOGICAL_DATE)
         )
     time.sleep(2.1)  # older than the timeout below, whatever the second it was created in
-    polls_before = len([r for r in kfp_server.requests() if r["method"] == "GET"])
+    seen_before = len(kfp_server.requests())
     with pytest.raises(AirflowException, match="timed out"):
         _operator(kfp_conn_id, timeout=1.0, poll_interval=5.0).execute(
             task_context(TaskInstance(), None, LOGICAL_DATE)
         )
-    gets = [r for r in kfp_server.requests() if r["method"] == "GET"][polls_before:]
-    # list by name + one read; no poll_interval sleep and no second poll of the run
-    assert len([r for r in gets if "/runs/" in r["path"]]) == 1
+    requests = kfp_server.requests()[seen_before:]
+    cancel = next(i for i, r in enumerate(requests) if r["path"].endswith(":terminate"))
+    # list by name + one read; no poll_interval sleep and no second poll before the cancel
+    # (cancel-and-confirm then reads the run again before and after its terminate)
+    reads = [r for r in requests[:cancel] if r["method"] == "GET" and "/runs/" in r["path"]]
+    assert len(reads) == 2
     assert _runs_named(kfp_server)[0]["state"] in ("CANCELING", "CANCELED")
 
 
@@ -427,9 +463,8 @@ def test_non_deferrable_rides_out_transient_errors(kfp_server, kfp_conn_id):
     assert kfp_server.runs()[0]["run_id"] == result["run_id"]
 
 
-def test_paused_run_is_not_success(kfp_server, kfp_conn_id):
-    kfp_server.set_schedule(pending=0, running=100000)
-    op = _operator(kfp_conn_id, timeout=0.5)
+def _execute_in_a_thread(op) -> tuple[threading.Thread, dict]:
+    """Start ``op.execute`` in a thread; the dict gets its ``error`` when it raises."""
     holder: dict = {}
 
     def work():
@@ -440,6 +475,13 @@ def test_paused_run_is_not_success(kfp_server, kfp_conn_id):
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
+    return thread, holder
+
+
+def test_paused_run_is_not_success(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, timeout=0.5)
+    thread, holder = _execute_in_a_thread(op)
     run_id = _wait_for_server_run(kfp_server)
     kfp_server.set_run_state(run_id, "PAUSED")
     thread.join(30)
@@ -449,16 +491,7 @@ def test_paused_run_is_not_success(kfp_server, kfp_conn_id):
 def test_on_kill_in_the_worker_cancels_the_run(kfp_server, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000, canceling=1)
     op = _operator(kfp_conn_id)
-    holder: dict = {}
-
-    def work():
-        try:
-            op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
-        except Exception as exc:
-            holder["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
+    thread, holder = _execute_in_a_thread(op)
     run_id = _wait_for_server_run(kfp_server)
     while op.kfp_run_id is None:  # the operator knows its run once submit returned
         time.sleep(0.01)
@@ -468,6 +501,29 @@ def test_on_kill_in_the_worker_cancels_the_run(kfp_server, kfp_conn_id):
     assert "CANCELED" in str(holder["error"])
     assert _runs_named(kfp_server)[0]["state"] == "CANCELED"
     assert any(r["path"].endswith(f"{run_id}:terminate") for r in kfp_server.requests())
+
+
+def test_on_kill_after_the_run_ended_sends_no_cancel(kfp_server, kfp_conn_id, capsys):
+    """A kill that comes after the run ended must not send the service a cancel."""
+    op = _operator(kfp_conn_id)
+    result = op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    capsys.readouterr()
+    op.on_kill()
+    assert not any("terminate" in r["path"] for r in kfp_server.requests())
+    assert _runs_named(kfp_server)[0]["state"] == "SUCCEEDED"
+    [line] = capsys.readouterr().out.splitlines()  # one line, and it says why
+    assert f"Task killed, but run {result['run_id']} already ended SUCCEEDED" in line
+
+
+def test_the_worker_wait_backs_off_like_the_trigger(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, poll_interval=0.02, timeout=2.0)
+    op.policy = dataclasses.replace(op.policy, max_poll_interval=0.4)
+    with pytest.raises(AirflowException, match="timed out"):
+        op.execute(task_context(TaskInstance(), None, LOGICAL_DATE))
+    polls = [r for r in kfp_server.requests() if r["method"] == "GET" and "/runs/" in r["path"]]
+    # at a fixed 0.02 s interval two seconds would take ~100 polls
+    assert len(polls) < 30
 
 
 def _wait_for_server_run(server, timeout: float = 30) -> str:
@@ -530,6 +586,26 @@ def _wait_for_running_run(backend, name: str, worker, log_path) -> RunStatus:
     return wait_for(backend, run.run_id, lambda s: s.state is RunState.RUNNING, timeout=60)
 
 
+@contextmanager
+def _worker_waiting(airflow_home, logical_date: str, name: str, *, sleep: float):
+    """A non-deferrable ``dags test`` worker whose run is RUNNING: (worker, run, log path).
+
+    On leaving the block the worker's process group is SIGKILLed if it still runs.
+    """
+    backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
+    log_path = airflow_home["root"] / f"{name}.log"
+    with open(log_path, "wb") as log:
+        worker = _dags_test(
+            airflow_home, logical_date, deferrable=False, sleep=sleep, stdout=log, stderr=log
+        )
+        try:
+            yield worker, _wait_for_running_run(backend, name, worker, log_path), log_path
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
 def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
     """A worker SIGKILLed mid-wait, then a second ``airflow dags test``: still one run.
 
@@ -544,16 +620,8 @@ def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
     backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
 
     # 1. a worker waits for the run in its slot (non-deferrable) and is SIGKILLed
-    log_path = airflow_home["root"] / "killed.log"
-    with open(log_path, "wb") as log:
-        worker = _dags_test(
-            airflow_home, logical_date, deferrable=False, sleep=25, stdout=log, stderr=log
-        )
-        try:
-            run = _wait_for_running_run(backend, name, worker, log_path)
-        finally:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+    with _worker_waiting(airflow_home, logical_date, name, sleep=25) as (_, run, _):
+        pass  # leaving the block SIGKILLs the worker's process group
     assert backend.get_run(run.run_id).state is RunState.RUNNING  # the run outlives the worker
 
     # 2. a new `dags test` (new DAG run, empty task_state_store; deferrable this time)
@@ -593,19 +661,9 @@ def test_sigterm_to_the_waiting_worker_cancels_the_run(airflow_home):
     logical_date = "2026-11-25T21:00:00+00:00"
     name = "kill_test__predict__2026-11-25T210000Z"
     backend = LocalBackend(airflow_home["state_dir"], python=str(PIPELINE_PYTHON))
-    log_path = airflow_home["root"] / "sigterm.log"
-    with open(log_path, "wb") as log:
-        worker = _dags_test(
-            airflow_home, logical_date, deferrable=False, sleep=300, stdout=log, stderr=log
-        )
-        try:
-            run = _wait_for_running_run(backend, name, worker, log_path)
-            os.kill(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=120)
-        finally:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+    with _worker_waiting(airflow_home, logical_date, name, sleep=300) as (worker, run, log_path):
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=120)
     final = backend.get_run(run.run_id)
     assert final.state is RunState.CANCELED, log_path.read_text()[-3000:]
     assert "Task killed; canceling run" in log_path.read_text()

@@ -7,17 +7,20 @@ loop, and for kill/cancel, Airflow's own ``TriggerRunner.run_trigger``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import time
 
 import pytest
 
-from kfp_bridge.backends.base import RunRequest
+from kfp_bridge.backends.base import RunRequest, RunState
+from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
+from kfp_bridge.waiting import WaitPolicy
 from tests.bridge._helpers import local_connection_env
 
-FAST = {"poll_interval": 0.01, "max_poll_interval": 0.05}
+FAST = WaitPolicy(poll_interval=0.01, max_poll_interval=0.05)
 
 
 def _submit(kfp_backend, name: str = "trigger-test") -> str:
@@ -25,36 +28,42 @@ def _submit(kfp_backend, name: str = "trigger-test") -> str:
     return kfp_backend.submit(RunRequest(display_name=name, pipeline_spec=spec)).run_id
 
 
-def _first_event(trigger: KubeflowPipelineRunTrigger, timeout: float = 30.0) -> dict:
+def _first_event(trigger: KubeflowPipelineRunTrigger, timeout: float = 30.0) -> RunEvent:
+    """The trigger's one event, decoded as the operator decodes it."""
+
     async def first():
         async for event in trigger.run():
             return event.payload
         raise AssertionError("trigger ended without an event")
 
-    return asyncio.run(asyncio.wait_for(first(), timeout))
+    return RunEvent.from_payload(asyncio.run(asyncio.wait_for(first(), timeout)))
 
 
-def _trigger(kfp_conn_id: str, run_id: str, **kwargs) -> KubeflowPipelineRunTrigger:
+def _trigger(kfp_conn_id: str, run_id: str, deadline=None, **policy) -> KubeflowPipelineRunTrigger:
     return KubeflowPipelineRunTrigger(
-        kfp_conn_id=kfp_conn_id, run_id=run_id, run_name="trigger-test", **{**FAST, **kwargs}
+        kfp_conn_id=kfp_conn_id,
+        run_id=run_id,
+        run_name="trigger-test",
+        deadline=deadline,
+        policy=dataclasses.replace(FAST, **policy),
     )
 
 
 def test_serialize_round_trip_rebuilds_an_equal_trigger():
+    policy = WaitPolicy(poll_interval=15, max_poll_interval=120, max_transient_errors=4)
     trigger = KubeflowPipelineRunTrigger(
         kfp_conn_id="kfp_default",
         run_id="r-1",
         run_name="dag__task__2026-11-26T210000Z",
         run_url="http://ui/#/runs/details/r-1",
-        poll_interval=15,
-        max_poll_interval=120,
         deadline=1_900_000_000.5,
-        max_transient_errors=4,
+        policy=policy,
     )
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt.policy == policy
     assert kwargs["deadline"] == 1_900_000_000.5
     # what the triggerer stores must survive Airflow's trigger serialization
     from airflow.serialization.serialized_objects import BaseSerialization
@@ -65,10 +74,9 @@ def test_serialize_round_trip_rebuilds_an_equal_trigger():
 def test_succeeded_run_fires_success(kfp_server, kfp_backend, kfp_conn_id):
     run_id = _submit(kfp_backend)
     event = _first_event(_trigger(kfp_conn_id, run_id))
-    assert event["status"] == "success"
-    assert event["state"] == "SUCCEEDED"
-    assert event["run_id"] == run_id
-    assert event["run_url"].endswith(f"/#/runs/details/{run_id}")
+    assert (event.outcome, event.state) == (Outcome.SUCCEEDED, RunState.SUCCEEDED)
+    assert event.run_id == run_id
+    assert event.run_url.endswith(f"/#/runs/details/{run_id}")
 
 
 @pytest.mark.parametrize("outcome", ["FAILED", "SKIPPED"])
@@ -78,12 +86,9 @@ def test_failed_or_skipped_run_fires_failed_with_the_run_error(
     kfp_server.set_schedule(outcome=outcome, error="component predict: OOMKilled")
     run_id = _submit(kfp_backend)
     event = _first_event(_trigger(kfp_conn_id, run_id))
-    assert event["status"] == "failed"
-    assert event["state"] == outcome
-    assert f"ended {outcome}" in event["message"]  # the message names the state
+    assert (event.outcome, event.state) == (Outcome.FAILED, RunState(outcome))
     if outcome == "FAILED":  # the stand-in gives only FAILED runs an error
-        assert "OOMKilled" in event["message"]
-        assert "OOMKilled" in event["error"]
+        assert "OOMKilled" in event.message
 
 
 def test_canceled_is_terminal_unlike_kfp_client(kfp_server, kfp_backend, kfp_conn_id):
@@ -91,14 +96,11 @@ def test_canceled_is_terminal_unlike_kfp_client(kfp_server, kfp_backend, kfp_con
     run_id = _submit(kfp_backend)
     kfp_server.set_run_state(run_id, "CANCELED")
     event = _first_event(_trigger(kfp_conn_id, run_id))
-    assert (event["status"], event["state"]) == ("failed", "CANCELED")
-    assert f"run {run_id} ended CANCELED" in event["message"]
+    assert (event.outcome, event.state) == (Outcome.FAILED, RunState.CANCELED)
 
 
 @pytest.mark.parametrize("state", ["SKIPPED", "FAILED", "CANCELED"])
-def test_unsuccessful_event_names_the_state_and_carries_the_run_error(
-    tmp_path, monkeypatch, state
-):
+def test_unsuccessful_event_names_the_state_and_carries_the_run_error(tmp_path, monkeypatch, state):
     """Every unsuccessful end state, with the run's own error (local backend's run files)."""
     for name, value in local_connection_env(tmp_path).items():
         monkeypatch.setenv(name, value)
@@ -109,11 +111,11 @@ def test_unsuccessful_event_names_the_state_and_carries_the_run_error(
     (run_dir / "request.json").write_text(json.dumps({"run_id": run_id, "display_name": "x"}))
     (run_dir / "state.json").write_text(json.dumps({"state": state, "error": error}))
     event = _first_event(
-        KubeflowPipelineRunTrigger(kfp_conn_id="kfp_local", run_id=run_id, run_name="x", **FAST)
+        KubeflowPipelineRunTrigger(
+            kfp_conn_id="kfp_local", run_id=run_id, run_name="x", policy=FAST
+        )
     )
-    assert (event["status"], event["state"]) == ("failed", state)
-    assert event["message"] == f"run {run_id} ended {state}: {error}"
-    assert event["error"] == error
+    assert (event.outcome, event.state, event.message) == (Outcome.FAILED, RunState(state), error)
 
 
 def test_paused_is_not_success_and_times_out(kfp_server, kfp_backend, kfp_conn_id):
@@ -121,7 +123,7 @@ def test_paused_is_not_success_and_times_out(kfp_server, kfp_backend, kfp_conn_i
     run_id = _submit(kfp_backend)
     kfp_server.set_run_state(run_id, "PAUSED")
     event = _first_event(_trigger(kfp_conn_id, run_id, deadline=time.time() + 0.5))
-    assert (event["status"], event["state"]) == ("timeout", "PAUSED")
+    assert (event.outcome, event.state) == (Outcome.TIMED_OUT, RunState.PAUSED)
 
 
 def test_transient_errors_are_retried_within_the_budget(kfp_server, kfp_backend, kfp_conn_id):
@@ -130,7 +132,7 @@ def test_transient_errors_are_retried_within_the_budget(kfp_server, kfp_backend,
     kfp_server.inject("status", times=1, status=500, path="/runs/")
     kfp_server.inject("drop", times=1, path="/runs/")
     event = _first_event(_trigger(kfp_conn_id, run_id, max_transient_errors=5))
-    assert event["status"] == "success"
+    assert event.outcome is Outcome.SUCCEEDED
     gets = [r for r in kfp_server.requests() if r["method"] == "GET" and run_id in r["path"]]
     assert len(gets) >= 4 + 3  # four failed polls, then PENDING, RUNNING, SUCCEEDED
 
@@ -139,16 +141,15 @@ def test_transient_errors_beyond_the_budget_fail_clearly(kfp_server, kfp_backend
     run_id = _submit(kfp_backend)
     kfp_server.inject("status", times=-1, status=503, path="/runs/")
     event = _first_event(_trigger(kfp_conn_id, run_id, max_transient_errors=2))
-    assert event["status"] == "error"
-    assert event["error_type"] == "TransientBackendError"
-    assert "3 consecutive transient errors" in event["message"]
+    assert event.outcome is Outcome.GAVE_UP
+    assert "3 consecutive transient errors" in event.message
 
 
 def test_401_fails_at_once_as_auth_error(kfp_server, kfp_backend, kfp_conn_id):
     run_id = _submit(kfp_backend)
     kfp_server.require_token("the-right-token")  # the connection sends none
     event = _first_event(_trigger(kfp_conn_id, run_id, max_transient_errors=50))
-    assert (event["status"], event["error_type"]) == ("error", "AuthError")
+    assert event.outcome is Outcome.AUTH_ERROR
     polls = [r for r in kfp_server.requests() if r["method"] == "GET" and run_id in r["path"]]
     assert len(polls) == 1  # not retried
 
@@ -158,15 +159,15 @@ def test_run_that_disappears_fails_as_not_found(kfp_server, kfp_backend, kfp_con
     run_id = _submit(kfp_backend)
     kfp_server.delete_run(run_id)
     event = _first_event(_trigger(kfp_conn_id, run_id))
-    assert (event["status"], event["error_type"]) == ("error", "RunNotFoundError")
-    assert run_id in event["message"]
+    assert event.outcome is Outcome.NOT_FOUND
+    assert run_id in event.message
 
 
 def test_deadline_fires_timeout_with_the_last_state(kfp_server, kfp_backend, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000)
     run_id = _submit(kfp_backend)
     event = _first_event(_trigger(kfp_conn_id, run_id, deadline=time.time() + 0.3))
-    assert (event["status"], event["state"]) == ("timeout", "RUNNING")
+    assert (event.outcome, event.state) == (Outcome.TIMED_OUT, RunState.RUNNING)
 
 
 def test_polling_backs_off_while_the_state_does_not_change(kfp_server, kfp_backend, kfp_conn_id):
@@ -223,3 +224,22 @@ def test_triggerer_shutdown_leaves_the_run_alone(kfp_server, kfp_backend, kfp_co
     assert not any(
         r["method"] == "POST" and "terminate" in r["path"] for r in kfp_server.requests()
     )
+
+
+def test_user_action_on_a_finished_run_sends_no_cancel(
+    kfp_server, kfp_backend, kfp_conn_id, capsys
+):
+    """A trigger row left behind (``airflow dags test``) is picked up and killed after the
+    run succeeded: on_kill reads the run first and leaves a finished run alone."""
+    from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
+
+    run_id = _submit(kfp_backend)
+    while not kfp_backend.get_run(run_id).state.is_terminal:
+        pass  # the stand-in moves one state per read
+    trigger = _trigger(kfp_conn_id, run_id, poll_interval=30)  # still in its first pause
+    _run_in_airflow_trigger_runner(trigger, _USER_ACTION_CANCEL_MSG)
+    assert kfp_backend.get_run(run_id).state.value == "SUCCEEDED"
+    assert not any("terminate" in r["path"] for r in kfp_server.requests())
+    logged = capsys.readouterr().out  # the triggerer's structured log
+    [line] = [line for line in logged.splitlines() if "not sending a cancel" in line]
+    assert f"run {run_id} already ended SUCCEEDED" in line

@@ -334,3 +334,13 @@ def test_constructor_needs_project_and_location():
         VertexBackend("", "asia-northeast1", client=object())
     with pytest.raises(ValueError, match="location"):
         VertexBackend("p", "", client=object())
+
+
+def test_check_lists_jobs_with_the_credentials(backend, gapic):
+    assert backend.check() == (
+        "Vertex AI Pipelines reachable in projects/my-proj/locations/asia-northeast1"
+    )
+    assert [call for call, _ in gapic.calls] == ["list"]
+    gapic.fail_next.append(gexc.PermissionDenied("caller lacks aiplatform.pipelineJobs.list"))
+    with pytest.raises(AuthError, match="Vertex AI User"):
+        backend.check()

@@ -1,0 +1,69 @@
+"""RunEvent: the trigger's event as a typed value, and the one decoder the operator uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from kfp_bridge.backends.base import RunState, RunStatus
+from kfp_bridge.exceptions import (
+    AuthError,
+    BackendError,
+    RunNotFoundError,
+    TransientBackendError,
+)
+from kfp_bridge.run_event import Outcome, RunEvent
+
+
+def test_payload_round_trip_is_plain_strings():
+    event = RunEvent(Outcome.FAILED, "r-1", "name", "http://ui/r-1", RunState.SKIPPED, "why")
+    payload = event.to_payload()
+    assert all(v is None or isinstance(v, str) for v in payload.values())
+    assert RunEvent.from_payload(payload) == event
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome", "message"),
+    [
+        (RunState.SUCCEEDED, Outcome.SUCCEEDED, None),
+        (RunState.FAILED, Outcome.FAILED, "boom"),
+        (RunState.CANCELED, Outcome.FAILED, "boom"),
+        (RunState.SKIPPED, Outcome.FAILED, "boom"),
+    ],
+)
+def test_ended_runs(state, outcome, message):
+    status = RunStatus("r-1", "name", state, url="u", error="boom")
+    assert RunEvent.ended(status) == RunEvent(outcome, "r-1", "name", "u", state, message)
+
+
+def test_an_active_run_has_not_ended():
+    with pytest.raises(ValueError, match="RUNNING"):
+        RunEvent.ended(RunStatus("r-1", "name", RunState.RUNNING))
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (AuthError("401"), Outcome.AUTH_ERROR),
+        (RunNotFoundError("404"), Outcome.NOT_FOUND),
+        (TransientBackendError("503"), Outcome.GAVE_UP),
+        (BackendError("400"), Outcome.BACKEND_ERROR),
+    ],
+)
+def test_errors_pick_the_outcome_by_their_class(error, outcome):
+    event = RunEvent.from_error("r-1", error, state=RunState.RUNNING)
+    assert (event.outcome, event.message, event.state) == (outcome, str(error), RunState.RUNNING)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"status": "failed", "run_id": "r-1", "message": "Bearer s3cret"},  # an older format
+        {"outcome": "exploded", "run_id": "r-1"},
+        {"outcome": "failed"},
+        {"outcome": "failed", "run_id": "r-1", "state": "MELTED"},
+    ],
+)
+def test_foreign_payloads_are_refused_without_echoing_their_text(payload):
+    with pytest.raises(ValueError, match="not a kfp_bridge run event") as err:
+        RunEvent.from_payload(payload)
+    assert "s3cret" not in str(err.value)

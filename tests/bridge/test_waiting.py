@@ -1,0 +1,290 @@
+"""The waiting policy, through both faces: the same script gives the same sleeps and outcome.
+
+A scripted backend answers each call from a list (a state, or an exception to
+raise); a fake clock records every sleep and moves time by it. Each scenario
+runs on the sync face (the worker's) and on the async face (the triggerer's,
+with real ``asyncio.to_thread`` calls) and must give exactly the same result.
+Nothing here waits for real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+from functools import partial
+
+import pytest
+
+from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
+from kfp_bridge.exceptions import AuthError, RunNotFoundError, TransientBackendError
+from kfp_bridge.run_event import Outcome, RunEvent
+from kfp_bridge.waiting import RunWaiter, WaitPolicy
+
+P, R, S, F = RunState.PENDING, RunState.RUNNING, RunState.SUCCEEDED, RunState.FAILED
+CANCELING, CANCELED = RunState.CANCELING, RunState.CANCELED
+# No jitter unless a test asks for it: the expected sleeps are exact numbers.
+POLICY = WaitPolicy(poll_interval=1.0, max_poll_interval=4.0, retry_base=1.0, jitter=0.0)
+START = 1_000_000.0
+
+
+def blip(n: int = 1) -> list[TransientBackendError]:
+    return [TransientBackendError(f"HTTP 503 #{i}") for i in range(n)]
+
+
+class ScriptedBackend:
+    """Answers get_run / cancel / submit / find_runs from scripts; records every call."""
+
+    def __init__(self, reads=(), cancels=(), submits=(), finds=()):
+        self.scripts = {
+            "get_run": list(reads),
+            "cancel": list(cancels),
+            "submit": list(submits),
+            "find_runs": list(finds),
+        }
+        self.calls: list[str] = []
+
+    def _next(self, call: str):
+        self.calls.append(call)
+        item = self.scripts[call].pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def get_run(self, run_id: str) -> RunStatus:
+        return status(self._next("get_run"), run_id)
+
+    def cancel(self, run_id: str) -> None:
+        self._next("cancel")
+
+    def submit(self, request: RunRequest) -> RunStatus:
+        return status(self._next("submit"))
+
+    def find_runs(self, display_name: str, experiment=None) -> list[RunStatus]:
+        return [status(s) for s in self._next("find_runs")]
+
+
+def status(state: RunState, run_id: str = "r-1") -> RunStatus:
+    error = "component failed" if state is F else None
+    return RunStatus(run_id, "daily__predict", state, url=f"http://ui/{run_id}", error=error)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = START
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(round(seconds, 6))
+        self.t += seconds
+
+    async def sleep_async(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+def both_faces(operation: str, policy=POLICY, deadline=None, rng_seed=None, **script):
+    """Run ``operation`` on each face with the same script: {face: (result, sleeps, calls)}."""
+    results = {}
+    for face in ("sync", "async"):
+        backend, clock = ScriptedBackend(**script), FakeClock()
+        rng = random.Random(rng_seed) if rng_seed is not None else random
+        waiter = RunWaiter(
+            lambda backend=backend: backend,
+            policy,
+            deadline=None if deadline is None else START + deadline,
+            clock=clock,
+            rng=rng,
+        )
+        if operation == "wait":
+            sync_face, async_face = waiter.wait, waiter.wait_async
+        else:
+            sync_face = partial(waiter.cancel, reason="test")
+            async_face = partial(waiter.cancel_async, reason="test")
+        result = sync_face("r-1") if face == "sync" else asyncio.run(async_face("r-1"))
+        results[face] = (result, clock.sleeps, backend.calls)
+    assert results["sync"] == results["async"], "the two faces disagree"
+    return results["sync"]
+
+
+# -- waiting until the run ends ----------------------------------------------------------------
+
+
+def test_polls_back_off_while_the_state_is_unchanged_and_reset_on_a_change():
+    event, sleeps, _ = both_faces("wait", reads=[P, R, R, R, R, R, F])
+    # first pause, PENDING (new) -> 1, RUNNING (new) -> 1, then x1.5 up to the 4 s ceiling
+    assert sleeps == [1.0, 1.0, 1.0, 1.5, 2.25, 3.375, 4.0]
+    assert event == RunEvent(
+        Outcome.FAILED, "r-1", "daily__predict", "http://ui/r-1", F, "component failed"
+    )
+
+
+def test_transient_errors_back_off_exponentially_then_polling_resumes():
+    event, sleeps, calls = both_faces("wait", reads=[R, *blip(3), R, S])
+    # after an error: retry_base * 2**n (2, 4, 8 -> capped at 4); then the poll back-off goes on
+    assert sleeps == [1.0, 1.0, 2.0, 4.0, 4.0, 1.5]
+    assert event.outcome is Outcome.SUCCEEDED
+    assert calls == ["get_run"] * 6
+
+
+def test_more_transient_errors_than_the_budget_end_the_wait():
+    policy = replace(POLICY, max_transient_errors=2)
+    event, sleeps, _ = both_faces("wait", policy, reads=[R, *blip(3)])
+    assert event.outcome is Outcome.GAVE_UP
+    assert event.state is R  # the last state seen
+    assert "after 3 consecutive transient errors; last: HTTP 503 #2" in event.message
+    assert sleeps == [1.0, 1.0, 2.0, 4.0]
+
+
+def test_the_error_budget_counts_consecutive_errors_only():
+    policy = replace(POLICY, max_transient_errors=2)
+    event, _, _ = both_faces("wait", policy, reads=[*blip(2), R, *blip(2), S])
+    assert event.outcome is Outcome.SUCCEEDED
+
+
+def test_the_deadline_caps_the_last_pause_and_ends_the_wait():
+    event, sleeps, calls = both_faces("wait", deadline=5.0, reads=[R, R, R, R, R])
+    # 1 + 1 + 1.5 = 3.5; the next pause (2.25) is cut to the 1.5 s left; poll; then time out
+    assert sleeps == [1.0, 1.0, 1.5, 1.5]
+    assert calls == ["get_run"] * 4
+    assert (event.outcome, event.state) == (Outcome.TIMED_OUT, R)
+
+
+def test_a_deadline_already_passed_times_out_without_sleeping_or_polling():
+    event, sleeps, calls = both_faces("wait", deadline=-1.0, reads=[])
+    assert (event.outcome, sleeps, calls) == (Outcome.TIMED_OUT, [], [])
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [(AuthError("HTTP 401"), Outcome.AUTH_ERROR), (RunNotFoundError("404"), Outcome.NOT_FOUND)],
+)
+def test_refusals_end_the_wait_at_once_without_retries(error, outcome):
+    event, _, calls = both_faces("wait", reads=[R, error])
+    assert (event.outcome, event.message, event.state) == (outcome, str(error), R)
+    assert calls == ["get_run", "get_run"]
+
+
+def test_jitter_is_within_bounds_and_the_same_on_both_faces_for_the_same_seed():
+    policy = replace(POLICY, jitter=0.5, max_poll_interval=100.0)
+    _, sleeps, _ = both_faces("wait", policy, rng_seed=7, reads=[*blip(4), S])
+    nominal = [2.0, 4.0, 8.0, 16.0]
+    assert sleeps[0] == 1.0
+    assert all(0.5 * n <= s <= 1.5 * n for s, n in zip(sleeps[1:], nominal, strict=True))
+    assert sleeps[1:] != nominal  # jittered
+
+
+# -- cancel and confirm -------------------------------------------------------------------------
+
+
+def test_a_finished_run_is_never_sent_a_cancel():
+    result, sleeps, calls = both_faces("cancel", reads=[S])
+    assert (result.state, sleeps, calls) == (S, [], ["get_run"])
+
+
+def test_a_run_that_is_gone_is_not_canceled():
+    result, _, calls = both_faces("cancel", reads=[RunNotFoundError("404")])
+    assert (result, calls) == (None, ["get_run"])
+
+
+def test_cancel_rides_out_transient_errors_and_confirms_the_run_stopped():
+    result, sleeps, calls = both_faces(
+        "cancel", reads=[R, *blip(1), CANCELING, CANCELING, CANCELED], cancels=[*blip(2), None]
+    )
+    assert result.state is CANCELED
+    assert calls == ["get_run"] + ["cancel"] * 3 + ["get_run"] * 4
+    assert sleeps == [2.0, 4.0, 2.0, 1.0, 1.5]
+
+
+def test_cancel_confirmation_is_bounded():
+    policy = replace(POLICY, cancel_within=3.0)
+    result, sleeps, _ = both_faces("cancel", policy, reads=[R, *[CANCELING] * 10], cancels=[None])
+    assert result.state is CANCELING  # given up on confirming, not on the run
+    assert sum(sleeps) == pytest.approx(3.0)
+
+
+def test_cancel_ignores_the_wait_deadline():
+    """A run canceled because it timed out is canceled and confirmed all the same."""
+    result, _, calls = both_faces(
+        "cancel", deadline=-10.0, reads=[R, *blip(1), CANCELED], cancels=[None]
+    )
+    assert result.state is CANCELED and calls.count("get_run") == 3
+
+
+# -- the sync-only calls (submit, reattach look-ups) --------------------------------------------
+
+
+def _waiter(backend, policy=POLICY, deadline=None):
+    clock = FakeClock()
+    waiter = RunWaiter(lambda: backend, policy, deadline=deadline, clock=clock)
+    return waiter, clock
+
+
+def test_submit_after_a_lost_response_adopts_the_run_instead_of_submitting_again():
+    backend = ScriptedBackend(submits=[*blip(1)], finds=[[R]])
+    waiter, clock = _waiter(backend)
+    request = RunRequest(display_name="daily__predict", pipeline_spec={})
+    assert waiter.submit(request).state is R
+    assert backend.calls == ["submit", "find_runs"]
+    assert clock.sleeps == [2.0]
+
+
+def test_submit_again_when_the_look_up_finds_no_live_run():
+    backend = ScriptedBackend(submits=[*blip(1), P], finds=[[F]])
+    waiter, _ = _waiter(backend)
+    assert waiter.submit(RunRequest(display_name="x", pipeline_spec={})).state is P
+    assert backend.calls == ["submit", "find_runs", "submit"]
+
+
+def test_calls_stop_retrying_at_the_deadline():
+    backend = ScriptedBackend(reads=blip(5))
+    waiter, clock = _waiter(backend, deadline=START + 3.0)
+    with pytest.raises(TransientBackendError):
+        waiter.read("r-1")
+    assert sum(clock.sleeps) == pytest.approx(3.0)  # 2, then the 1 s left; never past it
+    assert backend.calls == ["get_run"] * 3
+
+
+def test_settle_waits_for_a_canceling_run_within_a_bound():
+    backend = ScriptedBackend(reads=[CANCELING, CANCELED])
+    waiter, clock = _waiter(backend)
+    assert waiter.settle(status(CANCELING), within=60).state is CANCELED
+    assert clock.sleeps == [1.0, 1.5]
+
+
+# -- the policy itself --------------------------------------------------------------------------
+
+
+def test_policy_round_trips_through_trigger_kwargs_and_airflow_serialization():
+    from airflow.serialization.serialized_objects import BaseSerialization
+
+    policy = WaitPolicy(poll_interval=15, max_transient_errors=4, timeout=3600)
+    kwargs = policy.to_kwargs()
+    assert WaitPolicy.from_kwargs(kwargs) == policy
+    assert BaseSerialization.deserialize(BaseSerialization.serialize(kwargs)) == kwargs
+    assert policy.max_poll_interval == 60.0  # four poll intervals by default
+    assert WaitPolicy(poll_interval=120).max_poll_interval == 300.0  # at most 5 minutes
+
+
+def test_deadline_counts_from_the_run_creation():
+    policy = WaitPolicy(timeout=600)
+    now = 1_900_000_000.0
+    assert policy.deadline_for("2030-03-17T17:46:40Z", now) == 1_900_000_000.0 + 600
+    assert policy.deadline_for("2030-03-17T17:36:40+00:00", now) == now  # 10 min old: due now
+    assert policy.deadline_for(None, now) == now + 600
+    assert policy.deadline_for("1970-01-01T00:00:00Z", now) == now + 600  # unset (epoch)
+    assert policy.deadline_for("2099-01-01T00:00:00Z", now) == now + 600  # clock skew
+    assert policy.deadline_for("yesterday", now) == now + 600
+    assert WaitPolicy().deadline_for("2030-03-17T17:46:40Z", now) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"poll_interval": 0}, {"backoff_factor": 0.5}, {"jitter": 1.0}, {"timeout": -1}],
+)
+def test_policy_refuses_nonsense(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        WaitPolicy(**bad)
