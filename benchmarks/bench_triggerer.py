@@ -70,7 +70,7 @@ def triggerer_main(spec_file: str) -> None:
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         statuses: dict[str, int] = {}
         for entry in runner.events:
-            status = entry.event.payload["status"]
+            status = entry.event.payload["outcome"]  # a RunEvent payload
             statuses[status] = statuses.get(status, 0) + 1
         cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
         return {
