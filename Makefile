@@ -14,9 +14,12 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup demo test lint bench bench-pipeline bench-triggerer bench-triggerer-stack bench-dag-parse compile data model clean
+.PHONY: setup setup-pipeline check-compiled demo test lint bench bench-pipeline bench-triggerer bench-triggerer-stack bench-dag-parse compile data model clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
+
+# The pipeline environment alone (CI jobs that compile or deploy need nothing else).
+setup-pipeline: $(PVENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +54,10 @@ $(COMPILED): $(wildcard pipelines/src/kfp_prediction/*.py pipelines/src/kfp_pred
 	$(PIPELINE_PY) -m kfp_prediction.compile
 	touch $@
 
+# Fails when pipelines/compiled differs from a fresh compile (CI runs it before deploying).
+check-compiled: $(PVENV)/.installed
+	scripts/check_compiled.sh
+
 # Airflow for the demo: SQLite metadata and logs under var/airflow, this repo's dags/ and
 # plugins/, the kfp_default connection on the local backend, the model digest as a Variable.
 AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
@@ -84,11 +91,13 @@ demo: setup data model compile $(AIRFLOW_DB)
 	@echo "Airflow log of this run: $(VAR)/airflow/dags-test.log"
 	@echo "Query all dates: $(PIPELINE_PY) -c \"import duckdb; duckdb.sql(\\\"FROM read_parquet('$(WAREHOUSE)/predictions/*.parquet')\\\").show()\""
 
+# ruff, and the GitHub Actions workflows through actionlint and zizmor (offline).
 lint: setup
 	$(VENV)/bin/ruff check .
+	scripts/lint_workflows.sh .github/workflows
 
 test: setup lint
-	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/e2e
+	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/e2e tests/ci
 	$(PIPELINE_PY) -m pytest tests/pipeline
 
 bench: bench-pipeline bench-triggerer bench-triggerer-stack bench-dag-parse
