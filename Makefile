@@ -98,7 +98,7 @@ lint: setup
 
 test: setup lint
 	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/e2e tests/ci
-	$(PIPELINE_PY) -m pytest tests/pipeline
+	$(PIPELINE_PY) -m pytest tests/pipeline tests/contract
 
 bench: bench-pipeline bench-triggerer bench-triggerer-stack bench-dag-parse
 

@@ -1,16 +1,28 @@
-"""A stand-in KFP API server (REST API v2beta1) on 127.0.0.1 for tests and benchmarks.
+"""A stand-in KFP API server (``ml-pipeline``, REST API v2beta1) on 127.0.0.1.
 
-It speaks the JSON the real ``ml-pipeline`` API server sends through its
-grpc-gateway: snake_case field names, every field present, run states as plain
-strings, errors as ``{"error", "code", "message", "details"}`` with the gRPC
-code. Only what the bridge uses is implemented: healthz, experiments
-(create/get/list), runs (create/get/list/terminate), and pipeline versions
-registered through the control API.
+It is a claim about kubeflow/pipelines ``backend/`` (read at HEAD of 2026-08 and
+at tag 2.5.0): each behaviour below names the upstream file (and function) it
+reproduces; paths are relative to ``backend/src/apiserver/`` unless they say
+otherwise. ``/work/notes/issue-9-standin.md`` (and the README's "tested for real"
+table) lists them. Bodies go through the generated ``kfp_server_api`` models
+(:mod:`tests.standin.wire`), lists through :mod:`tests.standin.listing`, cron
+specs through :mod:`tests.standin.cron`.
+
+Served: healthz; experiments (create/get/list/delete); runs (create/get/list/
+terminate/delete) with task details and pod logs
+(``/apis/v1alpha1/runs/{run_id}/nodes/{node_id}/log``); pipelines and pipeline
+versions (multipart upload, JSON create, list/get/delete); recurring runs
+(create/get/list/enable/disable/delete). Three server versions: ``head``
+(default), ``2.5.0`` (error bodies also carry ``error``; healthz without
+``pipeline_store``) and ``1.8.5`` (KFP 1.x: no ``/apis/v2beta1`` at all).
+Single-user by default; ``multi_user=True`` authenticates like multi-user
+Kubeflow (identity header or reviewed bearer token, namespaces required).
 
 Runs move PENDING -> RUNNING -> outcome on a :class:`Schedule` counted in polls
 (``GET /runs/{id}``) or in seconds since creation. Faults are injected per
-request: HTTP status bursts (500/503/401/...), slow responses, dropped
-connections; runs can be deleted (404 afterwards) or forced into any state.
+request (HTTP status bursts, slow responses, dropped connections); runs can be
+deleted (404 afterwards) or forced into any state; task logs can be set or made
+unavailable (pods gone).
 
 Two ways to use it:
 
@@ -19,21 +31,24 @@ Two ways to use it:
   ``KFP_STANDIN_URL=http://127.0.0.1:PORT`` on its first stdout line; control it
   with :class:`StandInControl` (HTTP calls to ``/_standin/...`` on the same port).
 
-Both expose the same control methods (``set_schedule``, ``inject``,
-``set_run_state``, ``delete_run``, ``require_token``, ``runs``, ``requests``,
-``reset``), so a test can be written once against either.
+Both expose the same control methods, so a test can be written once against either.
+Imports: the standard library, ``kfp_server_api`` and, for YAML pipeline uploads
+only, PyYAML (a dependency of both Airflow and kfp, so present in both environments).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
+import email.parser
+import email.policy
 import json
 import re
+import secrets
 import signal
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -49,40 +64,95 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-API = "/apis/v2beta1"
-CONTROL = "/_standin"
-EPOCH = "1970-01-01T00:00:00Z"  # what the real server sends for an unset timestamp
+from tests.standin import cron, listing, wire
 
-# gRPC status codes as the grpc-gateway puts them in error bodies.
+API = "/apis/v2beta1"
+LOG_PATH = re.compile(r"^/apis/v1alpha1/runs/([^/]+)/nodes/([^/]+)/log$")
+CONTROL = "/_standin"
+EPOCH = "1970-01-01T00:00:00Z"
+SERVER_VERSIONS = ("head", "2.5.0", "1.8.5")
+TOKEN_REVIEW_AUDIENCE = "pipelines.kubeflow.org"  # common/const.go DefaultTokenReviewAudience
+
+# google.golang.org/grpc codes, and grpc-gateway's HTTPStatusFromCode.
 GRPC_CODE = {
     400: 3,  # INVALID_ARGUMENT
     401: 16,  # UNAUTHENTICATED
     403: 7,  # PERMISSION_DENIED
     404: 5,  # NOT_FOUND
+    408: 4,
     409: 6,  # ALREADY_EXISTS
+    429: 8,  # RESOURCE_EXHAUSTED
     500: 13,  # INTERNAL
+    501: 12,
     502: 14,
     503: 14,  # UNAVAILABLE
     504: 4,  # DEADLINE_EXCEEDED
 }
+# External messages of util.NewXxxError (common/util/error.go), sent in ``details``.
+EXTERNAL_MESSAGE = {
+    400: "Invalid input error",
+    401: "Authentication failure",
+    403: "Permission denied",
+    404: "Not found",
+    409: "Already exist error",
+    500: "Internal Server Error",
+}
 ACTIVE_STATES = {"RUNTIME_STATE_UNSPECIFIED", "PENDING", "RUNNING", "PAUSED"}
 TERMINAL_STATES = {"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"}
 ALL_STATES = ACTIVE_STATES | TERMINAL_STATES | {"CANCELING"}
-FILTER_OPERATIONS = {
-    1: "EQUALS",
-    2: "NOT_EQUALS",
-    3: "GREATER_THAN",
-    5: "GREATER_THAN_EQUALS",
-    6: "LESS_THAN",
-    7: "LESS_THAN_EQUALS",
-    8: "IN",
-    9: "IS_SUBSTRING",
+
+# model/*.go APIToModelFieldMap: the keys a list may sort and filter on (v2beta1 and v1 names).
+_RUN_FIELDS = {
+    **{k: k for k in ("run_id", "display_name", "created_at", "finished_at", "description")},
+    **{k: k for k in ("scheduled_at", "storage_state", "namespace", "experiment_id", "state")},
+    "recurring_run_id": "recurring_run_id",
+    "id": "run_id",
+    "name": "display_name",
+    "status": "state",
 }
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 200
+RUN_LISTING = listing.Listing(_RUN_FIELDS, "run_id", "Run")
+EXPERIMENT_LISTING = listing.Listing(
+    {
+        **{k: k for k in ("experiment_id", "display_name", "created_at", "description")},
+        **{k: k for k in ("last_run_created_at", "namespace", "storage_state")},
+        "id": "experiment_id",
+        "name": "display_name",
+    },
+    "experiment_id",
+    "Experiment",
+)
+PIPELINE_LISTING = listing.Listing(
+    {
+        **{k: k for k in ("pipeline_id", "display_name", "created_at", "description")},
+        "namespace": "namespace",
+        "id": "pipeline_id",
+        "name": "name",
+    },
+    "pipeline_id",
+    "Pipeline",
+)
+VERSION_LISTING = listing.Listing(
+    {
+        **{k: k for k in ("pipeline_version_id", "display_name", "created_at", "description")},
+        "id": "pipeline_version_id",
+        "name": "name",
+    },
+    "pipeline_version_id",
+    "PipelineVersion",
+)
+RECURRING_RUN_LISTING = listing.Listing(
+    {
+        **{k: k for k in ("recurring_run_id", "display_name", "created_at", "updated_at")},
+        "description": "description",
+        "id": "recurring_run_id",
+        "name": "display_name",
+    },
+    "recurring_run_id",
+    "Job",
+)
 
 
-def _now_iso(ts: float) -> str:
+def _iso(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -93,8 +163,11 @@ class Schedule:
     ``unit="polls"``: the run is PENDING for the first ``pending`` GETs of it,
     RUNNING for the next ``running`` GETs, then ``outcome``. ``unit="seconds"``:
     the same thresholds in seconds since creation (for many concurrent runs).
-    ``error`` is the run's error message when the outcome is FAILED.
-    A terminated run is CANCELING for ``canceling`` more polls/seconds, then CANCELED.
+    A FAILED outcome fails the task ``failed_task`` (default: the pipeline's first
+    task); ``error`` is the last line of that task's pod log (the API itself
+    carries no error text, see ``server/api_converter.go`` ``toApiRun``).
+    A terminated run is CANCELING for ``canceling`` more polls/seconds, then
+    FAILED, as Argo fails a workflow whose ``activeDeadlineSeconds`` was set to 0.
     """
 
     pending: float = 1
@@ -103,14 +176,13 @@ class Schedule:
     error: str | None = None
     unit: str = "polls"
     canceling: float = 1
+    failed_task: str | None = None
 
     def __post_init__(self) -> None:
         if self.unit not in ("polls", "seconds"):
             raise ValueError(f"unit must be 'polls' or 'seconds', not {self.unit!r}")
         if self.outcome not in ALL_STATES:
             raise ValueError(f"unknown outcome state {self.outcome!r}")
-        if self.outcome == "FAILED" and self.error is None:
-            self.error = "The pipeline run failed."
 
 
 @dataclasses.dataclass
@@ -141,11 +213,49 @@ class Fault:
         return not (self.path and not re.search(self.path, path))
 
 
+@dataclasses.dataclass
+class MultiUser:
+    """Multi-user settings (``auth/auth.go`` ``GetAuthenticators``, ``common/config.go``).
+
+    The code's default identity header is ``x-goog-authenticated-user-email`` with
+    prefix ``accounts.google.com:`` (``common/const.go``); Kubeflow's multi-user
+    manifests set ``kubeflow-userid`` with an empty prefix
+    (``manifests/kustomize/base/installs/generic/pipeline-install-config.yaml``),
+    which is the stand-in's default. ``tokens`` maps a bearer token to the
+    TokenReview answer ``(user, audiences)``; ``access`` maps a user to the
+    namespaces a SubjectAccessReview allows (``None``: every namespace).
+    """
+
+    user_header: str = "kubeflow-userid"
+    user_prefix: str = ""
+    tokens: dict[str, tuple[str, list[str]]] = dataclasses.field(default_factory=dict)
+    access: dict[str, list[str]] | None = None
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An error the way the server reports it: HTTP status plus gRPC message."""
+
+    def __init__(self, status: int, message: str, external: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.external = external or EXTERNAL_MESSAGE.get(status, HTTPStatus(status).phrase)
+
+
+class PlainError(Exception):
+    """An error body that is not the gateway's (multipart handlers, log endpoint, Go mux)."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        super().__init__(body.decode("utf-8", "replace"))
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+def _upload_error(status: int, message: str, details: str | None = None) -> PlainError:
+    """``server/pipeline_upload_server.go`` ``writeErrorToResponse``: v1beta1 ``api.Error`` JSON."""
+    body = json.dumps({"error_message": message, "error_details": details or message})
+    return PlainError(status, body.encode(), "application/json")
 
 
 @dataclasses.dataclass
@@ -155,6 +265,9 @@ class _Run:
     namespace: str
     seq: int
     created: float
+    workflow: str
+    task_name: str
+    node_ids: dict[str, str]
     polls: int = 0
     forced: str | None = None
     terminated_at: float | None = None  # poll count or time when terminate was called
@@ -164,20 +277,63 @@ class _Run:
         return self.data["run_id"]
 
 
+@dataclasses.dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Any
+    body: dict[str, Any]
+    raw: bytes = b""
+
+
+def _random_suffix(n: int = 5) -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+
+
+def _sanitize(name: str) -> str:
+    """A Kubernetes name from a pipeline name, like the v2 compiler's workflow generateName."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:50] or "pipeline"
+
+
+def _spec_root(spec: Any) -> dict[str, Any] | None:
+    if isinstance(spec, dict) and "pipeline_spec" in spec:
+        spec = spec["pipeline_spec"]
+    if isinstance(spec, dict) and "pipelineInfo" in spec and "root" in spec:
+        return spec
+    return None
+
+
+def _first_task(spec: Any) -> str:
+    root = _spec_root(spec) or {}
+    tasks = (root.get("root") or {}).get("dag", {}).get("tasks", {}) or {}
+    return min(tasks, default="task")  # deterministic: key order does not survive every client
+
+
 class _State:
     """The server's data and controls; every access holds ``lock``."""
 
-    def __init__(self, *, multi_user: bool, schedule: Schedule | None) -> None:
+    def __init__(self, *, multi_user: bool, schedule: Schedule | None, server_version: str) -> None:
+        if server_version not in SERVER_VERSIONS:
+            raise ValueError(f"server_version must be one of {SERVER_VERSIONS}")
         self.lock = threading.RLock()
-        self.multi_user = multi_user
+        self.initial = (multi_user, server_version)
         self.initial_schedule = schedule or Schedule()
         self.reset()
 
     def reset(self) -> None:
         with self.lock:
+            self.multi_user = self.initial[0]
+            self.server_version = self.initial[1]
+            self.auth = MultiUser()
             self.runs: dict[str, _Run] = {}
             self.experiments: dict[str, dict[str, Any]] = {}
-            self.pipeline_versions: dict[tuple[str, str], dict[str, Any]] = {}
+            self.pipelines: dict[str, dict[str, Any]] = {}
+            self.versions: dict[str, dict[str, Any]] = {}
+            self.recurring_runs: dict[str, dict[str, Any]] = {}
+            self.logs: dict[tuple[str, str], str] = {}
+            self.custom_logs: set[tuple[str, str]] = set()
+            self.pods_gone: set[str] = set()
             self.faults: list[Fault] = []
             self.name_schedules: dict[str, Schedule] = {}
             self.request_log: list[dict[str, Any]] = []
@@ -187,11 +343,77 @@ class _State:
             self.seq = 0
             self.default_schedule = self.initial_schedule
 
+    # -- multi-user ------------------------------------------------------
+    def _identity(self, req: _Request) -> str:
+        """``resource/resource_manager.go`` ``IsAuthorized``: first authenticator that works."""
+        errors = []
+        values = req.headers.get_all(self.auth.user_header) or []
+        if len(values) == 1 and values[0].startswith(self.auth.user_prefix):
+            return values[0][len(self.auth.user_prefix) :]
+        # auth/util.go singlePrefixedHeaderFromMetadata
+        if not values:
+            errors.append("Request header error: there is no user identity header.")
+        elif len(values) != 1:
+            errors.append(
+                f"Request header error: unexpected number of '{self.auth.user_header}' "
+                f"headers. Expect 1 got {len(values)}"
+            )
+        else:
+            errors.append(
+                f"Header '{self.auth.user_header}' is incorrectly formatted. "
+                f"Expected prefix '{self.auth.user_prefix}'"
+            )
+        # auth/authenticator_token_review.go: Authorization "Bearer <token>", TokenReview.
+        bearer = req.headers.get_all("Authorization") or []
+        if len(bearer) == 1 and bearer[0].startswith("Bearer "):
+            review = self.auth.tokens.get(bearer[0][len("Bearer ") :])
+            if review is None:
+                errors.append(
+                    "Authentication failure: Review.Status.Authenticated is false. Error "
+                )
+            elif TOKEN_REVIEW_AUDIENCE not in review[1]:
+                errors.append(
+                    f"Authentication failure: Failed to find all of "
+                    f"'[{TOKEN_REVIEW_AUDIENCE}]' in audience: {review[1]}"
+                )
+            else:
+                return review[0]
+        elif not bearer:
+            errors.append("Request header error: there is no user identity header.")
+        else:
+            errors.append(
+                "Header 'Authorization' is incorrectly formatted. Expected prefix 'Bearer '"
+            )
+        raise ApiError(
+            401,
+            "Failed to check authorization. User identity is empty in the request header: "
+            f"[{', '.join(errors)}]",
+            "Failed to check authorization. User identity is empty in the request header",
+        )
+
+    def authorize(self, req: _Request, namespace: str, verb: str, resource: str) -> None:
+        """``IsAuthorized`` + SubjectAccessReview; a no-op in single-user mode."""
+        if not self.multi_user:
+            return
+        user = self._identity(req)
+        allowed = self.auth.access is None or namespace in self.auth.access.get(user, [])
+        if not allowed:
+            raise ApiError(
+                403,
+                f"User '{user}' is not authorized with reason:  (request: &ResourceAttributes"
+                f"{{Namespace:{namespace},Verb:{verb},Group:pipelines.kubeflow.org,"
+                f"Version:v1beta1,Resource:{resource}}})",
+                f"User '{user}' is not authorized",
+            )
+
+    def namespace_of(self, namespace: str) -> str:
+        """``resource_manager.go`` ``ReplaceNamespace``: single-user mode has no namespaces."""
+        return namespace if self.multi_user else ""
+
     # -- run progression -------------------------------------------------
     def _progress(self, run: _Run, *, poll: bool) -> None:
         """Bring the run's state up to date; a poll is counted after it is answered."""
-        data = run.data
-        old = data["state"]
+        old = run.data["state"]
         if run.forced is not None:
             new = run.forced
         else:
@@ -199,7 +421,9 @@ class _State:
             clock = run.polls if sched.unit == "polls" else time.time() - run.created
             if run.terminated_at is not None:
                 now = run.polls if sched.unit == "polls" else time.time()
-                new = "CANCELED" if now - run.terminated_at >= sched.canceling else "CANCELING"
+                # resource_manager.go ReportWorkflowResource: CANCELING while the workflow
+                # is terminating; then Argo's phase Failed maps to FAILED (model/run.go ToV2).
+                new = "FAILED" if now - run.terminated_at >= sched.canceling else "CANCELING"
             elif clock < sched.pending:
                 new = "PENDING"
             elif clock < sched.pending + sched.running:
@@ -211,54 +435,126 @@ class _State:
         if poll:
             run.polls += 1
 
-    def _set_state(self, run: _Run, state: str, error: str | None = None) -> None:
+    def _set_state(self, run: _Run, state: str) -> None:
         data = run.data
+        now = _iso(time.time())
         data["state"] = state
-        data["state_history"].append({"update_time": _now_iso(time.time()), "state": state})
+        data["state_history"].append({"update_time": now, "state": state})
         if state in TERMINAL_STATES and data["finished_at"] == EPOCH:
-            data["finished_at"] = _now_iso(time.time())
-        if state == "FAILED":
-            message = error or run.schedule.error or "The pipeline run failed."
-            data["error"] = {"code": 2, "message": message, "details": []}
-            data["run_details"]["task_details"].append(
-                {
-                    "run_id": run.run_id,
-                    "task_id": uuid.uuid4().hex,
-                    "display_name": "failing-task",
-                    "state": "FAILED",
-                    "error": {"code": 2, "message": message, "details": []},
-                }
-            )
+            data["finished_at"] = now
+        self._update_tasks(run, state, now)
 
-    # -- API handlers ----------------------------------------------------
-    def healthz(self) -> dict[str, Any]:
-        return {"multi_user": self.multi_user, "pipeline_store": "database"}
+    def _update_tasks(self, run: _Run, state: str, now: str) -> None:
+        """Task details as the persistence agent reports Argo's nodes.
 
-    def create_experiment(self, body: dict[str, Any]) -> dict[str, Any]:
+        ``server/report_server.go`` ``reportTasksFromExecution`` and
+        ``server/api_converter.go`` ``toModelTasks``: one task per Argo node,
+        display name = node display name, children = child node ids, shown as
+        ``child_tasks[].pod_name`` by ``toApiPipelineTaskDetail`` (which sets no
+        ``error`` and no top-level ``pod_name``). The node tree is the one the v2
+        compiler makes for a container task (``backend/src/v2/compiler/argocompiler/
+        container.go``, ``dag.go``): ``<task>-driver`` pod -> ``<task>`` DAG ->
+        ``executor`` pod. Pod names equal node ids here (Argo's v1 pod names).
+        """
+        if state == "PENDING" or state == "RUNTIME_STATE_UNSPECIFIED":
+            return
+        ids = run.node_ids
+        task = run.task_name
+        if state in ("RUNNING", "CANCELING", "PAUSED"):
+            node_states = {"root": "RUNNING", "driver": "SUCCEEDED", "task": "RUNNING"}
+            node_states["executor"] = "RUNNING"
+        elif state == "SUCCEEDED":
+            node_states = dict.fromkeys(("root", "driver", "task", "executor"), "SUCCEEDED")
+        elif state == "SKIPPED":
+            node_states = dict.fromkeys(("root", "driver", "task", "executor"), "SKIPPED")
+        else:  # FAILED, CANCELED: the component task failed (or was killed)
+            node_states = {"root": state, "driver": "SUCCEEDED", "task": state}
+            node_states["executor"] = state
+        names = {"root": run.workflow, "driver": f"{task}-driver", "task": task}
+        names["executor"] = "executor"
+        children = {"root": ["driver"], "driver": ["task"], "task": ["executor"], "executor": []}
+        details = {d["display_name"]: d for d in run.data["run_details"]["task_details"]}
+        out = []
+        for key in ("root", "driver", "task", "executor"):
+            detail = details.get(names[key]) or {
+                "run_id": run.run_id,
+                "task_id": str(uuid.uuid4()),
+                "display_name": names[key],
+                "create_time": now,
+                "start_time": now,
+                "end_time": EPOCH,
+                "state_history": [],
+                "child_tasks": [{"pod_name": ids[c]} for c in children[key]],
+            }
+            new = node_states[key]
+            if detail.get("state") != new:
+                detail["state"] = new
+                detail["state_history"].append({"update_time": now, "state": new})
+                if new in TERMINAL_STATES:
+                    detail["end_time"] = now
+            out.append(detail)
+        run.data["run_details"]["task_details"] = out
+        self._default_logs(run, state)
+
+    def _default_logs(self, run: _Run, state: str) -> None:
+        """Pod logs the way a KFP v2 launcher writes them (``main`` container)."""
+        for key in ("driver", "executor"):
+            node = run.node_ids[key]
+            if (run.run_id, node) in self.custom_logs:
+                continue
+            lines = [
+                f"I1127 06:00:01.000000      20 launcher_v2.go:96] pod name: {node}",
+                f"I1127 06:00:01.000001      20 launcher_v2.go:97] task: {run.task_name}",
+            ]
+            if key == "executor" and state == "FAILED" and run.terminated_at is None:
+                error = run.schedule.error or "The pipeline run failed."
+                lines += [
+                    "Traceback (most recent call last):",
+                    '  File "/usr/local/lib/python3.11/site-packages/kfp/dsl/executor_main.py",'
+                    " line 109, in <module>",
+                    "    executor_main()",
+                    error,
+                    "F1127 06:00:09.000000      20 main.go:49] failed to execute component: "
+                    "exit status 1",
+                ]
+            elif key == "executor" and run.terminated_at is not None:
+                lines.append("I1127 06:00:05.000000      20 launcher_v2.go:151] running ...")
+            elif key == "executor" and state == "SUCCEEDED":
+                lines.append("I1127 06:00:09.000000      20 launcher_v2.go:178] succeeded")
+            self.logs[(run.run_id, node)] = "\n".join(lines) + "\n"
+
+    # -- experiments -----------------------------------------------------
+    def create_experiment(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("display_name") or ""
-        if not name:
-            raise ApiError(400, "Invalid input error: Experiment display name cannot be empty")
-        namespace = body.get("namespace") or ""
+        namespace = self.namespace_of(body.get("namespace") or "")
         if self.multi_user and not namespace:
+            # server/experiment_server.go canAccessExperiment
             raise ApiError(
                 400,
-                "Invalid input error: Failed to create an experiment: namespace is required "
-                "in multi-user mode",
+                "Failed to create a experiment: Failed to authorize the request: Invalid input "
+                "error: An experiment cannot have an empty namespace in multi-user mode",
             )
-        if not self.multi_user:
-            namespace = ""
+        self.authorize(req, namespace, "create", "experiments")
+        if not name:
+            raise ApiError(
+                400, "Failed to create a experiment: Invalid input error: Experiment name is empty"
+            )
         for exp in self.experiments.values():
             if exp["display_name"] == name and exp["namespace"] == namespace:
+                # storage/experiment_store.go CreateExperiment: AlreadyExists
                 raise ApiError(
                     409,
-                    f"Already exist error: Failed to create a new experiment. "
-                    f"The name {name} already exists. Please specify a new name",
+                    f"Failed to create a experiment: Already exist error: Failed to create a new "
+                    f"experiment. The name {name} already exist. Please specify a new name",
                 )
+        return self._insert_experiment(name, namespace, body.get("description") or "")
+
+    def _insert_experiment(self, name: str, namespace: str, description: str) -> dict[str, Any]:
         exp = {
             "experiment_id": str(uuid.uuid4()),
             "display_name": name,
-            "description": body.get("description") or "",
-            "created_at": _now_iso(time.time()),
+            "description": description,
+            "created_at": _iso(time.time()),
             "namespace": namespace,
             "storage_state": "AVAILABLE",
             "last_run_created_at": EPOCH,
@@ -267,441 +563,861 @@ class _State:
         return exp
 
     def _default_experiment(self, namespace: str) -> dict[str, Any]:
+        """``GetValidExperimentNamespacePair``: the default experiment, created when missing."""
         for exp in self.experiments.values():
             if exp["display_name"] == "Default" and exp["namespace"] == namespace:
                 return exp
-        return self.create_experiment({"display_name": "Default", "namespace": namespace})
+        return self._insert_experiment(
+            "Default", namespace, "All runs created without an experiment"
+        )
 
-    def list_experiments(self, query: dict[str, str]) -> dict[str, Any]:
-        namespace = query.get("namespace", "")
+    def list_experiments(self, req: _Request) -> dict[str, Any]:
+        page_query = dict(req.query)
+        namespace = self.namespace_of(req.query.get("namespace", ""))
+        result = EXPERIMENT_LISTING.page(
+            [e for e in self.experiments.values() if e["namespace"] == namespace],
+            page_query,
+            "experiments",
+        )
         if self.multi_user and not namespace:
             raise ApiError(
                 400,
-                "Invalid input error: ListExperiments must filter by namespace in multi-user mode",
+                "List experiments failed: Failed to authorize with API: Invalid input error: "
+                "An experiment cannot have an empty namespace in multi-user mode",
             )
-        items = [
-            e
-            for e in self.experiments.values()
-            if not self.multi_user or e["namespace"] == namespace
-        ]
-        return _page(items, query, "experiments", key_fields={"display_name", "namespace"})
+        self.authorize(req, namespace, "list", "experiments")
+        return result
 
-    def get_experiment(self, experiment_id: str) -> dict[str, Any]:
+    def experiment(self, experiment_id: str, what: str = "Failed to fetch experiment") -> dict:
         exp = self.experiments.get(experiment_id)
         if exp is None:
             raise ApiError(
                 404,
-                f"Failed to get experiment: ResourceNotFoundError: "
+                f"{what}: ResourceNotFoundError: Experiment {experiment_id} not found",
                 f"Experiment {experiment_id} not found",
             )
         return exp
 
-    def create_run(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+    def get_experiment(self, req: _Request, experiment_id: str) -> dict[str, Any]:
+        exp = self.experiment(experiment_id)
+        self.authorize(req, exp["namespace"], "get", "experiments")
+        return exp
+
+    def delete_experiment(self, req: _Request, experiment_id: str) -> dict[str, Any]:
+        exp = self.experiment(experiment_id, "Failed to delete experiment")
+        self.authorize(req, exp["namespace"], "delete", "experiments")
+        del self.experiments[experiment_id]
+        return {}
+
+    # -- pipelines ---------------------------------------------------------
+    def _pipeline(self, pipeline_id: str, what: str) -> dict[str, Any]:
+        pipeline = self.pipelines.get(pipeline_id)
+        if pipeline is None:
+            raise ApiError(
+                404,
+                f"{what}: ResourceNotFoundError: Pipeline {pipeline_id} not found",
+                f"Pipeline {pipeline_id} not found",
+            )
+        return pipeline
+
+    def _version(self, version_id: str, what: str) -> dict[str, Any]:
+        version = self.versions.get(version_id)
+        if version is None:
+            raise ApiError(
+                404,
+                f"{what}: ResourceNotFoundError: PipelineVersion {version_id} not found",
+                f"PipelineVersion {version_id} not found",
+            )
+        return version
+
+    def _latest_version(self, pipeline_id: str) -> dict[str, Any] | None:
+        """``storage/pipeline_store.go`` ``GetLatestPipelineVersion``: newest created, then id."""
+        mine = [v for v in self.versions.values() if v["pipeline_id"] == pipeline_id]
+        return max(mine, key=lambda v: (v["created_at"], v["pipeline_version_id"]), default=None)
+
+    def insert_pipeline(
+        self, name: str, display_name: str, description: str, namespace: str
+    ) -> dict[str, Any]:
+        for p in self.pipelines.values():
+            if p["name"] == name and p["namespace"] == namespace:
+                # storage/pipeline_store.go: the name is unique within a namespace
+                raise ApiError(
+                    409,
+                    f"Failed to create a pipeline: Already exist error: Failed to create a new "
+                    f"pipeline. The name {name} already exists. Please specify a new name",
+                )
+        pipeline = {
+            "pipeline_id": str(uuid.uuid4()),
+            "name": name,
+            "display_name": display_name or name,
+            "description": description,
+            "created_at": _iso(time.time()),
+            "namespace": namespace,
+        }
+        self.pipelines[pipeline["pipeline_id"]] = pipeline
+        return pipeline
+
+    def insert_version(
+        self,
+        pipeline_id: str,
+        name: str,
+        display_name: str,
+        description: str,
+        spec: Any,
+        code_source_url: str = "",
+        version_id: str | None = None,
+    ) -> dict[str, Any]:
+        for v in self.versions.values():
+            if v["pipeline_id"] == pipeline_id and v["name"] == name:
+                raise ApiError(
+                    409,
+                    f"Failed to create a pipeline version: Already exist error: Failed to create "
+                    f"a new pipeline version. The name {name} already exist. Please specify a new "
+                    "name",
+                )
+        self.seq += 1
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": version_id or str(uuid.uuid4()),
+            "name": name,
+            "display_name": display_name or name,
+            "description": description,
+            "created_at": _iso(time.time()),
+            "code_source_url": code_source_url,
+            "pipeline_spec": spec,
+            "_seq": self.seq,
+        }
+        self.versions[version["pipeline_version_id"]] = version
+        return version
+
+    def create_pipeline(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
+        """``server/pipeline_server.go`` ``CreatePipeline`` (``POST /pipelines``, JSON)."""
+        name = body.get("name") or body.get("display_name") or ""
+        namespace = self.namespace_of(body.get("namespace") or "")
+        if not name:
+            raise ApiError(
+                400,
+                "Failed to create a pipeline due to server error: Invalid input error: "
+                "name is required",
+            )
+        if namespace:
+            self.authorize(req, namespace, "create", "pipelines")
+        return self.insert_pipeline(
+            name, body.get("display_name") or "", body.get("description") or "", namespace
+        )
+
+    def create_pipeline_and_version(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
+        """``CreatePipelineAndVersion`` (``POST /pipelines/create``)."""
+        pipeline = body.get("pipeline") or {}
+        version = body.get("pipeline_version") or {}
+        _check_version_source(version)
+        created = self.create_pipeline(req, pipeline)
+        self.insert_version(
+            created["pipeline_id"],
+            version.get("name") or version.get("display_name") or created["name"],
+            version.get("display_name") or "",
+            version.get("description") or "",
+            _version_spec(version),
+        )
+        return created
+
+    def create_pipeline_version(
+        self, req: _Request, pipeline_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``CreatePipelineVersion`` (``POST /pipelines/{id}/versions``)."""
+        pipeline = self._pipeline(pipeline_id, "Failed to create a pipeline version")
+        if pipeline["namespace"]:
+            self.authorize(req, pipeline["namespace"], "create", "pipelines")
+        _check_version_source(body)
+        name = body.get("name") or body.get("display_name") or ""
+        if not name:
+            raise ApiError(
+                400, "Failed to create a pipeline version: Invalid input error: name is required"
+            )
+        return self.insert_version(
+            pipeline_id,
+            name,
+            body.get("display_name") or "",
+            body.get("description") or "",
+            _version_spec(body),
+            body.get("code_source_url") or "",
+        )
+
+    def list_pipelines(self, req: _Request) -> dict[str, Any]:
+        namespace = self.namespace_of(req.query.get("namespace", ""))
+        result = PIPELINE_LISTING.page(
+            [p for p in self.pipelines.values() if p["namespace"] == namespace],
+            dict(req.query),
+            "pipelines",
+        )
+        if namespace:  # shared pipelines (no namespace) are readable by everyone
+            self.authorize(req, namespace, "list", "pipelines")
+        return result
+
+    def get_pipeline(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
+        pipeline = self._pipeline(pipeline_id, "Failed to get a pipeline")
+        if pipeline["namespace"]:
+            self.authorize(req, pipeline["namespace"], "get", "pipelines")
+        return pipeline
+
+    def delete_pipeline(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
+        """``resource_manager.go`` ``DeletePipeline``: refused while versions exist (no cascade)."""
+        pipeline = self._pipeline(pipeline_id, "Failed to delete pipeline")
+        if pipeline["namespace"]:
+            self.authorize(req, pipeline["namespace"], "delete", "pipelines")
+        latest = self._latest_version(pipeline_id)
+        if latest is not None:
+            if req.query.get("cascade", "").lower() != "true":
+                raise ApiError(
+                    400,
+                    f"Failed to delete pipeline with id {pipeline_id} as it has existing pipeline "
+                    f"versions (e.g. {latest['pipeline_version_id']}). Set cascade=true to "
+                    "delete all versions",
+                )
+            for vid in [v for v, d in self.versions.items() if d["pipeline_id"] == pipeline_id]:
+                del self.versions[vid]
+        del self.pipelines[pipeline_id]
+        return {}
+
+    def list_pipeline_versions(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
+        pipeline = self._pipeline(pipeline_id, "Failed to list pipeline versions")
+        if pipeline["namespace"]:
+            self.authorize(req, pipeline["namespace"], "list", "pipelines")
+        return VERSION_LISTING.page(
+            [v for v in self.versions.values() if v["pipeline_id"] == pipeline_id],
+            dict(req.query),
+            "pipeline_versions",
+        )
+
+    def get_pipeline_version(
+        self, req: _Request, pipeline_id: str, version_id: str
+    ) -> dict[str, Any]:
+        version = self._version(version_id, "Failed to get a pipeline version")
+        pipeline = self.pipelines.get(version["pipeline_id"]) or {}
+        if pipeline.get("namespace"):
+            self.authorize(req, pipeline["namespace"], "get", "pipelines")
+        return version
+
+    def delete_pipeline_version(
+        self, req: _Request, pipeline_id: str, version_id: str
+    ) -> dict[str, Any]:
+        version = self._version(version_id, "Failed to delete a pipeline version")
+        pipeline = self.pipelines.get(version["pipeline_id"]) or {}
+        if pipeline.get("namespace"):
+            self.authorize(req, pipeline["namespace"], "delete", "pipelines")
+        del self.versions[version_id]
+        return {}
+
+    def resolve_version(self, ref: dict[str, Any], what: str) -> dict[str, Any]:
+        """``resource_manager.go`` ``fetchPipelineVersionFromPipelineSpec`` as ``CreateRun``
+        wraps it: every lookup failure becomes an **internal error (HTTP 500)**."""
+        prefix = (
+            f"{what}: InternalServerError: Failed to create a run due to error fetching manifest"
+        )
+        pipeline_id = ref.get("pipeline_id") or ""
+        version_id = ref.get("pipeline_version_id") or ""
+        if version_id:
+            version = self.versions.get(version_id)
+            if version is None:
+                raise ApiError(
+                    500,
+                    f"{prefix}: Failed to fetch a template due to error retrieving pipeline "
+                    f"version: Failed to fetch a pipeline version and its manifest from pipeline "
+                    f"version {version_id}: Failed to get a pipeline version with id "
+                    f"{version_id}: ResourceNotFoundError: PipelineVersion {version_id} not found",
+                )
+            if pipeline_id and version["pipeline_id"] != pipeline_id:
+                raise ApiError(
+                    500,
+                    f"{prefix}: Failed to fetch a template due to error retrieving pipeline "
+                    f"version: Invalid input error: Pipeline version {version_id} belongs to "
+                    f"pipeline {version['pipeline_id']} (not {pipeline_id})",
+                )
+            return version
+        if pipeline_id not in self.pipelines:
+            raise ApiError(
+                500,
+                f"{prefix}: Failed to fetch a template due to error retrieving pipeline version: "
+                f"Failed to fetch a pipeline version and its manifest from pipeline "
+                f"{pipeline_id}: Failed to get the latest pipeline version as pipeline was not "
+                f"found: ResourceNotFoundError: Pipeline {pipeline_id} not found",
+            )
+        latest = self._latest_version(pipeline_id)
+        if latest is None:
+            raise ApiError(
+                500,
+                f"{prefix}: Failed to fetch a template due to error retrieving pipeline version: "
+                f"Failed to fetch a pipeline version and its manifest from pipeline "
+                f"{pipeline_id}: Failed to get the latest pipeline version for a pipeline: "
+                f"ResourceNotFoundError: PipelineVersion {pipeline_id} not found",
+            )
+        return latest
+
+    # -- runs --------------------------------------------------------------
+    def _experiment_and_namespace(
+        self, req: _Request, body: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """``resource_manager.go`` ``GetValidExperimentNamespacePair``."""
+        experiment_id = body.get("experiment_id") or ""
+        if experiment_id:
+            exp = self.experiments.get(experiment_id)
+            if exp is None:
+                raise ApiError(
+                    404,
+                    f"{what}: Failed to fetch namespace for experiment {experiment_id}: "
+                    f"ResourceNotFoundError: Experiment {experiment_id} not found",
+                    f"Experiment {experiment_id} not found",
+                )
+            return exp
+        if self.multi_user:
+            raise ApiError(
+                400,
+                f"{what}: Invalid input error: Experiment id can not be empty in multi-user mode",
+            )
+        return self._default_experiment("")
+
+    def create_run(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
+        """``server/run_server.go`` ``createRun`` then ``resource_manager.go`` ``CreateRun``."""
+        what = "Failed to create a new run"
         name = body.get("display_name") or ""
         if not name:
             raise ApiError(
-                400, "Invalid input error: The run name is empty. Please specify a valid name"
+                400,
+                f"{what}: Failed to create a run due to invalid name: Invalid input error: "
+                "The run name is empty. Please specify a valid name",
             )
+        exp = self._experiment_and_namespace(req, body, what)
+        self.authorize(req, exp["namespace"], "create", "runs")
         spec = body.get("pipeline_spec")
         ref = body.get("pipeline_version_reference") or {}
-        if bool(spec) == bool(ref.get("pipeline_version_id") or ref.get("pipeline_id")):
-            raise ApiError(
-                400,
-                "Invalid input error: Failed to create a run due to invalid pipeline spec. "
-                "Either pipeline ID or pipeline spec must be specified",
-            )
-        if spec:
-            root = spec.get("pipeline_spec", spec) if "platform_spec" in spec else spec
-            if not isinstance(root, dict) or "pipelineInfo" not in root or "root" not in root:
-                raise ApiError(
-                    400, "Invalid input error: Failed to create a run: invalid pipeline spec"
-                )
+        reference = None
+        if ref.get("pipeline_version_id") or ref.get("pipeline_id"):
+            version = self.resolve_version(ref, what)
+            spec_for_tasks = version.get("pipeline_spec")
+            reference = {
+                "pipeline_id": version["pipeline_id"],
+                "pipeline_version_id": version["pipeline_version_id"],
+            }
+            spec = None
         else:
-            key = (ref.get("pipeline_id", ""), ref.get("pipeline_version_id", ""))
-            if key not in self.pipeline_versions:
+            if not spec:
                 raise ApiError(
-                    404,
-                    f"Failed to create a run: ResourceNotFoundError: PipelineVersion "
-                    f"{key[1]} not found",
+                    500,
+                    f"{what}: InternalServerError: Failed to create a run due to error fetching "
+                    "manifest: Invalid input error: Failed to fetch a template with an empty "
+                    "pipeline spec manifest",
                 )
-        experiment_id = body.get("experiment_id") or query.get("experiment_id") or ""
-        if experiment_id:
-            exp = self.get_experiment(experiment_id)
-        else:
-            if self.multi_user:
+            if _spec_root(spec) is None:
                 raise ApiError(
-                    400,
-                    "Invalid input error: Failed to create a run: experiment_id is required "
-                    "in multi-user mode",
+                    500,
+                    f"{what}: InternalServerError: Failed to create a run due to error fetching "
+                    "manifest: Failed to fetch a template with an invalid pipeline spec manifest",
                 )
-            exp = self._default_experiment("")
+            spec_for_tasks = spec
         now = time.time()
         self.seq += 1
         run_id = str(uuid.uuid4())
+        pipeline_name = (_spec_root(spec_for_tasks) or {}).get("pipelineInfo", {}).get("name", "")
+        workflow = f"{_sanitize(pipeline_name)}-{_random_suffix()}"
+        runtime = body.get("runtime_config") or {}
         data = {
             "experiment_id": exp["experiment_id"],
             "run_id": run_id,
             "display_name": name,
             "storage_state": "AVAILABLE",
             "description": body.get("description") or "",
-            "pipeline_version_id": "",
-            "pipeline_spec": spec or None,
-            "pipeline_version_reference": ref or None,
+            "pipeline_spec": spec,
+            "pipeline_version_reference": reference,
             "runtime_config": {
-                "parameters": (body.get("runtime_config") or {}).get("parameters") or {},
-                "pipeline_root": (body.get("runtime_config") or {}).get("pipeline_root") or "",
+                "parameters": runtime.get("parameters") or {},
+                "pipeline_root": runtime.get("pipeline_root") or "",
             },
             "service_account": body.get("service_account") or "",
-            "created_at": _now_iso(now),
-            "scheduled_at": _now_iso(now),
+            "created_at": _iso(now),
+            "scheduled_at": _iso(now),
             "finished_at": EPOCH,
             "state": "PENDING",
-            "error": None,
-            "run_details": {
-                "pipeline_context_id": "0",
-                "pipeline_run_context_id": "0",
-                "task_details": [],
-            },
-            "recurring_run_id": "",
-            "state_history": [{"update_time": _now_iso(now), "state": "PENDING"}],
+            "run_details": {"task_details": []},
+            "recurring_run_id": body.get("recurring_run_id") or "",
+            "state_history": [{"update_time": _iso(now), "state": "PENDING"}],
         }
         schedule = self.name_schedules.get(name, self.default_schedule)
+        task = schedule.failed_task or _first_task(spec_for_tasks)
+        node_ids = {k: f"{workflow}-{secrets.randbelow(10**10):010d}" for k in ("driver", "task")}
+        node_ids["executor"] = f"{workflow}-{secrets.randbelow(10**10):010d}"
+        node_ids["root"] = workflow
         run = _Run(
-            data=data, schedule=schedule, namespace=exp["namespace"], seq=self.seq, created=now
+            data=data,
+            schedule=schedule,
+            namespace=exp["namespace"],
+            seq=self.seq,
+            created=now,
+            workflow=workflow,
+            task_name=task,
+            node_ids=node_ids,
         )
         self.runs[run_id] = run
         exp["last_run_created_at"] = data["created_at"]
         self._progress(run, poll=False)
         return data
 
-    def _run(self, run_id: str) -> _Run:
+    def _run(self, run_id: str, what: str = "Failed to get a run") -> _Run:
         run = self.runs.get(run_id)
         if run is None:
             raise ApiError(
                 404,
-                f"Failed to get run {run_id}: Failed to get a run {run_id}: "
-                f"ResourceNotFoundError: Run {run_id} not found",
+                f"{what}: Failed to get a run {run_id}: ResourceNotFoundError: "
+                f"Run {run_id} not found",
+                f"Run {run_id} not found",
             )
         return run
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        run = self._run(run_id)
+    def get_run(self, req: _Request, run_id: str) -> dict[str, Any]:
+        run = self._run(run_id)  # run_server.go canAccessRun looks the run up first
+        self.authorize(req, run.namespace, "get", "runs")
         self._progress(run, poll=True)
         return run.data
 
-    def list_runs(self, query: dict[str, str]) -> dict[str, Any]:
-        namespace = query.get("namespace", "")
-        experiment_id = query.get("experiment_id", "")
-        if self.multi_user and not namespace and not experiment_id:
-            raise ApiError(
-                400,
-                "Invalid input error: ListRuns must filter by namespace or experiment "
-                "in multi-user mode",
-            )
+    def list_runs(self, req: _Request) -> dict[str, Any]:
+        """``run_server.go`` ``ListRuns``/``listRuns``: by experiment, else by namespace."""
+        namespace = self.namespace_of(req.query.get("namespace", ""))
+        experiment_id = req.query.get("experiment_id", "")
         runs = list(self.runs.values())
-        if experiment_id:
-            runs = [r for r in runs if r.data["experiment_id"] == experiment_id]
-        elif self.multi_user:
-            runs = [r for r in runs if r.namespace == namespace]
         for run in runs:
             self._progress(run, poll=False)
-        runs.sort(key=lambda r: r.seq)
-        return _page(
-            [r.data for r in runs],
-            query,
-            "runs",
-            key_fields={"display_name", "state", "experiment_id", "run_id", "created_at"},
-        )
-
-    def terminate_run(self, run_id: str) -> dict[str, Any]:
-        run = self._run(run_id)
-        self._progress(run, poll=False)
-        if run.data["state"] not in ACTIVE_STATES:
+        if experiment_id:
+            exp = self.experiment(
+                experiment_id,
+                f"Failed to list runs: Failed to list runs due to error fetching namespace for "
+                f"experiment {experiment_id}. Try filtering based on namespace",
+            )
+            namespace = exp["namespace"]
+            keep = [r.data for r in runs if r.data["experiment_id"] == experiment_id]
+        else:
+            keep = [r.data for r in runs if r.namespace == namespace]
+        result = RUN_LISTING.page(keep, dict(req.query), "runs")  # list options first
+        if self.multi_user and not namespace:
             raise ApiError(
                 400,
-                f"Failed to terminate run {run_id}: Failed to terminate a run {run_id}. "
-                f"Row not found: InvalidInputError",
+                "Failed to list runs: Failed to list runs due to authorization error. Check if you "
+                "have permission to access namespace : Invalid input error: A run cannot have an "
+                "empty namespace in multi-user mode",
+            )
+        self.authorize(req, namespace, "list", "runs")
+        return result
+
+    def terminate_run(self, req: _Request, run_id: str) -> dict[str, Any]:
+        """``resource_manager.go`` ``TerminateRun`` + ``storage/run_store.go`` ``TerminateRun``."""
+        run = self._run(run_id, "Failed to terminate a run")
+        self.authorize(req, run.namespace, "terminate", "runs")
+        self._progress(run, poll=False)
+        if run.data["state"] not in ACTIVE_STATES:
+            # UPDATE ... WHERE State IN (PAUSED, PENDING, RUNNING, UNSPECIFIED): no row -> 400
+            raise ApiError(
+                400,
+                f"Failed to terminate a run: Failed to terminate run {run_id}: Invalid input "
+                f"error: Failed to terminate a run {run_id}. Row not found",
             )
         run.forced = None
         run.terminated_at = run.polls if run.schedule.unit == "polls" else time.time()
-        self._set_state(run, "CANCELING")
+        # run_store.go TerminateRun sets CANCELING without a state_history entry (a TODO there).
+        run.data["state"] = "CANCELING"
         return {}
 
-    def get_pipeline_version(self, pipeline_id: str, version_id: str) -> dict[str, Any]:
-        version = self.pipeline_versions.get((pipeline_id, version_id))
-        if version is None:
-            raise ApiError(404, f"ResourceNotFoundError: PipelineVersion {version_id} not found")
-        return version
+    def delete_run(self, req: _Request, run_id: str) -> dict[str, Any]:
+        run = self._run(run_id, "Failed to delete a run")
+        self.authorize(req, run.namespace, "delete", "runs")
+        del self.runs[run_id]
+        return {}
 
+    def read_log(self, run_id: str, node_id: str) -> bytes:
+        """``server/run_log_server.go`` ``ReadRunLogV1`` + ``resource_manager.go`` ``ReadLog``.
 
-def _predicate_value(pred: dict[str, Any]) -> Any:
-    for key in (
-        "stringValue",
-        "string_value",
-        "intValue",
-        "int_value",
-        "longValue",
-        "long_value",
-        "timestampValue",
-        "timestamp_value",
-        "boolValue",
-        "bool_value",
-    ):
-        if key in pred:
-            return pred[key]
-    for key in ("stringValues", "string_values"):
-        if key in pred:
-            return (pred[key] or {}).get("values", [])
-    raise ApiError(400, f"Invalid input error: predicate has no value: {pred}")
-
-
-def _apply_filter(
-    items: list[dict[str, Any]], raw: str, key_fields: set[str]
-) -> list[dict[str, Any]]:
-    try:
-        spec = json.loads(raw)
-    except ValueError as err:
-        raise ApiError(
-            400, f"Invalid input error: Failed to parse valid filter from {raw!r}"
-        ) from err
-    for pred in spec.get("predicates", []):
-        op = pred.get("operation", "EQUALS")
-        op = FILTER_OPERATIONS.get(op, op) if isinstance(op, int) else str(op)
-        key = pred.get("key", "")
-        if key not in key_fields:
-            raise ApiError(400, f"Invalid input error: no support for filtering on key {key!r}")
-        value = _predicate_value(pred)
-        if op == "EQUALS":
-            items = [i for i in items if str(i.get(key)) == str(value)]
-        elif op == "NOT_EQUALS":
-            items = [i for i in items if str(i.get(key)) != str(value)]
-        elif op == "IS_SUBSTRING":
-            items = [i for i in items if str(value) in str(i.get(key))]
-        elif op == "IN":
-            items = [i for i in items if i.get(key) in value]
-        else:
-            raise ApiError(400, f"Invalid input error: unsupported filter operation {op!r}")
-    return items
-
-
-def _page(
-    items: list[dict[str, Any]], query: dict[str, str], field: str, key_fields: set[str]
-) -> dict[str, Any]:
-    """Filter, sort and page like the real list endpoints (opaque next_page_token)."""
-    token = query.get("page_token") or ""
-    if token:
-        try:
-            state = json.loads(base64.urlsafe_b64decode(token.encode()))
-        except ValueError as err:
-            raise ApiError(400, "Invalid input error: Invalid page token") from err
-        for name in ("filter", "sort_by"):
-            query.setdefault(name, state.get(name, ""))
-        offset = int(state["offset"])
-    else:
-        offset = 0
-    if query.get("filter"):
-        items = _apply_filter(items, query["filter"], key_fields)
-    sort_by = (query.get("sort_by") or "").strip()
-    if sort_by:
-        parts = sort_by.split()
-        key = {"name": "display_name", "id": "run_id" if field == "runs" else "experiment_id"}.get(
-            parts[0], parts[0]
-        )
-        if key not in key_fields and key != "created_at":
-            raise ApiError(400, f"Invalid input error: Invalid sorting field: {parts[0]!r}")
-        desc = len(parts) > 1 and parts[1].lower() == "desc"
-        # The list arrives in creation order: a stable sort keeps it for ties.
-        items = sorted(items, key=lambda i: str(i.get(key, "")))
-        if desc:
-            items = items[::-1]  # ties newest first
-    size = int(query.get("page_size") or DEFAULT_PAGE_SIZE)
-    if size <= 0:
-        size = DEFAULT_PAGE_SIZE
-    size = min(size, MAX_PAGE_SIZE)
-    page = items[offset : offset + size]
-    next_token = ""
-    if offset + size < len(items):
-        next_token = base64.urlsafe_b64encode(
-            json.dumps(
-                {"offset": offset + size, "filter": query.get("filter", ""), "sort_by": sort_by}
-            ).encode()
-        ).decode()
-    return {field: page, "total_size": len(items), "next_page_token": next_token}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence stderr access log
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    # -- plumbing --------------------------------------------------------
-    def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_error(self, status: int, message: str) -> None:
-        code = GRPC_CODE.get(status, 2)
-        self._send(
-            status,
-            {
-                "error": message,
-                "code": code,
-                "message": message,
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.Status",
-                        "code": code,
-                        "message": message,
-                    }
-                ],
-            },
-        )
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
-            return {}
-        try:
-            return json.loads(raw)
-        except ValueError as err:
-            raise ApiError(400, "Invalid input error: request body is not valid JSON") from err
-
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        path = url.path
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        state = self.server.state
-        try:
-            if path == f"{CONTROL}/oauth2/token":
-                self._oauth_token(state)
-                return
-            body = self._body() if method == "POST" else {}
-            if path.startswith(CONTROL):
-                with state.lock:
-                    self._send(200, _control(state, method, path[len(CONTROL) :], body))
-                return
-            fault = self._take_fault(method, path, query)
-            if fault is not None:
-                if fault.kind == "drop":
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if fault.kind == "slow":
-                    time.sleep(fault.delay)
-                else:
-                    self._send_error(
-                        fault.status,
-                        fault.message
-                        or f"stand-in fault: HTTP {fault.status} {HTTPStatus(fault.status).phrase}",
-                    )
-                    return
-            with state.lock:
-                self._check_auth(state)
-                status, payload = 200, _route(state, method, path, query, body)
-            self._send(status, payload)
-        except ApiError as err:
-            self._send_error(err.status, err.message)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def _oauth_token(self, state: _State) -> None:
-        """A Google-style OAuth2 token endpoint (``token_uri`` of a credentials file).
-
-        Each refresh returns a new token, ``standin-google-token-<n>``, and the
-        API accepts it from then on (if tokens are required at all).
+        The handler writes HTTP 200 before reading the log, so a failure arrives as
+        status 200 with a v1beta1 ``api.Error`` JSON body; there is no authorization
+        check on this endpoint.
         """
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        with state.lock:
-            state.oauth_refreshes += 1
-            token = f"standin-google-token-{state.oauth_refreshes}"
-            if state.tokens is not None:
-                state.tokens.add(token)
-        self._send(
+        run = self.runs.get(run_id)
+        if run is None:
+            message = (
+                f"Failed to read logs for run {run_id} due to run fetching error: Failed to get "
+                f"a run {run_id}: ResourceNotFoundError: Run {run_id} not found"
+            )
+        elif run_id in self.pods_gone or (run_id, node_id) not in self.logs:
+            message = (
+                f"Failed to read logs for run {run_id}: InternalServerError: Failed to read logs "
+                f'from pod {node_id} due to error opening log stream: pods "{node_id}" not found'
+            )
+        else:
+            return self.logs[(run_id, node_id)].encode()
+        raise PlainError(
             200,
-            {"access_token": token, "expires_in": state.oauth_expires_in, "token_type": "Bearer"},
+            json.dumps({"error_message": message, "error_details": message}).encode(),
+            "text/plain",
         )
 
-    def _take_fault(self, method: str, path: str, query: dict[str, str]) -> Fault | None:
-        state = self.server.state
-        with state.lock:
-            auth = self.headers.get("Authorization")
-            state.request_log.append(
-                {
-                    "method": method,
-                    "path": path,
-                    "query": query,
-                    "authorization": auth,
-                    "time": time.time(),
-                }
+    # -- recurring runs ----------------------------------------------------
+    def create_recurring_run(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
+        """``server/job_server.go`` ``createJob`` + ``api_converter.go`` ``toModelJob``."""
+        what = "Failed to create a recurring run"
+        name = body.get("display_name") or ""
+        if not name:
+            raise ApiError(
+                500,
+                f"{what} due to conversion error: InternalServerError: Failed to convert a API "
+                "recurring run to its internal representation: Invalid input error: Recurring "
+                "run's name cannot be empty",
             )
-            for fault in state.faults:
-                if fault.matches(method, path):
-                    if fault.times > 0:
-                        fault.times -= 1
-                    if fault.times == 0:
-                        state.faults.remove(fault)
-                    return fault
-        return None
+        max_concurrency = int(body.get("max_concurrency") or 0)
+        if not 1 <= max_concurrency <= 10:
+            raise ApiError(
+                400,
+                f"{what} due to conversion error: Invalid input error: Max concurrency of a "
+                f"recurring run must be at least 1 and at most 10. Received {max_concurrency}",
+            )
+        trigger = body.get("trigger") or {}
+        cron_text = (trigger.get("cron_schedule") or {}).get("cron")
+        if trigger.get("cron_schedule") is not None:
+            try:
+                cron.parse(cron_text or "")
+            except cron.CronError as err:
+                raise ApiError(
+                    400,
+                    f"{what} due to conversion error: Invalid input error: Schedule cron is not "
+                    f"a supported format(https://godoc.org/github.com/robfig/cron). Error: {err}",
+                ) from err
+        periodic = trigger.get("periodic_schedule")
+        if periodic is not None and int(periodic.get("interval_second") or 0) < 1:
+            raise ApiError(
+                400,
+                f"{what} due to conversion error: Invalid input error: Found invalid period "
+                f"schedule interval {periodic.get('interval_second') or 0}. Set at interval to "
+                "least 1 second",
+            )
+        exp = self._experiment_and_namespace(req, body, what)
+        self.authorize(req, exp["namespace"], "create", "jobs")
+        ref = body.get("pipeline_version_reference") or {}
+        spec = body.get("pipeline_spec")
+        reference = None
+        if ref.get("pipeline_version_id") or ref.get("pipeline_id"):
+            version = self.resolve_version(ref, what)
+            reference = {
+                "pipeline_id": version["pipeline_id"],
+                "pipeline_version_id": version["pipeline_version_id"],
+            }
+            spec = None
+        elif _spec_root(spec) is None:
+            raise ApiError(
+                500,
+                f"{what}: InternalServerError: Failed to create a recurring run with an invalid "
+                "pipeline spec manifest",
+            )
+        now = _iso(time.time())
+        enabled = body.get("mode") == "ENABLE"  # toModelJobEnabled: MODE_UNSPECIFIED is off
+        job = {
+            "recurring_run_id": str(uuid.uuid4()),
+            "display_name": name,
+            "description": body.get("description") or "",
+            "pipeline_spec": spec,
+            "pipeline_version_reference": reference,
+            "runtime_config": body.get("runtime_config") or None,
+            "service_account": body.get("service_account") or "",
+            "max_concurrency": str(max_concurrency),
+            "trigger": trigger,
+            "mode": "ENABLE" if enabled else "DISABLE",
+            "status": "ENABLED" if enabled else "DISABLED",
+            "created_at": now,
+            "updated_at": now,
+            "no_catchup": bool(body.get("no_catchup")),
+            "namespace": exp["namespace"],
+            "experiment_id": exp["experiment_id"],
+        }
+        self.recurring_runs[job["recurring_run_id"]] = job
+        return job
 
-    def _check_auth(self, state: _State) -> None:
-        if state.tokens is None:
-            return
-        header = self.headers.get("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if not header:
-            raise ApiError(401, "Unauthenticated: Jwt is missing")
-        if scheme.lower() != "bearer" or token not in state.tokens:
-            raise ApiError(401, "Unauthenticated: Jwt verification fails")
+    def _recurring_run(self, recurring_run_id: str, what: str) -> dict[str, Any]:
+        job = self.recurring_runs.get(recurring_run_id)
+        if job is None:
+            raise ApiError(
+                404,
+                f"{what}: ResourceNotFoundError: Job {recurring_run_id} not found",
+                f"Job {recurring_run_id} not found",
+            )
+        return job
+
+    def get_recurring_run(self, req: _Request, recurring_run_id: str) -> dict[str, Any]:
+        job = self._recurring_run(recurring_run_id, "Failed to fetch a recurring run")
+        self.authorize(req, job["namespace"], "get", "jobs")
+        return job
+
+    def list_recurring_runs(self, req: _Request) -> dict[str, Any]:
+        namespace = self.namespace_of(req.query.get("namespace", ""))
+        experiment_id = req.query.get("experiment_id", "")
+        jobs = list(self.recurring_runs.values())
+        if experiment_id:
+            namespace = self.experiment(experiment_id, "Failed to list recurring runs")["namespace"]
+            jobs = [j for j in jobs if j["experiment_id"] == experiment_id]
+        else:
+            jobs = [j for j in jobs if j["namespace"] == namespace]
+        result = RECURRING_RUN_LISTING.page(jobs, dict(req.query), "recurringRuns")
+        if self.multi_user and not namespace:
+            raise ApiError(
+                400,
+                "Failed to list recurring runs: Invalid input error: a recurring run cannot have "
+                "an empty namespace in multi-user mode",
+            )
+        self.authorize(req, namespace, "list", "jobs")
+        return result
+
+    def set_recurring_run_mode(self, req: _Request, recurring_run_id: str, enable: bool) -> dict:
+        """``resource_manager.go`` ``ChangeJobMode``."""
+        job = self._recurring_run(
+            recurring_run_id, f"Failed to {'enable' if enable else 'disable'} a recurring run"
+        )
+        self.authorize(req, job["namespace"], "enable" if enable else "disable", "jobs")
+        job["mode"] = "ENABLE" if enable else "DISABLE"
+        job["status"] = "ENABLED" if enable else "DISABLED"
+        job["updated_at"] = _iso(time.time())
+        return {}
+
+    def delete_recurring_run(self, req: _Request, recurring_run_id: str) -> dict[str, Any]:
+        job = self._recurring_run(recurring_run_id, "Failed to delete a recurring run")
+        self.authorize(req, job["namespace"], "delete", "jobs")
+        del self.recurring_runs[recurring_run_id]
+        return {}
+
+    # -- uploads -------------------------------------------------------------
+    def upload(self, req: _Request, version: bool) -> dict[str, Any]:
+        """``server/pipeline_upload_server.go`` ``uploadPipeline`` / ``uploadPipelineVersion``."""
+        what = "Failed to create a pipeline version" if version else "Failed to create a pipeline"
+        filename, content = _multipart_file(req)
+        if content is None:
+            raise _upload_error(400, what if version else "Failed to read pipeline from file")
+        spec = _read_pipeline_file(filename, content)
+        if spec is None:
+            raise _upload_error(400, what if version else "Failed to read a pipeline spec file")
+        q = req.query
+        name = q.get("name") or q.get("display_name") or filename  # buildPipelineName
+        if not version:
+            namespace = self.namespace_of(q.get("namespace", ""))
+            if namespace:
+                try:
+                    self.authorize(req, namespace, "create", "pipelines")
+                except ApiError as err:
+                    raise _upload_error(400, what, err.message) from err
+            try:
+                pipeline = self.insert_pipeline(
+                    name, q.get("display_name", ""), q.get("description", ""), namespace
+                )
+            except ApiError as err:
+                raise _upload_error(
+                    409, "Failed to create a pipeline and a pipeline version"
+                ) from err
+            self.insert_version(
+                pipeline["pipeline_id"],
+                pipeline["name"],
+                pipeline["display_name"],
+                pipeline["description"],
+                spec,
+                q.get("code_source_url", ""),
+            )
+            return pipeline
+        pipeline_id = q.get("pipelineid", "")
+        pipeline = self.pipelines.get(pipeline_id)
+        if not pipeline_id or pipeline is None:
+            raise _upload_error(400, what)
+        if pipeline["namespace"]:
+            try:
+                self.authorize(req, pipeline["namespace"], "create", "pipelines")
+            except ApiError as err:
+                raise _upload_error(400, what, err.message) from err
+        try:
+            return self.insert_version(
+                pipeline_id,
+                name,
+                q.get("display_name", ""),
+                q.get("description", ""),
+                spec,
+                q.get("code_source_url", ""),
+            )
+        except ApiError as err:
+            raise _upload_error(409, what) from err
+
+
+def _check_version_source(version: dict[str, Any]) -> None:
+    """``pipeline_server.go``: a version needs a pipeline spec or a package URL."""
+    if not version.get("pipeline_spec") and not (version.get("package_url") or {}).get(
+        "pipeline_url"
+    ):
+        raise ApiError(
+            400,
+            "Failed to create a pipeline version: Invalid input error: Pipeline version must have "
+            "a pipeline spec or a valid source code's URL",
+        )
+
+
+def _version_spec(version: dict[str, Any]) -> Any:
+    if version.get("pipeline_spec"):
+        return version["pipeline_spec"]
+    raise ApiError(
+        500,
+        "Failed to create a pipeline version: InternalServerError: the stand-in cannot fetch "
+        "package_url (no network); send pipeline_spec",
+    )
+
+
+def _multipart_file(req: _Request) -> tuple[str, bytes | None]:
+    """``r.FormFile("uploadfile")`` with the standard library's MIME parser."""
+    ctype = req.headers.get("Content-Type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return "", None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {ctype}\r\n\r\n".encode() + req.raw
+    )
+    if not message.is_multipart():
+        return "", None
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "uploadfile":
+            return part.get_filename() or "", part.get_payload(decode=True) or b""
+    return "", None
+
+
+def _read_pipeline_file(filename: str, content: bytes) -> Any:
+    """``server/util.go`` ``ReadPipelineFile``: YAML or JSON by extension (the stand-in
+    reads no .zip/.tar.gz); a two-document file (kfp-kubernetes) becomes
+    ``{"pipeline_spec", "platform_spec"}`` as ``YamlStringToPipelineSpecStruct`` does."""
+    lower = filename.lower()
+    try:
+        if lower.endswith(".json"):
+            docs = [json.loads(content)]
+        elif lower.endswith((".yaml", ".yml")):
+            import yaml  # PyYAML: in both environments (Airflow and kfp depend on it)
+
+            docs = [d for d in yaml.safe_load_all(content.decode("utf-8")) if d is not None]
+        else:
+            return None
+    except ValueError:
+        return None
+    except Exception as err:  # yaml.YAMLError
+        if type(err).__module__.startswith("yaml"):
+            return None
+        raise
+    if not docs or _spec_root(docs[0]) is None:
+        return None
+    if len(docs) > 1:
+        return {"pipeline_spec": docs[0], "platform_spec": docs[1]}
+    return docs[0]
 
 
 _RUN_PATH = re.compile(rf"^{API}/runs/([^/:]+)$")
-_TERMINATE_PATH = re.compile(rf"^{API}/runs/([^/:]+):terminate$")
+_RUN_ACTION = re.compile(rf"^{API}/runs/([^/:]+):(terminate|archive|unarchive|retry)$")
 _EXPERIMENT_PATH = re.compile(rf"^{API}/experiments/([^/:]+)$")
+_PIPELINE_PATH = re.compile(rf"^{API}/pipelines/([^/:]+)$")
+_VERSIONS_PATH = re.compile(rf"^{API}/pipelines/([^/:]+)/versions$")
 _VERSION_PATH = re.compile(rf"^{API}/pipelines/([^/:]+)/versions/([^/:]+)$")
+_RECURRING_PATH = re.compile(rf"^{API}/recurringruns/([^/:]+)$")
+_RECURRING_ACTION = re.compile(rf"^{API}/recurringruns/([^/:]+):(enable|disable)$")
 
 
-def _route(
-    state: _State, method: str, path: str, query: dict[str, str], body: dict[str, Any]
-) -> Any:
-    if method == "GET" and path == f"{API}/healthz":
-        return state.healthz()
+def _route(state: _State, req: _Request) -> tuple[str, Any]:
+    """The v2beta1 gateway routes (``backend/api/v2beta1/*.proto`` ``google.api.http``)."""
+    m, path, body = req.method, req.path, req.body
     if path == f"{API}/runs":
-        if method == "POST":
-            return state.create_run(body, query)
-        if method == "GET":
-            return state.list_runs(query)
+        if m == "POST":
+            return "V2beta1Run", state.create_run(req, body)
+        if m == "GET":
+            return "V2beta1ListRunsResponse", state.list_runs(req)
     if path == f"{API}/experiments":
-        if method == "POST":
-            return state.create_experiment(body)
-        if method == "GET":
-            return state.list_experiments(query)
-    if method == "GET" and (m := _RUN_PATH.match(path)):
-        return state.get_run(m.group(1))
-    if method == "POST" and (m := _TERMINATE_PATH.match(path)):
-        return state.terminate_run(m.group(1))
-    if method == "GET" and (m := _EXPERIMENT_PATH.match(path)):
-        return state.get_experiment(m.group(1))
-    if method == "GET" and (m := _VERSION_PATH.match(path)):
-        return state.get_pipeline_version(m.group(1), m.group(2))
-    raise ApiError(404, f"Not Found: {method} {path}")
+        if m == "POST":
+            return "V2beta1Experiment", state.create_experiment(req, body)
+        if m == "GET":
+            return "V2beta1ListExperimentsResponse", state.list_experiments(req)
+    if path == f"{API}/pipelines":
+        if m == "POST":
+            return "V2beta1Pipeline", state.create_pipeline(req, body)
+        if m == "GET":
+            return "V2beta1ListPipelinesResponse", state.list_pipelines(req)
+    if path == f"{API}/pipelines/create" and m == "POST":
+        return "V2beta1Pipeline", state.create_pipeline_and_version(req, body)
+    if path == f"{API}/recurringruns":
+        if m == "POST":
+            return "V2beta1RecurringRun", state.create_recurring_run(req, body)
+        if m == "GET":
+            return "V2beta1ListRecurringRunsResponse", state.list_recurring_runs(req)
+    if match := _RUN_PATH.match(path):
+        if m == "GET":
+            return "V2beta1Run", state.get_run(req, match.group(1))
+        if m == "DELETE":
+            return "", state.delete_run(req, match.group(1))
+    if (match := _RUN_ACTION.match(path)) and m == "POST" and match.group(2) == "terminate":
+        return "", state.terminate_run(req, match.group(1))
+    if match := _EXPERIMENT_PATH.match(path):
+        if m == "GET":
+            return "V2beta1Experiment", state.get_experiment(req, match.group(1))
+        if m == "DELETE":
+            return "", state.delete_experiment(req, match.group(1))
+    if match := _PIPELINE_PATH.match(path):
+        if m == "GET":
+            return "V2beta1Pipeline", state.get_pipeline(req, match.group(1))
+        if m == "DELETE":
+            return "", state.delete_pipeline(req, match.group(1))
+    if match := _VERSIONS_PATH.match(path):
+        if m == "POST":
+            return "V2beta1PipelineVersion", state.create_pipeline_version(
+                req, match.group(1), body
+            )
+        if m == "GET":
+            return "V2beta1ListPipelineVersionsResponse", state.list_pipeline_versions(
+                req, match.group(1)
+            )
+    if match := _VERSION_PATH.match(path):
+        if m == "GET":
+            return "V2beta1PipelineVersion", state.get_pipeline_version(req, *match.groups())
+        if m == "DELETE":
+            return "", state.delete_pipeline_version(req, *match.groups())
+    if match := _RECURRING_PATH.match(path):
+        if m == "GET":
+            return "V2beta1RecurringRun", state.get_recurring_run(req, match.group(1))
+        if m == "DELETE":
+            return "", state.delete_recurring_run(req, match.group(1))
+    if (match := _RECURRING_ACTION.match(path)) and m == "POST":
+        return "", state.set_recurring_run_mode(req, match.group(1), match.group(2) == "enable")
+    # grpc-gateway v2 runtime.ServeMux: no pattern matches -> NotFound (HTTP 404).
+    raise ApiError(404, "Not Found", "Not Found")
+
+
+_REQUEST_MODELS = {
+    ("POST", f"{API}/runs"): "V2beta1Run",
+    ("POST", f"{API}/experiments"): "V2beta1Experiment",
+    ("POST", f"{API}/pipelines"): "V2beta1Pipeline",
+    ("POST", f"{API}/pipelines/create"): "V2beta1CreatePipelineAndVersionRequest",
+    ("POST", f"{API}/recurringruns"): "V2beta1RecurringRun",
+}
+
+
+def _request_model(method: str, path: str) -> str | None:
+    if (method, path) in _REQUEST_MODELS:
+        return _REQUEST_MODELS[(method, path)]
+    if method == "POST" and _VERSIONS_PATH.match(path):
+        return "V2beta1PipelineVersion"
+    return None
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """Internal bookkeeping keys (``_seq``) are not part of the API."""
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def _response(type_name: str, payload: Any) -> Any:
+    """The payload through the response model and out as the server's JSON."""
+    if not type_name:
+        return {}  # google.protobuf.Empty
+    if isinstance(payload, dict):
+        payload = {
+            k: [_public(i) if isinstance(i, dict) else i for i in v] if isinstance(v, list) else v
+            for k, v in _public(payload).items()
+        }
+    return wire.roundtrip(type_name, payload)
 
 
 def _run_view(run: _Run) -> dict[str, Any]:
@@ -728,24 +1444,50 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
         tokens = body.get("tokens")
         state.tokens = None if tokens is None else set(tokens)
         return {}
+    if method == "POST" and path == "/multi_user":
+        state.multi_user = bool(body.get("enabled", True))
+        state.auth = MultiUser(
+            user_header=body.get("user_header") or "kubeflow-userid",
+            user_prefix=body.get("user_prefix") or "",
+            tokens={k: (v[0], list(v[1])) for k, v in (body.get("tokens") or {}).items()},
+            access=body.get("access"),
+        )
+        return {}
+    if method == "POST" and path == "/server_version":
+        if body["version"] not in SERVER_VERSIONS:
+            raise ApiError(400, f"server_version must be one of {SERVER_VERSIONS}")
+        state.server_version = body["version"]
+        return {}
     if method == "POST" and path == "/oauth2":
         state.oauth_expires_in = int(body["expires_in"])
         return {}
     if method == "POST" and path == "/pipeline_versions":
-        key = (body["pipeline_id"], body["pipeline_version_id"])
-        state.pipeline_versions[key] = {
-            "pipeline_id": key[0],
-            "pipeline_version_id": key[1],
-            "display_name": body.get("display_name") or key[1],
-            "pipeline_spec": body.get("pipeline_spec") or {},
-        }
-        return {}
+        pipeline_id, version_id = body["pipeline_id"], body["pipeline_version_id"]
+        if pipeline_id not in state.pipelines:
+            pipeline = state.insert_pipeline(pipeline_id, "", "", "")
+            state.pipelines[pipeline_id] = {**pipeline, "pipeline_id": pipeline_id}
+            del state.pipelines[pipeline["pipeline_id"]]
+        version = state.insert_version(
+            pipeline_id,
+            body.get("display_name") or version_id,
+            body.get("display_name") or "",
+            "",
+            body.get("pipeline_spec") or {},
+            version_id=version_id,
+        )
+        return _public(version)
     if method == "GET" and path == "/runs":
         for run in state.runs.values():
             state._progress(run, poll=False)
         return [_run_view(r) for r in sorted(state.runs.values(), key=lambda r: r.seq)]
     if method == "GET" and path == "/experiments":
         return list(state.experiments.values())
+    if method == "GET" and path == "/pipelines":
+        return list(state.pipelines.values())
+    if method == "GET" and path == "/pipeline_versions":
+        return [_public(v) for v in state.versions.values()]
+    if method == "GET" and path == "/recurring_runs":
+        return list(state.recurring_runs.values())
     if method == "GET" and path == "/requests":
         return state.request_log
     if m := re.fullmatch(r"/runs/([^/]+)/state", path):
@@ -753,8 +1495,22 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
         if body["state"] not in ALL_STATES:
             raise ApiError(400, f"unknown state {body['state']!r}")
         run.forced = body["state"]
-        state._set_state(run, body["state"], body.get("error"))
+        if body.get("error") is not None:
+            run.schedule = dataclasses.replace(run.schedule, error=body["error"])
+        state._set_state(run, body["state"])
         return _run_view(run)
+    if m := re.fullmatch(r"/runs/([^/]+)/logs", path):
+        run = state._run(m.group(1))
+        if method == "DELETE":
+            state.pods_gone.add(run.run_id)
+            return {}
+        key = {run.task_name: "executor", f"{run.task_name}-driver": "driver"}.get(
+            body["task"], body["task"]
+        )
+        node = run.node_ids.get(key, key)
+        state.logs[(run.run_id, node)] = body["text"]
+        state.custom_logs.add((run.run_id, node))
+        return {"node_id": node}
     if method == "DELETE" and (m := re.fullmatch(r"/runs/([^/]+)", path)):
         state._run(m.group(1))
         del state.runs[m.group(1)]
@@ -775,6 +1531,225 @@ class _Server(ThreadingHTTPServer):
         """Dropped and timed-out connections are expected here; keep stderr quiet."""
 
 
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr access log
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    # -- plumbing --------------------------------------------------------
+    def _send_bytes(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send(self, status: int, payload: Any) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), "application/json")
+
+    def _send_error(self, err: ApiError) -> None:
+        """grpc-gateway's error body.
+
+        HEAD (grpc-gateway v2, ``runtime.DefaultHTTPErrorHandler`` with the
+        ``CustomMarshaler``): ``{"code", "message", "details"}``, empty fields left
+        out. 2.5.0 (grpc-gateway v1.16 ``DefaultHTTPError``): also ``"error"``.
+        ``details`` holds the ``google.rpc.Status`` that ``UserError.GRPCStatus``
+        attaches (``common/util/error.go``), with the external message.
+        """
+        code = GRPC_CODE.get(err.status, 2)
+        body: dict[str, Any] = {}
+        if self.server.state.server_version == "2.5.0":
+            body["error"] = err.message
+        body["code"] = code
+        body["message"] = err.message
+        body["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.Status",
+                "code": code,
+                "message": err.external,
+            }
+        ]
+        self._send(err.status, {k: v for k, v in body.items() if v})
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _json_body(self, raw: bytes, model: str | None) -> dict[str, Any]:
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as err:
+            raise ApiError(400, f"proto: syntax error (line 1:1): {err}") from err
+        if model is None:
+            return data if isinstance(data, dict) else {}
+        try:
+            return wire.encode(wire.decode(model, data), model)
+        except wire.WireError as err:
+            raise ApiError(400, str(err)) from err
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        state = self.server.state
+        try:
+            if path == f"{CONTROL}/oauth2/token":
+                self._oauth_token(state)
+                return
+            raw = self._read_body() if method in ("POST", "PATCH") else b""
+            if path.startswith(CONTROL):
+                with state.lock:
+                    body = json.loads(raw) if raw else {}
+                    self._send(200, _control(state, method, path[len(CONTROL) :], body))
+                return
+            fault = self._take_fault(method, path, query)
+            if fault is not None:
+                if fault.kind == "drop":
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault.kind == "slow":
+                    time.sleep(fault.delay)
+                else:
+                    self._send_error(
+                        ApiError(
+                            fault.status,
+                            fault.message
+                            or f"stand-in fault: HTTP {fault.status} "
+                            f"{HTTPStatus(fault.status).phrase}",
+                        )
+                    )
+                    return
+            with state.lock:
+                self._check_proxy_token(state)
+                self._serve(state, method, path, query, raw)
+        except ApiError as err:
+            self._send_error(err)
+        except PlainError as err:
+            self._send_bytes(err.status, err.body, err.content_type)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _serve(
+        self, state: _State, method: str, path: str, query: dict[str, str], raw: bytes
+    ) -> None:
+        if state.server_version == "1.8.5" and path.startswith(API + "/"):
+            # KFP 1.x (backend/src/apiserver/main.go at 1.8.5): no v2beta1 handler is
+            # registered, so grpc-gateway v1's ServeMux answers DefaultOtherErrorHandler's
+            # http.Error(w, "Not Found", 404): plain text, not JSON.
+            raise PlainError(404, b"Not Found\n", "text/plain; charset=utf-8")
+        if path in (f"{API}/healthz", "/apis/v1beta1/healthz") and method == "GET":
+            self._send(200, self._healthz(state, path))
+            return
+        if match := LOG_PATH.match(path):
+            body = state.read_log(*match.groups())
+            self._send_bytes(200, body, "text/plain")
+            return
+        req = _Request(method, path, query, self.headers, {}, raw)
+        if path in (f"{API}/pipelines/upload", f"{API}/pipelines/upload_version"):
+            pipeline_or_version = state.upload(req, version=path.endswith("upload_version"))
+            model = (
+                "V2beta1PipelineVersion" if path.endswith("upload_version") else "V2beta1Pipeline"
+            )
+            self._send(200, _response(model, pipeline_or_version))
+            return
+        if not path.startswith(API + "/"):
+            # the top-level gorilla mux (main.go buildHTTPRouter): unknown path -> 404 text
+            raise PlainError(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        req.body = self._json_body(raw, _request_model(method, path))
+        try:
+            type_name, payload = _route(state, req)
+        except listing.ListError as err:
+            raise ApiError(
+                400, f"Failed to create list options: Invalid input error: {err}"
+            ) from err
+        self._send(200, _response(type_name, payload))
+
+    @staticmethod
+    def _healthz(state: _State, path: str) -> dict[str, Any]:
+        """``main.go``: healthz is served by the top mux, a plain Go struct (not protojson)."""
+        body: dict[str, Any] = {
+            "commit_sha": "unknown",
+            "tag_name": state.server_version if state.server_version != "head" else "unknown",
+            "multi_user": state.multi_user,
+        }
+        if state.server_version == "head" and path.startswith(API):
+            body["pipeline_store"] = "database"
+        wire.decode(
+            "V2beta1GetHealthzResponse",
+            {k: v for k, v in body.items() if k in ("multi_user", "pipeline_store")},
+        )
+        return body
+
+    def _oauth_token(self, state: _State) -> None:
+        """A Google-style OAuth2 token endpoint (``token_uri`` of a credentials file).
+
+        Each refresh returns a new token, ``standin-google-token-<n>``, and the
+        proxy accepts it from then on (if tokens are required at all).
+        """
+        self._read_body()
+        with state.lock:
+            state.oauth_refreshes += 1
+            token = f"standin-google-token-{state.oauth_refreshes}"
+            if state.tokens is not None:
+                state.tokens.add(token)
+        self._send(
+            200,
+            {"access_token": token, "expires_in": state.oauth_expires_in, "token_type": "Bearer"},
+        )
+
+    def _take_fault(self, method: str, path: str, query: dict[str, str]) -> Fault | None:
+        state = self.server.state
+        with state.lock:
+            state.request_log.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "query": query,
+                    "authorization": self.headers.get("Authorization"),
+                    "user": self.headers.get(state.auth.user_header),
+                    "time": time.time(),
+                }
+            )
+            for fault in state.faults:
+                if fault.matches(method, path):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    if fault.times == 0:
+                        state.faults.remove(fault)
+                    return fault
+        return None
+
+    def _check_proxy_token(self, state: _State) -> None:
+        """An authenticating proxy in front of the API (AI Platform Pipelines' inverse
+        proxy / IAP, not the API server): without the expected bearer token, 401."""
+        if state.tokens is None:
+            return
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise ApiError(401, "Unauthenticated: Jwt is missing")
+        if scheme.lower() != "bearer" or token not in state.tokens:
+            raise ApiError(401, "Unauthenticated: Jwt verification fails")
+
+
 class _Controls:
     """Control methods shared by the in-process server and the HTTP client."""
 
@@ -782,7 +1757,7 @@ class _Controls:
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Forget runs, experiments, faults, schedules and the token requirement."""
+        """Forget everything (runs, pipelines, faults, schedules, auth settings)."""
         self._call("POST", "/reset", {})
 
     def set_schedule(self, display_name: str | None = None, **schedule: Any) -> None:
@@ -794,8 +1769,34 @@ class _Controls:
         self._call("POST", "/faults", {"kind": kind, "times": times, **options})
 
     def require_token(self, *tokens: str) -> None:
-        """Answer 401 unless ``Authorization: Bearer <one of tokens>``; no tokens: no auth."""
+        """A proxy in front answers 401 unless ``Authorization: Bearer <one of tokens>``."""
         self._call("POST", "/auth", {"tokens": list(tokens) if tokens else None})
+
+    def set_multi_user(
+        self,
+        enabled: bool = True,
+        *,
+        user_header: str = "kubeflow-userid",
+        user_prefix: str = "",
+        tokens: dict[str, tuple[str, list[str]]] | None = None,
+        access: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Multi-user mode (see :class:`MultiUser`): identity header, reviewed tokens, access."""
+        self._call(
+            "POST",
+            "/multi_user",
+            {
+                "enabled": enabled,
+                "user_header": user_header,
+                "user_prefix": user_prefix,
+                "tokens": {k: list(v) for k, v in (tokens or {}).items()},
+                "access": access,
+            },
+        )
+
+    def set_server_version(self, version: str) -> None:
+        """``head``, ``2.5.0`` or ``1.8.5`` (KFP 1.x: no v2beta1 API)."""
+        self._call("POST", "/server_version", {"version": version})
 
     def set_token_lifetime(self, seconds: int) -> None:
         """``expires_in`` of tokens from the OAuth2 endpoint (short: clients refresh each call)."""
@@ -806,8 +1807,9 @@ class _Controls:
         pipeline_id: str,
         pipeline_version_id: str,
         pipeline_spec: dict[str, Any] | None = None,
-    ) -> None:
-        self._call(
+    ) -> dict[str, Any]:
+        """A pipeline (created when missing) with a version of these ids (newest so far)."""
+        return self._call(
             "POST",
             "/pipeline_versions",
             {
@@ -818,22 +1820,39 @@ class _Controls:
         )
 
     def set_run_state(self, run_id: str, state: str, error: str | None = None) -> dict[str, Any]:
-        """Force a run into ``state`` (sticks until terminated); ``error`` for FAILED."""
+        """Force a run into ``state`` (sticks until terminated); ``error``: last log line."""
         return self._call("POST", f"/runs/{run_id}/state", {"state": state, "error": error})
+
+    def set_task_log(self, run_id: str, task: str, text: str) -> str:
+        """The pod log of ``task`` (a component task: its executor pod); returns the node id."""
+        return self._call("POST", f"/runs/{run_id}/logs", {"task": task, "text": text})["node_id"]
+
+    def remove_task_logs(self, run_id: str) -> None:
+        """The run's pods are gone: the log endpoint answers with its error body."""
+        self._call("DELETE", f"/runs/{run_id}/logs")
 
     def delete_run(self, run_id: str) -> None:
         """Make the run disappear: later GETs answer 404."""
         self._call("DELETE", f"/runs/{run_id}")
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run as the API shows it, plus ``polls`` and ``namespace``, oldest first."""
+        """Every run as stored (all fields), plus ``polls`` and ``namespace``, oldest first."""
         return self._call("GET", "/runs")
 
     def experiments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/experiments")
 
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/pipelines")
+
+    def pipeline_versions(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/pipeline_versions")
+
+    def recurring_runs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/recurring_runs")
+
     def requests(self) -> list[dict[str, Any]]:
-        """Every API request received: method, path, query, authorization header, time."""
+        """Every API request received: method, path, query, authorization, user header, time."""
         return self._call("GET", "/requests")
 
 
@@ -847,11 +1866,12 @@ class KfpApiStandIn(_Controls):
         *,
         multi_user: bool = False,
         schedule: Schedule | None = None,
+        server_version: str = "head",
     ) -> None:
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the stand-in only listens on the loopback interface")
         self._address = (host, port)
-        self.state = _State(multi_user=multi_user, schedule=schedule)
+        self.state = _State(multi_user=multi_user, schedule=schedule, server_version=server_version)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -917,11 +1937,16 @@ class StandInControl(_Controls):
 
 @contextlib.contextmanager
 def standin_process(
-    *, multi_user: bool = False, cwd: str | Path | None = None, python: str | None = None
+    *,
+    multi_user: bool = False,
+    cwd: str | Path | None = None,
+    python: str | None = None,
+    server_version: str = "head",
 ) -> Iterator[StandInControl]:
     """Run the stand-in as a separate process (for tests that run a triggerer elsewhere)."""
     root = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
     cmd = [python or sys.executable, "-m", "tests.standin.kfp_api_server", "--port", "0"]
+    cmd += ["--server-version", server_version]
     if multi_user:
         cmd.append("--multi-user")
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)
@@ -986,6 +2011,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--multi-user", action="store_true", help="behave like multi-user Kubeflow")
+    parser.add_argument("--server-version", choices=SERVER_VERSIONS, default="head")
     parser.add_argument("--pending", type=float, default=1)
     parser.add_argument("--running", type=float, default=1)
     parser.add_argument("--unit", choices=("polls", "seconds"), default="polls")
@@ -994,6 +2020,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         multi_user=args.multi_user,
         schedule=Schedule(pending=args.pending, running=args.running, unit=args.unit),
+        server_version=args.server_version,
     ).start()
     print(f"KFP_STANDIN_URL={server.url}", flush=True)
     stop = threading.Event()

@@ -1,0 +1,362 @@
+"""The stand-in KFP API server driven by the real ``kfp.Client`` 2.17.3 (the reference client).
+
+Runs in ``.venv-pipeline`` (``make test`` does that). Every endpoint the stand-in
+serves is called here the way a KFP user calls it; what the SDK cannot do against
+the stand-in is a stand-in defect. Where the real server behaves badly for the
+SDK (the filter's double decode, terminate ending FAILED), the test asserts the
+real behaviour, so the stand-in cannot quietly become kinder again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kfp
+import kfp_server_api
+import pytest
+from kfp_server_api.exceptions import ApiException
+
+from tests.standin.kfp_api_server import KfpApiStandIn
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "tests" / "bridge" / "fixtures" / "tiny_pipeline.yaml"
+PRODUCTION = REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
+# kfp.Client warns on every construction that it needs KFP >= 2.0.0-beta.2
+pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
+
+
+def name_filter(name: str) -> str:
+    return json.dumps(
+        {"predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": name}]}
+    )
+
+
+def error_body(err: ApiException) -> dict:
+    return json.loads(err.body)
+
+
+@pytest.fixture
+def server():
+    with KfpApiStandIn() as stand_in:
+        stand_in.set_schedule(pending=1, running=1)
+        yield stand_in
+
+
+@pytest.fixture
+def client(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
+    return kfp.Client(host=server.url)
+
+
+def wait_state(client: kfp.Client, run_id: str, states: set[str], polls: int = 20) -> str:
+    for _ in range(polls):
+        state = client.get_run(run_id).state
+        if state in states:
+            return state
+    raise AssertionError(f"run {run_id} never reached {states} (last {state})")
+
+
+def test_healthz(client):
+    health = client.get_kfp_healthz()
+    assert health.multi_user is False
+    assert health.pipeline_store == "database"
+
+
+def test_experiments_create_get_list_delete(client):
+    created = client.create_experiment("daily-prediction", description="d")
+    assert created.experiment_id and created.storage_state == "AVAILABLE"
+    assert client.get_experiment(experiment_name="daily-prediction").experiment_id == (
+        created.experiment_id
+    )
+    assert client.get_experiment(experiment_id=created.experiment_id).description == "d"
+    # create_experiment of an existing name returns it (kfp.Client looks it up first)
+    assert client.create_experiment("daily-prediction").experiment_id == created.experiment_id
+    listed = client.list_experiments(filter=name_filter("daily-prediction"))
+    assert [e.experiment_id for e in listed.experiments] == [created.experiment_id]
+    client.delete_experiment(created.experiment_id)
+    with pytest.raises(ApiException) as err:
+        client.get_experiment(experiment_id=created.experiment_id)
+    assert err.value.status == 404
+
+
+def test_empty_lists_leave_the_field_out(client):
+    listed = client.list_runs()
+    assert listed.runs is None and listed.next_page_token is None and listed.total_size is None
+
+
+def test_run_from_package_get_and_succeed(client, server):
+    result = client.create_run_from_pipeline_package(
+        str(TINY),
+        arguments={"message": "hi", "repeat": 2},
+        run_name="tiny-1",
+        experiment_name="contract",
+        enable_caching=False,
+    )
+    run = client.get_run(result.run_id)
+    assert run.display_name == "tiny-1"
+    assert run.runtime_config.parameters == {"message": "hi", "repeat": 2}
+    assert run.pipeline_spec["pipelineInfo"]["name"]
+    finished = client.wait_for_run_completion(result.run_id, timeout=30, sleep_duration=0)
+    assert finished.state == "SUCCEEDED"
+    assert finished.error is None
+    names = [t.display_name for t in finished.run_details.task_details]
+    assert "executor" in names and finished.state_history[-1].state == "SUCCEEDED"
+
+
+def test_list_runs_with_filter_sort_and_pagination(client):
+    exp = client.create_experiment("paging")
+    ids = [
+        client.run_pipeline(
+            exp.experiment_id, f"r-{i}", pipeline_package_path=str(TINY), params={"message": "m"}
+        ).run_id
+        for i in range(5)
+    ]
+    seen, token = [], ""
+    while True:
+        page = client.list_runs(
+            experiment_id=exp.experiment_id, page_size=2, page_token=token, sort_by="name"
+        )
+        seen += [r.display_name for r in page.runs]
+        assert page.total_size == 5
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"r-{i}" for i in range(5)]
+    only = client.list_runs(experiment_id=exp.experiment_id, filter=name_filter("r-3"))
+    assert [r.run_id for r in only.runs] == [ids[3]]
+    # a page token with a different filter is refused (server/list_request_util.go)
+    first = client.list_runs(experiment_id=exp.experiment_id, page_size=2)
+    with pytest.raises(ApiException) as err:
+        client.list_runs(
+            experiment_id=exp.experiment_id,
+            page_token=first.next_page_token,
+            filter=name_filter("r-1"),
+        )
+    assert (
+        err.value.status == 400 and "page token does not match" in error_body(err.value)["message"]
+    )
+    with pytest.raises(ApiException) as err:
+        client.list_runs(experiment_id=exp.experiment_id, sort_by="colour desc")
+    assert err.value.status == 400
+
+
+def test_terminate_ends_failed_and_twice_is_400(client, server):
+    server.set_schedule(pending=0, running=1000, canceling=1)
+    run = client.create_run_from_pipeline_package(str(TINY), {"message": "x"}, run_name="t")
+    assert wait_state(client, run.run_id, {"RUNNING"}) == "RUNNING"
+    client.terminate_run(run.run_id)
+    assert client.get_run(run.run_id).state == "CANCELING"
+    final = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    assert final.state == "FAILED" and final.error is None
+    with pytest.raises(ApiException) as err:
+        client.terminate_run(run.run_id)
+    assert err.value.status == 400
+    body = error_body(err.value)
+    assert set(body) == {"code", "message", "details"} and body["code"] == 3
+
+
+def test_failed_run_has_no_error_text_but_a_pod_log(client, server):
+    server.set_schedule(pending=0, running=1, outcome="FAILED", error="ValueError: bad input")
+    run = client.create_run_from_pipeline_package(str(TINY), {"message": "x"}, run_name="f")
+    final = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    assert final.state == "FAILED" and final.error is None
+    failed = [t for t in final.run_details.task_details if t.state == "FAILED"]
+    assert all(t.error is None for t in final.run_details.task_details)
+    task = next(t for t in failed if t.display_name == "greet")
+    pod = task.child_tasks[0].pod_name
+    # the log endpoint is plain HTTP (apiserver/main.go); kfp.Client has no method for it
+    api = client._run_api.api_client
+    response = api.call_api(
+        f"/apis/v1alpha1/runs/{run.run_id}/nodes/{pod}/log",
+        "GET",
+        _preload_content=False,
+        auth_settings=["Bearer"],
+    )
+    assert "ValueError: bad input" in response.data.decode()
+    server.remove_task_logs(run.run_id)
+    gone = api.call_api(
+        f"/apis/v1alpha1/runs/{run.run_id}/nodes/{pod}/log", "GET", _preload_content=False
+    )
+    assert gone.status == 200  # the handler writes 200 before it reads the log
+    assert "not found" in json.loads(gone.data)["error_message"]
+
+
+def test_pipelines_and_versions_upload_list_get_delete(client):
+    pipeline = client.upload_pipeline(str(TINY), pipeline_name="tiny", description="t")
+    assert pipeline.display_name == "tiny" and pipeline.pipeline_id
+    assert client.get_pipeline_id("tiny") == pipeline.pipeline_id
+    assert client.get_pipeline(pipeline.pipeline_id).description == "t"
+    version = client.upload_pipeline_version(
+        str(PRODUCTION), pipeline_version_name="v2", pipeline_id=pipeline.pipeline_id
+    )
+    versions = client.list_pipeline_versions(pipeline.pipeline_id, sort_by="created_at desc")
+    assert {v.display_name for v in versions.pipeline_versions} == {"tiny", "v2"}
+    got = client.get_pipeline_version(pipeline.pipeline_id, version.pipeline_version_id)
+    assert got.pipeline_spec["pipeline_spec"]["pipelineInfo"]["name"] == "daily-prediction"
+    assert "platform_spec" in got.pipeline_spec  # the kfp-kubernetes second document
+    listed = client.list_pipelines(filter=name_filter("tiny"))
+    assert [p.pipeline_id for p in listed.pipelines] == [pipeline.pipeline_id]
+    with pytest.raises(ApiException) as err:  # a second upload of the same name
+        client.upload_pipeline(str(TINY), pipeline_name="tiny")
+    assert err.value.status == 409
+    # run by pipeline id alone: the latest version (resource_manager.go). kfp.Client's
+    # run_pipeline insists on both ids, so this goes through its generated RunServiceApi.
+    exp = client.create_experiment("by-pipeline")
+    run = client._run_api.run_service_create_run(
+        kfp_server_api.V2beta1Run(
+            display_name="latest",
+            experiment_id=exp.experiment_id,
+            pipeline_version_reference=kfp_server_api.V2beta1PipelineVersionReference(
+                pipeline_id=pipeline.pipeline_id
+            ),
+        )
+    )
+    # latest = newest created_at, ties (same second) by the larger id (storage/pipeline_store.go)
+    latest = max(versions.pipeline_versions, key=lambda v: (v.created_at, v.pipeline_version_id))
+    assert run.pipeline_version_reference.pipeline_version_id == latest.pipeline_version_id
+    with pytest.raises(ApiException) as err:  # versions exist: refused without cascade
+        client.delete_pipeline(pipeline.pipeline_id)
+    assert err.value.status == 400
+    for v in versions.pipeline_versions:
+        client.delete_pipeline_version(pipeline.pipeline_id, v.pipeline_version_id)
+    client.delete_pipeline(pipeline.pipeline_id)
+    assert client.get_pipeline_id("tiny") is None
+
+
+def test_missing_pipeline_version_is_500(client):
+    exp = client.create_experiment("missing")
+    with pytest.raises(ApiException) as err:
+        client.run_pipeline(exp.experiment_id, "x", pipeline_id="nope", version_id="nope")
+    assert err.value.status == 500
+    assert "PipelineVersion nope not found" in error_body(err.value)["message"]
+
+
+def test_recurring_runs_create_list_enable_disable_delete(client):
+    exp = client.create_experiment("schedules")
+    job = client.create_recurring_run(
+        exp.experiment_id,
+        "daily",
+        cron_expression="0 0 21 * * *",
+        pipeline_package_path=str(TINY),
+        params={"message": "m"},
+    )
+    assert job.status == "ENABLED" and job.trigger.cron_schedule.cron == "0 0 21 * * *"
+    listed = client.list_recurring_runs(experiment_id=exp.experiment_id)
+    assert [j.recurring_run_id for j in listed.recurring_runs] == [job.recurring_run_id]
+    client.disable_recurring_run(job.recurring_run_id)
+    assert client.get_recurring_run(job.recurring_run_id).status == "DISABLED"
+    client.enable_recurring_run(job.recurring_run_id)
+    assert client.get_recurring_run(job.recurring_run_id).mode == "ENABLE"
+    client.delete_recurring_run(job.recurring_run_id)
+    with pytest.raises(ApiException) as err:
+        client.get_recurring_run(job.recurring_run_id)
+    assert err.value.status == 404
+    with pytest.raises(ApiException) as err:  # robfig/cron v1: 5 or 6 fields
+        client.create_recurring_run(
+            exp.experiment_id, "bad", cron_expression="0 6 * *", pipeline_package_path=str(TINY)
+        )
+    assert err.value.status == 400 and "robfig/cron" in error_body(err.value)["message"]
+
+
+def test_filter_is_decoded_twice(client):
+    """``server/list_request_util.go`` parseAPIFilter: ``+`` is a space, a stray ``%`` a 400."""
+    client.create_experiment("daily+hourly")
+    with pytest.raises(ValueError, match="No experiment is found"):
+        client.get_experiment(experiment_name="daily+hourly")
+    with pytest.raises(ApiException) as err:
+        client.get_experiment(experiment_name="100%")
+    assert err.value.status == 400 and "invalid URL escape" in error_body(err.value)["message"]
+    client.create_experiment("tägliche Vorhersage 日次")  # spaces and non-ASCII survive
+    assert client.get_experiment(experiment_name="tägliche Vorhersage 日次").display_name
+
+
+def test_unknown_request_field_is_refused(client):
+    """protojson with DiscardUnknown: false (common/utils.go CustomMarshaler)."""
+    api = client._experiment_api.api_client
+    with pytest.raises(ApiException) as err:
+        api.call_api(
+            "/apis/v2beta1/experiments",
+            "POST",
+            body={"display_name": "x", "colour": "red"},
+            header_params={"Content-Type": "application/json"},
+            response_type="V2beta1Experiment",
+        )
+    assert err.value.status == 400 and "unknown field" in error_body(err.value)["message"]
+
+
+def test_2_5_0_error_bodies_carry_error(server, client):
+    server.set_server_version("2.5.0")
+    with pytest.raises(ApiException) as err:
+        client.get_run("nope")
+    body = error_body(err.value)
+    assert err.value.status == 404 and body["error"] == body["message"]
+
+
+def test_kfp_1x_has_no_v2beta1(server, client):
+    server.set_server_version("1.8.5")
+    with pytest.raises(ApiException) as err:
+        client.list_experiments()
+    assert err.value.status == 404 and err.value.body.strip() in (b"Not Found", "Not Found")
+
+
+@pytest.fixture
+def multi_user_server():
+    with KfpApiStandIn(multi_user=True) as stand_in:
+        stand_in.set_multi_user(
+            tokens={
+                "good-token": ("alice@example.com", ["pipelines.kubeflow.org"]),
+                "other-audience": ("alice@example.com", ["https://kubernetes.default"]),
+            },
+            access={"alice@example.com": ["team-a"], "bob@example.com": ["team-b"]},
+        )
+        yield stand_in
+
+
+def test_multi_user_bearer_token(multi_user_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
+    url = multi_user_server.url
+    assert kfp.Client(host=url, namespace="team-a").get_kfp_healthz().multi_user is True
+    anonymous = kfp.Client(host=url, namespace="team-a")
+    with pytest.raises(ApiException) as err:
+        anonymous.list_experiments()
+    assert err.value.status == 401
+    wrong_audience = kfp.Client(host=url, namespace="team-a", existing_token="other-audience")
+    with pytest.raises(ApiException) as err:
+        wrong_audience.list_experiments()
+    assert err.value.status == 401 and "audience" in error_body(err.value)["message"]
+    alice = kfp.Client(host=url, namespace="team-a", existing_token="good-token")
+    exp = alice.create_experiment("mu")
+    assert exp.namespace == "team-a"
+    run = alice.create_run_from_pipeline_package(
+        str(TINY), {"message": "m"}, run_name="mu-1", experiment_name="mu", namespace="team-a"
+    )
+    assert alice.get_run(run.run_id).display_name == "mu-1"
+    elsewhere = kfp.Client(host=url, namespace="team-b", existing_token="good-token")
+    with pytest.raises(ApiException) as err:
+        elsewhere.list_experiments()
+    assert err.value.status == 403
+    no_namespace = kfp.Client(host=url, existing_token="good-token")
+    with pytest.raises(ApiException) as err:
+        no_namespace.list_runs()
+    assert err.value.status == 400 and "namespace" in error_body(err.value)["message"]
+
+
+def test_multi_user_identity_header(multi_user_server, tmp_path, monkeypatch):
+    """In-cluster callers send ``kubeflow-userid`` (kfp.Client: context.json header settings)."""
+    context = tmp_path / "context.json"
+    context.write_text(
+        json.dumps(
+            {
+                "namespace": "team-b",
+                "client_authentication_header_name": "kubeflow-userid",
+                "client_authentication_header_value": "bob@example.com",
+            }
+        )
+    )
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(context))
+    bob = kfp.Client(host=multi_user_server.url)
+    assert bob.create_experiment("b").namespace == "team-b"
+    seen = multi_user_server.requests()[-1]
+    assert seen["user"] == "bob@example.com" and seen["authorization"] is None
+    assert isinstance(bob.list_experiments(), kfp_server_api.V2beta1ListExperimentsResponse)
