@@ -1,0 +1,123 @@
+"""What failed in a FAILED KFP run: the failed tasks and the tail of their pod logs.
+
+The KFP API gives a FAILED run no error text (``server/api_converter.go``
+``toApiRun`` sets ``error`` only when it cannot convert the run); the text a
+person needs is in the failed task's pod log, which the API server streams at
+``GET /apis/v1alpha1/runs/{run_id}/nodes/{node_id}/log`` (``apiserver/main.go``).
+``run_details.task_details`` has one entry per Argo node; a node's children are
+listed as ``child_tasks[].pod_name`` (``toModelTask``), so the pods of a failed
+component task are the children of its FAILED entry. The log endpoint answers
+HTTP 200 even when it fails (``server/run_log_server.go`` writes the status
+before reading), with a JSON ``{"error_message": ...}`` body instead of the log.
+
+Everything here is pure (no I/O), so the rules are tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+MAX_LOG_LINES = 50
+MAX_LOG_BYTES = 8 * 1024
+MAX_TASKS = 3  # log tails fetched per failed run
+# Nodes the v2 compiler adds around each component task (backend/src/v2/compiler/argocompiler).
+_STRUCTURAL = ("executor",)
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """One failed component task: its name, the pods to read, and what was read."""
+
+    name: str
+    pods: tuple[str, ...] = ()
+    log_tail: str | None = None
+    log_unavailable: str | None = None  # why there is no tail (pod gone, endpoint error, ...)
+
+
+def failed_tasks(task_details: Iterable[Any]) -> list[FailedTask]:
+    """The failed component tasks of a run, in the order the server lists them.
+
+    Left out: the workflow's root node (its display name is the workflow name,
+    which every other node id starts with), the ``executor`` pod nodes (their
+    parent is the component task) and driver nodes that did not fail.
+    """
+    details = list(task_details)
+    pods_of = {id(t): tuple(_pod_names(t)) for t in details}
+    all_pods = [p for pods in pods_of.values() for p in pods]
+    out = []
+    for task in details:
+        name = getattr(task, "display_name", None) or ""
+        if getattr(task, "state", None) != "FAILED" or not name or name in _STRUCTURAL:
+            continue
+        if all_pods and all(p.startswith(f"{name}-") for p in all_pods):
+            continue  # the workflow root
+        out.append(FailedTask(name=name, pods=pods_of[id(task)]))
+    return out
+
+
+def _pod_names(task: Any) -> Iterator[str]:
+    for child in getattr(task, "child_tasks", None) or []:
+        pod = getattr(child, "pod_name", None)
+        if pod:
+            yield pod
+
+
+def tail(
+    chunks: Iterable[bytes], max_lines: int = MAX_LOG_LINES, max_bytes: int = MAX_LOG_BYTES
+) -> str:
+    """The last ``max_lines`` lines, at most ``max_bytes`` bytes, of a streamed log.
+
+    Reads chunk by chunk and keeps only a bounded window, so a huge log costs no
+    more memory than its tail.
+    """
+    window = b""
+    lines: deque[bytes] = deque(maxlen=max_lines + 1)
+    for chunk in chunks:
+        window += chunk
+        *complete, window = window.split(b"\n")
+        lines.extend(complete)
+        if len(window) > max_bytes:
+            window = window[-max_bytes:]
+    if window:
+        lines.append(window)
+    kept = list(lines)[-max_lines:]
+    text = b"\n".join(kept)
+    if len(text) > max_bytes:
+        text = text[-max_bytes:]
+        text = text.split(b"\n", 1)[-1] if b"\n" in text else text
+    return text.decode("utf-8", "replace").strip("\n")
+
+
+def log_endpoint_error(body_start: bytes) -> str | None:
+    """The error the log endpoint sent instead of a log (HTTP 200 + JSON), else ``None``."""
+    text = body_start.lstrip()
+    if not text.startswith(b'{"error_message"'):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and "error_message" in data:
+        return str(data["error_message"])[:300]
+    return None
+
+
+def summary(tasks: list[FailedTask], run_url: str | None) -> str:
+    """One line for the task log's error and the Slack message's first error line."""
+    if not tasks:
+        where = f"; see {run_url}" if run_url else ""
+        return f"the KFP API names no failed task{where}"
+    parts = []
+    for task in tasks:
+        if task.log_tail:
+            last = task.log_tail.strip().splitlines()[-1].strip()
+            parts.append(f"task {task.name} failed: {last}")
+        else:
+            why = task.log_unavailable or "no log"
+            where = f"; see {run_url}" if run_url else ""
+            parts.append(f"task {task.name} failed (log unavailable: {why}{where})")
+    return "; ".join(parts)
