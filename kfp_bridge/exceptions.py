@@ -40,6 +40,14 @@ class RunNotFoundError(BackendError):
     """The service does not know the run (404): deleted, or never existed."""
 
 
+class PipelineNotFoundError(BackendError):
+    """The pipeline or pipeline version named for the run does not exist (checked before submit)."""
+
+
+class ApiVersionError(BackendError):
+    """The service does not speak the API the bridge needs (a KFP 1.x server: no v2beta1)."""
+
+
 class TransientBackendError(KfpBridgeError):
     """A failure worth retrying with backoff: 5xx, refused connection, timeout."""
 

@@ -77,6 +77,14 @@ def get_provider_info() -> dict[str, Any]:
                         enum=["none", "token", "google", None],
                     ),
                     "namespace": _field("Namespace", "string", "Kubeflow profile namespace"),
+                    "user": _field(
+                        "User (identity header)",
+                        "string",
+                        "Multi-user Kubeflow, in-cluster: the user the API should see",
+                    ),
+                    "user_header": _field(
+                        "Identity header", "string", "Default kubeflow-userid (KFP's USERID_HEADER)"
+                    ),
                     "ui_host": _field("UI host", "string", "Base URL for run links, if not host"),
                     "verify_ssl": _field("Verify SSL", "boolean", "Verify TLS certificates"),
                     "request_timeout": _field("Request timeout (s)", "number", "Per API call"),

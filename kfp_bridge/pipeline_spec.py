@@ -208,6 +208,20 @@ def parse_pipeline(text: str, *, source: str = "<string>") -> CompiledPipeline:
     )
 
 
+def pipeline_from_spec(spec: Any, *, source: str) -> CompiledPipeline:
+    """A pipeline spec the service holds (a pipeline version's ``pipeline_spec``), as data.
+
+    The KFP API returns a two-document upload as ``{"pipeline_spec", "platform_spec"}``.
+    """
+    platform = None
+    if isinstance(spec, dict) and "pipeline_spec" in spec:
+        spec, platform = spec["pipeline_spec"], spec.get("platform_spec")
+    _check_pipeline_spec(spec, source)
+    return CompiledPipeline(
+        pipeline_spec=spec, platform_spec=platform, parameters=_root_parameters(spec, source)
+    )
+
+
 def _check_pipeline_spec(spec: Any, source: str) -> None:
     if not isinstance(spec, dict):
         raise PipelineSpecError(f"{source} is not a KFP pipeline (top level is not a mapping)")

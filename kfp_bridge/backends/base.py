@@ -85,8 +85,27 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class FailedTask:
+    """One failed task of a run: its name and the end of its log (bounded).
+
+    ``log_tail`` is at most 50 lines / 8 KiB of the task's pod log (None when it
+    could not be read; ``log_unavailable`` then says why). A pipeline can mark a
+    failure as permanent in its last log lines; this is where to look for it.
+    """
+
+    name: str
+    pods: tuple[str, ...] = ()
+    log_tail: str | None = None
+    log_unavailable: str | None = None
+
+
+@dataclass(frozen=True)
 class RunStatus:
-    """One observation of a run."""
+    """One observation of a run.
+
+    ``error`` is one line (a summary of what failed) plus, for backends that can
+    read task logs, the log tails; ``failed_tasks`` has them as data.
+    """
 
     run_id: str
     display_name: str
@@ -94,6 +113,7 @@ class RunStatus:
     url: str | None = None
     error: str | None = None
     created_at: str | None = None
+    failed_tasks: tuple[FailedTask, ...] = ()
 
 
 class Backend(abc.ABC):
@@ -136,6 +156,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run_url(self, run_id: str) -> str | None:
         """Where a person looks at the run (the "Kubeflow run" link)."""
+
+    def pipeline_version(
+        self, pipeline_id: str, pipeline_version_id: str | None = None
+    ) -> tuple[str, Mapping[str, Any]]:
+        """An uploaded pipeline's version (the latest without ``pipeline_version_id``):
+        ``(version id, its pipeline spec)``. Only services that store pipelines have one."""
+        raise BackendConfigError(
+            "pipeline_id", f"refers to an uploaded pipeline, which the {self.name} backend has not"
+        )
 
 
 def positive_seconds(setting: str, value: float | str) -> float:

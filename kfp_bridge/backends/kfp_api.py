@@ -11,22 +11,34 @@ to the bridge's exceptions so callers can tell retryable from final.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import kfp_server_api
 import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
-from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus, positive_seconds
+from kfp_bridge.backends import kfp_failures
+from kfp_bridge.backends.base import (
+    Backend,
+    FailedTask,
+    RunRequest,
+    RunState,
+    RunStatus,
+    positive_seconds,
+)
 from kfp_bridge.exceptions import (
+    ApiVersionError,
     AuthError,
     BackendConfigError,
     BackendError,
+    PipelineNotFoundError,
     RunNotFoundError,
     TransientBackendError,
 )
@@ -39,6 +51,9 @@ TokenProvider = Callable[[], str]
 GOOGLE_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _LIST_PAGE_SIZE = 100
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+NO_V2BETA1 = "this KFP API has no v2beta1 endpoints (KFP < 2.0?)"
+DEFAULT_USER_HEADER = "kubeflow-userid"  # what Kubeflow's multi-user manifests configure
+_LOG_READ_LIMIT = 16 * 1024 * 1024  # bytes of one pod log read at most (only the tail is kept)
 T = TypeVar("T")
 
 
@@ -124,8 +139,10 @@ class KfpApiBackend(Backend):
     ``host`` is an http(s) URL, or a bare host that ``scheme`` (default https) and
     ``port`` complete. ``token_provider`` is called before every request (see
     :func:`google_token_provider`, :func:`static_token_provider`); ``namespace``
-    is the Kubeflow profile namespace in multi-user mode; ``ui_host`` is where
-    run links point when the UI is not served from the API host.
+    is the Kubeflow profile namespace in multi-user mode; ``user`` is sent in the
+    identity header ``user_header`` (default ``kubeflow-userid``), as in-cluster
+    callers of ``ml-pipeline.kubeflow:8888`` do; ``ui_host`` is where run links
+    point when the UI is not served from the API host.
     """
 
     name = "kfp"
@@ -141,6 +158,8 @@ class KfpApiBackend(Backend):
         ui_host: str | None = None,
         verify_ssl: bool = True,
         request_timeout: float | str = 30.0,
+        user: str | None = None,
+        user_header: str | None = None,
     ) -> None:
         self.host = _endpoint("host", host, scheme=scheme, port=port)
         self.namespace = namespace or None
@@ -159,13 +178,23 @@ class KfpApiBackend(Backend):
             config.api_key["authorization"] = ""
             config.api_key_prefix["authorization"] = "Bearer"
             config.refresh_api_key_hook = self._refresh_token
-        self._api_client = kfp_server_api.ApiClient(config)
+        if user_header and not user:
+            raise BackendConfigError("user", "is empty but user_header is set")
+        self.user = user or None
+        self._api_client = kfp_server_api.ApiClient(
+            config,
+            header_name=(user_header or DEFAULT_USER_HEADER) if user else None,
+            header_value=user or None,
+        )
+        self._pipelines = kfp_server_api.PipelineServiceApi(self._api_client)
         self._runs = kfp_server_api.RunServiceApi(self._api_client)
         self._experiments = kfp_server_api.ExperimentServiceApi(self._api_client)
         self._healthz = kfp_server_api.HealthzServiceApi(self._api_client)
 
     def __repr__(self) -> str:  # never shows the token
-        return f"KfpApiBackend(host={self.host!r}, namespace={self.namespace!r})"
+        return (
+            f"KfpApiBackend(host={self.host!r}, namespace={self.namespace!r}, user={self.user!r})"
+        )
 
     # -- plumbing ----------------------------------------------------------
     def _refresh_token(self, config: kfp_server_api.Configuration) -> None:
@@ -178,7 +207,10 @@ class KfpApiBackend(Backend):
     def _call(
         self, what: str, fn: Callable[..., T], *args: Any, run_scoped: bool = False, **kwargs: Any
     ) -> T:
-        """Call the generated client and translate every failure into the bridge's errors."""
+        """Call the generated client and translate every failure into the bridge's errors.
+
+        ``run_scoped``: a JSON 404 means "this object does not exist" (``RunNotFoundError``).
+        """
         kwargs["_request_timeout"] = (self.request_timeout, self.request_timeout)
         try:
             return fn(*args, **kwargs)
@@ -221,36 +253,125 @@ class KfpApiBackend(Backend):
                 "a login page): the endpoint needs credentials; check the connection's auth "
                 "setting (google/token/none)."
             )
+        if status == 404 and not _is_json(err.body):
+            # KFP 1.x: its gateway has no v2beta1 route and answers a plain-text 404
+            # (grpc-gateway v1 DefaultOtherErrorHandler); a 404 of KFP 2.x is JSON.
+            return ApiVersionError(
+                f"{what}: {NO_V2BETA1}: {self.host} answered HTTP 404 {message!r}"
+            )
         if status == 404 and run_scoped:
             return RunNotFoundError(f"{what}: not found on {self.host}: {message}")
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientBackendError(f"{what}: KFP API answered HTTP {status}: {message}")
         return BackendError(f"{what}: KFP API answered HTTP {status}: {message}")
 
-    def _status(self, run: Any) -> RunStatus:
+    def _status(self, run: Any, *, read_logs: bool = False) -> RunStatus:
+        """A run as the bridge sees it; a FAILED one says which tasks failed.
+
+        With ``read_logs`` the failed tasks' log tails are fetched too (bounded, and
+        a failure to read them is reported, never raised): only ``get_run`` asks,
+        so listing old runs for reattach reads no logs.
+        """
         try:
             state = RunState(run.state or RunState.RUNTIME_STATE_UNSPECIFIED.value)
         except ValueError:
             log.warning("Unknown KFP run state %r for run %s", run.state, run.run_id)
             state = RunState.RUNTIME_STATE_UNSPECIFIED
+        url = self.run_url(run.run_id)
+        error, failed = None, ()
+        if state is RunState.FAILED:
+            details = getattr(getattr(run, "run_details", None), "task_details", None) or []
+            failed = tuple(kfp_failures.failed_tasks(details))
+            if read_logs:
+                failed = tuple(self._with_log_tails(run.run_id, list(failed)))
+            error = _failure_text(run, list(failed), url)
+        elif state is not RunState.SUCCEEDED:
+            error = _run_error(run)
         return RunStatus(
             run_id=run.run_id,
             display_name=run.display_name or "",
             state=state,
-            url=self.run_url(run.run_id),
-            error=_run_error(run) if state is not RunState.SUCCEEDED else None,
+            url=url,
+            error=error,
             created_at=run.created_at.isoformat() if run.created_at else None,
+            failed_tasks=failed,
         )
+
+    def _with_log_tails(self, run_id: str, tasks: list[FailedTask]) -> list[FailedTask]:
+        out = []
+        for i, task in enumerate(tasks):
+            if i >= kfp_failures.MAX_TASKS:
+                out.append(task)
+                continue
+            tail, why = None, "no pod listed for the task"
+            for pod in task.pods:
+                try:
+                    tail = self.task_log_tail(run_id, pod)
+                    break
+                except Exception as exc:  # never fail the outcome on log reading
+                    why = f"{type(exc).__name__}: {exc}"[:300]
+            out.append(FailedTask(task.name, task.pods, tail, None if tail is not None else why))
+        return out
+
+    def task_log_tail(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        max_lines: int = kfp_failures.MAX_LOG_LINES,
+        max_bytes: int = kfp_failures.MAX_LOG_BYTES,
+    ) -> str:
+        """The end of one pod's log (``GET /apis/v1alpha1/runs/{run}/nodes/{node}/log``).
+
+        Streams the log and keeps only the tail; ``BackendError`` when the endpoint
+        answers with its error body instead (HTTP 200 + ``{"error_message"}``: pod
+        gone, log not archived) or an HTTP error.
+        """
+        response = self._call(
+            f"read the log of {node_id} (run {run_id})",
+            self._api_client.call_api,
+            f"/apis/v1alpha1/runs/{quote(run_id, safe='')}/nodes/{quote(node_id, safe='')}/log",
+            "GET",
+            auth_settings=["Bearer"],
+            _preload_content=False,
+        )
+        try:
+            chunks = response.stream(64 * 1024, decode_content=True)
+            first = next(chunks, b"")
+            problem = kfp_failures.log_endpoint_error(first)
+            if problem is not None:
+                raise BackendError(f"the KFP API could not read the log of {node_id}: {problem}")
+
+            def bounded() -> Iterator[bytes]:
+                read = 0
+                for chunk in itertools.chain([first], chunks):
+                    yield chunk
+                    read += len(chunk)
+                    if read >= _LOG_READ_LIMIT:
+                        return
+
+            return kfp_failures.tail(bounded(), max_lines, max_bytes)
+        finally:
+            response.release_conn()
 
     @staticmethod
     def _name_filter(display_name: str) -> str:
-        return json.dumps(
+        """A display-name filter that survives the server's second URL decode.
+
+        ``server/list_request_util.go`` ``parseAPIFilter`` runs ``url.QueryUnescape``
+        on the already decoded query value (every KFP 1.8-2.x), which turns ``+``
+        into a space and refuses a lone ``%``. Escaping the JSON once more here
+        makes the second decode give it back exactly, whatever the name holds.
+        """
+        text = json.dumps(
             {
                 "predicates": [
-                    {"operation": "EQUALS", "key": "display_name", "stringValue": display_name}
+                    {"operation": "EQUALS", "key": "display_name", "string_value": display_name}
                 ]
-            }
+            },
+            ensure_ascii=False,
         )
+        return quote(text, safe="")
 
     # -- experiments -------------------------------------------------------
     def _find_experiment(self, display_name: str) -> str | None:
@@ -324,7 +445,64 @@ class KfpApiBackend(Backend):
             service_account=request.service_account,
         )
 
+    def pipeline_version(
+        self, pipeline_id: str, pipeline_version_id: str | None = None
+    ) -> tuple[str, Mapping[str, Any]]:
+        """Look the pipeline (and version) up: ``PipelineNotFoundError`` naming the missing id.
+
+        Done before submitting because the server answers a run for a missing
+        pipeline or version with HTTP 500 (``resource/resource_manager.go``
+        ``CreateRun`` wraps the lookup error as internal), which reads as transient.
+        Without a version id this is the latest version, as the server picks it
+        (newest ``created_at``, then the larger id).
+        """
+        what = f"get pipeline {pipeline_id}"
+        try:
+            self._call(
+                what, self._pipelines.pipeline_service_get_pipeline, pipeline_id, run_scoped=True
+            )
+        except RunNotFoundError as exc:
+            raise PipelineNotFoundError(f"pipeline_id {pipeline_id!r}: no such pipeline") from exc
+        if pipeline_version_id:
+            try:
+                version = self._call(
+                    f"get pipeline version {pipeline_version_id}",
+                    self._pipelines.pipeline_service_get_pipeline_version,
+                    pipeline_id,
+                    pipeline_version_id,
+                    run_scoped=True,
+                )
+            except RunNotFoundError as exc:
+                raise PipelineNotFoundError(
+                    f"pipeline_version_id {pipeline_version_id!r}: no such version of "
+                    f"pipeline {pipeline_id!r}"
+                ) from exc
+            if version.pipeline_id and version.pipeline_id != pipeline_id:
+                raise PipelineNotFoundError(
+                    f"pipeline_version_id {pipeline_version_id!r} belongs to pipeline "
+                    f"{version.pipeline_id!r}, not to pipeline_id {pipeline_id!r}"
+                )
+        else:
+            page = self._call(
+                f"list versions of pipeline {pipeline_id}",
+                self._pipelines.pipeline_service_list_pipeline_versions,
+                pipeline_id,
+                sort_by="created_at desc",
+                page_size=_LIST_PAGE_SIZE,
+            )
+            versions = page.pipeline_versions or []
+            if not versions:
+                raise PipelineNotFoundError(f"pipeline_id {pipeline_id!r} has no versions")
+            # the server's latest: created_at desc, ties by id desc (pipeline_store.go)
+            version = max(versions, key=lambda v: (v.created_at, v.pipeline_version_id))
+        return version.pipeline_version_id, version.pipeline_spec or {}
+
     def submit(self, request: RunRequest) -> RunStatus:
+        if request.pipeline_id or request.pipeline_version_id:
+            if not request.pipeline_id:
+                raise BackendError("pipeline_version_id needs pipeline_id as well")
+            version_id, _ = self.pipeline_version(request.pipeline_id, request.pipeline_version_id)
+            request = dataclasses.replace(request, pipeline_version_id=version_id)
         experiment = request.experiment or ("Default" if self.namespace else None)
         experiment_id = self.experiment_id(experiment) if experiment else None
         body = self.build_run_body(request, experiment_id)
@@ -343,7 +521,7 @@ class KfpApiBackend(Backend):
         run = self._call(
             f"get run {run_id}", self._runs.run_service_get_run, run_id, run_scoped=True
         )
-        return self._status(run)
+        return self._status(run, read_logs=True)
 
     def _list_runs(self, display_name: str, experiment_id: str | None) -> Iterator[Any]:
         kwargs: dict[str, Any] = {
@@ -450,6 +628,25 @@ def pipeline_spec_body(
     if platform_spec:
         return {"pipeline_spec": spec, "platform_spec": copy.deepcopy(dict(platform_spec))}
     return spec
+
+
+def _is_json(body: Any) -> bool:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return bool(body) and str(body).lstrip().startswith(("{", "["))
+
+
+def _failure_text(run: Any, tasks: list[FailedTask], run_url: str | None) -> str:
+    """First line: what failed (for the task's error and Slack); then the log tails."""
+    conversion_error = _run_error(run)
+    if not tasks and conversion_error:
+        return conversion_error
+    lines = [kfp_failures.summary(tasks, run_url)]
+    for task in tasks:
+        if task.log_tail:
+            pod = f" (pod {task.pods[0]})" if task.pods else ""
+            lines += ["", f"--- last lines of the log of task {task.name}{pod} ---", task.log_tail]
+    return "\n".join(lines)
 
 
 def _run_error(run: Any) -> str | None:

@@ -18,24 +18,15 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from kfp_bridge.backends.base import FailedTask
 
 MAX_LOG_LINES = 50
 MAX_LOG_BYTES = 8 * 1024
 MAX_TASKS = 3  # log tails fetched per failed run
 # Nodes the v2 compiler adds around each component task (backend/src/v2/compiler/argocompiler).
 _STRUCTURAL = ("executor",)
-
-
-@dataclass(frozen=True)
-class FailedTask:
-    """One failed component task: its name, the pods to read, and what was read."""
-
-    name: str
-    pods: tuple[str, ...] = ()
-    log_tail: str | None = None
-    log_unavailable: str | None = None  # why there is no tail (pod gone, endpoint error, ...)
 
 
 def failed_tasks(task_details: Iterable[Any]) -> list[FailedTask]:

@@ -11,7 +11,9 @@ Connection fields:
 - ``host``: KFP API endpoint (``backend=kfp``), e.g. the AI Platform Pipelines URL;
 - ``password``: static bearer token (``auth=token``);
 - extra: ``backend`` (kfp | vertex | local), ``auth`` (none | token | google),
-  ``namespace``, ``ui_host``, ``verify_ssl``, ``request_timeout``, ``project_id``
+  ``namespace``, ``user`` and ``user_header`` (multi-user Kubeflow: the identity
+  header in-cluster callers send, default ``kubeflow-userid``), ``ui_host``,
+  ``verify_ssl``, ``request_timeout``, ``project_id``
   and ``location`` (vertex), ``local_state_dir`` and ``local_python`` (local).
   Keys may also carry the form prefix ``extra__kfp__``.
 """
@@ -145,6 +147,8 @@ class KubeflowPipelineHook(BaseHook):
             ui_host=self.extra.get("ui_host"),
             verify_ssl=self._bool("verify_ssl", True),
             request_timeout=self.extra.get("request_timeout", 30.0),
+            user=self.extra.get("user"),
+            user_header=self.extra.get("user_header"),
         )
 
     def _vertex_backend(self) -> Backend:

@@ -33,14 +33,17 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import (
+    ApiVersionError,
     AuthError,
+    BackendConfigError,
     ParameterError,
+    PipelineNotFoundError,
     PipelineSpecError,
     RunFailedError,
     RunNotFoundError,
 )
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
-from kfp_bridge.pipeline_spec import CompiledPipeline, load_pipeline
+from kfp_bridge.pipeline_spec import CompiledPipeline, load_pipeline, pipeline_from_spec
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
@@ -56,6 +59,17 @@ MAX_RUN_NAME = 128
 # then replaced; reattaching to it would only fail the new try. Still CANCELING after
 # this long: the try fails (retryable) and the next try decides again.
 CANCELING_WAIT_SECONDS = 120.0
+# task_state_store key: the run this task terminated and why. KFP ends a terminated run
+# FAILED, like a failed pipeline; only the bridge knows it stopped the run itself.
+TERMINATED_KEY = "kfp_bridge_terminated_run"
+# Errors no retry can fix: fail the task at once.
+_FINAL_ERRORS = (
+    ParameterError,
+    PipelineSpecError,
+    PipelineNotFoundError,
+    ApiVersionError,
+    BackendConfigError,
+)
 
 
 def default_deferrable() -> bool:
@@ -188,6 +202,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         )
         self.kfp_run_id: str | None = None
         self._request: RunRequest | None = None
+        self._state_store: Any = None
 
     @cached_property
     def backend(self) -> Backend:
@@ -202,7 +217,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     # -- execute ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, str | None]:
-        self._request = self._build_request(context)  # validates before anything is submitted
+        self._state_store = context.get("task_state_store")
+        try:
+            self._request = self._build_request(context)  # validates before anything is submitted
+        except AuthError as exc:
+            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, exc)) from exc
         # provisional until the run (and its creation time) is known
         self._waiter.deadline = self.policy.deadline_for(None, time.time())
         self.log.info(
@@ -216,21 +235,35 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             return self.execute_resumable(context)
         except AuthError as exc:  # 401/403 at any step: retries cannot fix credentials
             raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, exc)) from exc
+        except _FINAL_ERRORS as exc:  # e.g. a KFP 1.x server, a missing pipeline version
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     def _build_request(self, context: Context) -> RunRequest:
         compiled: CompiledPipeline | None = None
+        version_id = self.pipeline_version_id
         try:
             if self.pipeline_file:
                 compiled = load_pipeline(self.pipeline_file)
                 parameters = compiled.validate_parameters(self.parameters)
-            else:
-                self.log.warning(
-                    "No pipeline_file: parameters are not checked before submitting to pipeline %s",
-                    self.pipeline_id,
+            if self.pipeline_id:
+                # Looked up before anything is submitted: a missing pipeline or version is
+                # named now (the KFP API would answer the run with a 500, read as transient),
+                # and with pipeline_id alone the latest version is the one checked and run.
+                version_id, spec = self._waiter.call(
+                    f"look up pipeline {self.pipeline_id}",
+                    lambda: self.backend.pipeline_version(self.pipeline_id, version_id),
                 )
-                parameters = dict(self.parameters)
-        except (ParameterError, PipelineSpecError) as exc:
-            # Retrying cannot fix a wrong parameter or a broken file: fail without retries.
+                uploaded = pipeline_from_spec(
+                    spec, source=f"pipeline {self.pipeline_id} version {version_id}"
+                )
+                parameters = uploaded.validate_parameters(self.parameters)
+                self.log.info(
+                    "Pipeline %s version %s found; parameters checked against it",
+                    self.pipeline_id,
+                    version_id,
+                )
+        except _FINAL_ERRORS as exc:
+            # Retrying cannot fix a wrong parameter, a broken file or a missing pipeline.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         run_name = sanitize_run_name(self.run_name) if self.run_name else default_run_name(context)
         return RunRequest(
@@ -240,7 +273,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             pipeline_path=compiled.path if compiled else None,
             parameters=parameters,
             pipeline_id=self.pipeline_id,
-            pipeline_version_id=self.pipeline_version_id,
+            pipeline_version_id=version_id,
             experiment=self.experiment,
             pipeline_root=self.pipeline_root,
             service_account=self.service_account,
@@ -270,7 +303,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 status = existing
             else:
                 status = self._waiter.submit(request)
-        except (ParameterError, PipelineSpecError) as exc:
+        except _FINAL_ERRORS as exc:
             # The backend refused the pipeline or its parameters: retries cannot fix that.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         self._remember(context, status)
@@ -293,12 +326,23 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     )
             if run.state.is_reattachable:
                 return run
-        if runs:
-            self.log.info(
-                "Earlier run(s) named %s ended %s; starting a new run",
-                request.display_name,
-                ", ".join(f"{r.run_id}={r.state.value}" for r in runs),
-            )
+        for run in runs:
+            reason = self._terminated_by_us(run.run_id)
+            if reason:
+                self.log.info(
+                    "Earlier run %s ended %s after kfp-bridge terminated it (%s); "
+                    "starting a new run",
+                    run.run_id,
+                    run.state.value,
+                    reason,
+                )
+            else:
+                self.log.info(
+                    "Earlier run %s ended %s (%s); starting a new run",
+                    run.run_id,
+                    run.state.value,
+                    (run.error or "no error message").splitlines()[0],
+                )
         return None
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -370,6 +414,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
         """Resume after the trigger fired: the same ending as a wait in the worker."""
+        self._state_store = context.get("task_state_store")
         run_event = RunEvent.from_payload(event)
         if run_event.run_url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
@@ -383,6 +428,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
             return {"run_id": event.run_id, "run_url": event.run_url}
         if event.outcome is Outcome.FAILED:
+            reason = self._terminated_by_us(event.run_id)
+            if reason:  # KFP ends a terminated run FAILED: say who stopped it, and why
+                raise RunFailedError(
+                    f"Kubeflow run {event.run_id} was terminated by kfp-bridge ({reason}) "
+                    f"and ended {state}"
+                )
             message = event.message or "no error message from the service"
             self.log.error(
                 "Run %s ended %s: %s\nRun page: %s", event.run_id, state, message, event.run_url
@@ -395,10 +446,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 self.policy.timeout,
                 state,
             )
-            self._cancel(event.run_id, reason="Timed out")
+            self._cancel(event.run_id, reason=f"timed out after {self.policy.timeout}s")
             raise AirflowException(
                 f"Kubeflow run {event.run_id} timed out after {self.policy.timeout}s "
-                f"(state {state})"
+                f"(state {state}); kfp-bridge terminated it"
             )
         if event.outcome is Outcome.AUTH_ERROR:
             raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, event.message))
@@ -423,16 +474,37 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
 
     def _cancel(self, run_id: str, *, reason: str) -> None:
-        """Cancel and confirm; never sent to a run that already ended, never raises."""
+        """Cancel and confirm; never sent to a run that already ended, never raises.
+
+        The run and the reason are kept in the task state store first, so a later
+        try tells this termination from a failure of the pipeline.
+        """
+        if self._state_store is not None:
+            try:
+                self._state_store.set(TERMINATED_KEY, {"run_id": run_id, "reason": reason})
+            except Exception:
+                self.log.exception("Could not record the termination of run %s", run_id)
         try:
-            self._waiter.cancel(run_id, reason=reason)
+            self._waiter.cancel(run_id, reason=f"Run {reason}")
         except Exception:
             self.log.exception("Canceling run %s failed", run_id)
+
+    def _terminated_by_us(self, run_id: str) -> str | None:
+        """Why this task terminated ``run_id``, if it did (task state store)."""
+        if self._state_store is None:
+            return None
+        try:
+            record = self._state_store.get(TERMINATED_KEY)
+        except Exception:
+            return None
+        if isinstance(record, Mapping) and record.get("run_id") == run_id:
+            return str(record.get("reason") or "terminated")
+        return None
 
     def on_kill(self) -> None:
         """Worker-side kill (the task waits in the worker): stop the run too, unless it ended."""
         if self.kfp_run_id:
-            self._cancel(self.kfp_run_id, reason="Task killed")
+            self._cancel(self.kfp_run_id, reason="stopped: the task was killed")
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:

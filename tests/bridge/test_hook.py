@@ -186,7 +186,15 @@ def test_test_connection_reports_health_and_auth(make_conn, kfp_server, kfp_serv
     assert ok is True
     assert "single-user" in message
 
-    multi = make_conn("multi", host=kfp_server_multi_user.url, extra={"namespace": "team-a"})
+    # multi-user Kubeflow authenticates (apiserver/auth/): no identity is a 401
+    anonymous = make_conn("anon", host=kfp_server_multi_user.url, extra={"namespace": "team-a"})
+    ok, message = anonymous.test_connection()
+    assert ok is False and "AuthError" in message and "401" in message
+    multi = make_conn(
+        "multi",
+        host=kfp_server_multi_user.url,
+        extra={"namespace": "team-a", "user": "alice@example.com"},
+    )
     assert multi.test_connection() == (
         True,
         f"KFP API at {kfp_server_multi_user.url} is healthy (multi-user)",
@@ -197,6 +205,29 @@ def test_test_connection_reports_health_and_auth(make_conn, kfp_server, kfp_serv
     assert ok is False
     assert "AuthError" in message
     assert "401" in message
+
+
+def test_test_connection_names_a_kfp_1x_server(make_conn, kfp_server):
+    kfp_server.set_server_version("1.8.5")
+    ok, message = make_conn(host=kfp_server.url).test_connection()
+    assert ok is False
+    assert "ApiVersionError" in message and "no v2beta1 endpoints (KFP < 2.0?)" in message
+
+
+def test_user_identity_header_is_configurable(make_conn, kfp_server_multi_user):
+    kfp_server_multi_user.set_multi_user(
+        user_header="x-goog-authenticated-user-email", user_prefix="accounts.google.com:"
+    )
+    conn = make_conn(
+        "iap",
+        host=kfp_server_multi_user.url,
+        extra={
+            "namespace": "team-a",
+            "user": "accounts.google.com:alice@example.com",
+            "user_header": "x-goog-authenticated-user-email",
+        },
+    )
+    assert conn.test_connection()[0] is True
 
 
 def test_test_connection_of_the_local_backend_runs_its_interpreter(make_conn, tmp_path):
