@@ -309,7 +309,7 @@ class KfpApiBackend(Backend):
                     tail = self.task_log_tail(run_id, pod)
                     break
                 except Exception as exc:  # never fail the outcome on log reading
-                    why = f"{type(exc).__name__}: {exc}"[:300]
+                    why = str(exc)[:200] or type(exc).__name__
             out.append(FailedTask(task.name, task.pods, tail, None if tail is not None else why))
         return out
 
@@ -340,7 +340,8 @@ class KfpApiBackend(Backend):
             first = next(chunks, b"")
             problem = kfp_failures.log_endpoint_error(first)
             if problem is not None:
-                raise BackendError(f"the KFP API could not read the log of {node_id}: {problem}")
+                # e.g. "...: Failed to read logs from pod P ...: pods "P" not found"
+                raise BackendError(problem.rsplit(": ", 1)[-1])
 
             def bounded() -> Iterator[bytes]:
                 read = 0

@@ -16,6 +16,7 @@ Everything here is pure (no I/O), so the rules are tested without a server.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,6 +28,9 @@ MAX_LOG_BYTES = 8 * 1024
 MAX_TASKS = 3  # log tails fetched per failed run
 # Nodes the v2 compiler adds around each component task (backend/src/v2/compiler/argocompiler).
 _STRUCTURAL = ("executor",)
+# The KFP launcher (Go, glog) frames the component's output with lines like
+# "F1127 06:00:09.000000      20 main.go:49] failed to execute component: exit status 1".
+_GLOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w./-]+:\d+\]")
 
 
 def failed_tasks(task_details: Iterable[Any]) -> list[FailedTask]:
@@ -97,6 +101,15 @@ def log_endpoint_error(body_start: bytes) -> str | None:
     return None
 
 
+def error_line(log_tail: str) -> str:
+    """The component's own last words: the last line the launcher did not write."""
+    lines = [ln.strip() for ln in log_tail.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if not _GLOG_LINE.match(line):
+            return line[:500]
+    return lines[-1][:500] if lines else "(empty log)"
+
+
 def summary(tasks: list[FailedTask], run_url: str | None) -> str:
     """One line for the task log's error and the Slack message's first error line."""
     if not tasks:
@@ -105,8 +118,7 @@ def summary(tasks: list[FailedTask], run_url: str | None) -> str:
     parts = []
     for task in tasks:
         if task.log_tail:
-            last = task.log_tail.strip().splitlines()[-1].strip()
-            parts.append(f"task {task.name} failed: {last}")
+            parts.append(f"task {task.name} failed: {error_line(task.log_tail)}")
         else:
             why = task.log_unavailable or "no log"
             where = f"; see {run_url}" if run_url else ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -11,8 +13,10 @@ from kfp_bridge.backends import kfp_api as kfp_module
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.kfp_api import KfpApiBackend, static_token_provider
 from kfp_bridge.exceptions import (
+    ApiVersionError,
     AuthError,
     BackendError,
+    PipelineNotFoundError,
     RunNotFoundError,
     TransientBackendError,
 )
@@ -123,16 +127,40 @@ def test_submit_by_uploaded_pipeline_version(kfp_server, kfp_backend, tiny_spec)
         "pipeline_version_id": "ver-1",
     }
     assert run["pipeline_spec"] is None
-    with pytest.raises(BackendError, match="PipelineVersion ver-2 not found") as err:
-        kfp_backend.submit(
-            RunRequest(
-                display_name="x",
-                pipeline_spec={},
-                pipeline_id="pipe-1",
-                pipeline_version_id="ver-2",
-            )
-        )
-    assert not isinstance(err.value, RunNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("pipeline_id", "version_id", "named"),
+    [
+        ("pipe-1", "ver-2", "pipeline_version_id 'ver-2'"),
+        ("pipe-9", "ver-1", "pipeline_id 'pipe-9'"),
+        ("pipe-9", None, "pipeline_id 'pipe-9'"),
+    ],
+)
+def test_missing_pipeline_or_version_fails_before_submitting(
+    kfp_server, kfp_backend, tiny_spec, pipeline_id, version_id, named
+):
+    """The server would answer the run with HTTP 500 (resource_manager.go CreateRun)."""
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", tiny_spec)
+    request = RunRequest("x", {}, pipeline_id=pipeline_id, pipeline_version_id=version_id)
+    with pytest.raises(PipelineNotFoundError, match=named):
+        kfp_backend.submit(request)
+    assert not [r for r in kfp_server.requests() if r["method"] == "POST"]
+
+
+def test_pipeline_id_alone_runs_and_returns_the_latest_version(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", {"pipelineInfo": {"name": "old"}})
+    kfp_server.add_pipeline_version("pipe-1", "ver-2", tiny_spec)
+    latest = max(
+        (v for v in kfp_server.pipeline_versions() if v["pipeline_id"] == "pipe-1"),
+        key=lambda v: (v["created_at"], v["pipeline_version_id"]),  # as the server picks it
+    )
+    version_id, spec = kfp_backend.pipeline_version("pipe-1")
+    assert version_id == latest["pipeline_version_id"]
+    assert spec == latest["pipeline_spec"]
+    kfp_backend.submit(RunRequest("by-pipeline", {}, pipeline_id="pipe-1"))
+    [run] = kfp_server.runs()
+    assert run["pipeline_version_reference"]["pipeline_version_id"] == version_id
 
 
 def test_experiment_is_created_once_and_reused(kfp_server, tiny_spec):
@@ -164,12 +192,47 @@ def test_run_goes_pending_running_succeeded(kfp_server, kfp_backend, tiny_spec):
     assert final.created_at
 
 
-def test_failed_run_carries_the_server_error_message(kfp_server, kfp_backend, tiny_spec):
-    kfp_server.set_schedule(outcome="FAILED", error="greet: ValueError: asked to fail")
+def test_failed_run_names_the_task_and_its_log_tail(kfp_server, kfp_backend, tiny_spec):
+    """A FAILED run has no error text in the API: the bridge reads the failed pod's log."""
+    kfp_server.set_schedule(outcome="FAILED", error="ValueError: asked to fail")
     run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
 
     assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.FAILED
-    assert kfp_backend.get_run(run_id).error == "greet: ValueError: asked to fail"
+    status = kfp_backend.get_run(run_id)
+    assert status.error.splitlines()[0] == "task greet failed: ValueError: asked to fail"
+    [task] = status.failed_tasks
+    assert task.name == "greet" and "Traceback" in task.log_tail
+    assert "--- last lines of the log of task greet" in status.error
+
+
+def test_failed_run_log_tail_is_bounded(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(pending=0, running=1, outcome="FAILED")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    assert kfp_backend.get_run(run_id).state is RunState.RUNNING
+    big = "".join(f"progress {i}\n" for i in range(200_000)) + "RuntimeError: out of data\n"
+    kfp_server.set_task_log(run_id, "greet", big)
+    status = kfp_backend.get_run(run_id)
+    [task] = status.failed_tasks
+    assert len(task.log_tail.splitlines()) == 50 and len(task.log_tail.encode()) <= 8192
+    assert status.error.splitlines()[0] == "task greet failed: RuntimeError: out of data"
+
+
+def test_unavailable_logs_are_said_and_never_fail_the_outcome(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(pending=0, running=1, outcome="FAILED")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    assert kfp_backend.get_run(run_id).state is RunState.RUNNING
+    kfp_server.remove_task_logs(run_id)  # pods gone: HTTP 200 with an error body
+    status = kfp_backend.get_run(run_id)
+    assert status.state is RunState.FAILED
+    first = status.error.splitlines()[0]
+    assert first.startswith("task greet failed (log unavailable:") and "not found" in first
+    assert status.url in first
+    kfp_server.inject("status", status=503, path="/log$")  # endpoint broken
+    status = kfp_backend.get_run(run_id)
+    assert "log unavailable" in status.error and "503" in status.error
+    kfp_server.inject("slow", delay=3, path="/log$")  # endpoint hangs (request timeout 2 s)
+    status = kfp_backend.get_run(run_id)
+    assert status.state is RunState.FAILED and "log unavailable" in status.error
 
 
 @pytest.mark.parametrize("state", ["PAUSED", "SKIPPED", "CANCELED", "RUNTIME_STATE_UNSPECIFIED"])
@@ -189,7 +252,9 @@ def test_find_runs_by_name_newest_first_across_pages(kfp_server, tiny_spec, monk
 
     found = backend.find_runs("same")
 
-    assert [s.run_id for s in found] == ids[::-1]
+    # created_at has whole seconds; the server orders ties by id (list/list.go)
+    created = {r["run_id"]: r["created_at"] for r in kfp_server.runs()}
+    assert [s.run_id for s in found] == sorted(ids, key=lambda i: (created[i], i), reverse=True)
     assert {s.display_name for s in found} == {"same"}
     lists = [
         r for r in kfp_server.requests() if r["method"] == "GET" and r["path"].endswith("/runs")
@@ -203,9 +268,20 @@ def test_find_runs_by_name_newest_first_across_pages(kfp_server, tiny_spec, monk
 def test_find_runs_sends_the_display_name_filter(kfp_server, kfp_backend):
     assert kfp_backend.find_runs('odd "name"') == []
     [req] = [r for r in kfp_server.requests() if r["path"].endswith("/runs")]
-    assert kfp_module.json.loads(req["query"]["filter"]) == {
-        "predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": 'odd "name"'}]
+    # escaped once more for the server's second decode (server/list_request_util.go)
+    assert json.loads(unquote(req["query"]["filter"])) == {
+        "predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": 'odd "name"'}]
     }
+
+
+@pytest.mark.parametrize("name", ["daily+hourly", "100% done", "two  spaces", "日次 予測", "a%2Bb"])
+def test_names_survive_the_double_decode(kfp_server, kfp_backend, tiny_spec, name):
+    """kfp.Client cannot find these again (tests/contract); the bridge can."""
+    run_id = kfp_backend.submit(request_for(tiny_spec, name=name, experiment=name)).run_id
+    again = KfpApiBackend(kfp_server.url)  # no cached experiment ids
+    assert again.experiment_id(name, create=False) is not None
+    assert [s.run_id for s in again.find_runs(name, experiment=name)] == [run_id]
+    assert [e["display_name"] for e in kfp_server.experiments()] == [name]
 
 
 def test_find_runs_within_an_experiment(kfp_server, kfp_backend, tiny_spec):
@@ -220,15 +296,17 @@ def test_find_runs_within_an_experiment(kfp_server, kfp_backend, tiny_spec):
 
 # -- cancel -------------------------------------------------------------------------------
 def test_cancel_terminates_and_is_idempotent(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(pending=1, running=1000, canceling=3)
     run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
     kfp_backend.get_run(run_id)
 
     kfp_backend.cancel(run_id)
     kfp_backend.cancel(run_id)  # CANCELING: the server refuses, the backend shrugs
 
-    assert kfp_backend.get_run(run_id).state in (RunState.CANCELING, RunState.CANCELED)
-    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.CANCELED
-    kfp_backend.cancel(run_id)  # already CANCELED: no error
+    assert kfp_backend.get_run(run_id).state is RunState.CANCELING
+    # Argo fails a terminated workflow: KFP reports FAILED, not CANCELED (model/run.go ToV2)
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.FAILED
+    kfp_backend.cancel(run_id)  # already ended: no error
     terminates = [r for r in kfp_server.requests() if r["path"].endswith(":terminate")]
     assert len(terminates) == 3
 
@@ -372,8 +450,8 @@ def test_empty_static_token_is_refused():
 # -- multi-user Kubeflow ------------------------------------------------------------------
 def test_namespace_is_used_for_experiments_and_lists(kfp_server_multi_user, tiny_spec):
     server = kfp_server_multi_user
-    team_a = KfpApiBackend(server.url, namespace="team-a")
-    team_b = KfpApiBackend(server.url, namespace="team-b")
+    team_a = KfpApiBackend(server.url, namespace="team-a", user="alice@example.com")
+    team_b = KfpApiBackend(server.url, namespace="team-b", user="bob@example.com")
 
     run_a = team_a.submit(request_for(tiny_spec, name="daily", experiment="exp")).run_id
     run_b = team_b.submit(request_for(tiny_spec, name="daily", experiment="exp")).run_id
@@ -389,12 +467,50 @@ def test_namespace_is_used_for_experiments_and_lists(kfp_server_multi_user, tiny
     assert [s.run_id for s in team_a.find_runs("no-experiment")] == [default_a]
     lists = [r for r in server.requests() if r["method"] == "GET" and r["path"].endswith("/runs")]
     assert {r["query"].get("namespace") for r in lists} == {"team-a", "team-b"}
+    assert {r["user"] for r in server.requests()} == {"alice@example.com", "bob@example.com"}
 
 
 def test_multi_user_server_without_namespace_fails_clearly(kfp_server_multi_user):
-    backend = KfpApiBackend(kfp_server_multi_user.url)
+    backend = KfpApiBackend(kfp_server_multi_user.url, user="alice@example.com")
     with pytest.raises(BackendError, match="namespace"):
         backend.find_runs("daily")
+
+
+def test_multi_user_auth_errors_are_auth_errors(kfp_server_multi_user, tiny_spec):
+    """apiserver/auth/: no identity or a rejected token is 401; a denied namespace is 403."""
+    server = kfp_server_multi_user
+    server.set_multi_user(
+        tokens={"sa-token": ("system:serviceaccount:team-a:airflow", ["pipelines.kubeflow.org"])},
+        access={"system:serviceaccount:team-a:airflow": ["team-a"], "bob@example.com": ["b"]},
+    )
+    anonymous = KfpApiBackend(server.url, namespace="team-a")
+    with pytest.raises(AuthError, match="401"):
+        anonymous.submit(request_for(tiny_spec, experiment="e"))
+    bad_token = KfpApiBackend(
+        server.url, namespace="team-a", token_provider=static_token_provider("stolen")
+    )
+    with pytest.raises(AuthError, match="401"):
+        bad_token.find_runs("x")
+    bob = KfpApiBackend(server.url, namespace="team-a", user="bob@example.com")
+    with pytest.raises(AuthError, match="403"):
+        bob.find_runs("x")
+    robot = KfpApiBackend(
+        server.url, namespace="team-a", token_provider=static_token_provider("sa-token")
+    )
+    run_id = robot.submit(request_for(tiny_spec, experiment="e")).run_id
+    assert robot.get_run(run_id).run_id == run_id
+
+
+def test_kfp_1x_server_is_named_not_a_missing_run(kfp_server, kfp_backend):
+    kfp_server.set_server_version("1.8.5")
+    for call in (
+        lambda: kfp_backend.get_run("r1"),
+        lambda: kfp_backend.cancel("r1"),
+        kfp_backend.check,
+        lambda: kfp_backend.find_runs("x"),
+    ):
+        with pytest.raises(ApiVersionError, match=r"no v2beta1 endpoints \(KFP < 2.0\?\)"):
+            call()
 
 
 # -- links and health ---------------------------------------------------------------------
@@ -409,8 +525,8 @@ def test_run_url_uses_ui_host_when_given():
 def test_healthz_and_access_check(kfp_server, kfp_backend, kfp_server_multi_user):
     assert kfp_backend.healthz() == {"multi_user": False, "pipeline_store": "database"}
     kfp_backend.check_access()
-    multi = KfpApiBackend(kfp_server_multi_user.url, namespace="team-a")
-    assert multi.healthz()["multi_user"] is True
+    multi = KfpApiBackend(kfp_server_multi_user.url, namespace="team-a", user="alice@example.com")
+    assert multi.healthz()["multi_user"] is True  # healthz needs no identity (apiserver/main.go)
     multi.check_access()
 
 
@@ -427,7 +543,7 @@ def test_standin_in_a_separate_process(kfp_server_process, tiny_spec):
     states = poll_until_terminal(backend, run_id)
 
     assert states[-1] is RunState.FAILED
-    assert backend.get_run(run_id).error == "boom"
+    assert backend.get_run(run_id).error.splitlines()[0] == "task greet failed: boom"
     assert [r["run_id"] for r in control.runs()] == [run_id]
     control.delete_run(run_id)
     with pytest.raises(RunNotFoundError):
@@ -444,4 +560,4 @@ def test_schedule_in_seconds_for_many_concurrent_runs(kfp_server, kfp_backend, t
         assert kfp_backend.get_run(long_run).state is RunState.RUNNING
     assert kfp_backend.get_run(instant).state is RunState.SUCCEEDED
     kfp_backend.cancel(long_run)
-    assert kfp_backend.get_run(long_run).state in (RunState.CANCELING, RunState.CANCELED)
+    assert kfp_backend.get_run(long_run).state in (RunState.CANCELING, RunState.FAILED)
