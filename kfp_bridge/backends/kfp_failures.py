@@ -119,8 +119,11 @@ def summary(tasks: list[FailedTask], run_url: str | None) -> str:
     for task in tasks:
         if task.log_tail:
             parts.append(f"task {task.name} failed: {error_line(task.log_tail)}")
-        else:
-            why = task.log_unavailable or "no log"
+        elif task.log_unavailable:
             where = f"; see {run_url}" if run_url else ""
-            parts.append(f"task {task.name} failed (log unavailable: {why}{where})")
+            parts.append(
+                f"task {task.name} failed (log unavailable: {task.log_unavailable}{where})"
+            )
+        else:  # logs not read (e.g. runs listed for reattach)
+            parts.append(f"task {task.name} failed")
     return "; ".join(parts)

@@ -446,7 +446,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 self.policy.timeout,
                 state,
             )
-            self._cancel(event.run_id, reason=f"timed out after {self.policy.timeout}s")
+            self._cancel(
+                event.run_id,
+                reason="Timed out",
+                record=f"timed out after {self.policy.timeout}s",
+            )
             raise AirflowException(
                 f"Kubeflow run {event.run_id} timed out after {self.policy.timeout}s "
                 f"(state {state}); kfp-bridge terminated it"
@@ -473,7 +477,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if status.url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
 
-    def _cancel(self, run_id: str, *, reason: str) -> None:
+    def _cancel(self, run_id: str, *, reason: str, record: str) -> None:
         """Cancel and confirm; never sent to a run that already ended, never raises.
 
         The run and the reason are kept in the task state store first, so a later
@@ -481,11 +485,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """
         if self._state_store is not None:
             try:
-                self._state_store.set(TERMINATED_KEY, {"run_id": run_id, "reason": reason})
+                self._state_store.set(TERMINATED_KEY, {"run_id": run_id, "reason": record})
             except Exception:
                 self.log.exception("Could not record the termination of run %s", run_id)
         try:
-            self._waiter.cancel(run_id, reason=f"Run {reason}")
+            self._waiter.cancel(run_id, reason=reason)
         except Exception:
             self.log.exception("Canceling run %s failed", run_id)
 
@@ -504,7 +508,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def on_kill(self) -> None:
         """Worker-side kill (the task waits in the worker): stop the run too, unless it ended."""
         if self.kfp_run_id:
-            self._cancel(self.kfp_run_id, reason="stopped: the task was killed")
+            self._cancel(self.kfp_run_id, reason="Task killed", record="the task was killed")
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:

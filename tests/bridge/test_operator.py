@@ -166,8 +166,14 @@ def test_failed_event_fails_the_task_with_the_run_error(kfp_server, kfp_conn_id)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
     event = _run_trigger(deferred.value.trigger)
-    with pytest.raises(RunFailedError, match="ended FAILED: predict: model_sha256 mismatch"):
+    # the API has no error text for a FAILED run: the task name and its log's last words
+    with pytest.raises(
+        RunFailedError, match="ended FAILED: task greet failed: predict: model_sha256 mismatch"
+    ) as failed:
         op.execute_complete(context, event)
+    first_line, *rest = str(failed.value).splitlines()  # what Slack shows
+    assert "task greet failed: predict: model_sha256 mismatch" in first_line
+    assert "--- last lines of the log of task greet" in "\n".join(rest)
 
 
 def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
@@ -178,10 +184,10 @@ def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
         op.execute(context)
     event = _run_trigger(deferred.value.trigger)
     assert RunEvent.from_payload(event).outcome is Outcome.TIMED_OUT
-    with pytest.raises(Exception, match="timed out"):
+    with pytest.raises(Exception, match=r"timed out.*kfp-bridge terminated it"):
         op.execute_complete(context, event)
     [run] = _runs_named(kfp_server)
-    assert run["state"] in ("CANCELING", "CANCELED")
+    assert run["state"] in ("CANCELING", "FAILED")
 
 
 @pytest.mark.parametrize(
@@ -330,7 +336,7 @@ def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
         )
     assert retry.value.trigger.run_id != old_id
     states = {r["run_id"]: r["state"] for r in _runs_named(kfp_server)}
-    assert states[old_id] == "CANCELED" and len(states) == 2
+    assert states[old_id] == "FAILED" and len(states) == 2  # KFP: terminated ends FAILED
 
 
 def test_run_still_canceling_after_the_wait_fails_the_try_without_reattaching(
@@ -443,7 +449,7 @@ def test_worker_wait_of_an_old_run_times_out_at_once(kfp_server, kfp_conn_id):
     # (cancel-and-confirm then reads the run again before and after its terminate)
     reads = [r for r in requests[:cancel] if r["method"] == "GET" and "/runs/" in r["path"]]
     assert len(reads) == 2
-    assert _runs_named(kfp_server)[0]["state"] in ("CANCELING", "CANCELED")
+    assert _runs_named(kfp_server)[0]["state"] in ("CANCELING", "FAILED")
 
 
 # -- waiting in the worker -------------------------------------------------------------------
@@ -498,8 +504,9 @@ def test_on_kill_in_the_worker_cancels_the_run(kfp_server, kfp_conn_id):
     op.on_kill()  # what the task runner calls on SIGTERM
     thread.join(30)
     assert isinstance(holder["error"], RunFailedError)
-    assert "CANCELED" in str(holder["error"])
-    assert _runs_named(kfp_server)[0]["state"] == "CANCELED"
+    # KFP ends a terminated run FAILED; the task says the bridge stopped it, not the pipeline
+    assert "terminated by kfp-bridge (the task was killed) and ended FAILED" in str(holder["error"])
+    assert _runs_named(kfp_server)[0]["state"] == "FAILED"
     assert any(r["path"].endswith(f"{run_id}:terminate") for r in kfp_server.requests())
 
 
@@ -680,3 +687,83 @@ def test_the_serialized_dag_carries_the_kubeflow_run_link():
     [task] = serialized["dag"]["tasks"]
     assert task["__var"]["_operator_extra_links"] == {"Kubeflow run": "kubeflow_run_url"}
     assert DagSerialization.from_dict(serialized).get_task("predict").template_fields
+
+
+# -- the real KFP API's answers (issue 9) --------------------------------------------------
+def _tiny_spec() -> dict:
+    return yaml.safe_load(TINY_PIPELINE.read_text())
+
+
+def _posts(server) -> list[dict]:
+    return [r for r in server.requests() if r["method"] == "POST" and r["path"].endswith("/runs")]
+
+
+def test_pipeline_id_alone_checks_parameters_against_the_latest_version(kfp_server, kfp_conn_id):
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", _tiny_spec())
+    bad = _operator(
+        kfp_conn_id, pipeline_file=None, pipeline_id="pipe-1", parameters={"mesage": "typo"}
+    )
+    with pytest.raises(AirflowFailException, match="unknown parameter 'mesage'"):
+        bad.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert _posts(kfp_server) == []
+    good = _operator(kfp_conn_id, pipeline_file=None, pipeline_id="pipe-1")
+    good.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server)
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": "pipe-1",
+        "pipeline_version_id": "ver-1",
+    }
+    assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
+
+
+@pytest.mark.parametrize(
+    ("pipeline_id", "version_id", "named"),
+    [("pipe-1", "ver-9", "'ver-9'"), ("pipe-9", None, "'pipe-9'")],
+)
+def test_missing_pipeline_or_version_fails_at_once_naming_it(
+    kfp_server, kfp_conn_id, pipeline_id, version_id, named
+):
+    """The KFP API would answer the run with HTTP 500, which reads as worth retrying."""
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", _tiny_spec())
+    op = _operator(
+        kfp_conn_id, pipeline_file=None, pipeline_id=pipeline_id, pipeline_version_id=version_id
+    )
+    with pytest.raises(AirflowFailException, match=f"PipelineNotFoundError: .*{named}"):
+        op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert _posts(kfp_server) == []
+
+
+def test_a_kfp_1x_server_fails_at_once_and_is_named(kfp_server, kfp_conn_id):
+    kfp_server.set_server_version("1.8.5")
+    with pytest.raises(AirflowFailException, match=r"no v2beta1 endpoints \(KFP < 2\.0\?\)"):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+
+
+def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_conn_id, capsys):
+    """Both end FAILED on KFP; only the task state store knows which one the bridge stopped."""
+    kfp_server.set_schedule(pending=0, running=100000, canceling=1)
+    store = TaskStateStore()
+    op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
+    context = task_context(TaskInstance(), store, LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    with pytest.raises(AirflowException, match="kfp-bridge terminated it"):
+        op.execute_complete(context, _run_trigger(deferred.value.trigger))
+    [stopped] = _runs_named(kfp_server)
+    assert kfp_server.set_run_state(stopped["run_id"], "FAILED")["state"] == "FAILED"
+
+    kfp_server.set_schedule(outcome="FAILED", error="KeyError: 'user_id'")
+    capsys.readouterr()
+    with pytest.raises(RunFailedError, match="task greet failed: KeyError: 'user_id'"):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    out = capsys.readouterr().out  # the operator's log (Airflow's structlog to stdout)
+    assert (
+        f"Earlier run {stopped['run_id']} ended FAILED after kfp-bridge terminated it "
+        "(timed out after 0.3s)" in out
+    )
+    failed = next(r for r in _runs_named(kfp_server) if r["run_id"] != stopped["run_id"])
+
+    kfp_server.set_schedule(outcome="SUCCEEDED")
+    _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    out = capsys.readouterr().out
+    assert f"Earlier run {failed['run_id']} ended FAILED (task greet failed); starting" in out
