@@ -14,16 +14,47 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from kfp_prediction.dates import TargetWindow
-from kfp_prediction.errors import WarehouseUnreachableError
+from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.schema import PREDICTIONS_SCHEMA
 from kfp_prediction.warehouse import open_warehouse
-from kfp_prediction.warehouse.bigquery import BigQueryWarehouse, predictions_load_job_config
+from kfp_prediction.warehouse.bigquery import (
+    BigQuerySettings,
+    BigQueryWarehouse,
+    features_query_job_config,
+    predictions_load_job_config,
+)
 
 
 def test_location_scheme_selects_bigquery() -> None:
     wh = open_warehouse("bigquery://my-project/shop?location=asia-northeast1")
     assert isinstance(wh, BigQueryWarehouse)
     assert (wh.project, wh.dataset, wh.bq_location) == ("my-project", "shop", "asia-northeast1")
+    assert wh.settings == BigQuerySettings(location="asia-northeast1")  # ADC, no emulator
+
+
+def test_emulator_settings_are_explicit() -> None:
+    wh = open_warehouse(
+        "bigquery://local/shop?endpoint=http://127.0.0.1:9050&read_endpoint=127.0.0.1:9060"
+        "&credentials=anonymous"
+    )
+    assert wh.settings == BigQuerySettings(
+        endpoint="http://127.0.0.1:9050", read_endpoint="127.0.0.1:9060", anonymous=True
+    )
+    assert isinstance(wh.client._credentials, AnonymousCredentials)
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("bigquery://p/d?credentials=anonymous", "only for an emulator"),
+        ("bigquery://p/d?credentials=fallback&endpoint=http://x", "credentials must be"),
+        ("bigquery://p/d?anon=1", "unknown setting(s) anon"),
+    ],
+)
+def test_bad_bigquery_settings_are_named(location: str, words: str) -> None:
+    with pytest.raises(WarehouseUnreachableError) as err:
+        open_warehouse(location)
+    assert words in str(err.value)
 
 
 @pytest.mark.parametrize("location", ["bigquery://my-project", "bigquery:///shop", "s3://b/k", ""])
@@ -62,9 +93,10 @@ def test_feature_sql_is_pushed_down_with_qualified_tables() -> None:
 class _Job:
     def __init__(self, rows: pa.Table | None = None) -> None:
         self.rows = rows
+        self.total_rows = 3
 
-    def result(self) -> None:
-        return None
+    def result(self):
+        return self
 
     def to_arrow(self) -> pa.Table:
         return self.rows
@@ -81,18 +113,42 @@ class _RecordingClient:
         return _Job()
 
     def query(self, sql, job_config):
-        self.queries.append(sql)
+        self.queries.append((sql, job_config))
         return _Job(self.query_result)
 
 
-def test_feature_query_result_is_handed_out_in_batches() -> None:
-    one_row_chunks = pa.chunked_array([[i] for i in range(5)], pa.int64())  # as BigQuery sends
-    client = _RecordingClient(pa.table({"user_id": one_row_chunks}))
+def test_features_are_materialized_by_a_query_job_into_the_partition() -> None:
+    client = _RecordingClient()
     wh = BigQueryWarehouse("my-project", "shop", client=client)
     window = TargetWindow.build("2026-11-27", 28)
-    batches = list(wh.user_feature_batches(window, rows_per_batch=2))
-    assert [b.num_rows for b in batches] == [2, 2, 1]
-    assert client.queries == [wh.user_features_sql(window)]
+    assert wh.materialize_features(window) == ("my-project.shop.user_features$20261127", 3)
+    [(sql, config)] = client.queries
+    assert sql == wh.user_features_sql(window)
+    assert "CAST('2026-11-27' AS DATE) AS target_date" in sql
+    api = config.to_api_repr()["query"]
+    assert api["destinationTable"] == {
+        "projectId": "my-project",
+        "datasetId": "shop",
+        "tableId": "user_features$20261127",
+    }
+    assert api["writeDisposition"] == "WRITE_TRUNCATE"
+    assert api["createDisposition"] == "CREATE_IF_NEEDED"
+    assert api["timePartitioning"] == {"type": "DAY", "field": "target_date"}
+    assert features_query_job_config("a.b.c$20261127").destination.table_id == "c$20261127"
+
+
+def test_storage_read_session_for_one_partition() -> None:
+    from google.cloud.bigquery_storage_v1 import types
+
+    wh = BigQueryWarehouse("my-project", "shop")
+    request = wh.read_session_request("my-project.shop.user_features$20261127")
+    session = request["read_session"]
+    assert request["parent"] == "projects/my-project" and request["max_stream_count"] == 1
+    assert session.table == "projects/my-project/datasets/shop/tables/user_features"
+    assert session.data_format == types.DataFormat.ARROW
+    assert session.read_options.row_restriction == "target_date = DATE '2026-11-27'"
+    with pytest.raises(NoSourceDataError, match=r"PROJECT\.DATASET\.TABLE"):
+        wh.read_session_request("my-project.shop.user_features")
 
 
 def test_failed_stream_loads_nothing() -> None:

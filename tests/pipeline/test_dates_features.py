@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -11,17 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
-from kfp_prediction import steps
 from kfp_prediction.dates import JST, TargetWindow, parse_target_date
 from kfp_prediction.errors import PredictionInputError, TargetDateError
-from kfp_prediction.features import (
-    MODEL_FEATURES,
-    bigquery_user_features_sql,
-    build_candidates,
-    duckdb_user_features_sql,
-)
-from kfp_prediction.model import linear_form, load_verified_model, model_feature_names
-from kfp_prediction.schema import CATEGORIES
+from kfp_prediction.features import bigquery_user_features_sql, duckdb_user_features_sql
+from kfp_prediction.model import load_verified_model
+from kfp_prediction.schema import CATEGORIES, FEATURE_COLUMNS
+from kfp_prediction.scoring import MODEL_FEATURES, ScoringModel, build_candidates
 from kfp_prediction.warehouse.local import LocalWarehouse
 from pipeline_support import Model
 from sqlglot import exp
@@ -162,6 +158,7 @@ def test_query_covers_every_category() -> None:
     sql = bigquery_user_features_sql(TargetWindow.build("2026-11-27", 28))
     for category in CATEGORIES:
         assert f"pv_{category}" in sql and f"buy_{category}" in sql
+    assert _select_names(sql, "bigquery") == list(FEATURE_COLUMNS)  # the features table
 
 
 GRID_END = dt.datetime(2026, 11, 26, 15, tzinfo=dt.UTC)  # 2026-11-27 00:00 JST
@@ -269,16 +266,16 @@ def test_each_user_gets_their_best_content(
     grid_warehouse: LocalWarehouse,
     model: Model,
     scorer: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     trained, _ = load_verified_model(model.uri, model.sha256)
-    names = model_feature_names(trained)
-    assert linear_form(trained, names) is not None  # the demo model takes the numpy path
-    if scorer == "predict_proba":
-        monkeypatch.setattr(steps, "linear_form", lambda *_: None)
     users = grid_warehouse.user_features(TargetWindow.build("2026-11-27", 28))
     contents = grid_warehouse.contents()
-    best, score = steps.score_users(trained, names, users, contents)
+    scoring = ScoringModel.check(trained, contents)
+    names = list(scoring.feature_names)
+    assert scoring.linear is not None  # the demo model takes the numpy path
+    if scorer == "predict_proba":
+        scoring = dataclasses.replace(scoring, linear=None)
+    best, score = scoring.score(users, contents)
 
     by_hand = user_one_rows_by_hand()
     i = int(np.flatnonzero(users.column("user_id").to_numpy() == 1)[0])

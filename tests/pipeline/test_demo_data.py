@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from kfp_prediction.demo_data import generate
-from kfp_prediction.model import load_verified_model, model_feature_names
+from kfp_prediction.model import load_verified_model
 from kfp_prediction.schema import SOURCE_COLUMNS
+from kfp_prediction.scoring import MODEL_FEATURES
 from pipeline_support import SMALL, Model
 
 TINY = dataclasses.replace(SMALL, users=50, page_views=800)
@@ -33,4 +39,44 @@ def test_demo_model_file_and_digest(model: Model) -> None:
     assert Path(f"{model.path}.sha256").read_text() == f"{model.sha256}  {model.path.name}\n"
     assert hashlib.sha256(model.path.read_bytes()).hexdigest() == model.sha256
     loaded, _ = load_verified_model(model.uri, model.sha256)
-    assert model_feature_names(loaded)
+    assert list(loaded.feature_names_in_) == list(MODEL_FEATURES)
+
+
+TRAIN_TWICE = """
+import datetime as dt, sys
+from kfp_prediction.demo_model import train, write_model
+from pathlib import Path
+model = train(sys.argv[1], dt.date(2026, 11, 27), kind=sys.argv[3])
+print(write_model(model, Path(sys.argv[2])))
+"""
+
+
+def _shuffled_copy(source: Path, target: Path) -> Path:
+    """The same rows in another physical order (DuckDB may hand them over in any order)."""
+    shutil.copytree(source, target)
+    for table in ("users", "page_views", "purchases"):
+        path = next((target / table).glob("*.parquet"))
+        rows = pq.read_table(path)
+        order = np.random.default_rng(1).permutation(rows.num_rows)
+        pq.write_table(rows.take(order), path)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["linear", "tree"])
+def test_demo_model_is_reproducible(source_warehouse: Path, tmp_path: Path, kind: str) -> None:
+    """Two trainings in two processes, the second on the same rows shuffled: the same
+    pickle bytes and digest."""
+    digests, blobs = [], []
+    shuffled = _shuffled_copy(source_warehouse, tmp_path / "shuffled")
+    for name, warehouse in (("first", source_warehouse), ("second", shuffled)):
+        out = tmp_path / f"{name}.pkl"
+        run = subprocess.run(
+            [sys.executable, "-c", TRAIN_TWICE, str(warehouse), str(out), kind],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        digests.append(run.stdout.split()[-1])
+        blobs.append(out.read_bytes())
+    assert digests[0] == digests[1] == hashlib.sha256(blobs[0]).hexdigest()
+    assert blobs[0] == blobs[1]

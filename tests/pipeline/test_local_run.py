@@ -41,13 +41,17 @@ def test_compiled_pipeline_runs_under_kfp_local(
     assert sum(n for _, n in summary["top_contents"]) <= table.num_rows
     assert summary_main(["--warehouse", str(warehouse), "--target-date", TARGET_DATE]) == 0
     assert f"{table.num_rows:,} rows" in capsys.readouterr().out
-    metrics = component_metrics(tmp_path / "root")
-    assert_metrics_match_partition(metrics, table, warehouse)
+    features = component_metrics(tmp_path / "root", "features")
+    predict = component_metrics(tmp_path / "root", "predict")
+    assert_metrics_match_partition({**features, **predict}, table, warehouse)
+    assert features["features_rows"] == table.num_rows == features["users_registered"]
+    assert features["seconds_query"] >= 0.0
+    assert not list(warehouse.rglob("*.tmp"))
 
 
-def component_metrics(pipeline_root: Path) -> dict[str, float]:
-    """The predict-and-write component's KFP Metrics, as kfp.local recorded them."""
-    outputs = list(pipeline_root.rglob("predict-and-write/executor_output.json"))
+def component_metrics(pipeline_root: Path, step: str) -> dict[str, float]:
+    """One step component's KFP Metrics, as kfp.local recorded them."""
+    outputs = list(pipeline_root.rglob(f"{step}/executor_output.json"))
     assert len(outputs) == 1, outputs
     artifacts = json.loads(outputs[0].read_text())["artifacts"]["metrics"]["artifacts"]
     assert len(artifacts) == 1

@@ -1,4 +1,9 @@
-"""The prediction step end to end on a small local warehouse: outputs, bad input, data safety."""
+"""Both steps end to end on a small local warehouse: outputs, bad input, data safety.
+
+Each data-safety property is checked for the features partition and the predictions
+partition alike: a failure at any step leaves both previous partitions as they were, a rerun
+replaces exactly that date, parallel dates keep all their rows, no temporary file is left.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +15,32 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kfp_prediction import steps
+from kfp_prediction import predict_step, scoring
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import (
     InvalidSourceDataError,
     MissingSourceColumnError,
+    ModelContractError,
     ModelDigestMismatchError,
     ModelFeatureMismatchError,
     NoSourceDataError,
     TargetDateError,
     WarehouseUnreachableError,
 )
-from kfp_prediction.schema import PREDICTIONS_SCHEMA
-from kfp_prediction.steps import predict_and_write
+from kfp_prediction.feature_step import materialize_features
+from kfp_prediction.predict_step import predict
+from kfp_prediction.schema import FEATURE_COLUMNS, FEATURES_TABLE, PREDICTIONS_SCHEMA
+from kfp_prediction.steps import run_steps
 from kfp_prediction.warehouse.local import LocalWarehouse, partition_path
 from pipeline_support import TARGET_DATE, Model
 
 
 def run(warehouse: Path, model: Model, target_date: str = TARGET_DATE, **kw) -> dict:
+    """Both steps; returns the predict step's metrics (with the features step's, prefixed)."""
     args = {
         "model_uri": model.uri,
         "model_sha256": model.sha256,
@@ -39,7 +49,19 @@ def run(warehouse: Path, model: Model, target_date: str = TARGET_DATE, **kw) -> 
         "run_name": "n-1",
     }
     args.update(kw)
-    return predict_and_write(target_date, str(warehouse), **args)
+    result = run_steps(target_date=target_date, warehouse=str(warehouse), **args)
+    features = {f"features.{k}": v for k, v in result["features"].items()}
+    return {**result["predict"], **features}
+
+
+def partitions(warehouse: Path) -> dict[str, bytes]:
+    """Every file of the features and predictions tables, temporary ones included."""
+    return {
+        f"{table}/{p.name}": p.read_bytes()
+        for table in (FEATURES_TABLE, "predictions")
+        if (warehouse / table).is_dir()
+        for p in sorted((warehouse / table).iterdir())
+    }
 
 
 def read(warehouse: Path, date: str = TARGET_DATE):
@@ -67,19 +89,33 @@ def test_one_row_per_user_with_provenance(warehouse: Path, model: Model) -> None
         pq.read_table(warehouse / "contents")["content_id"].to_pylist()
     )
     assert metrics["users_scored"] == table.num_rows and 0 < metrics["score_mean"] < 1
+    features = pq.read_table(metrics["features.features"])
+    assert metrics["features.features"] == str(
+        partition_path(warehouse, dt.date(2026, 11, 27), FEATURES_TABLE)
+    )
+    assert features.schema.names == list(FEATURE_COLUMNS)
+    assert features.num_rows == table.num_rows == metrics["features.features_rows"]
+    assert set(features["target_date"].to_pylist()) == {dt.date(2026, 11, 27)}
+    assert sorted(features["user_id"].to_pylist()) == sorted(table["user_id"].to_pylist())
 
 
 def test_rerun_replaces_only_that_date(warehouse: Path, model: Model) -> None:
     run(warehouse, model, "2026-11-26")
     run(warehouse, model, "2026-11-27", run_id="first")
-    other_before = partition_path(warehouse, dt.date(2026, 11, 26)).read_bytes()
+    before = partitions(warehouse)
+    features_path = partition_path(warehouse, dt.date(2026, 11, 27), FEATURES_TABLE)
+    features_before = pq.read_table(features_path).sort_by("user_id")
     run(warehouse, model, "2026-11-27", run_id="second")
+    after = partitions(warehouse)
     assert set(read(warehouse, "2026-11-27")["run_id"].to_pylist()) == {"second"}
-    assert partition_path(warehouse, dt.date(2026, 11, 26)).read_bytes() == other_before
-    assert sorted(p.name for p in (warehouse / "predictions").iterdir()) == [
-        "2026-11-26.parquet",
-        "2026-11-27.parquet",
-    ]
+    for table in (FEATURES_TABLE, "predictions"):  # the other date is untouched
+        assert after[f"{table}/2026-11-26.parquet"] == before[f"{table}/2026-11-26.parquet"]
+    assert pq.read_table(features_path).sort_by("user_id").equals(features_before)
+    assert sorted(after) == sorted(
+        f"{table}/{date}.parquet"
+        for table in (FEATURES_TABLE, "predictions")
+        for date in ("2026-11-26", "2026-11-27")
+    )
 
 
 def _tamper_column(warehouse: Path, table: str, column: str) -> None:
@@ -105,52 +141,89 @@ def _null_user_id(warehouse: Path) -> None:
     _rewrite_users(warehouse, "user_id", pa.array([None, *ids[1:]], pa.int64()))
 
 
-def _unknown_feature_model(tmp_path: Path) -> Model:
+def _model_of(tmp_path: Path, name: str, classes: list) -> Model:
     import pandas as pd
     from kfp_prediction.demo_model import write_model
     from sklearn.linear_model import LogisticRegression
 
-    x = pd.DataFrame({"pv_count": [0.0, 1, 2, 3], "favourite_colour": [1.0, 0, 1, 0]})
+    x = pd.DataFrame({"pv_count": [0.0, 1, 2, 3, 4, 5], name: [1.0, 0, 1, 0, 1, 0]})
     path = tmp_path / "odd.pkl"
-    return Model(path, write_model(LogisticRegression().fit(x, [0, 1, 0, 1]), path))
+    return Model(
+        path, write_model(LogisticRegression().fit(x, classes * (6 // len(classes))), path)
+    )
 
 
+FEATURES, PREDICT = "features", "predict"
+# case: (change, error, words in the message, the step that refuses)
 BAD_INPUTS = {
-    "missing target_date": (dict(target_date=""), TargetDateError, ["target_date"]),
+    "missing target_date": (dict(target_date=""), TargetDateError, ["target_date"], FEATURES),
     "malformed target_date": (
         dict(target_date="2026-11-31"),
         TargetDateError,
         ["target_date", "2026-11-31"],
+        FEATURES,
     ),
     "no source data": (
         dict(target_date="2027-02-01"),
         NoSourceDataError,
         ["page_views", "2027-01-31"],
+        FEATURES,
     ),
     "no registered users": (
         "users register late",
         NoSourceDataError,
         ["users", "registered before target_date 2026-11-27"],
+        FEATURES,
     ),
-    "null user_id": ("null user_id", InvalidSourceDataError, ["users", "NULL user_id"]),
+    "null user_id": ("null user_id", InvalidSourceDataError, ["users", "NULL user_id"], FEATURES),
     "missing column": (
         "drop page_views.device",
         MissingSourceColumnError,
         ["page_views", "device"],
+        FEATURES,
     ),
-    "digest mismatch": (dict(model_sha256="f" * 64), ModelDigestMismatchError, ["f" * 64]),
-    "model features": ("odd model", ModelFeatureMismatchError, ["favourite_colour"]),
-    "unreachable warehouse": ("missing dir", WarehouseUnreachableError, ["does-not-exist"]),
+    "unreachable warehouse": (
+        "missing dir",
+        WarehouseUnreachableError,
+        ["does-not-exist"],
+        FEATURES,
+    ),
+    "digest mismatch": (dict(model_sha256="f" * 64), ModelDigestMismatchError, ["f" * 64], PREDICT),
+    "model features": (
+        ("model", "favourite_colour", [0, 1]),
+        ModelFeatureMismatchError,
+        ["favourite_colour"],
+        PREDICT,
+    ),
+    "model classes": (
+        ("model", "age_band_level", ["a", "b", "c"]),
+        ModelContractError,
+        ["binary classifier", "one class per content"],
+        PREDICT,
+    ),
+    "features of another date": (
+        "other features",
+        InvalidSourceDataError,
+        ["not the features partition of target_date 2026-11-27", "2026-11-26.parquet"],
+        PREDICT,
+    ),
 }
+
+
+def _sorted_features(warehouse: Path) -> pa.Table:
+    return pq.read_table(partition_path(warehouse, dt.date(2026, 11, 27), FEATURES_TABLE)).sort_by(
+        "user_id"
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_clear_error_nothing_written(
     case: str, warehouse: Path, model: Model, tmp_path: Path
 ) -> None:
-    change, error, words = BAD_INPUTS[case]
-    run(warehouse, model, "2026-11-27", run_id="good")  # an earlier good partition
-    before = {p.name: p.read_bytes() for p in (warehouse / "predictions").iterdir()}
+    change, error, words, step = BAD_INPUTS[case]
+    run(warehouse, model, "2026-11-26", run_id="good")
+    run(warehouse, model, "2026-11-27", run_id="good")  # earlier good partitions
+    before, features_before = partitions(warehouse), _sorted_features(warehouse)
     kwargs = dict(change) if isinstance(change, dict) else {}
     target = kwargs.pop("target_date", TARGET_DATE)
     wh = warehouse
@@ -160,38 +233,49 @@ def test_bad_input_clear_error_nothing_written(
         _all_users_register_late(warehouse)
     elif change == "null user_id":
         _null_user_id(warehouse)
-    elif change == "odd model":
-        odd = _unknown_feature_model(tmp_path)
+    elif isinstance(change, tuple):
+        odd = _model_of(tmp_path, *change[1:])
         kwargs.update(model_uri=odd.uri, model_sha256=odd.sha256)
     elif change == "missing dir":
         wh = tmp_path / "does-not-exist"
     with pytest.raises(error) as err:
-        run(wh, model, target, **kwargs)
+        if change == "other features":  # the predict step alone, handed the wrong partition
+            other = partition_path(warehouse, dt.date(2026, 11, 26), FEATURES_TABLE)
+            predict(TARGET_DATE, str(wh), str(other), model.uri, model.sha256)
+        else:
+            run(wh, model, target, **kwargs)
     for word in words:
         assert word in str(err.value)
-    after = {p.name: p.read_bytes() for p in (warehouse / "predictions").iterdir()}
-    assert after == before  # nothing written, nothing left behind
+    after = partitions(warehouse)
+    assert sorted(after) == sorted(before)  # nothing new, no temporary file left behind
+    assert after["predictions/2026-11-27.parquet"] == before["predictions/2026-11-27.parquet"]
+    if step == FEATURES:  # refused before the feature query: the features file is the same
+        assert after == before
+    else:  # the features step ran again on the same sources: the same rows
+        assert _sorted_features(warehouse).equals(features_before)
     if case == "digest mismatch":  # both digests are shown
         assert hashlib.sha256(model.path.read_bytes()).hexdigest() in str(err.value)
 
 
-def _broken_run_keeps_previous_partition(
+def _broken_run_keeps_previous_partitions(
     warehouse: Path, model: Model, break_run: Callable[[], None], error: type, match: str
 ) -> None:
-    """A good run, then ``break_run()`` and a run that fails: the good partition stays as it
-    was, no temporary file is left, and no fetch or score thread outlives the failure."""
+    """A good run, then ``break_run()`` and a run that fails: both partitions keep their
+    rows, no temporary file is left, and no read or score thread outlives the failure."""
     run(warehouse, model, run_id="good")
-    before = partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes()
+    before, features_before = partitions(warehouse), _sorted_features(warehouse)
     threads_before = threading.active_count()
     break_run()
     with pytest.raises(error, match=match):
         run(warehouse, model, run_id="broken")
-    assert partition_path(warehouse, dt.date(2026, 11, 27)).read_bytes() == before
-    assert [p.name for p in (warehouse / "predictions").iterdir()] == ["2026-11-27.parquet"]
+    after = partitions(warehouse)
+    assert sorted(after) == ["predictions/2026-11-27.parquet", "user_features/2026-11-27.parquet"]
+    assert after["predictions/2026-11-27.parquet"] == before["predictions/2026-11-27.parquet"]
+    assert _sorted_features(warehouse).equals(features_before)
     assert threading.active_count() == threads_before
 
 
-def test_failed_write_keeps_previous_partition(
+def test_failed_predictions_write_keeps_previous_partitions(
     warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_write = pq.ParquetWriter.write_table
@@ -203,13 +287,35 @@ def test_failed_write_keeps_previous_partition(
     def break_run() -> None:
         monkeypatch.setattr(pq.ParquetWriter, "write_table", write_half_then_fail)
 
-    _broken_run_keeps_previous_partition(warehouse, model, break_run, OSError, "No space left")
+    _broken_run_keeps_previous_partitions(warehouse, model, break_run, OSError, "No space left")
 
 
-def test_failure_in_a_later_batch_keeps_previous_partition(
+def test_feature_query_failing_half_way_keeps_previous_partitions(
     warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_score, calls = steps.score_users, []
+    """DuckDB raises while it is writing the features file (a row past the first ones)."""
+    from kfp_prediction.warehouse import local
+
+    real_sql = local.duckdb_user_features_sql
+
+    def failing_sql(window: TargetWindow) -> str:
+        return (
+            "SELECT *, CASE WHEN user_id > 300 THEN error('disk failed while writing') "
+            f"ELSE 0 END AS boom FROM ({real_sql(window)})"
+        )
+
+    def break_run() -> None:
+        monkeypatch.setattr(local, "duckdb_user_features_sql", failing_sql)
+
+    _broken_run_keeps_previous_partitions(
+        warehouse, model, break_run, duckdb.Error, "disk failed while writing"
+    )
+
+
+def test_failure_in_a_later_batch_keeps_previous_partitions(
+    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_score, calls = scoring.ScoringModel.score, []
 
     def fail_on_third_batch(*args, **kwargs):
         calls.append(1)
@@ -218,10 +324,10 @@ def test_failure_in_a_later_batch_keeps_previous_partition(
         return real_score(*args, **kwargs)
 
     def break_run() -> None:
-        monkeypatch.setattr(steps, "BATCH_USERS", 7)
-        monkeypatch.setattr(steps, "score_users", fail_on_third_batch)
+        monkeypatch.setattr(predict_step, "BATCH_USERS", 7)
+        monkeypatch.setattr(scoring.ScoringModel, "score", fail_on_third_batch)
 
-    _broken_run_keeps_previous_partition(warehouse, model, break_run, MemoryError, "batch 3")
+    _broken_run_keeps_previous_partitions(warehouse, model, break_run, MemoryError, "batch 3")
     assert len(calls) == 3
 
 
@@ -230,7 +336,7 @@ def test_batches_stream_to_the_same_partition_as_one_batch(
 ) -> None:
     whole = run(warehouse, model)
     one_batch = read(warehouse).sort_by("user_id")
-    monkeypatch.setattr(steps, "BATCH_USERS", 7)  # many batches through the threads
+    monkeypatch.setattr(predict_step, "BATCH_USERS", 7)  # many batches through the threads
     streamed = run(warehouse, model)
     table = read(warehouse)
     assert table.num_rows == one_batch.num_rows > 7 * 3
@@ -243,10 +349,9 @@ def test_batches_stream_to_the_same_partition_as_one_batch(
 
 PARALLEL = """
 import sys
-from kfp_prediction import steps
-from kfp_prediction.steps import predict_and_write
+from kfp_prediction.steps import run_steps
 wh, uri, sha, date, run_id = sys.argv[1:]
-predict_and_write(date, wh, uri, sha, 28, run_id, "parallel")
+run_steps(run_id, "parallel", target_date=date, warehouse=wh, model_uri=uri, model_sha256=sha)
 """
 
 
@@ -269,20 +374,26 @@ def test_parallel_dates_and_same_date_all_succeed(warehouse: Path, model: Model)
         table = read(warehouse, date)
         assert table.num_rows == registered_users(warehouse, date)
         assert len(set(table["user_id"].to_pylist())) == table.num_rows
+        features = pq.read_table(
+            partition_path(warehouse, dt.date.fromisoformat(date), FEATURES_TABLE)
+        )
+        assert sorted(features["user_id"].to_pylist()) == sorted(table["user_id"].to_pylist())
     assert set(read(warehouse, "2026-11-27")["run_id"].to_pylist()) in ({"d"}, {"e"})
-    assert sorted(p.name for p in (warehouse / "predictions").iterdir()) == [
-        f"{d}.parquet" for d in ("2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
-    ]
+    dates = ("2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
+    assert sorted(partitions(warehouse)) == sorted(
+        f"{table}/{d}.parquet" for table in (FEATURES_TABLE, "predictions") for d in dates
+    )
 
 
-def test_feature_batches_survive_other_queries_on_the_warehouse(warehouse: Path) -> None:
-    """DuckDB silently ends a batch reader when its connection runs another query."""
-    wh = LocalWarehouse(warehouse)
-    window = TargetWindow.build(TARGET_DATE, 28)
-    expected = wh.user_features(window).num_rows
-    reader = wh.user_feature_batches(window, rows_per_batch=7)
+def test_features_read_survives_a_concurrent_rerun_of_the_date(warehouse: Path) -> None:
+    """The predict step keeps reading the file it opened while another run of the same date
+    renames a new features file over it."""
+    first = materialize_features(TARGET_DATE, str(warehouse), 28)
+    expected = first["features_rows"]
+    reader = LocalWarehouse(warehouse).feature_batches(first["features"], rows_per_batch=7)
     rows = reader.read_next_batch().num_rows
+    again = materialize_features(TARGET_DATE, str(warehouse), 28)
+    assert again["features"] == first["features"]
     for batch in reader:
-        assert wh.count_rows("users") > 0  # another query on the warehouse between batches
         rows += batch.num_rows
     assert rows == expected > 7 * 3

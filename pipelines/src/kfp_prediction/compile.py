@@ -1,27 +1,35 @@
 """Compile the pipeline: the KFP/Kubeflow file and a single-document Vertex AI variant.
 
     python -m kfp_prediction.compile [--output-dir pipelines/compiled] [--image IMAGE]
-        [--node-selector cloud.google.com/gke-nodepool=prediction]
+        [--node-selector [STEP=]KEY=VALUE] [--cpu-request STEP=N] [--cpu-limit STEP=N]
+        [--memory-request STEP=SIZE] [--memory-limit STEP=SIZE]
 
-``daily_prediction.yaml`` has a second YAML document (the kfp-kubernetes platform spec:
-image pull policy, optional node selectors); ``daily_prediction.vertex.yaml`` has none,
-because Vertex AI loads templates with ``yaml.safe_load`` and rejects multi-document files.
-The checked-in files are compiled with the defaults; a test fails when they are stale.
+STEP is ``features`` or ``predict``; a node selector without ``STEP=`` applies to both (e.g.
+``--node-selector features=cloud.google.com/gke-nodepool=etl --node-selector
+predict=cloud.google.com/gke-nodepool=prediction``). ``daily_prediction.yaml`` has a second
+YAML document (the kfp-kubernetes platform spec: image pull policy, node selectors);
+``daily_prediction.vertex.yaml`` has none, because Vertex AI loads templates with
+``yaml.safe_load`` and rejects multi-document files. The checked-in files are compiled with
+the defaults; a test fails when they are stale.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 from kfp import compiler
 
-from kfp_prediction.pipeline import DEFAULT_IMAGE, CompileOptions, build_pipeline
+from kfp_prediction.components import DEFAULT_IMAGE, CompileOptions, StepOptions
+from kfp_prediction.parameters import STEPS
+from kfp_prediction.pipeline import build_pipeline
 
 COMPILED_DIR = Path(__file__).resolve().parents[2] / "compiled"
 KFP_FILE = "daily_prediction.yaml"
 VERTEX_FILE = "daily_prediction.vertex.yaml"
+RESOURCE_FLAGS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
 def compile_pipeline(output_dir: str | Path, options: CompileOptions | None = None) -> list[Path]:
@@ -38,14 +46,44 @@ def compile_pipeline(output_dir: str | Path, options: CompileOptions | None = No
     return written
 
 
-def _selector(value: str) -> tuple[str, str]:
+def _pair(value: str) -> tuple[str, str]:
     key, sep, label = value.partition("=")
     if not sep or not key or not label:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
     return key, label
 
 
-def main(argv: list[str] | None = None) -> None:
+def _step_value(value: str) -> tuple[str, str]:
+    step, label = _pair(value)
+    if step not in STEPS:
+        raise argparse.ArgumentTypeError(f"expected STEP=VALUE with STEP in {STEPS}, got {value!r}")
+    return step, label
+
+
+def _selector(value: str) -> tuple[tuple[str, ...], tuple[str, str]]:
+    """``STEP=KEY=VALUE`` for one step, ``KEY=VALUE`` for every step."""
+    head, sep, rest = value.partition("=")
+    if head in STEPS and sep:
+        return (head,), _pair(rest)
+    return STEPS, _pair(value)
+
+
+def options_from_args(args: argparse.Namespace) -> CompileOptions:
+    steps = {}
+    for step in STEPS:
+        placement = CompileOptions().step(step)
+        changes = {
+            flag: value
+            for flag in RESOURCE_FLAGS
+            for name, value in getattr(args, flag)
+            if name == step
+        }
+        selector = {key: label for targets, (key, label) in args.node_selector if step in targets}
+        steps[step] = dataclasses.replace(placement, **changes, node_selector=selector)
+    return CompileOptions(image=args.image, steps=steps)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=str(COMPILED_DIR))
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="component image")
@@ -54,14 +92,25 @@ def main(argv: list[str] | None = None) -> None:
         type=_selector,
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="kfp-kubernetes node selector (repeatable)",
+        metavar="[STEP=]KEY=VALUE",
+        help="kfp-kubernetes node selector of one step, or of both (repeatable)",
     )
+    for flag in RESOURCE_FLAGS:
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=_step_value,
+            action="append",
+            default=[],
+            metavar="STEP=VALUE",
+            help=f"{flag.replace('_', ' ')} of one step (repeatable)",
+        )
     args = parser.parse_args(argv)
-    options = CompileOptions(image=args.image, node_selector=dict(args.node_selector))
-    for path in compile_pipeline(args.output_dir, options):
+    for path in compile_pipeline(args.output_dir, options_from_args(args)):
         print(f"wrote {path}")
 
+
+__all__ = ["CompileOptions", "StepOptions", "compile_pipeline", "main"]
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfp_prediction.dates import JST
+from kfp_prediction.paths import resolve_local_path
 from kfp_prediction.schema import AGE_BANDS, CATEGORIES, MEMBER_RANKS
-from kfp_prediction.warehouse import resolve_local_path
 
 SIZES = {"demo": (10_000, 200_000), "bench": (1_000_000, 20_000_000)}
 PREFECTURES = (

@@ -14,17 +14,20 @@ import datetime as dt
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kfp_prediction.dates import JST, TargetWindow
-from kfp_prediction.features import MODEL_FEATURES, build_candidates
-from kfp_prediction.warehouse import open_warehouse, resolve_local_path
+from kfp_prediction.paths import resolve_local_path
+from kfp_prediction.scoring import MODEL_FEATURES, candidate_matrix
+from kfp_prediction.warehouse import open_warehouse
 
 TRAIN_USERS = 20_000
 
@@ -43,17 +46,54 @@ def simulated_response(x: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(len(x)) < 1 / (1 + np.exp(-logit))).astype(np.int8)
 
 
-def train(warehouse: str, target_date: dt.date, seed: int = 7) -> Pipeline:
-    """Standardised logistic regression: one matrix product per call, so scoring 1M users x
-    every content stays a small part of the run (a tree ensemble took ~40 s here)."""
+MODEL_KINDS = ("linear", "tree")
+
+
+def train(warehouse: str, target_date: dt.date, seed: int = 7, kind: str = "linear") -> Any:
+    """The demo model, the same bytes from the same data on every run.
+
+    ``linear`` (the default, the demo model): standardised logistic regression, scored by the
+    pipeline with numpy. ``tree``: a 75-iteration ``HistGradientBoostingClassifier`` scored
+    through its own ``predict_proba`` (the benchmark's second model). Reproducible: the
+    feature rows are put in ``user_id`` order (DuckDB returns them in any order), fitted in
+    float64 on one thread, and the fitted floats are rounded to 12 significant digits, so
+    the pickle and its sha256 do not depend on the order rows arrived in or on a last-bit
+    difference between CPUs.
+    """
+    from threadpoolctl import threadpool_limits
+
     wh = open_warehouse(warehouse)
-    users = wh.user_features(TargetWindow.build(target_date.isoformat(), 28))
+    users = wh.user_features(TargetWindow.build(target_date.isoformat(), 28)).sort_by("user_id")
     rng = np.random.default_rng(seed)
     if len(users) > TRAIN_USERS:
         users = users.take(np.sort(rng.choice(len(users), TRAIN_USERS, replace=False)))
-    x = build_candidates(users, wh.contents(), MODEL_FEATURES)
-    model = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))])
-    model.fit(x, simulated_response(x, rng))
+    matrix = candidate_matrix(users, wh.contents(), MODEL_FEATURES, dtype=np.float64)
+    x = pd.DataFrame(matrix, columns=list(MODEL_FEATURES), copy=False)
+    y = simulated_response(x, rng)
+    if kind == "linear":
+        model: Any = Pipeline(
+            [("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))]
+        )
+    elif kind == "tree":
+        model = HistGradientBoostingClassifier(max_iter=75, early_stopping=False, random_state=seed)
+    else:
+        raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    with threadpool_limits(1), threadpool_limits(1, user_api="openmp"):
+        model.fit(x, y)
+    return canonical(model)
+
+
+def canonical(model: Any) -> Any:
+    """Round every fitted float array of the model (and its steps) to 12 significant digits."""
+    parts = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+    for part in parts:
+        for name, value in vars(part).items():
+            if name.endswith("_") and isinstance(value, np.ndarray) and value.dtype == np.float64:
+                setattr(
+                    part,
+                    name,
+                    np.array([float(f"{v:.11e}") for v in value.ravel()]).reshape(value.shape),
+                )
     return model
 
 
@@ -83,10 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="date whose features train the model (default: newest data + 1)",
     )
+    parser.add_argument("--kind", choices=MODEL_KINDS, default="linear")
     args = parser.parse_args(argv)
     target = args.target_date or latest_event_date(args.warehouse)
     out = resolve_local_path(args.out)
-    digest = write_model(train(args.warehouse, target), out)
+    digest = write_model(train(args.warehouse, target, kind=args.kind), out)
     print(f"model {out} sha256 {digest}")
 
 

@@ -31,3 +31,11 @@ class ModelDigestMismatchError(PredictionInputError):
 
 class ModelFeatureMismatchError(PredictionInputError):
     """The model expects features the pipeline does not produce."""
+
+
+class ModelContractError(ModelFeatureMismatchError):
+    """The model is not of a shape the pipeline scores (see "Model contract" in the README)."""
+
+
+class ModelLoadError(PredictionInputError):
+    """The model file's digest matched, but unpickling it failed (a missing library...)."""

@@ -4,11 +4,11 @@
         [--warehouse var/warehouse] [--model-uri var/models/demo_model.pkl] \
         [--model-sha256 HEX] [--lookback-days 28] [--pipeline-root var/kfp-local]
 
-Loads ``pipelines/compiled/daily_prediction.yaml`` with ``components.load_component_from_file``
-(the same way the Airflow local backend does) and runs it with
-``SubprocessRunner(use_venv=False)``, i.e. with this interpreter's environment. Without
-``--model-sha256`` the digest is read from ``<model>.sha256``. Prints the written partition;
-exits non-zero when the run fails.
+One option per root parameter (``parameters.ROOT_PARAMETERS``). Loads
+``pipelines/compiled/daily_prediction.yaml`` with ``components.load_component_from_file`` (the
+same way the Airflow local backend does) and runs it with ``SubprocessRunner(use_venv=False)``,
+i.e. with this interpreter's environment. Without ``--model-sha256`` the digest is read from
+``<model>.sha256``. Prints the written partition; exits non-zero when the run fails.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from kfp_prediction.compile import COMPILED_DIR, KFP_FILE
-from kfp_prediction.pipeline import DEFAULT_LOOKBACK_DAYS, DEFAULT_MODEL_URI, DEFAULT_WAREHOUSE
-from kfp_prediction.warehouse import resolve_local_path
+from kfp_prediction.parameters import DEFAULTS, ROOT_PARAMETERS, add_arguments
+from kfp_prediction.paths import resolve_local_path
 
 
 def read_sha256_file(model_uri: str) -> str:
@@ -31,16 +32,17 @@ def read_sha256_file(model_uri: str) -> str:
 def run_local(
     target_date: str,
     *,
-    warehouse: str = DEFAULT_WAREHOUSE,
-    model_uri: str = DEFAULT_MODEL_URI,
-    model_sha256: str | None = None,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     pipeline_file: str | Path = COMPILED_DIR / KFP_FILE,
     pipeline_root: str | Path = "var/kfp-local",
+    **values: Any,
 ) -> str:
-    """Run the compiled pipeline once; return the partition location it wrote."""
+    """Run the compiled pipeline once with these root parameters; return the partition."""
     from kfp import components, local
 
+    values = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+    values["target_date"] = target_date
+    if not values.get("model_sha256"):
+        values["model_sha256"] = read_sha256_file(values["model_uri"])
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(resolve_local_path(str(pipeline_root))),
@@ -52,35 +54,20 @@ def run_local(
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         # Resource requests and kfp-kubernetes settings are for clusters; kfp.local says so.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        task = pipeline(
-            target_date=target_date,
-            warehouse=warehouse,
-            model_uri=model_uri,
-            model_sha256=model_sha256 or read_sha256_file(model_uri),
-            lookback_days=lookback_days,
-        )
+        task = pipeline(**values)
     return task.output
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target-date", required=True, help="JST business date, YYYY-MM-DD")
-    parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
-    parser.add_argument("--model-uri", default=DEFAULT_MODEL_URI)
-    parser.add_argument("--model-sha256", default=None)
-    parser.add_argument("--lookback-days", type=int, default=DEFAULT_LOOKBACK_DAYS)
+    add_arguments(parser, optional=("model_sha256",))
     parser.add_argument("--pipeline", default=str(COMPILED_DIR / KFP_FILE))
     parser.add_argument("--pipeline-root", default="var/kfp-local")
-    args = parser.parse_args(argv)
+    args = vars(parser.parse_args(argv))
+    values = {p.name: args[p.name] for p in ROOT_PARAMETERS}
     try:
         partition = run_local(
-            args.target_date,
-            warehouse=args.warehouse,
-            model_uri=args.model_uri,
-            model_sha256=args.model_sha256,
-            lookback_days=args.lookback_days,
-            pipeline_file=args.pipeline,
-            pipeline_root=args.pipeline_root,
+            pipeline_file=args["pipeline"], pipeline_root=args["pipeline_root"], **values
         )
     except RuntimeError as exc:
         print(f"pipeline failed: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Source tables, the columns the feature query reads, and the predictions table."""
+"""Source tables, the columns the feature query reads, the features and predictions tables."""
 
 from __future__ import annotations
 
@@ -17,8 +17,27 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "contents": ("content_id", "channel", "category", "discount_rate"),
 }
 SOURCE_TABLES = tuple(SOURCE_COLUMNS)
-PREDICTIONS_TABLE = "predictions"
 
+# The features step's output: one row per user and target date (sql/user_features.sql),
+# day-partitioned on target_date; the predict step reads one partition of it.
+FEATURES_TABLE = "user_features"
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "target_date",
+    "user_id",
+    "member_rank",
+    "age_band",
+    "tenure_days",
+    "pv_count",
+    "pv_app",
+    *(f"pv_{c}" for c in CATEGORIES),
+    "days_since_last_view",
+    "purchase_count",
+    "purchase_amount",
+    *(f"buy_{c}" for c in CATEGORIES),
+    "days_since_last_purchase",
+)
+
+PREDICTIONS_TABLE = "predictions"
 PREDICTIONS_SCHEMA = pa.schema(
     [
         ("target_date", pa.date32()),

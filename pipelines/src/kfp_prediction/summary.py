@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kfp_prediction.warehouse import resolve_local_path
+from kfp_prediction.paths import resolve_local_path
 from kfp_prediction.warehouse.local import partition_path
 
 

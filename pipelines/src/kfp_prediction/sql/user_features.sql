@@ -1,7 +1,8 @@
 -- Per-user features for one lookback window. BigQuery Standard SQL, the single source of
 -- truth: the local warehouse runs it through sqlglot's BigQuery -> DuckDB transpiler.
--- Placeholders (Python str.format): window start/end as UTC TIMESTAMP literals and the
--- lookback length in days; the window is [start, end) and ends at 00:00 JST on the target date.
+-- Placeholders (Python str.format): the target date (a DATE literal, the partition column of
+-- the features table), window start/end as UTC TIMESTAMP literals and the lookback in days;
+-- the window is [start, end) and ends at 00:00 JST on the target date.
 -- Kept to functions both engines share (no time-zone functions: the window is precomputed).
 -- Counts are cast to INT64: DuckDB's COUNT_IF/SUM return HUGEINT, which Arrow turns into
 -- slow decimals. Ages are differences of UNIX_MICROS (DuckDB: EPOCH_US), not TIMESTAMP_DIFF:
@@ -42,6 +43,7 @@ buys AS (
   GROUP BY user_id
 )
 SELECT
+  {target_date} AS target_date,
   u.user_id AS user_id,
   u.member_rank AS member_rank,
   u.age_band AS age_band,

@@ -1,26 +1,12 @@
-"""Open a warehouse by its location: a directory / ``file://`` URI, or ``bigquery://P/D``."""
+"""Open a warehouse by its location: a directory / ``file://`` URI, or ``bigquery://P/D?...``."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 from kfp_prediction.errors import WarehouseUnreachableError
+from kfp_prediction.paths import resolve_local_path
 from kfp_prediction.warehouse.base import Warehouse
-
-HOME_ENV = "KFP_BRIDGE_HOME"
-
-
-def resolve_local_path(value: str) -> Path:
-    """A local path or ``file://`` URI; relative paths are taken from $KFP_BRIDGE_HOME or cwd."""
-    if value.startswith("file://"):
-        parsed = urlparse(value)
-        value = parsed.netloc + parsed.path
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = Path(os.environ.get(HOME_ENV) or os.getcwd()) / path
-    return path
 
 
 def open_warehouse(location: str) -> Warehouse:
@@ -34,10 +20,10 @@ def open_warehouse(location: str) -> Warehouse:
             raise WarehouseUnreachableError(
                 f"warehouse location {location!r} must look like bigquery://PROJECT/DATASET"
             )
-        from kfp_prediction.warehouse.bigquery import BigQueryWarehouse
+        from kfp_prediction.warehouse.bigquery import BigQuerySettings, BigQueryWarehouse
 
-        region = parse_qs(parsed.query).get("location", [None])[0]
-        return BigQueryWarehouse(parsed.netloc, dataset, location=region)
+        settings = BigQuerySettings.from_query(parsed.query, location)
+        return BigQueryWarehouse(parsed.netloc, dataset, settings=settings)
     if parsed.scheme in ("", "file"):
         from kfp_prediction.warehouse.local import LocalWarehouse
 
@@ -48,4 +34,4 @@ def open_warehouse(location: str) -> Warehouse:
     )
 
 
-__all__ = ["Warehouse", "open_warehouse", "resolve_local_path"]
+__all__ = ["Warehouse", "open_warehouse"]

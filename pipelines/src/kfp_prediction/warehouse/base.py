@@ -1,4 +1,4 @@
-"""The warehouse interface the prediction steps use; one implementation per location scheme."""
+"""The warehouse interface the pipeline steps use; one implementation per location scheme."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from kfp_prediction.dates import TargetWindow
 
 
 class Warehouse(ABC):
-    """Reads source tables and writes one predictions partition per target date.
+    """Reads source tables, keeps one features and one predictions partition per target date.
 
-    Implementations must make ``write_predictions`` all-or-nothing per partition: either the
-    new rows replace that date's partition completely, or the previous partition stays.
+    ``materialize_features`` and ``write_predictions`` are all-or-nothing per partition: either
+    the new rows replace that date's partition completely, or the previous partition stays.
     """
 
     location: str
@@ -35,17 +35,28 @@ class Warehouse(ABC):
         """Rows of ``table``; with bounds, rows whose ``event_time`` is in ``[start, end)``."""
 
     @abstractmethod
-    def user_feature_batches(
-        self, window: TargetWindow, rows_per_batch: int = 200_000
-    ) -> pa.RecordBatchReader:
-        """Run the feature query (``kfp_prediction.features``): one row per user, in batches.
+    def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
+        """Users registered before ``end_utc``, and how many of those have a NULL user_id."""
 
-        Returns once the query has run; reading the batches only transfers the result.
+    @abstractmethod
+    def user_features(self, window: TargetWindow) -> pa.Table:
+        """The feature query's whole result as one table (training, the benchmark floor)."""
+
+    @abstractmethod
+    def features_partition(self, target_date: dt.date) -> str:
+        """Reference of the target date's features partition (a path or a table$YYYYMMDD)."""
+
+    @abstractmethod
+    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+        """Run the feature query into the target date's features partition, replacing it.
+
+        The query runs inside the warehouse (nothing is fetched); returns the partition's
+        reference and its row count.
         """
 
-    def user_features(self, window: TargetWindow) -> pa.Table:
-        """The whole feature query result as one table."""
-        return self.user_feature_batches(window).read_all()
+    @abstractmethod
+    def feature_batches(self, reference: str, rows_per_batch: int) -> pa.RecordBatchReader:
+        """Stream one features partition in record batches (``NoSourceDataError`` if absent)."""
 
     @abstractmethod
     def contents(self) -> pa.Table:

@@ -1,28 +1,36 @@
-"""BigQuery warehouse: the feature query runs in BigQuery, predictions load into a partition.
+"""BigQuery warehouse: features and predictions are day partitions of tables in one dataset.
 
-Location ``bigquery://PROJECT/DATASET`` (optionally ``?location=asia-northeast1``). The
-predictions table is day-partitioned on ``target_date``; each run loads into the partition
-decorator ``predictions$YYYYMMDD`` with WRITE_TRUNCATE, which BigQuery applies atomically:
-the partition holds the old rows until the load job succeeds, then exactly the new ones.
+Location ``bigquery://PROJECT/DATASET`` with optional settings (``BigQuerySettings``):
+``?location=asia-northeast1``; for an emulator ``endpoint=http://HOST:PORT`` (REST),
+``read_endpoint=HOST:PORT`` (Storage Read API, gRPC) and ``credentials=anonymous``.
 
-Not run against real BigQuery in this repository: tests build the SQL and the load job
-configuration offline and assert on them.
+* The features step runs the feature query as a query job into ``user_features$YYYYMMDD``
+  with WRITE_TRUNCATE: the result never leaves BigQuery.
+* The predict step reads that partition through the Storage Read API as Arrow record
+  batches (one stream, a row restriction on ``target_date``), so memory is bounded by the
+  batch, and loads the predictions into ``predictions$YYYYMMDD`` with WRITE_TRUNCATE.
+
+Both tables are day-partitioned on ``target_date``; BigQuery applies a WRITE_TRUNCATE job to a
+partition atomically: it holds the old rows until the job succeeds, then exactly the new ones.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
-from kfp_prediction.features import bigquery_user_features_sql
-from kfp_prediction.schema import PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
+from kfp_prediction.features import REGISTERED_USERS_SQL, bigquery_user_features_sql
+from kfp_prediction.schema import FEATURES_TABLE, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
 from kfp_prediction.warehouse.base import Warehouse
 
 _BQ_TYPES = {
@@ -32,6 +40,49 @@ _BQ_TYPES = {
     pa.float64(): "FLOAT64",
     pa.timestamp("us", tz="UTC"): "TIMESTAMP",
 }
+_PARTITION_REF = re.compile(r"^(?P<table>[^$]+)\$(?P<date>\d{8})$")
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    """Client settings from the location's query string; anything unknown is refused.
+
+    ``credentials=anonymous`` is for an emulator only: it is refused without an ``endpoint``,
+    so a production location can never fall back to unauthenticated calls. Without it the
+    client uses Application Default Credentials, as on GKE and Vertex AI.
+    """
+
+    location: str | None = None
+    endpoint: str | None = None
+    read_endpoint: str | None = None
+    anonymous: bool = False
+
+    @classmethod
+    def from_query(cls, query: str, where: str) -> BigQuerySettings:
+        values = {key: items[-1] for key, items in parse_qs(query).items()}
+        unknown = sorted(set(values) - {"location", "endpoint", "read_endpoint", "credentials"})
+        if unknown:
+            raise WarehouseUnreachableError(
+                f"warehouse location {where!r} has unknown setting(s) {', '.join(unknown)} "
+                "(known: location, endpoint, read_endpoint, credentials)"
+            )
+        credentials = values.get("credentials")
+        if credentials not in (None, "anonymous"):
+            raise WarehouseUnreachableError(
+                f"warehouse location {where!r}: credentials must be 'anonymous' (an emulator) "
+                f"or absent (Application Default Credentials), got {credentials!r}"
+            )
+        if credentials and not values.get("endpoint"):
+            raise WarehouseUnreachableError(
+                f"warehouse location {where!r}: credentials=anonymous is only for an emulator "
+                "and needs endpoint=http://HOST:PORT"
+            )
+        return cls(
+            location=values.get("location"),
+            endpoint=values.get("endpoint"),
+            read_endpoint=values.get("read_endpoint"),
+            anonymous=credentials == "anonymous",
+        )
 
 
 def predictions_bigquery_schema() -> list[Any]:
@@ -43,6 +94,12 @@ def predictions_bigquery_schema() -> list[Any]:
     ]
 
 
+def _day_partitioning() -> Any:
+    from google.cloud import bigquery
+
+    return bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field="target_date")
+
+
 def predictions_load_job_config() -> Any:
     """Load configuration: Parquet into a day partition on target_date, replacing it."""
     from google.cloud import bigquery
@@ -51,51 +108,96 @@ def predictions_load_job_config() -> Any:
         source_format=bigquery.SourceFormat.PARQUET,
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-        time_partitioning=bigquery.TimePartitioning(
-            type_=bigquery.TimePartitioningType.DAY, field="target_date"
-        ),
+        time_partitioning=_day_partitioning(),
         schema=predictions_bigquery_schema(),
     )
 
 
+def features_query_job_config(destination: str) -> Any:
+    """Query configuration: the feature query's result replaces one features partition."""
+    from google.cloud import bigquery
+
+    return bigquery.QueryJobConfig(
+        destination=destination,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        time_partitioning=_day_partitioning(),
+    )
+
+
 class BigQueryWarehouse(Warehouse):
-    """Source tables and predictions in one BigQuery dataset."""
+    """Source tables, features and predictions in one BigQuery dataset."""
 
     def __init__(
         self,
         project: str,
         dataset: str,
         *,
-        location: str | None = None,
+        settings: BigQuerySettings | None = None,
         client: Any = None,
+        read_client: Any = None,
         timeout: float = 60.0,
     ) -> None:
         self.project = project
-        self.timeout = timeout
         self.dataset = dataset
-        self.bq_location = location
+        self.settings = settings or BigQuerySettings()
+        self.timeout = timeout
         self.location = f"bigquery://{project}/{dataset}"
         self._client = client
+        self._read_client = read_client
+
+    @property
+    def bq_location(self) -> str | None:
+        return self.settings.location
 
     @property
     def client(self) -> Any:
         if self._client is None:
             from google.cloud import bigquery
 
+            kwargs: dict[str, Any] = {"project": self.project, "location": self.bq_location}
+            if self.settings.endpoint:
+                kwargs["client_options"] = {"api_endpoint": self.settings.endpoint}
+            if self.settings.anonymous:
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs["credentials"] = AnonymousCredentials()
             try:
-                self._client = bigquery.Client(project=self.project, location=self.bq_location)
+                self._client = bigquery.Client(**kwargs)
             except Exception as exc:  # no credentials, bad project...
                 raise WarehouseUnreachableError(
                     f"warehouse location {self.location!r} is unreachable: {exc}"
                 ) from exc
         return self._client
 
+    @property
+    def read_client(self) -> Any:
+        """Storage Read API client; an emulator's plain-gRPC endpoint with anonymous access."""
+        if self._read_client is None:
+            from google.cloud import bigquery_storage_v1
+
+            endpoint = self.settings.read_endpoint
+            if self.settings.anonymous and endpoint:
+                import grpc
+                from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+                    BigQueryReadGrpcTransport,
+                )
+
+                transport = BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint))
+                self._read_client = bigquery_storage_v1.BigQueryReadClient(transport=transport)
+            else:
+                options = {"api_endpoint": endpoint} if endpoint else None
+                self._read_client = bigquery_storage_v1.BigQueryReadClient(
+                    credentials=self.client._credentials, client_options=options
+                )
+        return self._read_client
+
     def table_id(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
 
-    def partition_id(self, target_date: dt.date) -> str:
+    def partition_id(self, target_date: dt.date, table: str = PREDICTIONS_TABLE) -> str:
         """Partition decorator of one target date, e.g. ``p.d.predictions$20261127``."""
-        return f"{self.table_id(PREDICTIONS_TABLE)}${target_date:%Y%m%d}"
+        return f"{self.table_id(table)}${target_date:%Y%m%d}"
 
     def user_features_sql(self, window: TargetWindow) -> str:
         return bigquery_user_features_sql(window, f"{self.project}.{self.dataset}")
@@ -143,32 +245,28 @@ class BigQueryWarehouse(Warehouse):
 
         config = bigquery.QueryJobConfig(query_parameters=params or [])
         job = self._call(what, self.client.query, sql, job_config=config)
-        return self._call(what, job.to_arrow)
+        return self._call(what, job.to_arrow, create_bqstorage_client=False)
 
     def count_rows(
         self, table: str, start_utc: dt.datetime | None = None, end_utc: dt.datetime | None = None
     ) -> int:
-        from google.cloud import bigquery
-
         bounded = start_utc is not None and end_utc is not None
         params = (
-            [
-                bigquery.ScalarQueryParameter("start_utc", "TIMESTAMP", start_utc),
-                bigquery.ScalarQueryParameter("end_utc", "TIMESTAMP", end_utc),
-            ]
+            [_timestamp_param("start_utc", start_utc), _timestamp_param("end_utc", end_utc)]
             if bounded
             else None
         )
         result = self._query(f"source table {table}", self.count_sql(table, bounded), params)
         return int(result.column("n")[0].as_py())
 
-    def user_feature_batches(
-        self, window: TargetWindow, rows_per_batch: int = 200_000
-    ) -> pa.RecordBatchReader:
-        # The result is downloaded whole (~200 MB at 1M users), then handed out in batches;
-        # it arrives in many small chunks, which to_reader would only split, never merge.
-        table = self._query("feature query", self.user_features_sql(window)).combine_chunks()
-        return table.to_reader(max_chunksize=rows_per_batch)
+    def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
+        sql = REGISTERED_USERS_SQL.format(end="@end_utc", table=f"`{self.table_id('users')}`")
+        result = self._query("source table users", sql, [_timestamp_param("end_utc", end_utc)])
+        row = result.to_pylist()[0]
+        return int(row["registered"] or 0), int(row["null_ids"] or 0)
+
+    def user_features(self, window: TargetWindow) -> pa.Table:
+        return self._query("feature query", self.user_features_sql(window))
 
     def contents(self) -> pa.Table:
         sql = (
@@ -177,6 +275,72 @@ class BigQueryWarehouse(Warehouse):
         )
         return self._query("source table contents", sql)
 
+    # -- features -------------------------------------------------------------------------
+    def features_partition(self, target_date: dt.date) -> str:
+        return self.partition_id(target_date, FEATURES_TABLE)
+
+    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+        destination = self.features_partition(window.target_date)
+        job = self._call(
+            "feature query",
+            self.client.query,
+            self.user_features_sql(window),
+            job_config=features_query_job_config(destination),
+        )
+        result = self._call("feature query", job.result)
+        return destination, int(result.total_rows or 0)
+
+    def read_session_request(self, reference: str) -> dict[str, Any]:
+        """The Storage Read API session for one features partition: Arrow, one stream."""
+        from google.cloud.bigquery_storage_v1 import types
+
+        match = _PARTITION_REF.match(reference)
+        if not match:
+            raise NoSourceDataError(
+                f"features partition {reference!r} is not a PROJECT.DATASET.TABLE$YYYYMMDD "
+                "partition"
+            )
+        project, dataset, table = match["table"].split(".")
+        day = dt.datetime.strptime(match["date"], "%Y%m%d").date()
+        session = types.ReadSession(
+            table=f"projects/{project}/datasets/{dataset}/tables/{table}",
+            data_format=types.DataFormat.ARROW,
+            read_options=types.ReadSession.TableReadOptions(
+                row_restriction=f"target_date = DATE '{day:%Y-%m-%d}'"
+            ),
+        )
+        return {
+            "parent": f"projects/{self.project}",
+            "read_session": session,
+            "max_stream_count": 1,
+        }
+
+    def feature_batches(self, reference: str, rows_per_batch: int) -> pa.RecordBatchReader:
+        request = self.read_session_request(reference)
+        session = self._call(
+            f"features partition {reference}", self.read_client.create_read_session, **request
+        )
+        schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+        streams = [stream.name for stream in session.streams]
+        if not streams:  # BigQuery hands out no stream for an empty result
+            raise NoSourceDataError(f"features partition {reference} has no rows")
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            pending: list[pa.RecordBatch] = []
+            count = 0
+            for name in streams:
+                for page in self.read_client.read_rows(name).rows(session).pages:
+                    batch = page.to_arrow()
+                    pending.append(batch)
+                    count += batch.num_rows
+                    if count >= rows_per_batch:
+                        yield from _rebatch(pending, schema, rows_per_batch)
+                        pending, count = [], 0
+            yield from _rebatch(pending, schema, rows_per_batch)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    # -- writing --------------------------------------------------------------------------
     def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
         buffer = io.BytesIO()
         with pq.ParquetWriter(buffer, PREDICTIONS_SCHEMA) as writer:
@@ -193,3 +357,19 @@ class BigQueryWarehouse(Warehouse):
         )
         self._call("predictions load", job.result)
         return destination
+
+
+def _timestamp_param(name: str, value: dt.datetime) -> Any:
+    from google.cloud import bigquery
+
+    return bigquery.ScalarQueryParameter(name, "TIMESTAMP", value)
+
+
+def _rebatch(
+    batches: list[pa.RecordBatch], schema: pa.Schema, rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The pages read so far as record batches of about ``rows`` rows (pages are small)."""
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches, schema).combine_chunks()
+    yield from table.to_batches(max_chunksize=rows)

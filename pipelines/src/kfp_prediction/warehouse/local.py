@@ -3,13 +3,14 @@
 Layout under the warehouse root::
 
     users/*.parquet  page_views/*.parquet  purchases/*.parquet  contents/*.parquet
+    user_features/YYYY-MM-DD.parquet    one file per target date: the features step's output
     predictions/YYYY-MM-DD.parquet      one file per target date (JST), all columns inside
 
 DuckDB runs in memory and only reads the source files, so any number of runs can query at
-once. Each predictions partition is one Parquet file, written to a temporary name in the same
-directory and moved into place with an atomic ``os.replace``: readers see the old or the new
-file, never a partial one, a failed run leaves the old one, and parallel dates never touch
-the same file.
+once. Each features or predictions partition is one Parquet file, written to a temporary name
+in the same directory and moved into place with an atomic ``os.replace``: readers see the old
+or the new file, never a partial one, a failed run leaves the old one, and parallel dates never
+touch the same file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import glob
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -28,23 +29,28 @@ import pyarrow.parquet as pq
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
-from kfp_prediction.features import duckdb_user_features_sql
-from kfp_prediction.schema import PREDICTIONS_SCHEMA, PREDICTIONS_TABLE, SOURCE_TABLES
+from kfp_prediction.features import REGISTERED_USERS_SQL, duckdb_user_features_sql
+from kfp_prediction.schema import (
+    FEATURES_TABLE,
+    PREDICTIONS_SCHEMA,
+    PREDICTIONS_TABLE,
+    SOURCE_TABLES,
+)
 from kfp_prediction.warehouse.base import Warehouse
 
 # A temporary partition file older than this is left over from a killed run: a live writer
-# finishes a 1M-user partition in about a second, and renames or deletes its file when done.
+# finishes a 1M-user partition in a few seconds, and renames or deletes its file when done.
 STALE_TEMP_SECONDS = 3600.0
 
 
-def partition_path(root: str | Path, target_date: dt.date) -> Path:
-    """Where the predictions for one target date live.
+def partition_path(root: str | Path, target_date: dt.date, table: str = PREDICTIONS_TABLE) -> Path:
+    """Where one target date's partition of ``table`` (predictions by default) lives.
 
     A plain ``YYYY-MM-DD.parquet`` name rather than a hive ``target_date=...`` directory:
     the file already holds ``target_date``, and hive paths make pyarrow/DuckDB infer a second,
     conflicting ``target_date`` column.
     """
-    return Path(root) / PREDICTIONS_TABLE / f"{target_date:%Y-%m-%d}.parquet"
+    return Path(root) / table / f"{target_date:%Y-%m-%d}.parquet"
 
 
 class LocalWarehouse(Warehouse):
@@ -79,14 +85,17 @@ class LocalWarehouse(Warehouse):
             self.check_reachable()
             con = duckdb.connect(":memory:")
             _set_session(con)
-            # Bound DuckDB's buffer pool so a 1M-user run stays well under 2 GiB per step.
+            # Bound DuckDB's buffer pool so a step stays well under 2 GiB at 10M users; what
+            # does not fit spills to a directory of this process's own.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            spill = Path(tempfile.gettempdir()) / f"kfp-prediction-duckdb-{os.getpid()}"
+            con.execute(f"SET temp_directory = '{_quote(str(spill))}'")
             con.execute("SET preserve_insertion_order = false")
             if self._threads:
                 con.execute(f"SET threads = {int(self._threads)}")
             for table in SOURCE_TABLES:
                 if (self.root / table).is_dir():
-                    files = ", ".join("'" + f.replace("'", "''") + "'" for f in self._files(table))
+                    files = ", ".join(f"'{_quote(f)}'" for f in self._files(table))
                     con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{files}])")
             self._con = con
         return self._con
@@ -106,17 +115,13 @@ class LocalWarehouse(Warehouse):
         sql = f"SELECT COUNT(*) FROM {table} WHERE event_time >= ? AND event_time < ?"
         return int(con.execute(sql, [start_utc, end_utc]).fetchone()[0])
 
-    def user_feature_batches(
-        self, window: TargetWindow, rows_per_batch: int = 200_000
-    ) -> pa.RecordBatchReader:
-        # A cursor of its own: a batch reader is cut short, silently, when any other query
-        # runs on the connection it came from (duckdb 1.4), such as a later count or check.
-        cursor = self._connection().cursor()
-        _set_session(cursor)
-        return cursor.execute(duckdb_user_features_sql(window)).fetch_record_batch(rows_per_batch)
+    def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
+        self._files("users")
+        sql = REGISTERED_USERS_SQL.format(end="$end", table="users")
+        row = self._connection().execute(sql, {"end": end_utc}).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
 
     def user_features(self, window: TargetWindow) -> pa.Table:
-        # DuckDB's own whole-result Arrow export: one call instead of batches re-joined.
         con = self._connection()
         return con.execute(duckdb_user_features_sql(window)).fetch_arrow_table()
 
@@ -127,30 +132,79 @@ class LocalWarehouse(Warehouse):
         )
         return con.execute(sql).fetch_arrow_table()
 
+    # -- features -------------------------------------------------------------------------
+    def features_partition(self, target_date: dt.date) -> str:
+        return str(partition_path(self.root, target_date, FEATURES_TABLE))
+
+    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+        """DuckDB writes the query result straight into a Parquet file, renamed into place."""
+        con = self._connection()
+        query = duckdb_user_features_sql(window)
+        rows = 0
+
+        def copy(tmp: Path) -> None:
+            nonlocal rows
+            # USE_TMP_FILE false: the file is already a temporary one; DuckDB's own
+            # "tmp_<name>" would be left behind when the query fails half way.
+            options = "FORMAT parquet, COMPRESSION zstd, USE_TMP_FILE false"
+            sql = f"COPY ({query}) TO '{_quote(str(tmp))}' ({options})"
+            rows = int(con.execute(sql).fetchone()[0])
+
+        final = partition_path(self.root, window.target_date, FEATURES_TABLE)
+        return str(replace_file(final, copy)), rows
+
+    def feature_batches(self, reference: str, rows_per_batch: int) -> pa.RecordBatchReader:
+        """Read the partition file in batches; the open file survives a concurrent replace."""
+        try:
+            parquet = pq.ParquetFile(reference)
+        except FileNotFoundError:
+            raise NoSourceDataError(
+                f"features partition {reference} not found: run the features step first"
+            ) from None
+        return pa.RecordBatchReader.from_batches(
+            parquet.schema_arrow, parquet.iter_batches(batch_size=rows_per_batch)
+        )
+
     # -- writing --------------------------------------------------------------------------
     def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
-        final = partition_path(self.root, target_date)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(final)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp creates 0600; readers in other processes need read
-            with os.fdopen(fd, "wb") as handle:
-                with pq.ParquetWriter(handle, PREDICTIONS_SCHEMA, compression="zstd") as writer:
-                    for part in parts:
-                        writer.write_table(part)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, final)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return str(final)
+        def write(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, PREDICTIONS_SCHEMA, compression="zstd") as writer:
+                for part in parts:
+                    writer.write_table(part)
+
+        return str(replace_file(partition_path(self.root, target_date), write))
+
+
+def replace_file(final: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` a temporary file beside ``final``, fsync it and rename it over ``final``.
+
+    If ``write`` raises, the temporary file is removed and ``final`` is as it was. Stale
+    temporary files of the same partition (a killed run's) are removed first.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        tmp.chmod(0o644)  # mkstemp creates 0600; readers in other processes need read
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _set_session(con: duckdb.DuckDBPyConnection) -> None:

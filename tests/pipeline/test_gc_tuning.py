@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-from kfp_prediction.process import one_shot_gc
+from kfp_prediction.gc_tuning import one_shot_gc
 
 
 @pytest.fixture(autouse=True)

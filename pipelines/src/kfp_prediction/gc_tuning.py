@@ -1,4 +1,4 @@
-"""Settings for the one-shot component process; not for code that imports ``steps`` itself.
+"""GC settings for the one-shot component process; not for code that imports the steps itself.
 
 A component process starts, imports pandas, pyarrow, DuckDB and scikit-learn (hundreds of
 thousands of Python objects), runs once and exits. Python's cyclic garbage collector walks

@@ -1,0 +1,124 @@
+"""The pipeline's root parameters, declared once.
+
+Everything else follows from ``ROOT_PARAMETERS``: the pipeline function's signature and
+docstring (so the compiled YAML's ``inputDefinitions``, descriptions included), which step
+receives which parameter, ``local_run``'s command line, and the check that each component's
+inputs are exactly the declared ones of its step (``components.build_components``). The compiled
+YAML is the Airflow side's source of truth; a DAG test compares its ``parameters`` with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+FEATURES_STEP = "features"
+PREDICT_STEP = "predict"
+STEPS = (FEATURES_STEP, PREDICT_STEP)
+REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One root parameter: name, type, default (``REQUIRED``: none), meaning, consumers."""
+
+    name: str
+    type: type
+    description: str
+    steps: tuple[str, ...]
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+ROOT_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter(
+        "target_date",
+        str,
+        "JST business date YYYY-MM-DD to predict for; required, no default (never compiled in).",
+        STEPS,
+    ),
+    Parameter(
+        "model_sha256",
+        str,
+        "Expected sha256 (hex) of the model file; the model is unpickled only if it matches.",
+        (PREDICT_STEP,),
+    ),
+    Parameter(
+        "warehouse",
+        str,
+        "Local directory or file://PATH, or bigquery://PROJECT/DATASET[?location=REGION].",
+        STEPS,
+        "var/warehouse",
+    ),
+    Parameter(
+        "model_uri",
+        str,
+        "The pickled model: local path, file:// or gs://BUCKET/OBJECT.",
+        (PREDICT_STEP,),
+        "var/models/demo_model.pkl",
+    ),
+    Parameter(
+        "lookback_days",
+        int,
+        "Length of the feature window in JST days before the target date (1..366).",
+        (FEATURES_STEP,),
+        28,
+    ),
+)
+BY_NAME: dict[str, Parameter] = {p.name: p for p in ROOT_PARAMETERS}
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in ROOT_PARAMETERS if not p.required}
+
+
+def step_parameters(step: str) -> tuple[Parameter, ...]:
+    """The root parameters ``step`` receives, in declaration order."""
+    return tuple(p for p in ROOT_PARAMETERS if step in p.steps)
+
+
+def step_arguments(step: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of root parameter values (or pipeline channels) that ``step`` receives."""
+    return {p.name: values[p.name] for p in step_parameters(step)}
+
+
+def signature(return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
+    """The pipeline function's signature: required parameters first, then the defaulted."""
+    ordered = sorted(ROOT_PARAMETERS, key=lambda p: not p.required)
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                p.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=p.default,
+                annotation=p.type,
+            )
+            for p in ordered
+        ],
+        return_annotation=return_annotation,
+    )
+
+
+def docstring(summary: str) -> str:
+    """``summary`` plus a Google-style ``Args:`` section; KFP turns it into descriptions."""
+    lines = [summary, "", "Args:"]
+    lines += [f"    {p.name}: {p.description}" for p in ROOT_PARAMETERS]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser, optional: tuple[str, ...] = ()) -> None:
+    """One command-line option per root parameter; ``optional`` ones may be left out."""
+    for p in ROOT_PARAMETERS:
+        kwargs: dict[str, Any] = {"type": p.type, "help": p.description}
+        if p.required and p.name not in optional:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = None if p.required else p.default
+        parser.add_argument(p.flag, dest=p.name, **kwargs)
