@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from emulator_support import Emulator, running_emulator
 from kfp_prediction.demo_data import generate
 from kfp_prediction.demo_model import train, write_model
 from pipeline_support import SMALL, TARGET_DATE, Model
@@ -36,3 +38,10 @@ def warehouse(source_warehouse: Path, tmp_path: Path) -> Path:
     root = tmp_path / "warehouse"
     shutil.copytree(source_warehouse, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """local-bigquery on loopback for the whole session (skipped when not built, not in CI)."""
+    with running_emulator(tmp_path_factory.mktemp("bigquery-emulator")) as emulator:
+        yield emulator

@@ -188,3 +188,15 @@ def test_unreachable_bigquery_is_named() -> None:
     wh = BigQueryWarehouse("my-project", "shop", client=client, timeout=2.0)
     with pytest.raises(WarehouseUnreachableError, match="bigquery://my-project/shop"):
         wh.check_reachable()
+
+
+def test_an_endpoint_alone_never_falls_back_to_anonymous(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Without credentials=anonymous the client asks for Application Default Credentials,
+    even against an emulator's endpoint, and says so when there are none."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    wh = open_warehouse("bigquery://my-project/shop?endpoint=http://127.0.0.1:9")
+    assert wh.settings.anonymous is False
+    with pytest.raises(WarehouseUnreachableError, match=r"no-such-key\.json"):
+        wh.client  # noqa: B018 - the property builds the client

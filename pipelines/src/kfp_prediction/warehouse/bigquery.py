@@ -329,8 +329,10 @@ class BigQueryWarehouse(Warehouse):
             pending: list[pa.RecordBatch] = []
             count = 0
             for name in streams:
-                for page in self.read_client.read_rows(name).rows(session).pages:
-                    batch = page.to_arrow()
+                # Each response carries one Arrow IPC record batch in the session's schema.
+                for response in self.read_client.read_rows(name):
+                    payload = response.arrow_record_batch.serialized_record_batch
+                    batch = pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
                     pending.append(batch)
                     count += batch.num_rows
                     if count >= rows_per_batch:
