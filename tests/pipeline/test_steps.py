@@ -328,7 +328,8 @@ def test_failure_in_a_later_batch_keeps_previous_partitions(
         monkeypatch.setattr(scoring.ScoringModel, "score", fail_on_third_batch)
 
     _broken_run_keeps_previous_partitions(warehouse, model, break_run, MemoryError, "batch 3")
-    assert len(calls) == 3
+    # batches after the third may have started on the other scoring threads, no more
+    assert 3 <= len(calls) <= 3 + predict_step.SCORE_THREADS
 
 
 def test_batches_stream_to_the_same_partition_as_one_batch(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import closing
 
 import pytest
-from kfp_prediction.streaming import read_ahead
+from kfp_prediction.streaming import ordered_map, read_ahead
 
 
 def test_items_arrive_in_order() -> None:
@@ -58,3 +58,45 @@ def test_stopping_early_closes_the_source_and_ends_the_thread() -> None:
     assert closed.is_set()
     assert threading.active_count() == threads
     assert not [t for t in threading.enumerate() if t.name == "under-test"]
+
+
+def test_ordered_map_keeps_order_across_threads() -> None:
+    def slow_for_even(i: int) -> int:
+        time.sleep(0.01 if i % 2 == 0 else 0.0)
+        return i * i
+
+    assert list(ordered_map(slow_for_even, range(50), workers=3)) == [i * i for i in range(50)]
+
+
+def test_ordered_map_error_at_its_position_and_threads_end() -> None:
+    started = []
+
+    def fail_on_five(i: int) -> int:
+        started.append(i)
+        if i == 5:
+            raise ValueError("batch 5 is broken")
+        return i
+
+    threads = threading.active_count()
+    seen = []
+    with pytest.raises(ValueError, match="batch 5"):
+        for item in ordered_map(fail_on_five, range(1000), workers=2, name="under-test"):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+    assert max(started) <= 5 + 2  # bounded: never ran far past the failure
+    assert threading.active_count() == threads
+
+
+def test_ordered_map_stopping_early_closes_the_source() -> None:
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(1_000_000)
+        finally:
+            closed.set()
+
+    threads = threading.active_count()
+    with closing(ordered_map(lambda i: i, items(), workers=2)) as results:
+        assert next(results) == 0
+    assert closed.is_set() and threading.active_count() == threads

@@ -1,15 +1,17 @@
 """The predict step: stream one features partition through the model into the predictions.
 
 Checks first (warehouse, the features partition is the target date's, contents, model digest,
-model contract); then batches of users are read, scored and encoded in three threads at once
-(``streaming.read_ahead``). The predictions partition is swapped in only after the last
-batch, so nothing is written unless every check passed and every user was scored.
+model contract); then batches of users are read ahead in one thread, scored side by side in
+``SCORE_THREADS`` others and encoded into the new partition (``streaming``). The predictions
+partition is swapped in only after the last batch, so nothing is written unless every check
+passed and every user was scored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -25,11 +27,22 @@ from kfp_prediction.metrics import Clock
 from kfp_prediction.model import load_verified_model
 from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_SCHEMA
 from kfp_prediction.scoring import ScoringModel
-from kfp_prediction.streaming import read_ahead
+from kfp_prediction.streaming import ordered_map, read_ahead
 from kfp_prediction.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
-BATCH_USERS = 200_000  # users read, scored and written together
+BATCH_USERS = 50_000  # users read, scored and written together (several per scoring thread)
+# Batches scored side by side, one OpenMP thread each: scikit-learn's tree ensembles then run
+# no parallel region (a barrier per tree, costly on a busy machine) and the batches still
+# use every core; numpy's linear scoring gains the same way.
+SCORE_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def one_openmp_thread() -> None:
+    """Worker initializer: OpenMP's thread count is per calling thread (its own ICV)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="openmp")
 
 
 def predictions_table(
@@ -155,27 +168,33 @@ def predict(
     created_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     tally = _Tally()
 
-    def scored(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
-        for batch in batches:
-            part = pa.Table.from_batches([batch])
-            if part.column("user_id").null_count:
-                raise InvalidSourceDataError(
-                    f"features partition {features} has {part.column('user_id').null_count} "
-                    "row(s) with a NULL user_id"
-                )
-            best, best_score = scoring.score(part, contents)
-            tally.add(part, best, best_score)
-            yield predictions_table(
-                day, part, contents, best, best_score, digest, run_id, run_name, created_at
+    def score(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, np.ndarray, pa.Table]:
+        part = pa.Table.from_batches([batch])
+        if part.column("user_id").null_count:
+            raise InvalidSourceDataError(
+                f"features partition {features} has {part.column('user_id').null_count} "
+                "row(s) with a NULL user_id"
             )
+        best, best_score = scoring.score(part, contents)
+        rows = predictions_table(
+            day, part, contents, best, best_score, digest, run_id, run_name, created_at
+        )
+        return part, best, best_score, rows
+
+    def scored(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+        results = ordered_map(score, batches, SCORE_THREADS, "score", one_openmp_thread)
+        with closing(results):
+            for part, best, best_score, rows in results:
+                tally.add(part, best, best_score)
+                yield rows
         if not tally.users:  # raised inside the write: the previous partition stays
             raise NoSourceDataError(f"features partition {features} has no rows")
 
-    # closing(): on any failure both threads finish their current batch and stop before this
+    # closing(): on any failure every thread finishes its current batch and stops before this
     # returns, rather than whenever the traceback holding these generators is released.
     with (
         closing(read_ahead(users, name="read-features")) as fetched,
-        closing(read_ahead(scored(fetched), name="score")) as parts,
+        closing(scored(fetched)) as parts,
     ):
         metrics["partition"] = wh.write_predictions(day, parts)
     clock.lap(metrics, "score_and_write")

@@ -13,8 +13,8 @@ Two model shapes are accepted (pipelines/README.md, "Model contract"):
 
 A ``StandardScaler`` -> binary ``LogisticRegression`` pair model (the demo model) is folded
 into one weight vector and scored on the broadcast grid with numpy; any other model goes
-through its own ``predict_proba`` in cache-sized chunks of a float matrix built once per
-batch in the model's feature order and input dtype, so scikit-learn converts nothing.
+through its own ``predict_proba``, one call per batch, on a float matrix built once per batch
+in the model's feature order and input dtype, so scikit-learn converts and copies nothing.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ PAIR_FEATURES: tuple[str, ...] = (
     "coupon_x_view_share",
 )
 MODEL_FEATURES = PAIR_FEATURES  # the demo model's inputs
-# Rows per predict_proba call: a few MB of input, so each tree pass of an ensemble reads it
-# from cache instead of from memory (measured: benchmarks/bench_pipeline.py --scoring-only).
-PREDICT_ROWS = 32_768
+# Rows per predict_proba call: a bound on memory, not a tuning knob. One call per batch of
+# users (BATCH_USERS x contents rows) is fastest here: scikit-learn's tree ensembles open an
+# OpenMP parallel region per tree and call, and on a busy 2-core machine each one costs a
+# barrier (chunks of 32,768 rows made a 75-tree HistGradientBoosting model 1.7-3.6x slower).
+PREDICT_ROWS = 1 << 21
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

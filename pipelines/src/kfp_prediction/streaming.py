@@ -1,19 +1,23 @@
-"""Read-ahead for the streaming prediction step: each stage in its own thread.
+"""Threads for the streaming predict step: read ahead, and score batches side by side.
 
-The step fetches user feature batches from the warehouse, scores them and encodes them into
-the new partition. All three release the GIL for their heavy parts (DuckDB's Arrow export,
-numpy ufuncs over whole batches, Parquet encoding), so a thread per stage lets them overlap
-on separate cores instead of running one after the other.
+The step reads feature batches, scores them and encodes them into the new partition. All
+three release the GIL for their heavy parts (Parquet decoding and encoding, numpy over whole
+batches, scikit-learn's Cython tree traversal), so they overlap on separate cores:
+``read_ahead`` runs a stage in a thread of its own, ``ordered_map`` scores several batches at
+once and hands the results over in order.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 _POLL_SECONDS = 0.1
 _ITEM, _END, _ERROR = "item", "end", "error"
 
@@ -65,3 +69,35 @@ def read_ahead(items: Iterable[T], depth: int = 2, name: str = "read-ahead") -> 
     finally:
         stop.set()
         thread.join()
+
+
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    name: str = "worker",
+    initializer: Callable[[], object] | None = None,
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, results in input order, bounded ahead.
+
+    At most ``workers + 1`` items are taken from ``items`` before their results are handed
+    over. An exception in ``fn`` is raised at that item's position; when the consumer stops
+    early, items not yet started are dropped and this generator's ``close`` returns only
+    after the running ones finished and every worker thread ended.
+    """
+    pending: deque[Future[R]] = deque()
+    source = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=initializer) as pool:
+        try:
+            for item in source:
+                pending.append(pool.submit(fn, item))
+                while len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
