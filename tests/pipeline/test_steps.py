@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import pickle
 import subprocess
 import sys
 import threading
@@ -398,3 +399,33 @@ def test_features_read_survives_a_concurrent_rerun_of_the_date(warehouse: Path) 
     for batch in reader:
         rows += batch.num_rows
     assert rows == expected > 7 * 3
+
+
+def test_content_model_runs_through_both_steps(warehouse: Path, tmp_path: Path) -> None:
+    """A model with one class per content scores every content at once; its classes are the
+    content ids written, and its best class's probability is the score."""
+    import pandas as pd
+    from kfp_prediction.demo_model import write_model
+    from kfp_prediction.scoring import USER_FEATURES, user_matrix
+    from sklearn.ensemble import RandomForestClassifier
+
+    wh = LocalWarehouse(warehouse)
+    users = wh.user_features(TargetWindow.build(TARGET_DATE, 28))
+    x = pd.DataFrame(user_matrix(users, USER_FEATURES, float), columns=list(USER_FEATURES))
+    labels = ["push_sale", "coupon_bags", "newsletter_weekly"]
+    y = [labels[int(v) % 3] for v in x["pv_count"]]
+    path = tmp_path / "content.pkl"
+    content_model = Model(
+        path, write_model(RandomForestClassifier(5, random_state=0).fit(x, y), path)
+    )
+    metrics = run(warehouse, content_model)
+    table = read(warehouse).sort_by("user_id")
+    assert table.num_rows == metrics["rows_written"] == users.num_rows
+    assert set(table["content_id"].to_pylist()) <= set(labels)
+    by_user = users.sort_by("user_id")
+    loaded = pickle.loads(path.read_bytes())
+    expected = loaded.predict_proba(
+        pd.DataFrame(user_matrix(by_user, USER_FEATURES, float), columns=list(USER_FEATURES))
+    )
+    assert table["score"].to_pylist() == pytest.approx(expected.max(axis=1).tolist())
+    assert table["content_id"].to_pylist() == list(loaded.classes_[expected.argmax(axis=1)])
