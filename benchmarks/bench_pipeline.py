@@ -20,7 +20,8 @@ models trained once on it if they are missing: the linear demo model and a deter
 Then, once per model in one fresh process on the same feature rows: the pipeline's scoring
 step (``ScoringModel.score`` over the predict step's batches, side by side on its
 ``SCORE_THREADS`` threads, candidate matrices included) beside scikit-learn's own
-``predict_proba`` on the whole prebuilt candidate matrix (its own threads, one call).
+``predict_proba`` on the whole prebuilt candidate matrix (its own threads, one call); two
+alternating rounds, the fastest of each.
 
 Targets: pipeline/floor (median) <= 1.5x for the linear model and <= 1.1x for the tree model;
 the tree model's scoring step <= 1.1x scikit-learn's own call; peak RSS of every step <= 2 GiB.
@@ -49,6 +50,7 @@ MAX_RATIO = {"linear": 1.5, "tree": 1.1}
 MAX_SCORING_RATIO = {"tree": 1.1}
 MAX_STEP_RSS = 2 * GIB
 STEPS = ("features", "predict")
+ROUNDS = 2  # scoring comparison: alternating rounds, fastest of each
 
 
 class RssSampler:
@@ -185,18 +187,27 @@ def scoring_vs_library(warehouse: str, model_uri: str, sha256: str) -> dict[str,
     contents = wh.contents()
     scoring = ScoringModel.check(model, contents)
     batches = [users.slice(offset, BATCH_USERS) for offset in range(0, len(users), BATCH_USERS)]
-    start = time.perf_counter()  # as the predict step scores: batches side by side
-    for _ in ordered_map(
-        lambda part: scoring.score(part, contents), batches, SCORE_THREADS,
-        initializer=one_openmp_thread,
-    ):  # fmt: skip
-        pass
-    step = time.perf_counter() - start
     matrix = candidate_matrix(users, contents, scoring.feature_names, scoring.dtype)
     frame = _frame(matrix, scoring.feature_names)
-    start = time.perf_counter()
-    model.predict_proba(frame)
-    library = time.perf_counter() - start
+
+    def step_once() -> float:  # as the predict step scores: batches side by side
+        start = time.perf_counter()
+        results = ordered_map(
+            lambda part: scoring.score(part, contents), batches, SCORE_THREADS,
+            initializer=one_openmp_thread,
+        )  # fmt: skip
+        for _ in results:
+            pass
+        return time.perf_counter() - start
+
+    def library_once() -> float:
+        start = time.perf_counter()
+        model.predict_proba(frame)
+        return time.perf_counter() - start
+
+    # alternating rounds, the fastest of each: a neighbour's burst only ever adds time
+    rounds = [(step_once(), library_once()) for _ in range(ROUNDS)]
+    step, library = min(r[0] for r in rounds), min(r[1] for r in rounds)
     return {"step": step, "library": library, "rows": float(len(frame))}
 
 

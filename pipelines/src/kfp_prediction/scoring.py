@@ -280,20 +280,21 @@ class ScoringModel:
         return best, top if self.linear is None else _sigmoid(top)
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
-        """``predict_proba`` over ``matrix`` in cache-sized chunks, checked for shape and range."""
+        """``predict_proba`` over ``matrix`` (one call per ``PREDICT_ROWS``), output checked."""
         columns = list(self.feature_names)
         width = len(self.class_contents) if self.kind == "content" else 2
-        out = np.empty((len(matrix), width), dtype=np.float64)
+        parts = []
         for start in range(0, len(matrix), PREDICT_ROWS):
             chunk = matrix[start : start + PREDICT_ROWS]
-            frame = pd.DataFrame(chunk, columns=columns, copy=False)
-            proba = np.asarray(self.model.predict_proba(frame))
+            proba = self.model.predict_proba(pd.DataFrame(chunk, columns=columns, copy=False))
+            proba = np.asarray(proba)
             if proba.shape != (len(chunk), width):
                 raise ModelContractError(
                     f"model predict_proba returned shape {proba.shape} for {len(chunk)} rows; "
                     f"expected ({len(chunk)}, {width}), one column per class"
                 )
-            out[start : start + len(chunk)] = proba
+            parts.append(proba)
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts or [np.empty((0, width))])
         if len(out) and not (np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0):
             raise ModelContractError("model predict_proba returned values outside [0, 1]")
         return out
