@@ -28,7 +28,8 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
     """Columns present, users to score, data for the day before the target date; row counts."""
     warehouse.check_reachable()
     for table, required in SOURCE_COLUMNS.items():
-        missing = [c for c in required if c not in warehouse.columns(table)]
+        present = warehouse.columns(table)  # one lookup per table (an API call on BigQuery)
+        missing = [c for c in required if c not in present]
         if missing:
             raise MissingSourceColumnError(
                 f"source table {table} is missing column(s) {', '.join(missing)} "
