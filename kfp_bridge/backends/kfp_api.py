@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 TokenProvider = Callable[[], str]
 """Returns a bearer token; called before every request, so it must cache and refresh."""
 
-GOOGLE_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _LIST_PAGE_SIZE = 100
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 NO_V2BETA1 = "this KFP API has no v2beta1 endpoints (KFP < 2.0?)"
@@ -64,25 +63,17 @@ def static_token_provider(token: str) -> TokenProvider:
     return lambda: token
 
 
-def google_token_provider(
-    scopes: tuple[str, ...] = (GOOGLE_CLOUD_PLATFORM_SCOPE,),
-) -> TokenProvider:
-    """Google application default credentials as a bearer token (AI Platform Pipelines).
+def google_token_provider(credentials: Any) -> TokenProvider:
+    """Bearer tokens from Google credentials (AI Platform Pipelines behind its inverse proxy).
 
-    The credentials are loaded once and refreshed shortly before they expire;
-    a lock keeps concurrent requests from refreshing at the same time.
+    The credentials come from a Google Cloud connection (``kfp_bridge.hooks.google_cloud``),
+    impersonated when asked. They are refreshed only when google-auth no longer
+    considers them valid (a few minutes before expiry), so a long wait refreshes
+    as often as the token lifetime needs and no more; a lock keeps concurrent
+    requests from refreshing at the same time.
     """
-    import google.auth
-    import google.auth.exceptions
     import google.auth.transport.requests
 
-    try:
-        credentials, _ = google.auth.default(scopes=list(scopes))
-    except google.auth.exceptions.DefaultCredentialsError as err:
-        raise AuthError(
-            "auth=google: no Google application default credentials found "
-            "(set GOOGLE_APPLICATION_CREDENTIALS or run on GCP with a service account)"
-        ) from err
     lock = threading.Lock()
     request = google.auth.transport.requests.Request()
 

@@ -1,5 +1,9 @@
 """Vertex AI Pipelines backend, via the GAPIC ``aiplatform_v1.PipelineServiceClient``.
 
+The client is built as the Google provider's ``PipelineJobHook`` builds it (a Google
+Cloud connection's credentials, impersonation, regional endpoint, client info), and
+run links are the provider's Vertex console links.
+
 Differences from the Google provider's ``RunPipelineJobOperator`` that this
 module exists for: the pipeline job id is derived from the run's display name,
 so a retried task (or a worker that died after submitting) finds its job
@@ -95,42 +99,48 @@ def _override_caching(spec: dict[str, Any], enable_caching: bool) -> None:
 class VertexBackend(Backend):
     """Runs compiled pipelines as Vertex AI pipeline jobs in one project and location.
 
-    ``self.client`` is the GAPIC ``PipelineServiceClient``. The ``client``
-    argument replaces it, for tests only: Vertex cannot be reached from the test
-    machine, so the tests hand in a recording client at exactly this boundary.
-    ``credentials`` default to Google application default credentials.
+    ``self.client`` is the GAPIC ``PipelineServiceClient``, built as the Google
+    provider's ``PipelineJobHook.get_pipeline_service_client`` builds it: the
+    credentials of ``google_hook`` (a ``GoogleBaseHook``: a Google Cloud connection,
+    impersonated when asked), the provider's client info and client options (the
+    regional endpoint, or ``api_endpoint``; the universe domain). ``project_id``
+    defaults to the hook's project. ``transport`` (``"grpc"``, the default, or
+    ``"rest"``) is the client's. The ``client`` argument replaces the built client,
+    for tests only: Vertex cannot be reached from the test machine.
     """
 
     name = "vertex"
 
     def __init__(
         self,
-        project_id: str,
+        project_id: str | None,
         location: str,
         *,
-        credentials: Any = None,
+        google_hook: Any = None,
         api_endpoint: str | None = None,
+        transport: str | None = None,
         request_timeout: float | str = 60.0,
         client: Any = None,
     ) -> None:
-        if not project_id:
-            raise BackendConfigError("project_id", "is required for backend 'vertex'")
         if not location:
             raise BackendConfigError(
                 "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
             )
+        if not project_id and google_hook is not None:
+            project_id = google_hook.project_id
+        if not project_id:
+            raise BackendConfigError(
+                "project_id",
+                "is required for backend 'vertex' (or a project in the Google Cloud connection)",
+            )
+        if transport not in (None, "grpc", "rest"):
+            raise BackendConfigError("transport", f"must be grpc or rest, got {transport!r}")
         self.project_id = project_id
         self.location = location
         self.request_timeout = positive_seconds("request_timeout", request_timeout)
         self.parent = f"projects/{project_id}/locations/{location}"
         if client is None:
-            from google.api_core.client_options import ClientOptions
-            from google.cloud import aiplatform_v1
-
-            endpoint = api_endpoint or f"{location}-aiplatform.googleapis.com"
-            client = aiplatform_v1.PipelineServiceClient(
-                credentials=credentials, client_options=ClientOptions(api_endpoint=endpoint)
-            )
+            client = _pipeline_client(google_hook, location, api_endpoint, transport)
         self.client = client
 
     def __repr__(self) -> str:
@@ -344,7 +354,59 @@ class VertexBackend(Backend):
         return f"Vertex AI Pipelines reachable in {self.parent}"
 
     def run_url(self, run_id: str) -> str | None:
-        return (
-            f"https://console.cloud.google.com/vertex-ai/locations/{self.location}"
-            f"/pipelines/runs/{run_id}?project={self.project_id}"
-        )
+        return vertex_console_url(self.location, run_id, self.project_id)
+
+
+def vertex_api_endpoint(location: str) -> str | None:
+    """The regional Vertex AI endpoint, by the Google provider's rule.
+
+    ``PipelineJobHook._get_api_endpoint`` (``cloud/hooks/vertex_ai/pipeline_job.py``):
+    ``{region}-aiplatform.googleapis.com:443`` unless the region is ``global`` or the
+    universe is not Google's default one (then the client's default applies). Written
+    out because importing that module costs ~4 s (the high-level aiplatform SDK).
+    """
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+    if location and location != "global" and GoogleBaseHook.is_default_universe():
+        return f"{location}-aiplatform.googleapis.com:443"
+    return None
+
+
+def _pipeline_client(
+    google_hook: Any, location: str, api_endpoint: str | None, transport: str | None
+) -> Any:
+    """``PipelineServiceClient`` as ``PipelineJobHook.get_pipeline_service_client`` builds it."""
+    from airflow.providers.google.common.consts import CLIENT_INFO
+    from google.cloud import aiplatform_v1
+
+    if google_hook is None:
+        from kfp_bridge.hooks.google_cloud import BridgeGoogleHook
+
+        google_hook = BridgeGoogleHook()
+    options = google_hook.get_client_options(
+        api_endpoint_override=api_endpoint or vertex_api_endpoint(location)
+    )
+    return aiplatform_v1.PipelineServiceClient(
+        credentials=google_hook.get_credentials(),
+        client_info=CLIENT_INFO,
+        client_options=options,
+        transport=transport,
+    )
+
+
+def vertex_console_url(location: str, job_id: str, project_id: str) -> str:
+    """The Google provider's "Pipeline Job" console link (``VertexAIPipelineJobLink``).
+
+    ``cloud/links/vertex_ai.py`` ``VERTEX_AI_PIPELINE_JOB_LINK`` under
+    ``cloud/links/base.py`` ``BASE_LINK`` (domain from
+    ``GOOGLE_CLOUD_HIGH_VALUE_COOKIE_DOMAIN``, default google.com). The provider
+    keeps the format arguments in XCom; the bridge's link keeps the URL, so it is
+    rendered here.
+    """
+    from airflow.providers.google.cloud.links.vertex_ai import VERTEX_AI_PIPELINE_JOB_LINK
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+    base = f"https://console.cloud.{GoogleBaseHook.get_high_value_cookie_domain()}"
+    return base + VERTEX_AI_PIPELINE_JOB_LINK.format(
+        region=location, pipeline_id=job_id, project_id=project_id
+    )

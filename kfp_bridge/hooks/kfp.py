@@ -14,13 +14,22 @@ Connection fields:
   ``namespace``, ``user`` and ``user_header`` (multi-user Kubeflow: the identity
   header in-cluster callers send, default ``kubeflow-userid``), ``ui_host``,
   ``verify_ssl``, ``request_timeout``, ``project_id``
-  and ``location`` (vertex), ``local_state_dir`` and ``local_python`` (local).
+  and ``location`` (vertex), ``api_transport`` (vertex: grpc or rest),
+  ``local_state_dir`` and ``local_python`` (local).
   Keys may also carry the form prefix ``extra__kfp__``.
+
+Google identity (``auth=google`` and the vertex backend): a Google Cloud connection
+(``gcp_conn_id``, default ``google_cloud_default``) read by the Google provider's
+``GoogleBaseHook``, with ``impersonation_chain`` (the argument wins over the Google
+connection's own field). A missing ``google_cloud_default`` means application
+default credentials. The ``kfp`` connection still says *which* service and project:
+``extra.project_id`` wins over the Google connection's project.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,12 +37,17 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from kfp_bridge.backends.base import Backend
-from kfp_bridge.exceptions import BackendConfigError, KfpBridgeError
+from kfp_bridge.exceptions import AuthError, BackendConfigError, KfpBridgeError
 
 BACKENDS = ("kfp", "vertex", "local")
 AUTH_MODES = ("none", "token", "google")
 # Backend settings -> the connection field that holds them.
-SETTING_FIELDS = {"host": "host", "python": "extra.local_python"}
+SETTING_FIELDS = {
+    "host": "host",
+    "python": "extra.local_python",
+    "transport": "extra.api_transport",
+}
+DEFAULT_GCP_CONN_ID = "google_cloud_default"
 
 
 class KfpConnectionError(KfpBridgeError, ValueError):
@@ -53,6 +67,9 @@ class KubeflowPipelineHook(BaseHook):
     interpreter, ...) once, and the hook names the connection field in the error.
 
     :param kfp_conn_id: connection id (type ``kfp``).
+    :param gcp_conn_id: Google Cloud connection for ``auth=google`` and the vertex backend.
+    :param impersonation_chain: service account to impersonate, or a chain of them
+        (the last one is impersonated, the others are delegates), as in the Google provider.
     """
 
     conn_name_attr = "kfp_conn_id"
@@ -60,9 +77,18 @@ class KubeflowPipelineHook(BaseHook):
     conn_type = "kfp"
     hook_name = "Kubeflow Pipelines"
 
-    def __init__(self, kfp_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        kfp_conn_id: str = default_conn_name,
+        *,
+        gcp_conn_id: str = DEFAULT_GCP_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.kfp_conn_id = kfp_conn_id
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     # -- connection reading ----------------------------------------------------
     @cached_property
@@ -115,8 +141,39 @@ class KubeflowPipelineHook(BaseHook):
                 raise self._error("extra.auth is 'token' but the password (bearer token) is empty")
             return kfp_api.static_token_provider(password)
         if auth == "google":
-            return kfp_api.google_token_provider()
+            return kfp_api.google_token_provider(self.google_credentials())
         return None
+
+    # -- Google identity ---------------------------------------------------------
+    @cached_property
+    def google_hook(self) -> Any:
+        """The Google provider's base hook for ``gcp_conn_id`` and ``impersonation_chain``."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from kfp_bridge.hooks.google_cloud import BridgeGoogleHook
+
+        try:
+            return BridgeGoogleHook(
+                gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain
+            )
+        except AirflowNotFoundException:
+            raise KfpConnectionError(
+                f"Google Cloud connection {self.gcp_conn_id!r} (gcp_conn_id) is not defined"
+            ) from None
+
+    def google_credentials(self) -> Any:
+        """The Google connection's credentials (impersonated when a chain is set)."""
+        import google.auth.exceptions
+
+        try:
+            return self.google_hook.get_credentials()
+        except google.auth.exceptions.DefaultCredentialsError as err:
+            raise AuthError(
+                f"Google Cloud connection {self.gcp_conn_id!r} holds no key and no Google "
+                "application default credentials were found (set "
+                "GOOGLE_APPLICATION_CREDENTIALS, run on GCP with a service account, or give "
+                f"the connection a key): {err}"
+            ) from err
 
     # -- the backend ---------------------------------------------------------------
     def get_conn(self) -> Backend:
@@ -154,9 +211,17 @@ class KubeflowPipelineHook(BaseHook):
     def _vertex_backend(self) -> Backend:
         from kfp_bridge.backends.vertex import VertexBackend
 
+        location = str(self.extra.get("location") or "")
+        if not location:  # before any Google call
+            raise BackendConfigError(
+                "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
+            )
+        self.google_credentials()  # a clear AuthError when there are none
         return VertexBackend(
-            str(self.extra.get("project_id") or ""),
-            str(self.extra.get("location") or ""),
+            str(self.extra.get("project_id") or "") or None,
+            location,
+            google_hook=self.google_hook,
+            transport=self.extra.get("api_transport"),
             request_timeout=self.extra.get("request_timeout", 60.0),
         )
 

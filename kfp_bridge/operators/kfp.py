@@ -42,8 +42,10 @@ from kfp_bridge.exceptions import (
     RunFailedError,
     RunNotFoundError,
 )
+from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID, KubeflowPipelineHook
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
-from kfp_bridge.pipeline_spec import CompiledPipeline, load_pipeline, pipeline_from_spec
+from kfp_bridge.pipeline_source import load_compiled_pipeline
+from kfp_bridge.pipeline_spec import CompiledPipeline, pipeline_from_spec
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
@@ -120,8 +122,9 @@ def sanitize_run_name(name: str) -> str:
 class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     """Run a compiled KFP pipeline on the connection's backend and wait for the run.
 
-    :param pipeline_file: compiled pipeline YAML (templated). Its inputs validate
-        ``parameters`` before anything is submitted.
+    :param pipeline_file: compiled pipeline YAML (templated): a local path or a
+        ``gs://`` URI (read with the Google provider's GCS hook as ``gcp_conn_id``).
+        Its inputs validate ``parameters`` before anything is submitted.
     :param pipeline_id: an uploaded pipeline (kfp backend) instead of, or besides, the file.
     :param pipeline_version_id: version of ``pipeline_id``.
     :param parameters: run parameters (templated); numeric/boolean strings are coerced
@@ -133,6 +136,15 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param service_account: service account the run's pods use.
     :param enable_caching: override the compiled caching settings.
     :param kfp_conn_id: connection of type ``kfp``.
+    :param gcp_conn_id: Google Cloud connection whose identity reaches Google
+        (``auth=google`` on the kfp connection, the vertex backend, ``gs://`` pipeline
+        files), read by the Google provider's base hook. A missing
+        ``google_cloud_default`` means application default credentials.
+    :param impersonation_chain: service account to impersonate, or a list whose last
+        entry is impersonated through the others (templated). Wins over the Google
+        connection's own "Impersonation Chain" field, as in the Google provider.
+    :param cancel_on_kill: cancel the run when the task is killed (marked failed or
+        success, cleared) while it waits; false lets the run outlive the task.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     :param poll_interval: seconds between status polls at first; polls back off while
         the run's state does not change, in the worker as in the triggerer
@@ -154,6 +166,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         "run_name",
         "pipeline_root",
         "service_account",
+        "impersonation_chain",
     )
     template_fields_renderers = {"parameters": "json"}
     operator_extra_links = (KubeflowRunLink(),)
@@ -173,6 +186,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         service_account: str | None = None,
         enable_caching: bool | None = None,
         kfp_conn_id: str = "kfp_default",
+        gcp_conn_id: str = DEFAULT_GCP_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
+        cancel_on_kill: bool = True,
         deferrable: bool | None = None,
         poll_interval: float = 30.0,
         timeout: float | timedelta | None = None,
@@ -192,6 +208,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.service_account = service_account
         self.enable_caching = enable_caching
         self.kfp_conn_id = kfp_conn_id
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self.cancel_on_kill = cancel_on_kill
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
@@ -206,9 +225,15 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def backend(self) -> Backend:
-        from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+        return self.hook.get_conn()
 
-        return KubeflowPipelineHook(kfp_conn_id=self.kfp_conn_id).get_conn()
+    @cached_property
+    def hook(self) -> KubeflowPipelineHook:
+        return KubeflowPipelineHook(
+            kfp_conn_id=self.kfp_conn_id,
+            gcp_conn_id=self.gcp_conn_id,
+            impersonation_chain=self.impersonation_chain,
+        )
 
     @cached_property
     def _waiter(self) -> RunWaiter:
@@ -243,7 +268,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         version_id = self.pipeline_version_id
         try:
             if self.pipeline_file:
-                compiled = load_pipeline(self.pipeline_file)
+                compiled = load_compiled_pipeline(
+                    self.pipeline_file,
+                    gcp_conn_id=self.gcp_conn_id,
+                    impersonation_chain=self.impersonation_chain,
+                )
                 parameters = compiled.validate_parameters(self.parameters)
             if self.pipeline_id:
                 # Looked up before anything is submitted: a missing pipeline or version is
@@ -397,6 +426,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     run_url=status.url,
                     deadline=deadline,
                     policy=self.policy,
+                    gcp_conn_id=self.gcp_conn_id,
+                    impersonation_chain=self.impersonation_chain,
+                    cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
             )
@@ -507,7 +539,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     def on_kill(self) -> None:
         """Worker-side kill (the task waits in the worker): stop the run too, unless it ended."""
-        if self.kfp_run_id:
+        if self.kfp_run_id and not self.cancel_on_kill:
+            self.log.info(
+                "Task killed; run %s keeps running (cancel_on_kill=False)", self.kfp_run_id
+            )
+        elif self.kfp_run_id:
             self._cancel(self.kfp_run_id, reason="Task killed", record="the task was killed")
 
 

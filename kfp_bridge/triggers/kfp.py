@@ -8,7 +8,8 @@ triggerer's event loop). The trigger fires one event, a
 passes, or the service refuses us (401/403, 404).
 
 ``on_kill`` (Airflow 3.3) cancels the run when a user marks the deferred task
-failed/success or clears it, unless the run already ended. ``cleanup``
+failed/success or clears it, unless the run already ended or ``cancel_on_kill``
+is false (the name the Google provider's BigQuery and Dataproc triggers use). ``cleanup``
 deliberately does not: it also runs when the triggerer restarts or hands the
 trigger to another triggerer.
 """
@@ -16,11 +17,12 @@ trigger to another triggerer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
 if TYPE_CHECKING:
@@ -42,6 +44,11 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
     :param deadline: Unix time after which the wait times out (absolute, so a
         trigger restarted on another triggerer keeps the same limit).
     :param policy: a :class:`~kfp_bridge.waiting.WaitPolicy` or its ``to_kwargs()``.
+    :param gcp_conn_id: Google Cloud connection (``auth=google``, vertex backend).
+    :param impersonation_chain: as given to the operator (a string or a list), so the
+        triggerer builds the same identity from the same connections, never from
+        credentials carried in the trigger's kwargs.
+    :param cancel_on_kill: cancel the run when the user kills the deferred task.
 
     Event payload: :meth:`kfp_bridge.run_event.RunEvent.to_payload`.
     """
@@ -55,6 +62,9 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         run_url: str | None = None,
         deadline: float | None = None,
         policy: WaitPolicy | Mapping[str, Any] | None = None,
+        gcp_conn_id: str = DEFAULT_GCP_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
+        cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()
         self.kfp_conn_id = kfp_conn_id
@@ -63,6 +73,13 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         self.run_url = run_url
         self.deadline = deadline
         self.policy = WaitPolicy.from_kwargs(policy)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = (
+            impersonation_chain
+            if impersonation_chain is None or isinstance(impersonation_chain, str)
+            else list(impersonation_chain)
+        )
+        self.cancel_on_kill = cancel_on_kill
         self._backend: Backend | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -75,6 +92,9 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
                 "run_url": self.run_url,
                 "deadline": self.deadline,
                 "policy": self.policy.to_kwargs(),
+                "gcp_conn_id": self.gcp_conn_id,
+                "impersonation_chain": self.impersonation_chain,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -83,7 +103,11 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         if self._backend is None:
             from kfp_bridge.hooks.kfp import KubeflowPipelineHook
 
-            self._backend = KubeflowPipelineHook(kfp_conn_id=self.kfp_conn_id).get_conn()
+            self._backend = KubeflowPipelineHook(
+                kfp_conn_id=self.kfp_conn_id,
+                gcp_conn_id=self.gcp_conn_id,
+                impersonation_chain=self.impersonation_chain,
+            ).get_conn()
         return self._backend
 
     def _waiter(self) -> RunWaiter:
@@ -100,6 +124,13 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """The user acted on the deferred task: stop the run so it does not go on unseen."""
+        if not self.cancel_on_kill:
+            self.log.info(
+                "Task killed; run %s keeps running (cancel_on_kill=False): %s",
+                self.run_id,
+                self.run_url,
+            )
+            return
         await asyncio.wait_for(
             self._waiter().cancel_async(
                 self.run_id,

@@ -129,7 +129,7 @@ def test_vertex_backend_from_connection(make_conn, google_credentials):
     backend = hook.get_conn()
     assert isinstance(backend, VertexBackend)
     assert backend.parent == "projects/proj/locations/asia-northeast1"
-    assert backend.client.api_endpoint == "asia-northeast1-aiplatform.googleapis.com"
+    assert backend.client.api_endpoint == "asia-northeast1-aiplatform.googleapis.com:443"
 
 
 def test_local_backend_from_connection(make_conn, tmp_path):
@@ -169,7 +169,6 @@ def test_local_backend_defaults_under_kfp_bridge_home(make_conn, tmp_path, monke
         ({"host": "http://h", "extra": {"request_timeout": 0}}, "extra.request_timeout"),
         ({"host": "http://h", "extra": {"verify_ssl": "maybe"}}, "extra.verify_ssl"),
         ({"host": "http://h", "extra": {"ui_host": "ui.example.com"}}, "extra.ui_host"),
-        ({"extra": {"backend": "vertex", "location": "us-central1"}}, "extra.project_id"),
         ({"extra": {"backend": "vertex", "project_id": "p"}}, "extra.location"),
         ({"extra": {"backend": "local", "local_python": "/nope/python"}}, "extra.local_python"),
     ],

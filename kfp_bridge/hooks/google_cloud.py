@@ -1,0 +1,64 @@
+"""Google credentials for the bridge, from a Google Cloud connection, as the Google provider does.
+
+The Google provider's ``GoogleBaseHook`` reads a connection of type
+``google_cloud_platform`` (key file, key in Secret Manager, credential config for
+workload identity federation, or application default credentials when it holds
+none of these) and applies an impersonation chain: the ``impersonation_chain``
+argument, else the connection's own "Impersonation Chain" field (extra
+``impersonation_chain``, comma-separated), so the argument wins. The project is the
+connection's ``project`` extra, else the impersonated service account's project,
+else the credentials'. Everything the bridge does against Google (the KFP bearer
+token on AI Platform Pipelines, Vertex AI, ``gs://`` pipeline files) goes through
+the hook built here, so a Cloud Composer user gets the identity the provider's own operators use.
+
+This module imports the provider (about a second), so only the worker and the
+triggerer import it, never the DAG file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.providers.google.cloud.hooks.gcs import GCSHook
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID
+
+log = logging.getLogger(__name__)
+
+
+class _EmptyDefaultConnection:
+    """A missing ``google_cloud_default`` reads as an empty Google Cloud connection.
+
+    An empty Google Cloud connection means application default credentials to the
+    provider. Cloud Composer defines ``google_cloud_default``; Airflow 3 no longer
+    creates default connections, so elsewhere it is usually absent, and the bridge's
+    ``auth=google`` (application default credentials) worked without it before. Any
+    other missing connection id is an error, as in the provider.
+    """
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Any:
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            if conn_id != DEFAULT_GCP_CONN_ID:
+                raise
+        from airflow.sdk import Connection
+
+        log.info(
+            "No connection %r: using Google application default credentials, as an empty "
+            "Google Cloud connection would",
+            conn_id,
+        )
+        return Connection(conn_id=conn_id, conn_type="google_cloud_platform")
+
+
+class BridgeGoogleHook(_EmptyDefaultConnection, GoogleBaseHook):
+    """The Google provider's base hook (credentials, project, client options)."""
+
+
+class BridgeGCSHook(_EmptyDefaultConnection, GCSHook):
+    """The Google provider's GCS hook, on the same connection rules."""
