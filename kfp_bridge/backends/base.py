@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp_bridge.exceptions import BackendConfigError
+from kfp_bridge.exceptions import BackendConfigError, BackendError
 
 
 class RunState(str, enum.Enum):
@@ -165,6 +165,14 @@ class Backend(abc.ABC):
         raise BackendConfigError(
             "pipeline_id", f"refers to an uploaded pipeline, which the {self.name} backend has not"
         )
+
+    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
+        """The last ``kind`` report (:mod:`kfp_bridge.run_report`) task ``task`` of the run gave.
+
+        ``None`` when the task gave none (or did not run); ``TransientBackendError``
+        when its output could not be read right now.
+        """
+        raise BackendError(f"the {self.name} backend cannot read task reports")
 
 
 def positive_seconds(setting: str, value: float | str) -> float:

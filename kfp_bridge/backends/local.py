@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from kfp_bridge import run_report
 from kfp_bridge.backends._local_files import (
     LOG_FILE,
     PID_FILE,
@@ -296,6 +298,15 @@ class LocalBackend(Backend):
     def run_url(self, run_id: str) -> str | None:
         return (self.state_dir / run_id / LOG_FILE).as_uri()
 
+    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
+        """The task's last report in the runner log (kfp.local streams each task's output there)."""
+        log_file = self._run_dir(run_id) / LOG_FILE
+        try:
+            text = log_file.read_text(errors="replace")
+        except OSError as exc:
+            raise BackendError(f"cannot read {log_file}: {exc}") from exc
+        return run_report.last_report("\n".join(task_output(text, task)), kind)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _run_dir(self, run_id: str) -> Path:
@@ -385,7 +396,32 @@ class LocalBackend(Backend):
             raise BackendError(f"{path} is not valid JSON: {exc}") from exc
 
 
-__all__ = ["LocalBackend", "default_pipeline_python", "group_alive"]
+_TASK_START = re.compile(r"Executing task '([^']+)'")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def task_output(log_text: str, task: str) -> list[str]:
+    """The lines of ``task``'s output in a kfp.local log.
+
+    ``kfp/local/task_dispatcher.py`` logs ``Executing task 'NAME'`` before running a
+    task (tasks run one at a time), so a task's output is what follows that line up
+    to the next one. A task that ran twice (a retried run dir) gives its last output.
+    """
+    lines: list[str] = []
+    current = None
+    for line in log_text.splitlines():
+        started = _TASK_START.search(_ANSI.sub("", line))
+        if started:
+            current = started.group(1)
+            if current == task:
+                lines = []
+            continue
+        if current == task:
+            lines.append(line)
+    return lines
+
+
+__all__ = ["LocalBackend", "default_pipeline_python", "group_alive", "task_output"]
 
 if sys.platform == "win32":  # pragma: no cover
     raise ImportError("kfp_bridge.backends.local needs a POSIX system (process groups, flock)")

@@ -23,6 +23,7 @@ import logging
 import re
 from typing import Any
 
+from kfp_bridge import run_report
 from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus, positive_seconds
 from kfp_bridge.exceptions import (
     AuthError,
@@ -355,6 +356,35 @@ class VertexBackend(Backend):
 
     def run_url(self, run_id: str) -> str | None:
         return vertex_console_url(self.location, run_id, self.project_id)
+
+    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
+        """The report among the task's output parameters (or, for a failure, its error).
+
+        Vertex keeps a task's output parameters in its execution's metadata as
+        ``output:NAME`` (``PipelineTaskDetail.execution.metadata``); the pipeline's
+        step returns its report JSON as one of them. Task logs are in Cloud Logging,
+        which the pipeline API does not serve.
+        """
+        job = self._call(
+            f"get pipeline job {run_id}",
+            "get_pipeline_job",
+            run_scoped=True,
+            name=self.job_name(run_id),
+        )
+        for detail in reversed(list(job.job_detail.task_details)):
+            if detail.task_name != task:
+                continue
+            outputs = [
+                run_report.parse_report(value)
+                for key, value in dict(detail.execution.metadata or {}).items()
+                if key.startswith("output:") and isinstance(value, str)
+            ]
+            if detail.error and detail.error.message:
+                outputs.append(run_report.last_report(detail.error.message, kind))
+            for report in outputs:
+                if report and report["kind"] == kind:
+                    return report
+        return None
 
 
 def vertex_api_endpoint(location: str) -> str | None:

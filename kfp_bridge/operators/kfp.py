@@ -28,9 +28,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow.sdk import BaseOperator, ResumableJobMixin
+from airflow.sdk import Asset, BaseOperator, ResumableJobMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from kfp_bridge import run_report
+from kfp_bridge.assets import announce
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import (
     ApiVersionError,
@@ -143,6 +145,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param impersonation_chain: service account to impersonate, or a list whose last
         entry is impersonated through the others (templated). Wins over the Google
         connection's own "Impersonation Chain" field, as in the Google provider.
+    :param report_task: the pipeline task whose result report (a
+        ``kfp-bridge-report:`` line, :mod:`kfp_bridge.run_report`) is the run's result:
+        after a successful run it is read, logged, recorded on every outlet's asset
+        event (``extra``: target date, partition, rows, model digest, run id and link;
+        partition key: the target date) and reported to OpenLineage. A successful
+        run without that report fails the try (the retry reattaches and reads again).
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
@@ -188,6 +196,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         kfp_conn_id: str = "kfp_default",
         gcp_conn_id: str = DEFAULT_GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
+        report_task: str | None = None,
         cancel_on_kill: bool = True,
         deferrable: bool | None = None,
         poll_interval: float = 30.0,
@@ -211,6 +220,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self.cancel_on_kill = cancel_on_kill
+        self.report_task = report_task
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
@@ -220,6 +230,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             max_transient_errors=max_transient_errors,
         )
         self.kfp_run_id: str | None = None
+        self.run_result: dict[str, Any] | None = None  # the report_task's result report
+        self.kfp_run_url: str | None = None
+        self.kfp_run_name: str | None = None
+        self._outlet_events: Any = None
         self._request: RunRequest | None = None
         self._state_store: Any = None
 
@@ -243,6 +257,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, str | None]:
         self._state_store = context.get("task_state_store")
+        self._outlet_events = context.get("outlet_events")
         try:
             self._request = self._build_request(context)  # validates before anything is submitted
         except AuthError as exc:
@@ -447,6 +462,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
+        self._outlet_events = context.get("outlet_events")
         run_event = RunEvent.from_payload(event)
         if run_event.run_url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
@@ -455,9 +471,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def _conclude(self, event: RunEvent) -> dict[str, str | None]:
         """The one path from the end of a wait (worker or trigger) to the task's outcome."""
         self.kfp_run_id = event.run_id
+        self.kfp_run_url = event.run_url or self.kfp_run_url
+        self.kfp_run_name = event.run_name or self.kfp_run_name
         state = event.state.value if event.state else "unknown"
         if event.outcome is Outcome.SUCCEEDED:
             self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
+            self._publish_result(event)
             return {"run_id": event.run_id, "run_url": event.run_url}
         if event.outcome is Outcome.FAILED:
             reason = self._terminated_by_us(event.run_id)
@@ -503,9 +522,76 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             f"{event.message}"
         )
 
+    def _publish_result(self, event: RunEvent) -> None:
+        """Read the run's result report; record it on the outlets' asset events."""
+        task = self.report_task
+        if not task:
+            return
+        report = self._waiter.call(
+            f"read the result of task {task!r} of run {event.run_id}",
+            lambda: self.backend.task_report(event.run_id, task),
+        )
+        if report is None:
+            raise AirflowException(
+                f"Kubeflow run {event.run_id} SUCCEEDED, but its task {task!r} gave no result "
+                f"report (a '{run_report.PREFIX}' line): nothing is announced. The next try "
+                f"reattaches to the run and reads it again. Run: {event.run_url}"
+            )
+        self.run_result = report
+        self.log.info("Task %r of run %s reported: %s", task, event.run_id, report)
+        outlets = [o for o in self.outlets if isinstance(o, Asset)]
+        if not outlets:
+            return
+        try:
+            extra = announce(
+                self._outlet_events,
+                outlets,
+                report,
+                run_id=event.run_id,
+                run_url=event.run_url,
+                where=f"task {task!r} of Kubeflow run {event.run_id}",
+            )
+        except ValueError as exc:  # the pipeline broke its contract: retries cannot fix it
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info(
+            "Asset event for %s, partition %s: %s",
+            ", ".join(o.uri for o in outlets),
+            extra["target_date"],
+            extra,
+        )
+
+    # -- OpenLineage (the provider's DefaultExtractor calls these) -----------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Source tables (inlets) in, the reported partition out, the KFP run as facets."""
+        return self._lineage(result=self.run_result)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion, without a result: the declared outlets, the run if one exists."""
+        return self._lineage(result=None)
+
+    def _lineage(self, result: dict[str, Any] | None) -> Any:
+        from kfp_bridge.lineage import operator_lineage
+
+        try:
+            backend = self.hook.backend_name
+        except Exception:  # lineage never fails a task
+            backend = None
+        return operator_lineage(
+            inlets=self.inlets,
+            outlets=self.outlets,
+            result=result,
+            run_id=self.kfp_run_id,
+            run_name=self.kfp_run_name,
+            run_url=self.kfp_run_url,
+            backend=backend,
+        )
+
     def _remember(self, context: Context, status: RunStatus) -> None:
         """Push the run URL for the extra link (and failure callbacks) as soon as it is known."""
         self.kfp_run_id = status.run_id
+        self.kfp_run_url = status.url
+        self.kfp_run_name = status.display_name or None
         if status.url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
 

@@ -1,0 +1,269 @@
+"""Result reports: the line format, where each backend finds a task's report, and what the
+operator does with it (asset events with what the pipeline reported, or a clear failure).
+
+The local backend runs the real ``reporting_pipeline`` fixture with kfp.local; Vertex is
+the recording GAPIC client of ``test_vertex_backend`` answering task details the way
+Vertex keeps output parameters (``execution.metadata["output:NAME"]``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.execution_time.context import OutletEventAccessors
+from google.cloud import aiplatform_v1
+
+from kfp_bridge import run_report
+from kfp_bridge.assets import partition_table_uri, table_uri
+from kfp_bridge.backends.base import RunRequest
+from kfp_bridge.backends.local import LocalBackend, task_output
+from kfp_bridge.backends.vertex import VertexBackend
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from kfp_bridge.pipeline_spec import load_pipeline
+from tests.bridge._helpers import (
+    FIXTURES,
+    PIPELINE_PYTHON,
+    TaskInstance,
+    TaskStateStore,
+    local_connection_env,
+    task_context,
+    wait_terminal,
+)
+from tests.bridge.test_vertex_backend import RecordingPipelineServiceClient
+
+PIPELINE = FIXTURES / "reporting_pipeline.yaml"
+LOGICAL_DATE = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+
+# -- the line --------------------------------------------------------------------------------
+
+
+def test_a_report_is_found_wherever_the_prefix_sits_and_the_last_one_wins():
+    log = "\n".join(
+        [
+            "    [KFP Executor 2026-11-27 06:00:01 INFO]: scoring",
+            '    kfp-bridge-report: {"kind": "result", "rows": 1}',
+            "\x1b[96m2026-11-27T06:00:02Z stdout F\x1b[0m "
+            + run_report.format_report("result", rows=2, target_date="2026-11-27"),
+            '    kfp-bridge-report: {"kind": "failure", "permanent": true}',
+            "    [KFP Executor 2026-11-27 06:00:03 INFO]: Wrote executor output file",
+        ]
+    )
+    assert run_report.last_report(log) == {"kind": "result", "rows": 2, "target_date": "2026-11-27"}
+    assert run_report.last_report(log, "failure") == {"kind": "failure", "permanent": True}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "kfp-bridge-report: not json",
+        'kfp-bridge-report: ["kind", "result"]',
+        'kfp-bridge-report: {"kind": "progress"}',
+        'kfp-bridge-report: {"rows": 1}',
+        "kfp-bridge-report: " + json.dumps({"kind": "result", "blob": "x" * 5000}),
+        'report: {"kind": "result"}',
+    ],
+)
+def test_anything_else_is_no_report(line):
+    assert run_report.last_report(line) is None
+
+
+def test_a_bare_json_output_value_is_a_report():
+    assert run_report.parse_report('{"kind": "result", "rows": 3}') == {"kind": "result", "rows": 3}
+
+
+def test_kfp_local_task_output_is_split_by_task():
+    log = (
+        "06:00:00.1 - INFO - Executing task \x1b[96m'features'\x1b[0m\n"
+        '    kfp-bridge-report: {"kind": "result", "step": "features"}\n'
+        "06:00:01.1 - INFO - Executing task \x1b[96m'predict'\x1b[0m\n"
+        '    kfp-bridge-report: {"kind": "result", "step": "predict"}\n'
+        "06:00:02.1 - INFO - Pipeline 'daily-prediction' finished with status SUCCESS\n"
+    )
+    assert run_report.last_report("\n".join(task_output(log, "features")))["step"] == "features"
+    assert run_report.last_report("\n".join(task_output(log, "predict")))["step"] == "predict"
+    assert task_output(log, "missing") == []
+
+
+# -- asset URIs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "partition", "uri"),
+    [
+        (
+            "bigquery://acme-reco/warehouse?location=asia-northeast1",
+            "acme-reco.warehouse.predictions$20261127",
+            "bigquery://acme-reco/warehouse/predictions",
+        ),
+        (
+            "/srv/var/warehouse",
+            "/srv/var/warehouse/predictions/2026-11-27.parquet",
+            "file:///srv/var/warehouse/predictions",
+        ),
+        (
+            "file:///srv/var/warehouse",
+            "/srv/var/warehouse/predictions/2026-11-27.parquet",
+            "file:///srv/var/warehouse/predictions",
+        ),
+    ],
+)
+def test_the_declared_table_and_the_reported_partition_name_the_same_asset(
+    warehouse, partition, uri
+):
+    assert table_uri(warehouse, "predictions") == uri
+    assert partition_table_uri(partition) == uri
+
+
+@pytest.mark.parametrize(
+    "bad", ["bigquery://only-project", "s3://bucket/warehouse", "var/warehouse"]
+)
+def test_warehouses_without_an_asset_uri_are_refused(bad):
+    with pytest.raises(ValueError, match="warehouse"):
+        table_uri(bad, "predictions")
+
+
+# -- where the backends find reports ---------------------------------------------------------
+
+
+def _request(name: str, tmp_path: Path, **parameters) -> RunRequest:
+    compiled = load_pipeline(PIPELINE)
+    values = {"target_date": "2026-11-27", "table_dir": str(tmp_path / "predictions")}
+    return RunRequest(
+        display_name=name,
+        pipeline_spec=compiled.pipeline_spec,
+        pipeline_path=str(PIPELINE),
+        parameters=compiled.validate_parameters({**values, **parameters}),
+    )
+
+
+@pytest.fixture
+def local(tmp_path) -> LocalBackend:
+    return LocalBackend(tmp_path / "runs", python=str(PIPELINE_PYTHON))
+
+
+def test_the_local_backend_reads_the_report_of_the_named_task(local, tmp_path):
+    run_id = local.submit(_request("reporting", tmp_path, rows=7)).run_id
+    assert wait_terminal(local, run_id).state.value == "SUCCEEDED"
+    report = local.task_report(run_id, "write-table")
+    assert report["rows"] == 7
+    assert report["partition"] == str(tmp_path / "predictions" / "2026-11-27.parquet")
+    assert local.task_report(run_id, "no-such-task") is None
+
+
+def test_a_task_that_printed_no_report_gives_none(local, tmp_path):
+    run_id = local.submit(_request("silent", tmp_path, report=False)).run_id
+    assert wait_terminal(local, run_id).state.value == "SUCCEEDED"
+    assert local.task_report(run_id, "write-table") is None
+
+
+def test_vertex_reads_the_report_from_the_task_output_parameter():
+    gapic = RecordingPipelineServiceClient()
+    backend = VertexBackend("proj", "asia-northeast1", client=gapic)
+    report = {"kind": "result", "rows": 5, "target_date": "2026-11-27"}
+    job = aiplatform_v1.PipelineJob(
+        name=backend.job_name("job-1"),
+        display_name="job",
+        state=aiplatform_v1.PipelineState.PIPELINE_STATE_SUCCEEDED,
+    )
+    for name, value in (
+        ("features", "p.d.user_features$20261127"),
+        ("predict", json.dumps(report)),
+    ):
+        metadata = {"input:target_date": "2026-11-27", "output:Output": value}
+        detail = aiplatform_v1.PipelineTaskDetail(
+            task_name=name, execution=aiplatform_v1.Execution(metadata=metadata)
+        )
+        job.job_detail.task_details.append(detail)
+    gapic.jobs[job.name] = job
+
+    assert backend.task_report("job-1", "predict") == report
+    assert backend.task_report("job-1", "features") is None  # its output is no report
+
+
+# -- the operator ----------------------------------------------------------------------------
+
+
+def _operator(
+    conn_id: str, tmp_path: Path, outlets=(), **parameters
+) -> KubeflowPipelineRunOperator:
+    return KubeflowPipelineRunOperator(
+        task_id="predict",
+        pipeline_file=str(PIPELINE),
+        parameters={
+            "target_date": "2026-11-27",
+            "table_dir": str(tmp_path / "predictions"),
+            **parameters,
+        },
+        kfp_conn_id=conn_id,
+        report_task="write-table",
+        outlets=list(outlets),
+        poll_interval=0.2,
+        deferrable=False,
+    )
+
+
+@pytest.fixture
+def local_conn(tmp_path, monkeypatch) -> str:
+    for key, value in local_connection_env(tmp_path / "runs").items():
+        monkeypatch.setenv(key, value)
+    return "kfp_local"
+
+
+def _context(outlet_events=None) -> dict:
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    context["outlet_events"] = (
+        outlet_events if outlet_events is not None else OutletEventAccessors()
+    )
+    return context
+
+
+def test_a_successful_run_puts_what_the_task_reported_on_the_asset_event(local_conn, tmp_path):
+    asset = Asset((tmp_path / "predictions").as_uri())
+    op = _operator(local_conn, tmp_path, outlets=[asset], rows=4)
+    events = OutletEventAccessors()
+    result = op.execute(_context(events))
+
+    extra = events[asset].extra
+    assert extra == {
+        "target_date": "2026-11-27",
+        "partition": str(tmp_path / "predictions" / "2026-11-27.parquet"),
+        "rows": 4,
+        "model_sha256": op.run_result["model_sha256"],
+        "run_id": result["run_id"],
+        "run_url": result["run_url"],
+    }
+    assert events[asset].partition_keys == {"2026-11-27"}
+
+
+def test_an_outlet_the_run_did_not_write_fails_without_retries(local_conn, tmp_path):
+    elsewhere = Asset((tmp_path / "other" / "predictions").as_uri())
+    op = _operator(local_conn, tmp_path, outlets=[elsewhere])
+    events = OutletEventAccessors()
+    with pytest.raises(AirflowFailException, match=r"declares the outlet .*other/predictions"):
+        op.execute(_context(events))
+    assert events[elsewhere].extra == {}
+
+
+def test_a_run_without_its_report_fails_the_try_and_announces_nothing(local_conn, tmp_path):
+    asset = Asset((tmp_path / "predictions").as_uri())
+    op = _operator(local_conn, tmp_path, outlets=[asset], report=False)
+    events = OutletEventAccessors()
+    with pytest.raises(AirflowException, match="gave no result report") as err:
+        op.execute(_context(events))
+    assert not isinstance(err.value, AirflowFailException)  # a retry reattaches and reads again
+    assert events[asset].extra == {} and not events[asset].partition_keys
+
+
+def test_the_fixture_is_compiled_from_its_source():
+    spec = yaml.safe_load(PIPELINE.read_text())
+    assert "write-table" in spec["root"]["dag"]["tasks"]
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "target_date", "table_dir", "rows", "fail", "report"
+    }  # fmt: skip
