@@ -22,8 +22,6 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import Asset
 
-from kfp_bridge.run_report import require_fields
-
 # What a step's result report must hold to become an asset event (see ``result_event``).
 RESULT_FIELDS = ("target_date", "partition", "rows", "model_sha256")
 _BIGQUERY_PARTITION = re.compile(
@@ -60,6 +58,13 @@ def partition_table_uri(partition: str) -> str:
         f"partition {partition!r} is neither PROJECT.DATASET.TABLE$YYYYMMDD nor "
         "/ABS/DIR/TABLE/YYYY-MM-DD.parquet"
     )
+
+
+def require_fields(report: Mapping[str, Any], names: Iterable[str], where: str) -> None:
+    """``ValueError`` naming every field the report lacks."""
+    missing = [n for n in names if report.get(n) in (None, "")]
+    if missing:
+        raise ValueError(f"the report of {where} lacks {', '.join(missing)}: {dict(report)}")
 
 
 def result_event(

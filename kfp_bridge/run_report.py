@@ -1,74 +1,64 @@
-"""What a pipeline step says about its outcome: one line of JSON in its log.
+"""Run reports: the one line a component prints for the bridge, read on every backend.
 
-A component prints, near the end of its output (inside the log tail the bridge
-reads on a failure too)::
+Format (agreed in ``/work/notes/run_reports.md``): a line containing
 
-    kfp-bridge-report: {"kind": "result", "step": "predict", "target_date": "2026-11-27", ...}
+    kfp-bridge-report: {"kind": "...", "step": "...", ...}
 
-``kind`` is ``"result"`` (what a step produced; read after a successful run) or
-``"failure"`` (why it failed). The prefix may sit anywhere in the line: kfp.local
-indents a task's output and colours its own lines, container runtimes may prefix
-timestamps. The last report of a kind in a task's output wins. Where the bridge
-finds a task's output differs by backend (local: the runner log; KFP: the task's
-pod log; Vertex: the step's ``report`` output parameter, the same JSON), the format
-does not: this module is the one parser.
-
-Why a log line: the KFP API has no output parameters in its run objects
-(``backend/api/v2beta1/run.proto`` ``PipelineTaskDetail``: artifacts only), but it
-serves every task's pod log.
+anywhere in the component's output (``kfp.local`` indents and may colour task
+output; ANSI codes are stripped), the rest of the line one JSON object of at most
+4 KiB. ``kind`` says what it reports: ``"failure"`` (:mod:`kfp_bridge.failures`)
+or ``"result"`` (the step's outcome, issue 12). The last line of a kind wins.
+Standard library only, so the same text can be checked on the pipeline side.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "kfp-bridge-report:"
-MAX_REPORT_CHARS = 4096
-KINDS = ("result", "failure")
+MAX_LINE_BYTES = 4096
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def parse_report(text: str) -> dict[str, Any] | None:
-    """The report a line (or a bare JSON output value) carries, else ``None``."""
-    line = _ANSI.sub("", text).strip()
-    if PREFIX in line:
-        line = line.split(PREFIX, 1)[1].strip()
-    elif not line.startswith("{"):
-        return None
-    if len(line) > MAX_REPORT_CHARS:
-        return None
-    try:
-        report = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(report, dict) or report.get("kind") not in KINDS:
-        return None
-    return report
+@dataclass(frozen=True)
+class RunReport:
+    """One report line: its ``kind``, the ``step`` that printed it, and all its fields."""
+
+    kind: str
+    step: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
-def reports_in(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """Every report in ``lines``, in order (only lines that carry the prefix)."""
-    return [r for r in (parse_report(line) for line in lines if PREFIX in line) if r]
+def parse_reports(text: str | None) -> list[RunReport]:
+    """Every well-formed report line in ``text``, in order (malformed ones are skipped)."""
+    reports = []
+    for line in _ANSI.sub("", text or "").splitlines():
+        start = line.find(PREFIX)
+        if start < 0 or len(line.encode()) > MAX_LINE_BYTES + 256:
+            continue
+        try:
+            data = json.loads(line[start + len(PREFIX) :])
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            step = data.get("step")
+            reports.append(RunReport(data["kind"], step if isinstance(step, str) else None, data))
+    return reports
 
 
-def last_report(text: str, kind: str = "result") -> dict[str, Any] | None:
-    """The last report of ``kind`` in a task's output."""
-    found = [r for r in reports_in(text.splitlines()) if r["kind"] == kind]
-    return found[-1] if found else None
+def last_report(text: str | None, kind: str) -> RunReport | None:
+    """The last report of ``kind`` in ``text``."""
+    matching = [r for r in parse_reports(text) if r.kind == kind]
+    return matching[-1] if matching else None
 
 
-def format_report(kind: str, **fields: Any) -> str:
-    """The line a step prints (the pipeline side writes the same; see ``run_report`` tests)."""
-    if kind not in KINDS:
-        raise ValueError(f"report kind must be one of {KINDS}, got {kind!r}")
-    return f"{PREFIX} {json.dumps({'kind': kind, **fields}, sort_keys=True)}"
-
-
-def require_fields(report: Mapping[str, Any], names: Iterable[str], where: str) -> None:
-    """``ValueError`` naming every field the report lacks."""
-    missing = [n for n in names if report.get(n) in (None, "")]
-    if missing:
-        raise ValueError(f"the report of {where} lacks {', '.join(missing)}: {dict(report)}")
+def report_line(kind: str, step: str | None = None, **fields: Any) -> str:
+    """The line a component prints (one line, JSON, at most 4 KiB)."""
+    data = {"kind": kind, **({"step": step} if step else {}), **fields}
+    line = f"{PREFIX} {json.dumps(data, ensure_ascii=False, separators=(', ', ': '))}"
+    if len(line.encode()) > MAX_LINE_BYTES:
+        raise ValueError(f"report line is {len(line.encode())} bytes, more than {MAX_LINE_BYTES}")
+    return line

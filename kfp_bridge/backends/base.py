@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_bridge.exceptions import BackendConfigError, BackendError
+from kfp_bridge.run_report import RunReport
 
 
 class RunState(str, enum.Enum):
@@ -166,7 +167,7 @@ class Backend(abc.ABC):
             "pipeline_id", f"refers to an uploaded pipeline, which the {self.name} backend has not"
         )
 
-    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
+    def task_report(self, run_id: str, task: str, kind: str = "result") -> RunReport | None:
         """The last ``kind`` report (:mod:`kfp_bridge.run_report`) task ``task`` of the run gave.
 
         ``None`` when the task gave none (or did not run); ``TransientBackendError``

@@ -298,7 +298,9 @@ class LocalBackend(Backend):
     def run_url(self, run_id: str) -> str | None:
         return (self.state_dir / run_id / LOG_FILE).as_uri()
 
-    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
+    def task_report(
+        self, run_id: str, task: str, kind: str = "result"
+    ) -> run_report.RunReport | None:
         """The task's last report in the runner log (kfp.local streams each task's output there)."""
         log_file = self._run_dir(run_id) / LOG_FILE
         try:

@@ -357,13 +357,15 @@ class VertexBackend(Backend):
     def run_url(self, run_id: str) -> str | None:
         return vertex_console_url(self.location, run_id, self.project_id)
 
-    def task_report(self, run_id: str, task: str, kind: str = "result") -> dict[str, Any] | None:
-        """The report among the task's output parameters (or, for a failure, its error).
+    def task_report(
+        self, run_id: str, task: str, kind: str = "result"
+    ) -> run_report.RunReport | None:
+        """The report among the task's output parameters (or, for a failure, in its error).
 
         Vertex keeps a task's output parameters in its execution's metadata as
-        ``output:NAME`` (``PipelineTaskDetail.execution.metadata``); the pipeline's
-        step returns its report JSON as one of them. Task logs are in Cloud Logging,
-        which the pipeline API does not serve.
+        ``output:NAME`` (``PipelineTaskDetail.execution.metadata``); a step returns its
+        report's JSON as one of them. Task logs are in Cloud Logging, which the
+        pipeline API does not serve.
         """
         job = self._call(
             f"get pipeline job {run_id}",
@@ -374,16 +376,16 @@ class VertexBackend(Backend):
         for detail in reversed(list(job.job_detail.task_details)):
             if detail.task_name != task:
                 continue
-            outputs = [
-                run_report.parse_report(value)
+            texts = [
+                value if run_report.PREFIX in value else f"{run_report.PREFIX} {value}"
                 for key, value in dict(detail.execution.metadata or {}).items()
                 if key.startswith("output:") and isinstance(value, str)
             ]
             if detail.error and detail.error.message:
-                outputs.append(run_report.last_report(detail.error.message, kind))
-            for report in outputs:
-                if report and report["kind"] == kind:
-                    return report
+                texts.append(detail.error.message)
+            found = run_report.last_report("\n".join(texts), kind)
+            if found is not None:
+                return found
         return None
 
 

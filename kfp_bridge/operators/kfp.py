@@ -537,8 +537,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 f"report (a '{run_report.PREFIX}' line): nothing is announced. The next try "
                 f"reattaches to the run and reads it again. Run: {event.run_url}"
             )
-        self.run_result = report
-        self.log.info("Task %r of run %s reported: %s", task, event.run_id, report)
+        self.run_result = report.fields
+        self.log.info("Task %r of run %s reported: %s", task, event.run_id, report.fields)
         outlets = [o for o in self.outlets if isinstance(o, Asset)]
         if not outlets:
             return
@@ -546,7 +546,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             extra = announce(
                 self._outlet_events,
                 outlets,
-                report,
+                report.fields,
                 run_id=event.run_id,
                 run_url=event.run_url,
                 where=f"task {task!r} of Kubeflow run {event.run_id}",

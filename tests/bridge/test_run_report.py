@@ -50,13 +50,18 @@ def test_a_report_is_found_wherever_the_prefix_sits_and_the_last_one_wins():
             "    [KFP Executor 2026-11-27 06:00:01 INFO]: scoring",
             '    kfp-bridge-report: {"kind": "result", "rows": 1}',
             "\x1b[96m2026-11-27T06:00:02Z stdout F\x1b[0m "
-            + run_report.format_report("result", rows=2, target_date="2026-11-27"),
+            + run_report.report_line("result", "predict", rows=2, target_date="2026-11-27"),
             '    kfp-bridge-report: {"kind": "failure", "permanent": true}',
             "    [KFP Executor 2026-11-27 06:00:03 INFO]: Wrote executor output file",
         ]
     )
-    assert run_report.last_report(log) == {"kind": "result", "rows": 2, "target_date": "2026-11-27"}
-    assert run_report.last_report(log, "failure") == {"kind": "failure", "permanent": True}
+    result = run_report.last_report(log, "result")
+    assert (result.step, result.fields["rows"], result.fields["target_date"]) == (
+        "predict",
+        2,
+        "2026-11-27",
+    )
+    assert run_report.last_report(log, "failure").fields["permanent"] is True
 
 
 @pytest.mark.parametrize(
@@ -70,12 +75,8 @@ def test_a_report_is_found_wherever_the_prefix_sits_and_the_last_one_wins():
         'report: {"kind": "result"}',
     ],
 )
-def test_anything_else_is_no_report(line):
-    assert run_report.last_report(line) is None
-
-
-def test_a_bare_json_output_value_is_a_report():
-    assert run_report.parse_report('{"kind": "result", "rows": 3}') == {"kind": "result", "rows": 3}
+def test_anything_else_is_no_result_report(line):
+    assert run_report.last_report(line, "result") is None
 
 
 def test_kfp_local_task_output_is_split_by_task():
@@ -86,8 +87,8 @@ def test_kfp_local_task_output_is_split_by_task():
         '    kfp-bridge-report: {"kind": "result", "step": "predict"}\n'
         "06:00:02.1 - INFO - Pipeline 'daily-prediction' finished with status SUCCESS\n"
     )
-    assert run_report.last_report("\n".join(task_output(log, "features")))["step"] == "features"
-    assert run_report.last_report("\n".join(task_output(log, "predict")))["step"] == "predict"
+    for task in ("features", "predict"):
+        assert run_report.last_report("\n".join(task_output(log, task)), "result").step == task
     assert task_output(log, "missing") == []
 
 
@@ -151,7 +152,7 @@ def local(tmp_path) -> LocalBackend:
 def test_the_local_backend_reads_the_report_of_the_named_task(local, tmp_path):
     run_id = local.submit(_request("reporting", tmp_path, rows=7)).run_id
     assert wait_terminal(local, run_id).state.value == "SUCCEEDED"
-    report = local.task_report(run_id, "write-table")
+    report = local.task_report(run_id, "write-table").fields
     assert report["rows"] == 7
     assert report["partition"] == str(tmp_path / "predictions" / "2026-11-27.parquet")
     assert local.task_report(run_id, "no-such-task") is None
@@ -183,7 +184,7 @@ def test_vertex_reads_the_report_from_the_task_output_parameter():
         job.job_detail.task_details.append(detail)
     gapic.jobs[job.name] = job
 
-    assert backend.task_report("job-1", "predict") == report
+    assert backend.task_report("job-1", "predict").fields == report
     assert backend.task_report("job-1", "features") is None  # its output is no report
 
 
