@@ -12,10 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
+from kfp_bridge.assets import table_uri
 from kfp_bridge.notifications.slack import (
     KfpSlackDeadlineNotifier,
     KfpSlackNotifier,
@@ -28,6 +29,14 @@ from kfp_bridge.target_date import MACROS
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_FILE = PROJECT_ROOT / "pipelines" / "compiled" / "daily_prediction.yaml"
 LOCAL_WAREHOUSE = PROJECT_ROOT / "var" / "warehouse"
+# Where the pipeline reads and writes: bigquery://PROJECT/DATASET[?location=...] or a local
+# directory. An environment setting, read when the file is parsed, because the task declares
+# the tables it reads and writes as Assets (downstream DAGs are scheduled on them).
+WAREHOUSE = os.environ.get("DAILY_PREDICTION_WAREHOUSE") or str(LOCAL_WAREHOUSE)
+SOURCE_TABLES = [
+    Asset(table_uri(WAREHOUSE, t)) for t in ("users", "page_views", "purchases", "contents")
+]
+PREDICTIONS = Asset(table_uri(WAREHOUSE, "predictions"))
 LOCAL_MODEL = PROJECT_ROOT / "var" / "models" / "demo_model.pkl"
 
 SLACK_CONN_ID = "slack_default"
@@ -89,10 +98,18 @@ deployed; `plugins/kfp_bridge_plugin.py` offers the same functions to other DAGs
 day; ask for whole JST days: `airflow backfill create --dag-id daily_prediction
 --from-date AT00:00:00+09:00 --to-date BT23:59:59+09:00`.
 
-**Settings.** Airflow Variables `daily_prediction_pipeline_file`, `daily_prediction_warehouse`,
+**Predictions as an Asset.** The task's outlet is the predictions table
+(`bigquery://PROJECT/DATASET/predictions`, or `file://.../predictions` locally). Each
+successful run records one asset event whose partition key is the target date and whose
+`extra` is what the pipeline's predict step reported (target date, partition, rows, model
+digest) plus the Kubeflow run id and link; `deliver_predictions` is scheduled on it.
+
+**Settings.** Environment `DAILY_PREDICTION_WAREHOUSE` (read at parse time: the Assets);
+Airflow Variables `daily_prediction_pipeline_file` (a path or `gs://`),
 `daily_prediction_model_uri`, `daily_prediction_model_sha256`,
 `daily_prediction_lookback_days`; connection `kfp_default` (type `kfp`) picks the
-backend; `slack_default` (Slack incoming webhook) receives failures.
+backend, `google_cloud_default` gives the Google identity; `slack_default` (Slack
+incoming webhook) receives failures.
 """
 
 with DAG(
@@ -127,12 +144,16 @@ with DAG(
         pipeline_file=_var("daily_prediction_pipeline_file", PIPELINE_FILE),
         parameters={
             "target_date": TARGET_DATE,
-            "warehouse": _var("daily_prediction_warehouse", LOCAL_WAREHOUSE),
+            "warehouse": WAREHOUSE,
             "model_uri": _var("daily_prediction_model_uri", LOCAL_MODEL),
             "model_sha256": _var("daily_prediction_model_sha256", ""),
             "lookback_days": _var("daily_prediction_lookback_days", 28),
         },
         kfp_conn_id="kfp_default",
+        # The predict step's result report becomes the asset event; the sources are inlets.
+        report_task="predict",
+        inlets=SOURCE_TABLES,
+        outlets=[PREDICTIONS],
         # Seconds between status polls in the triggerer (a worker slot is not held).
         # `make demo` (airflow dags test) shortens it; with a real scheduler keep it >= 15 s
         # (a trigger firing seconds after deferral races the scheduler; see README).

@@ -90,6 +90,9 @@ def test_dag_imports_and_settings(airflow_env):
                 "dag_callbacks": names(dag.on_failure_callback),
                 "doc": bool(dag.doc_md and "target date" in dag.doc_md.lower()),
                 "deadline": dag.deadline,
+                "report_task": task.report_task,
+                "inlets": [a.uri for a in task.inlets],
+                "outlets": [a.uri for a in task.outlets],
             }))
             """
         )
@@ -115,6 +118,44 @@ def test_dag_imports_and_settings(airflow_env):
     assert info["dag_callbacks"] == ["KfpSlackRunSummaryNotifier"]
     assert info["doc"]
     assert not info["deadline"]  # opt-in, see test_deadline_alert_opt_in
+    warehouse = (REPO / "var" / "warehouse").as_uri()
+    assert info["report_task"] == "predict"
+    assert info["outlets"] == [f"{warehouse}/predictions"]
+    assert info["inlets"] == [
+        f"{warehouse}/{t}" for t in ("users", "page_views", "purchases", "contents")
+    ]
+
+
+def test_both_dags_name_the_bigquery_predictions_table(airflow_env):
+    info = airflow_env.python_json(
+        LOAD_DAG
+        + textwrap.dedent(
+            """
+            from airflow.serialization.serialized_objects import DagSerialization
+            deliver = DagSerialization.from_dict(DagSerialization.to_dict(
+                bag.get_dag("deliver_predictions")))
+            task = dag.get_task("predict")
+            print(json.dumps({
+                "outlets": [a.uri for a in task.outlets],
+                "inlets": [a.uri for a in task.inlets],
+                "timetable": type(deliver.timetable).__name__,
+                "partitioned": deliver.timetable.partitioned,
+                "schedule_on": [
+                    asset.uri for _, asset in deliver.timetable.asset_condition.iter_assets()
+                ],
+                "warehouse": task.parameters["warehouse"],
+            }))
+            """
+        ),
+        extra_env={
+            "DAILY_PREDICTION_WAREHOUSE": "bigquery://acme-reco/warehouse?location=asia-northeast1"
+        },
+    )
+    assert info["outlets"] == ["bigquery://acme-reco/warehouse/predictions"]
+    assert info["inlets"][0] == "bigquery://acme-reco/warehouse/users"
+    assert info["schedule_on"] == info["outlets"]  # the downstream listens to that table
+    assert (info["timetable"], info["partitioned"]) == ("PartitionedAssetTimetable", True)
+    assert info["warehouse"] == "bigquery://acme-reco/warehouse?location=asia-northeast1"
 
 
 def test_deadline_alert_opt_in(airflow_env):
@@ -155,7 +196,7 @@ def test_target_date_rendered_at_run_time_in_jst(airflow_env):
     proc = airflow_env.python(
         RENDER.replace("sys.argv[1:]", repr(list(cases))),
         extra_env={
-            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": "bq://acme-reco/warehouse",
+            "DAILY_PREDICTION_WAREHOUSE": "bigquery://acme-reco/warehouse",
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": "ab" * 32,
         },
     )
@@ -168,7 +209,7 @@ def test_target_date_rendered_at_run_time_in_jst(airflow_env):
         assert ds == utc_ds
         assert plugin_macro == target  # macros.kfp_bridge.target_date from plugins/
         assert nodash == target.replace("-", "")
-        assert params["warehouse"] == "bq://acme-reco/warehouse"  # Variable wins
+        assert params["warehouse"] == "bigquery://acme-reco/warehouse"  # the environment's
         assert params["model_sha256"] == "ab" * 32
         assert params["model_uri"] == str(REPO / "var" / "models" / "demo_model.pkl")  # default
         assert str(params["lookback_days"]) == "28"
@@ -193,17 +234,28 @@ def test_dag_parameters_match_the_compiled_pipeline(airflow_env):
     assert set(coerced) == given
 
 
-def test_dag_file_imports_nothing_heavy():
+def test_dag_files_import_nothing_heavy():
+    """No Google provider, client library or OpenLineage when the DAG files are parsed.
+
+    Airflow's own provider discovery (any lookup of a provider's config section)
+    imports every installed provider's ``get_provider_info``: metadata, allowed.
+    """
     code = textwrap.dedent(
         """
         import json, runpy, sys
         runpy.run_path("dags/daily_prediction.py")
+        runpy.run_path("dags/deliver_predictions.py")
         heavy = ("pandas", "numpy", "kfp", "sklearn", "duckdb", "pyarrow", "vertexai",
-                 "googleapiclient")
+                 "googleapiclient", "openlineage")
+        metadata = ("airflow.providers.google", "airflow.providers.google.get_provider_info",
+                    "airflow.providers.openlineage",
+                    "airflow.providers.openlineage.get_provider_info")
         print(json.dumps(sorted(
             m for m in sys.modules
             if m.split(".")[0] in heavy
             or m.startswith(("google.cloud.", "google.api_core", "google.auth"))
+            or (m.startswith(("airflow.providers.google", "airflow.providers.openlineage"))
+                and m not in metadata)
         )))
         """
     )

@@ -46,7 +46,7 @@ def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, sl
         extra_env={
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(local_conn),
             "AIRFLOW_CONN_SLACK_DEFAULT": slack_server.connection_uri(),
-            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "DAILY_PREDICTION_WAREHOUSE": str(warehouse),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
             "DAILY_PREDICTION_POLL_SECONDS": "1",

@@ -92,7 +92,7 @@ def stack(tmp_path_factory):
                 {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(runs)}}
             ),
             "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e"),
-            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "DAILY_PREDICTION_WAREHOUSE": str(warehouse),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
             # Not faster: a trigger that fires within seconds of deferring races the
