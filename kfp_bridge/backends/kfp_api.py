@@ -24,6 +24,7 @@ import kfp_server_api
 import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
+from kfp_bridge import run_report
 from kfp_bridge.backends import kfp_failures
 from kfp_bridge.backends.base import (
     Backend,
@@ -303,6 +304,32 @@ class KfpApiBackend(Backend):
                     why = str(exc)[:200] or type(exc).__name__
             out.append(FailedTask(task.name, task.pods, tail, None if tail is not None else why))
         return out
+
+    def task_report(
+        self, run_id: str, task: str, kind: str = "result"
+    ) -> run_report.RunReport | None:
+        """The report in the log tail of the task's pod (the API has no output parameters).
+
+        The task's entry in ``run_details.task_details`` is the component's DAG node;
+        its children (``child_tasks[].pod_name``) are the executor pods, the last one
+        the latest attempt (``server/api_converter.go`` ``toModelTask``).
+        """
+        run = self._call(
+            f"get run {run_id}", self._runs.run_service_get_run, run_id, run_scoped=True
+        )
+        details = getattr(getattr(run, "run_details", None), "task_details", None) or []
+        pods = [
+            child.pod_name
+            for detail in details
+            if detail.display_name == task
+            for child in detail.child_tasks or []
+            if child.pod_name
+        ]
+        for pod in reversed(pods):
+            report = run_report.last_report(self.task_log_tail(run_id, pod), kind)
+            if report is not None:
+                return report
+        return None
 
     def task_log_tail(
         self,

@@ -164,6 +164,24 @@ def test_a_task_that_printed_no_report_gives_none(local, tmp_path):
     assert local.task_report(run_id, "write-table") is None
 
 
+def test_the_kfp_backend_reads_the_report_from_the_task_pod_log(kfp_server, kfp_backend, tmp_path):
+    request = _request("on-kfp", tmp_path)
+    run_id = kfp_backend.submit(request).run_id
+    while not kfp_backend.get_run(run_id).state.is_terminal:
+        pass  # the stand-in moves one state per read
+    assert kfp_backend.task_report(run_id, "write-table") is None  # the launcher's lines only
+    line = run_report.report_line("result", "write-table", rows=11, target_date="2026-11-27")
+    kfp_server.set_task_log(
+        run_id,
+        "write-table",
+        f"I1127 06:00:01.0 20 launcher_v2.go:96] pod name: x\n{line}\n"
+        "I1127 06:00:09.0 20 launcher_v2.go:178] succeeded\n",
+    )
+    assert kfp_backend.task_report(run_id, "write-table").fields["rows"] == 11
+    logs = [r["path"] for r in kfp_server.requests() if r["path"].endswith("/log")]
+    assert logs and all("/apis/v1alpha1/runs/" in p for p in logs)
+
+
 def test_vertex_reads_the_report_from_the_task_output_parameter():
     gapic = RecordingPipelineServiceClient()
     backend = VertexBackend("proj", "asia-northeast1", client=gapic)
