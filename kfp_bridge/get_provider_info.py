@@ -73,7 +73,8 @@ def get_provider_info() -> dict[str, Any]:
                     "auth": _field(
                         "Authentication",
                         "string",
-                        "none, token (the password field) or google (default credentials)",
+                        "none, token (the password field) or google (the task's Google Cloud "
+                        "connection, gcp_conn_id, impersonated when asked)",
                         enum=["none", "token", "google", None],
                     ),
                     "namespace": _field("Namespace", "string", "Kubeflow profile namespace"),
@@ -88,8 +89,18 @@ def get_provider_info() -> dict[str, Any]:
                     "ui_host": _field("UI host", "string", "Base URL for run links, if not host"),
                     "verify_ssl": _field("Verify SSL", "boolean", "Verify TLS certificates"),
                     "request_timeout": _field("Request timeout (s)", "number", "Per API call"),
-                    "project_id": _field("Project ID", "string", "Vertex AI project"),
+                    "project_id": _field(
+                        "Project ID",
+                        "string",
+                        "Vertex AI project (default: the Google Cloud connection's)",
+                    ),
                     "location": _field("Location", "string", "Vertex AI region"),
+                    "api_transport": _field(
+                        "Vertex API transport",
+                        "string",
+                        "grpc (default) or rest (e.g. behind a proxy without HTTP/2)",
+                        enum=["grpc", "rest", None],
+                    ),
                     "local_state_dir": _field(
                         "Local state directory", "string", "Where local runs keep their state"
                     ),
