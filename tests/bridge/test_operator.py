@@ -510,6 +510,34 @@ def test_on_kill_in_the_worker_cancels_the_run(kfp_server, kfp_conn_id):
     assert any(r["path"].endswith(f"{run_id}:terminate") for r in kfp_server.requests())
 
 
+def test_on_kill_with_cancel_on_kill_false_leaves_the_run(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, cancel_on_kill=False, timeout=6)
+    thread, _ = _execute_in_a_thread(op)
+    run_id = _wait_for_server_run(kfp_server)
+    while op.kfp_run_id is None:
+        time.sleep(0.01)
+    op.on_kill()
+    assert not any(r["path"].endswith(f"{run_id}:terminate") for r in kfp_server.requests())
+    thread.join(30)  # ends by its timeout (which does cancel: that is not a kill)
+
+
+def test_the_trigger_gets_the_google_identity_and_kill_choice(kfp_server, kfp_conn_id):
+    op = _operator(
+        kfp_conn_id,
+        deferrable=True,
+        gcp_conn_id="gcp_prod",
+        impersonation_chain="run@p.iam.gserviceaccount.com",
+        cancel_on_kill=False,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["gcp_conn_id"] == "gcp_prod"
+    assert kwargs["impersonation_chain"] == "run@p.iam.gserviceaccount.com"
+    assert kwargs["cancel_on_kill"] is False
+
+
 def test_on_kill_after_the_run_ended_sends_no_cancel(kfp_server, kfp_conn_id, capsys):
     """A kill that comes after the run ended must not send the service a cancel."""
     op = _operator(kfp_conn_id)

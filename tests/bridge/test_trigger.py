@@ -58,8 +58,16 @@ def test_serialize_round_trip_rebuilds_an_equal_trigger():
         run_url="http://ui/#/runs/details/r-1",
         deadline=1_900_000_000.5,
         policy=policy,
+        gcp_conn_id="gcp_prod",
+        impersonation_chain=("mid@p.iam.gserviceaccount.com", "run@p.iam.gserviceaccount.com"),
+        cancel_on_kill=False,
     )
     classpath, kwargs = trigger.serialize()
+    assert kwargs["impersonation_chain"] == [  # a list: it must survive JSON
+        "mid@p.iam.gserviceaccount.com",
+        "run@p.iam.gserviceaccount.com",
+    ]
+    assert (kwargs["gcp_conn_id"], kwargs["cancel_on_kill"]) == ("gcp_prod", False)
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
@@ -243,3 +251,18 @@ def test_user_action_on_a_finished_run_sends_no_cancel(
     logged = capsys.readouterr().out  # the triggerer's structured log
     [line] = [line for line in logged.splitlines() if "not sending a cancel" in line]
     assert f"run {run_id} already ended SUCCEEDED" in line
+
+
+def test_cancel_on_kill_false_lets_the_run_outlive_the_task(kfp_server, kfp_backend, kfp_conn_id):
+    """The Google provider's name and meaning: a user action ends the wait, not the run."""
+    from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
+
+    kfp_server.set_schedule(pending=0, running=100000)
+    run_id = _submit(kfp_backend)
+    trigger = KubeflowPipelineRunTrigger(
+        kfp_conn_id=kfp_conn_id, run_id=run_id, policy=FAST, cancel_on_kill=False
+    )
+    assert trigger.serialize()[1]["cancel_on_kill"] is False
+    _run_in_airflow_trigger_runner(trigger, _USER_ACTION_CANCEL_MSG)
+    assert kfp_backend.get_run(run_id).state.value == "RUNNING"
+    assert not any("terminate" in r["path"] for r in kfp_server.requests())
