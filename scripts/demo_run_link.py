@@ -1,7 +1,7 @@
-"""Print the Kubeflow run link that `make demo`'s DAG run left in Airflow's XCom.
+"""Print the Kubeflow run link and the predictions asset event `make demo`'s DAG run left.
 
-Reads the metadata database of the demo's AIRFLOW_HOME, exactly what the
-"Kubeflow run" button in the Airflow UI shows for the task.
+Reads the metadata database of the demo's AIRFLOW_HOME: the XCom the "Kubeflow run"
+button in the Airflow UI shows, and the asset event downstream DAGs are scheduled on.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import pendulum
+from airflow.models.asset import AssetEvent
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 
@@ -30,10 +31,23 @@ def main(target_date: str) -> int:
             .order_by(XComModel.timestamp.desc())
             .first()
         )
+        event = (
+            session.query(AssetEvent)
+            .filter(
+                AssetEvent.source_dag_id == "daily_prediction",
+                AssetEvent.partition_key == target_date,
+            )
+            .order_by(AssetEvent.timestamp.desc())
+            .first()
+        )
+        event_text = (
+            f"{event.uri} partition {event.partition_key}: {event.extra}" if event else None
+        )
     if row is None:
         print("Kubeflow run: (no run link recorded)")
         return 1
     print(f"Kubeflow run: {XComModel.deserialize_value(row)}")
+    print(f"Asset event: {event_text or '(none recorded)'}")
     return 0
 
 

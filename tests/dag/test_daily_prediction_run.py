@@ -9,6 +9,7 @@ demo data and model are generated in a temporary warehouse first.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 
 import pytest
@@ -66,3 +67,17 @@ def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, sl
     assert summary["rows"] == summary["users"] > 0
     assert summary["model_sha256"] == [digest]
     assert slack_server.requests == []  # nothing failed, nothing posted
+    # The asset event carries what the predict step reported about that partition.
+    con = sqlite3.connect(airflow_env.home / "airflow.db")
+    [(uri, extra)] = con.execute(
+        "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE e.source_dag_id = 'daily_prediction' AND e.partition_key = '2027-01-01' "
+        "ORDER BY e.id DESC LIMIT 1"
+    ).fetchall()
+    con.close()
+    extra = json.loads(extra)
+    assert uri == (warehouse / "predictions").as_uri()
+    assert extra["target_date"] == "2027-01-01"
+    assert extra["partition"] == str(warehouse / "predictions" / "2027-01-01.parquet")
+    assert extra["rows"] == summary["rows"]
+    assert extra["model_sha256"] == digest
