@@ -63,16 +63,24 @@ def predict(
     run_id: str,
     run_name: str,
     metrics: Output[Metrics],
+    report: dsl.OutputPath(str),
 ) -> str:
-    """Score every user of the features partition; replace the predictions partition."""
+    """Score every user of the features partition; replace the predictions partition.
+
+    Reports the result to kfp-bridge: a ``kfp-bridge-report:`` line at the end of its log,
+    and the same JSON as the ``report`` output (Vertex AI serves no logs).
+    """
     from kfp_prediction.gc_tuning import one_shot_gc
 
     with one_shot_gc():
         from kfp_prediction.components import log_metrics
         from kfp_prediction.predict_step import predict as run
+        from kfp_prediction.report import emit, prediction_result
 
         result = run(target_date, warehouse, features, model_uri, model_sha256, run_id, run_name)
     log_metrics(metrics, result)
+    with open(report, "w") as out:
+        out.write(emit("result", "predict", **prediction_result(result)))
     return str(result["partition"])
 
 
@@ -135,7 +143,7 @@ def _check_inputs(step: str, fn: Any) -> None:
     actual = {
         name: param.annotation
         for name, param in inspect.signature(fn).parameters.items()
-        if name != "metrics"
+        if name not in ("metrics", "report")  # outputs
     }
     if actual != declared:
         raise TypeError(f"component {fn.__name__} has inputs {actual}, declared {declared}")

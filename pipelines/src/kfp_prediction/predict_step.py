@@ -163,7 +163,9 @@ def predict(
         raise InvalidSourceDataError(
             f"features partition {features} is missing column(s) {', '.join(missing)}"
         )
+    # What the step reports (kfp_prediction.report): the verified digest, the parsed date.
     metrics: dict[str, Any] = {"contents_rows": float(contents.num_rows)}
+    metrics.update(target_date=f"{day:%Y-%m-%d}", model_sha256=digest)
     clock.lap(metrics, "checks")
     created_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     tally = _Tally()

@@ -1,0 +1,53 @@
+"""The one line a step prints for kfp-bridge, the Airflow side that runs this pipeline.
+
+    kfp-bridge-report: {"kind": "result", "step": "predict", "target_date": ..., ...}
+
+The bridge reads it from the step's log (``kfp.local``'s runner log, the task's pod log
+through the KFP API) and parses it with ``kfp_bridge/run_report.py``; the format is
+written there and here because the two sides share no environment. ``kind`` is
+``"result"`` (what a step produced) or ``"failure"`` (why it failed). On Vertex AI, whose
+pipeline API serves no logs, the predict step also returns the report's JSON as its
+``report`` output parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "kfp-bridge-report:"
+MAX_LINE_BYTES = 4096
+
+
+def report_json(kind: str, step: str | None = None, **fields: Any) -> str:
+    """The report as one line of JSON (the ``report`` output's value)."""
+    data = {"kind": kind, **({"step": step} if step else {}), **fields}
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+
+
+def report_line(kind: str, step: str | None = None, **fields: Any) -> str:
+    """The prefix and the JSON, at most 4 KiB."""
+    line = f"{PREFIX} {report_json(kind, step, **fields)}"
+    if len(line.encode()) > MAX_LINE_BYTES:
+        raise ValueError(f"report line is {len(line.encode())} bytes, more than {MAX_LINE_BYTES}")
+    return line
+
+
+def emit(kind: str, step: str | None = None, **fields: Any) -> str:
+    """Print the report line (flushed: it must reach the log before the process ends).
+
+    Returns the JSON, for an output parameter.
+    """
+    print(report_line(kind, step, **fields), flush=True)
+    return report_json(kind, step, **fields)
+
+
+def prediction_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What the predict step reports: the partition it replaced, and what is in it."""
+    return {
+        "target_date": str(result["target_date"]),
+        "partition": str(result["partition"]),
+        "rows": int(result["rows_written"]),
+        "model_sha256": str(result["model_sha256"]),
+    }
