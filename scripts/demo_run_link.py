@@ -6,6 +6,7 @@ button in the Airflow UI shows, and the asset event downstream DAGs are schedule
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pendulum
@@ -41,7 +42,9 @@ def main(target_date: str) -> int:
             .first()
         )
         event_text = (
-            f"{event.uri} partition {event.partition_key}: {event.extra}" if event else None
+            f"{event.uri} partition {event.partition_key}: {json.dumps(event.extra)}"
+            if event
+            else None
         )
     if row is None:
         print("Kubeflow run: (no run link recorded)")
