@@ -23,7 +23,8 @@ from kfp_bridge.notifications.slack import (
     KfpSlackRunSummaryNotifier,
 )
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-from kfp_bridge.target_date import MACROS
+from kfp_bridge.target_date import BUSINESS_TZ, MACROS
+from kfp_bridge.timetables import TargetDateCronTimetable
 
 # dags/ sits in the repository root (and in /opt/airflow in the compose image).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,9 +95,19 @@ exactly that partition.
 deployed; `plugins/kfp_bridge_plugin.py` offers the same functions to other DAGs as
 `macros.kfp_bridge.*`. No Jinja filters: one spelling per rule.
 
+**Run ids** of scheduled and triggered runs carry the target date:
+`scheduled__target-D__...`.
+
 **Backfill target dates A..B.** Bare dates mean 00:00 UTC and shift the range by a
-day; ask for whole JST days: `airflow backfill create --dag-id daily_prediction
---from-date AT00:00:00+09:00 --to-date BT23:59:59+09:00`.
+day; ask for whole JST days:
+
+```
+airflow backfill create --dag-id daily_prediction \\
+    --from-date AT00:00:00+09:00 --to-date BT23:59:59+09:00
+```
+
+In the UI's backfill dialog, with the UI time zone set to Asia/Tokyo (user menu),
+pick A 00:00 to B 23:59.
 
 **Predictions as an Asset.** The task's outlet is the predictions table
 (`bigquery://PROJECT/DATASET/predictions`, or `file://.../predictions` locally). Each
@@ -114,9 +125,11 @@ incoming webhook) receives failures.
 
 with DAG(
     dag_id="daily_prediction",
-    description="Daily batch prediction on Kubeflow Pipelines, target date in JST",
+    description="Daily at 06:00 Asia/Tokyo: batch prediction on Kubeflow for the JST date",
     doc_md=DOC_MD,
-    schedule="0 6 * * *",
+    # CronTriggerTimetable whose description names the zone and whose run ids carry
+    # the target date (kfp_bridge/timetables.py; the package registers it, no plugin needed).
+    schedule=TargetDateCronTimetable("0 6 * * *", timezone=BUSINESS_TZ),
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
     catchup=False,
     # A backfill runs several target dates at once; each writes its own partition.

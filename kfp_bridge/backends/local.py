@@ -16,8 +16,10 @@ about a run lives under ``state_dir/<run_id>/``:
 So submit / get_run / find_runs / cancel work from any process on the machine,
 e.g. a retry of the Airflow task reattaches to a run a dead worker started.
 
-The run URL is a ``file://`` URL of the run's ``runner.log``: the one file a
-person needs when a local run fails.
+The run URL is the run's page on the Airflow api-server (``run_page``, served by
+the project's plugin; see ``kfp_bridge.ui``): Airflow's UI draws only http(s)
+links, and browsers refuse ``file://`` links from an http page. Without a page
+(the backend used outside Airflow) it is a ``file://`` URL of ``runner.log``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
@@ -147,10 +150,18 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, python: str | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        python: str | None = None,
+        run_page: Callable[[str], str] | None = None,
+    ) -> None:
+        """``run_page``: run id -> URL of its page (the hook passes the plugin's page)."""
         self.state_dir = Path(state_dir).expanduser().resolve()
         # absolute, not resolved: the venv interpreter is a symlink that must stay one
         self.python = os.path.abspath(python or default_pipeline_python())
+        self.run_page = run_page
         if python:  # a chosen interpreter is checked now; the default one when it is needed
             self._require_python()
 
@@ -296,6 +307,8 @@ class LocalBackend(Backend):
                 write_state(run_dir, state)
 
     def run_url(self, run_id: str) -> str | None:
+        if self.run_page is not None:
+            return self.run_page(run_id)
         return (self.state_dir / run_id / LOG_FILE).as_uri()
 
     def task_report(

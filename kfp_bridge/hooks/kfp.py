@@ -227,9 +227,17 @@ class KubeflowPipelineHook(BaseHook):
 
     def _local_backend(self) -> Backend:
         from kfp_bridge.backends.local import LocalBackend
+        from kfp_bridge.ui.urls import api_base_url, local_run_url
 
         state_dir = self.extra.get("local_state_dir") or default_local_state_dir()
-        return LocalBackend(state_dir, python=self.extra.get("local_python"))
+        base_url = api_base_url()
+        return LocalBackend(
+            state_dir,
+            python=self.extra.get("local_python"),
+            run_page=lambda run_id: local_run_url(
+                run_id, conn_id=self.kfp_conn_id, base_url=base_url
+            ),
+        )
 
     # -- UI "Test" button --------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:

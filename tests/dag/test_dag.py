@@ -66,13 +66,22 @@ def test_dag_imports_and_settings(airflow_env):
             task = dag.get_task("predict")
             def names(cbs):
                 return [type(c).__name__ for c in (cbs if isinstance(cbs, list) else [cbs])]
-            DagSerialization.from_dict(DagSerialization.to_dict(dag))  # the scheduler's view
+            import pendulum
+            from airflow.timetables.trigger import CronTriggerTimetable
+            from airflow.utils.types import DagRunType
+            scheduler_dag = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+            timetable = scheduler_dag.timetable  # the scheduler's view
+            run_after = pendulum.datetime(2026, 11, 30, 21, tz="UTC")  # 2026-12-01 06:00 JST
             print(json.dumps({
-                "timetable": type(dag.timetable).__name__,
-                "schedule": {
-                    "expression": dag.timetable.expression,
-                    "timezone": getattr(dag.timetable.timezone, "name", None),
-                },
+                "timetable": type(timetable).__name__,
+                "cron_trigger": isinstance(timetable, CronTriggerTimetable),
+                "schedule": timetable.serialize(),
+                "summary": timetable.summary,
+                "description": timetable.description,
+                "run_id": timetable.generate_run_id(
+                    run_type=DagRunType.SCHEDULED, run_after=run_after, data_interval=None
+                ),
+                "dag_description": dag.description,
                 "tz": dag.timezone.name,
                 "catchup": dag.catchup,
                 "max_active_runs": dag.max_active_runs,
@@ -97,9 +106,15 @@ def test_dag_imports_and_settings(airflow_env):
             """
         )
     )
-    assert info["timetable"] == "CronTriggerTimetable"  # logical date == scheduled time
+    assert info["timetable"] == "TargetDateCronTimetable"
+    assert info["cron_trigger"]  # a CronTriggerTimetable: logical date == scheduled time
     assert info["schedule"]["expression"] == "0 6 * * *"
     assert info["schedule"]["timezone"] == "Asia/Tokyo"
+    # What the DAG list shows names the zone; run ids carry the target date.
+    assert info["summary"] == "0 6 * * * (Asia/Tokyo)"
+    assert info["description"] == "At 06:00, Asia/Tokyo"
+    assert info["run_id"] == "scheduled__target-2026-12-01__2026-11-30T21:00:00+00:00"
+    assert "06:00 Asia/Tokyo" in info["dag_description"]
     assert info["tz"] == "Asia/Tokyo"
     assert info["catchup"] is False
     assert info["max_active_runs"] > 1

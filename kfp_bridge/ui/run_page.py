@@ -1,0 +1,150 @@
+"""The local run page: a FastAPI app the plugin mounts on the Airflow api-server.
+
+``GET {RUN_PAGE_PREFIX}/local-runs/`` lists recent local runs, ``.../local-runs/{run_id}``
+shows one (state, name, target date, parameters, times, steps, partition, log tail).
+``?conn_id=`` picks the ``kfp`` connection whose runs folder is read (default
+``kfp_default``); it must use the local backend.
+
+Access follows the api-server's own: the user comes from Airflow's ``get_user``
+dependency (JWT cookie or bearer token; ``airflow/api_fastapi/core_api/security.py``),
+so an anonymous request is refused (401), and the auth manager decides per DAG with
+``is_authorized_dag(GET, RUN)`` for the run's DAG, as Airflow's ``requires_access_dag``
+does, plus ``TASK_LOGS`` for the log tail. The run's DAG is the ``airflow-dag-id`` label
+the operator puts on every run; a run without one needs access to all DAGs.
+"""
+
+# No "from __future__ import annotations": FastAPI reads the route annotations, which
+# refer to names local to create_app.
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import pendulum
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from kfp_bridge.target_date import BUSINESS_TZ
+from kfp_bridge.ui import local_runs
+from kfp_bridge.ui.urls import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
+
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+RECENT_RUNS = 50
+
+
+def _local_time(value: str | None, tz: str = BUSINESS_TZ) -> str:
+    if not value:
+        return ""
+    try:
+        moment = pendulum.parse(value, tz="UTC")
+    except ValueError:  # pendulum's ParserError is one
+        return value
+    return moment.in_timezone(tz).format("YYYY-MM-DD HH:mm:ss zz")
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    if not start or not end:
+        return ""
+    seconds = (pendulum.parse(end) - pendulum.parse(start)).total_seconds()
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=select_autoescape(["html"]),
+)
+_templates.filters.update(local_time=_local_time, duration=_duration)
+
+
+def _can_read(user: Any, dag_id: str | None, entity: str = "RUN") -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+    from airflow.configuration import conf
+
+    team_name = None
+    if dag_id and conf.getboolean("core", "multi_team", fallback=False):
+        from airflow.models.dag import DagModel
+
+        team_name = DagModel.get_team_name(dag_id)  # teams exist only in multi-team mode
+    return get_auth_manager().is_authorized_dag(
+        method="GET",
+        access_entity=DagAccessEntity[entity],
+        details=DagDetails(id=dag_id, team_name=team_name),
+        user=user,
+    )
+
+
+def _backend(conn_id: str):
+    from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+
+    if not _CONN_ID.fullmatch(conn_id):
+        raise HTTPException(400, f"invalid connection id {conn_id!r}")
+    hook = KubeflowPipelineHook(kfp_conn_id=conn_id)
+    try:
+        backend_name = hook.backend_name
+    except Exception as exc:
+        raise HTTPException(404, f"connection {conn_id!r}: {exc}") from exc
+    if backend_name != "local":
+        raise HTTPException(404, f"connection {conn_id!r} does not use the local backend")
+    return hook.get_backend()
+
+
+def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = _templates.get_template(name).render(
+        prefix=RUN_PAGE_PREFIX + LOCAL_RUNS_PATH, business_tz=BUSINESS_TZ, **context
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def create_app() -> FastAPI:
+    """The app the plugin mounts under ``RUN_PAGE_PREFIX`` (built inside the api-server)."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    app = FastAPI(title="kfp-bridge local runs", docs_url=None, redoc_url=None, openapi_url=None)
+    user_dep = Annotated[Any, Depends(get_user)]
+    conn_query = Annotated[str, Query(max_length=250)]
+
+    @app.exception_handler(HTTPException)
+    async def _error(request: Request, exc: HTTPException) -> HTMLResponse:
+        login_url = None
+        if exc.status_code == 401:
+            from airflow.api_fastapi.app import get_auth_manager
+
+            login_url = get_auth_manager().get_url_login(next_url=str(request.url))
+        return _page(
+            "error.html", exc.status_code, status=exc.status_code, detail=exc.detail,
+            login_url=login_url,
+        )  # fmt: skip
+
+    @app.get(LOCAL_RUNS_PATH + "/", response_class=HTMLResponse)
+    def runs_index(user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID) -> HTMLResponse:
+        backend = _backend(conn_id)
+        allowed: dict[str | None, bool] = {}
+        runs = []
+        for run in local_runs.list_runs(backend, limit=RECENT_RUNS * 4):
+            if run.dag_id not in allowed:
+                allowed[run.dag_id] = _can_read(user, run.dag_id)
+            if allowed[run.dag_id]:
+                runs.append(run)
+        return _page("runs.html", runs=runs[:RECENT_RUNS], conn_id=conn_id)
+
+    @app.get(LOCAL_RUNS_PATH + "/{run_id}", response_class=HTMLResponse)
+    def run_page(
+        run_id: str, user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID
+    ) -> HTMLResponse:
+        backend = _backend(conn_id)
+        try:
+            run = local_runs.read_run(backend, run_id)
+        except local_runs.RunNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        if not _can_read(user, run.dag_id):
+            raise HTTPException(403, f"not allowed to read runs of DAG {run.dag_id!r}")
+        show_log = _can_read(user, run.dag_id, "TASK_LOGS")
+        return _page("run.html", run=run, show_log=show_log, conn_id=conn_id)
+
+    return app

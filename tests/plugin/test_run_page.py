@@ -1,0 +1,300 @@
+"""The local run page (kfp_bridge.ui) on real local-backend runs, through FastAPI's TestClient.
+
+The page app is mounted the way Airflow's ``init_plugins`` mounts a plugin's
+``fastapi_apps`` entry. Identity comes from Airflow's own ``get_user`` dependency:
+without a token it refuses (401); tests that need a user override that dependency
+and install an auth manager that allows one DAG and not another, the way a
+per-DAG auth manager (FAB, Keycloak) answers ``is_authorized_dag``. The real
+simple auth manager with a real login is exercised in tests/browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from kfp_bridge.backends.base import RunState
+from kfp_bridge.backends.local import LocalBackend
+from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+from kfp_bridge.ui import local_runs
+from kfp_bridge.ui.urls import FALLBACK_BASE_URL, local_run_url
+from tests.bridge._helpers import PIPELINE_PYTHON, local_connection_env, tiny_request, wait_terminal
+
+CONN_ID = "kfp_page"
+ALLOWED_DAG, DENIED_DAG = "daily_prediction", "other_team_dag"
+
+
+class PerDagAuthManager:
+    """Answers like a per-DAG auth manager: reads of ALLOWED_DAG, logs only if asked."""
+
+    def __init__(self, *, logs: bool = True) -> None:
+        self.logs = logs
+        self.calls: list[tuple[str, str | None, str]] = []
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None) -> bool:
+        dag_id = details.id if details else None
+        self.calls.append((method, dag_id, access_entity.name))
+        if access_entity.name == "TASK_LOGS" and not self.logs:
+            return False
+        return method == "GET" and dag_id == ALLOWED_DAG
+
+    def get_url_login(self, **kwargs) -> str:
+        return f"/auth/login?next={kwargs.get('next_url', '')}"
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("page-runs")
+
+
+@pytest.fixture(scope="module")
+def backend(state_dir) -> LocalBackend:
+    return LocalBackend(state_dir, python=str(PIPELINE_PYTHON))
+
+
+def _labelled(name: str, dag_id: str, **parameters):
+    import dataclasses
+
+    request = tiny_request(name, **parameters)
+    return dataclasses.replace(
+        request, labels={"airflow-dag-id": dag_id, "airflow-task-id": "predict"}
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(backend):
+    """One succeeded and one failed run of ALLOWED_DAG, one succeeded run of DENIED_DAG."""
+    submitted = {
+        "ok": backend.submit(_labelled("page-ok", ALLOWED_DAG, message="hi", repeat="2")),
+        "failed": backend.submit(_labelled("page-failed", ALLOWED_DAG, fail=True)),
+        "denied": backend.submit(_labelled("page-denied", DENIED_DAG)),
+    }
+    return {key: wait_terminal(backend, s.run_id) for key, s in submitted.items()}
+
+
+@pytest.fixture
+def auth(monkeypatch):
+    from airflow.api_fastapi import app as airflow_app
+
+    manager = PerDagAuthManager()
+    monkeypatch.setattr(airflow_app._AuthManagerState, "instance", manager)
+    return manager
+
+
+@pytest.fixture
+def client(state_dir, monkeypatch, auth):
+    from airflow.api_fastapi.core_api.security import get_user
+
+    from kfp_bridge.ui.run_page import create_app
+
+    for key, value in local_connection_env(state_dir, CONN_ID).items():
+        monkeypatch.setenv(key, value)
+    page = create_app()
+    page.dependency_overrides[get_user] = lambda: object()
+    root = FastAPI()
+    root.mount("/kfp-bridge", page)  # as airflow.api_fastapi.app.init_plugins does
+    with TestClient(root) as test_client:
+        test_client.page = page
+        yield test_client
+
+
+def _get(client, path: str, **params):
+    return client.get(f"/kfp-bridge/local-runs/{path}", params={"conn_id": CONN_ID, **params})
+
+
+def test_succeeded_run_page_shows_state_steps_parameters_and_log(client, runs):
+    run = runs["ok"]
+    assert run.state is RunState.SUCCEEDED
+    response = _get(client, run.run_id)
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert 'id="run-name">page-ok<' in html
+    assert 'id="run-state" class="state SUCCEEDED"' in html
+    assert "DAG <code>daily_prediction</code>, task <code>predict</code>" in html
+    assert "<th>message</th><td><code>hi</code>" in html  # parameters as submitted
+    # the tiny pipeline's two steps, both finished (kfp.local's own progress lines)
+    for step in ("greet", "shout"):
+        assert f'<td><code>{step}</code></td>\n  <td><span class="state SUCCEEDED">' in html
+    assert "SHOUT: HI HI" in html  # the log tail, from runner.log
+    assert "JST" in html  # times in the business zone
+
+
+def test_failed_run_page_shows_the_component_error_and_the_failed_step(client, runs):
+    response = _get(client, runs["failed"].run_id)
+    assert response.status_code == 200
+    assert 'id="run-state" class="state FAILED"' in response.text
+    assert "greet was asked to fail" in response.text
+    assert '<td><code>greet</code></td>\n  <td><span class="state FAILED">' in response.text
+
+
+def test_list_shows_recent_runs_the_user_may_read(client, runs):
+    response = _get(client, "")
+    assert response.status_code == 200
+    assert runs["ok"].run_id in response.text and runs["failed"].run_id in response.text
+    assert runs["denied"].run_id not in response.text  # another DAG: not for this user
+
+
+def test_run_of_a_dag_the_user_may_not_read_is_refused(client, runs, auth):
+    response = _get(client, runs["denied"].run_id)
+    assert response.status_code == 403
+    assert "page-denied" not in response.text
+    assert ("GET", DENIED_DAG, "RUN") in auth.calls
+
+
+def test_log_tail_needs_the_task_logs_permission(client, runs, auth):
+    auth.logs = False
+    response = _get(client, runs["ok"].run_id)
+    assert response.status_code == 200
+    assert "SHOUT: HI HI" not in response.text
+    assert "may not read this DAG's task logs" in response.text
+
+
+def test_anonymous_request_is_refused_with_a_login_link(client, runs):
+    from airflow.api_fastapi.core_api.security import get_user
+
+    client.page.dependency_overrides.pop(get_user)  # Airflow's real dependency: no token
+    for path in (runs["ok"].run_id, ""):
+        response = _get(client, path)
+        assert response.status_code == 401
+        assert "page-ok" not in response.text and "SHOUT" not in response.text  # no run data
+        assert 'id="login" href="/auth/login?next=' in response.text
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        "..",
+        "%2e%2e",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "%2Fetc",
+        "00000000-0000-0000-0000-000000000000%2F..%2F..",
+        "not-a-run",
+    ],
+)
+def test_crafted_run_ids_are_refused(client, crafted):
+    response = client.get(f"/kfp-bridge/local-runs/{crafted}?conn_id={CONN_ID}")
+    assert response.status_code == 404, response.text
+    assert "root:" not in response.text
+
+
+def test_symlinked_run_folder_outside_the_runs_folder_is_refused(client, state_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = "top-secret-outside-the-runs-folder"
+    (outside / "request.json").write_text(json.dumps({"display_name": secret}))
+    (outside / "state.json").write_text(json.dumps({"state": "SUCCEEDED"}))
+    (outside / "runner.log").write_text(secret)
+    run_id = str(uuid.uuid4())
+    (state_dir / run_id).symlink_to(outside, target_is_directory=True)
+    try:
+        response = _get(client, run_id)
+        assert response.status_code == 404
+        assert secret not in response.text
+        assert secret not in _get(client, "").text
+    finally:
+        (state_dir / run_id).unlink()
+
+
+def test_symlinked_files_inside_a_run_are_not_read(client, backend, runs, tmp_path):
+    # A copy of a real run whose log, state and outputs are symlinks to files elsewhere.
+    source = backend.state_dir / runs["ok"].run_id
+    run_id = str(uuid.uuid4())
+    copy = backend.state_dir / run_id
+    shutil.copytree(source, copy, symlinks=True)
+    request = json.loads((copy / "request.json").read_text())
+    (copy / "request.json").write_text(json.dumps({**request, "run_id": run_id}))
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("top-secret-log-line")
+    (copy / "runner.log").unlink()
+    (copy / "runner.log").symlink_to(secret_file)
+    outputs_elsewhere = tmp_path / "outputs"
+    shutil.move(copy / "outputs", outputs_elsewhere)
+    (copy / "outputs").symlink_to(outputs_elsewhere, target_is_directory=True)
+    try:
+        response = _get(client, run_id)
+        assert response.status_code == 200
+        assert "top-secret-log-line" not in response.text
+        view = local_runs.read_run(backend, run_id)
+        assert view.log_tail == "" and all(not s.outputs for s in view.steps)
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_partition_comes_from_what_the_run_reports(backend, runs, tmp_path):
+    # A copy of a real run with the outputs a predictions pipeline reports: the pipeline
+    # output (the partition file) and the step's logged Metrics (rows_written).
+    run_id = str(uuid.uuid4())
+    copy = backend.state_dir / run_id
+    shutil.copytree(backend.state_dir / runs["ok"].run_id, copy)
+    try:
+        partition = "/warehouse/predictions/2026-12-01.parquet"
+        (copy / "outputs.json").write_text(json.dumps({"Output": partition}))
+        step = next((copy / "outputs").iterdir()) / "shout"
+        step.mkdir(parents=True, exist_ok=True)
+        (step / "executor_output.json").write_text(
+            json.dumps(
+                {
+                    "parameterValues": {"Output": partition},
+                    "artifacts": {
+                        "metrics": {"artifacts": [{"metadata": {"rows_written": 9997.0}}]}
+                    },
+                }
+            )
+        )
+        view = local_runs.read_run(backend, run_id)
+        assert (view.partition_file, view.partition_rows) == (partition, 9997)
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_log_tail_is_bounded(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lines = [f"line {i}" for i in range(50_000)]
+    (folder / "runner.log").write_text("\n".join(lines))
+    tail, truncated = local_runs.log_tail(folder)
+    assert truncated
+    assert tail.splitlines() == lines[-local_runs.LOG_TAIL_LINES :]
+
+
+def test_secret_looking_parameters_are_hidden(backend, runs):
+    run_id = str(uuid.uuid4())
+    copy = backend.state_dir / run_id
+    shutil.copytree(backend.state_dir / runs["ok"].run_id, copy)
+    try:
+        request = json.loads((copy / "request.json").read_text())
+        request["parameters"].update(api_key="sk-live-123456", password="hunter2-long")
+        (copy / "request.json").write_text(json.dumps(request))
+        view = local_runs.read_run(backend, run_id)
+        assert view.parameters["api_key"] == "***" and view.parameters["password"] == "***"
+        assert view.parameters["message"] == "hi"
+    finally:
+        shutil.rmtree(copy)
+
+
+def test_hook_gives_local_runs_the_page_url(state_dir, monkeypatch):
+    for key, value in local_connection_env(state_dir, CONN_ID).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/team-a/")
+    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_backend()
+    assert backend.run_url("r1") == (
+        "https://airflow.example.com/team-a/kfp-bridge/local-runs/r1?conn_id=kfp_page"
+    )
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "")  # unset: Airflow's own fallback
+    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_backend()
+    assert backend.run_url("r1") == f"{FALLBACK_BASE_URL}kfp-bridge/local-runs/r1?conn_id=kfp_page"
+    assert local_run_url("r1", base_url="http://h:1/") == "http://h:1/kfp-bridge/local-runs/r1"
+
+
+def test_backend_outside_airflow_keeps_the_file_url(state_dir):
+    backend = LocalBackend(state_dir, python=str(PIPELINE_PYTHON))
+    assert backend.run_url("r1") == (state_dir.resolve() / "r1" / "runner.log").as_uri()
+    assert os.path.isabs(backend.run_url("r1").removeprefix("file://"))
