@@ -2,6 +2,7 @@
 #   make demo   set up both environments, demo data, model, compiled pipeline; run the DAG once
 #   make test   set up both environments; run the whole test suite and ruff
 #   make bench  the benchmarks (prints figures; large data, takes minutes)
+#   make airflow  the Airflow UI on 127.0.0.1 with the demo's settings (Ctrl-C stops it)
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -14,7 +15,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup setup-pipeline check-compiled demo test lint bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
+.PHONY: setup setup-pipeline check-compiled demo airflow test lint bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -110,6 +111,14 @@ demo: setup data model compile $(AIRFLOW_DB)
 	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo_run_link.py $(DATE)
 	@echo "Airflow log of this run: $(VAR)/airflow/dags-test.log"
 	@echo "Query all dates: $(PIPELINE_PY) -c \"import duckdb; duckdb.sql(\\\"FROM read_parquet('$(WAREHOUSE)/predictions/*.parquet')\\\").show()\""
+
+# api-server, scheduler, dag-processor and triggerer on 127.0.0.1:$(AIRFLOW_PORT) with the
+# demo's settings; prints the URL and the login. Ctrl-C stops every process it started.
+AIRFLOW_PORT ?= 8080
+airflow: setup data model compile $(AIRFLOW_DB)
+	@$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > $(VAR)/airflow/migrate.log 2>&1 \
+		|| { tail -n 40 $(VAR)/airflow/migrate.log; exit 1; }
+	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/local_airflow.py --port $(AIRFLOW_PORT)
 
 # ruff, and the GitHub Actions workflows through actionlint and zizmor (offline).
 lint: setup

@@ -1,7 +1,8 @@
 """A real Airflow 3.3 stack for end-to-end tests: api-server, scheduler, dag-processor, triggerer.
 
-Isolated AIRFLOW_HOME with SQLite, LocalExecutor, every listener on 127.0.0.1
-and a free port. Each component runs in its own process group; ``stop`` ends
+Isolated AIRFLOW_HOME with SQLite, or the PostgreSQL database given as
+``database_url`` (see ``tests/e2e/postgres.py``), LocalExecutor, every listener on
+127.0.0.1 and a free port. Each component runs in its own process group; ``stop`` ends
 exactly those groups (SIGTERM, then SIGKILL after a grace period). Component
 logs go to ``<home>/logs/<component>.log`` and are attached to errors.
 
@@ -51,9 +52,11 @@ class AirflowStack:
         plugins_folder: Path = REPO / "plugins",
         extra_env: Mapping[str, str] | None = None,
         component_args: Mapping[str, Sequence[str]] | None = None,
+        database_url: str | None = None,
     ) -> None:
         """``component_args``: extra CLI arguments per component, e.g.
-        ``{"triggerer": ["--skip-serve-logs"]}``."""
+        ``{"triggerer": ["--skip-serve-logs"]}``. ``database_url``: an empty
+        PostgreSQL database (SQLAlchemy URL) instead of SQLite in the home."""
         self.home = Path(home)
         self.component_args = {k: list(v) for k, v in (component_args or {}).items()}
         self.logs = self.home / "logs"
@@ -63,6 +66,7 @@ class AirflowStack:
         self.worker_log_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.db_path = self.home / "airflow.db"
+        self.database_url = database_url
         self.env = self._environment(dags_folder, plugins_folder, extra_env or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.boot_seconds: float | None = None
@@ -78,7 +82,8 @@ class AirflowStack:
                 "AIRFLOW_HOME": str(self.home),
                 # SQLite's default 5 s lock wait is too short for four components and a
                 # CLI writing at once on a busy machine.
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout=60",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url
+                or f"sqlite:///{self.db_path}?timeout=60",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
@@ -136,8 +141,27 @@ class AirflowStack:
             )
         return proc
 
+    @property
+    def database_kind(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
+
     def query(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        """Read the metadata database (SQLite, read-only)."""
+        """Read the metadata database; ``?`` placeholders on either database.
+
+        Timestamps come back as text on SQLite and as aware datetimes on PostgreSQL.
+        """
+        if self.database_url:
+            import psycopg2
+
+            url = self.database_url.replace("postgresql+psycopg2://", "postgresql://")
+            con = psycopg2.connect(url)
+            try:
+                con.set_session(readonly=True, autocommit=True)
+                with con.cursor() as cur:
+                    cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+                    return cur.fetchall()
+            finally:
+                con.close()
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
             return con.execute(sql, tuple(params)).fetchall()

@@ -68,7 +68,7 @@ def _wait_parsed(stack: AirflowStack, dag_ids: set[str], timeout: float = 180) -
     raise AssertionError(f"DAGs {dag_ids} not parsed\n{stack.tail('dag-processor')}")
 
 
-def test_stack_runs_dags_fires_deadline_and_stops(tmp_path):
+def test_stack_runs_dags_fires_deadline_and_stops(tmp_path, metadata_db):
     dags = tmp_path / "dags"
     dags.mkdir()
     out = tmp_path / "touched.txt"
@@ -77,8 +77,11 @@ def test_stack_runs_dags_fires_deadline_and_stops(tmp_path):
 
     with slack_stand_in() as slack:
         env = {"AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e")}
-        with AirflowStack(tmp_path / "home", dags_folder=dags, extra_env=env) as stack:
-            print(f"stack healthy after {stack.boot_seconds:.1f}s")
+        stack = AirflowStack(
+            tmp_path / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
+        )
+        with stack:
+            print(f"stack healthy after {stack.boot_seconds:.1f}s on {stack.database_kind}")
             _wait_parsed(stack, {"e2e_trivial", "e2e_deadline"})
             stack.airflow("dags", "trigger", "e2e_trivial", "--run-id", "e2e_run_1")
             stack.airflow("dags", "trigger", "e2e_deadline", "--run-id", "e2e_slow_1")

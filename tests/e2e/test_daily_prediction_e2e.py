@@ -66,7 +66,7 @@ def _pipeline(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e")
     warehouse, model, runs = root / "warehouse", root / "models" / "model.pkl", root / "runs"
     # Data up to today (JST): the scheduler also creates today's run once the DAG is unpaused.
@@ -100,7 +100,9 @@ def stack(tmp_path_factory):
             "DAILY_PREDICTION_POLL_SECONDS": "15",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         }
-        airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+        airflow = AirflowStack(
+            root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
+        )
         with airflow:
             deadline = time.monotonic() + 180
             wanted = {"daily_prediction", "e2e_failing_prediction"}
@@ -173,12 +175,16 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
     time.sleep(3)
     rows = _wait_runs(stack, "daily_prediction", 3)
     assert [r[2] for r in rows] == ["success"] * 3
-    tries = stack.query(
-        "SELECT ti.try_number FROM task_instance ti JOIN dag_run dr "
-        "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id "
-        "WHERE ti.dag_id = 'daily_prediction' AND dr.logical_date LIKE '2026-10-30 21:00:00%'"
-    )
-    assert tries == [(2,)], tries  # the cleared task really ran again
+    tries = [
+        try_number
+        for try_number, logical_date in stack.query(
+            "SELECT ti.try_number, dr.logical_date FROM task_instance ti JOIN dag_run dr "
+            "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id "
+            "WHERE ti.dag_id = 'daily_prediction' AND dr.run_type = 'backfill'"
+        )
+        if jst_ds(logical_date) == "2026-10-31"
+    ]
+    assert tries == [2], tries  # the cleared task really ran again
     after = _runs_by_name(stack.runs)
     cleared = "daily_prediction__predict__2026-10-30T210000Z"
     assert after - runs_before == Counter({f"{cleared}__c1": 1})  # one new run, for the clear
