@@ -101,10 +101,10 @@ deployed; `plugins/kfp_bridge_plugin.py` offers the same functions to other DAGs
 **Backfill target dates A..B.** Bare dates mean 00:00 UTC and shift the range by a
 day; ask for whole JST days:
 
-```
-airflow backfill create --dag-id daily_prediction \\
-    --from-date AT00:00:00+09:00 --to-date BT23:59:59+09:00
-```
+- `airflow backfill create`
+- `--dag-id daily_prediction`
+- `--from-date AT00:00:00+09:00`
+- `--to-date BT23:59:59+09:00`
 
 In the UI's backfill dialog, with the UI time zone set to Asia/Tokyo (user menu),
 pick A 00:00 to B 23:59.

@@ -108,9 +108,7 @@ class PostgresServer:
         """A new database; its SQLAlchemy URL for Airflow (psycopg2)."""
         import psycopg2
 
-        con = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=self.user, dbname="postgres"
-        )
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
         con.autocommit = True
         try:
             with con.cursor() as cur:
