@@ -125,8 +125,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	scripts/lint_workflows.sh .github/workflows
 
+# tests/e2e and tests/browser start their own PostgreSQL and Airflow stacks; the browser tests
+# need Debian's chromium (.ci/run installs it and postgresql; without CI they are skipped).
 test: setup lint bigquery-emulator
-	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/e2e tests/ci
+	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci
 	$(PIPELINE_PY) -m pytest tests/pipeline tests/contract
 
 bench: bench-pipeline bench-triggerer bench-triggerer-stack bench-dag-parse

@@ -37,6 +37,7 @@ def test_airflow_services_build_the_image_and_run_their_component():
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(
             "http://airflow-apiserver:8080/"
         )
+        assert env["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "Asia/Tokyo"
         conn = json.loads(env["AIRFLOW_CONN_KFP_DEFAULT"])
         assert conn["conn_type"] == "kfp" and conn["extra"]["backend"] == "local"
 
