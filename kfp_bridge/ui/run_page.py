@@ -91,7 +91,7 @@ def _backend(conn_id: str):
         raise HTTPException(404, f"connection {conn_id!r}: {exc}") from exc
     if backend_name != "local":
         raise HTTPException(404, f"connection {conn_id!r} does not use the local backend")
-    return hook.get_backend()
+    return hook.get_conn()
 
 
 def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -284,12 +284,12 @@ def test_hook_gives_local_runs_the_page_url(state_dir, monkeypatch):
     for key, value in local_connection_env(state_dir, CONN_ID).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/team-a/")
-    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_backend()
+    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_conn()
     assert backend.run_url("r1") == (
         "https://airflow.example.com/team-a/kfp-bridge/local-runs/r1?conn_id=kfp_page"
     )
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "")  # unset: Airflow's own fallback
-    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_backend()
+    backend = KubeflowPipelineHook(kfp_conn_id=CONN_ID).get_conn()
     assert backend.run_url("r1") == f"{FALLBACK_BASE_URL}kfp-bridge/local-runs/r1?conn_id=kfp_page"
     assert local_run_url("r1", base_url="http://h:1/") == "http://h:1/kfp-bridge/local-runs/r1"
 
