@@ -37,6 +37,7 @@ from kfp_bridge.operators.kfp import (
 )
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
+from kfp_bridge.ui.urls import FALLBACK_BASE_URL, local_run_url
 from tests.bridge._helpers import (
     AIRFLOW_BIN,
     PIPELINE_PYTHON,
@@ -685,9 +686,12 @@ def test_worker_killed_mid_wait_then_retry_leaves_exactly_one_run(airflow_home):
             "AND logical_date LIKE '2026-11-26 21:00%' ORDER BY id DESC LIMIT 1)"
         ).fetchall()
     xcom = {key: json.loads(value) for key, value in rows}
+    # Inside Airflow a local run's URL is its page on the api-server ([api] base_url unset
+    # here: Airflow's own fallback), not the file:// URL the bare backend reports.
+    page = local_run_url(run.run_id, conn_id="kfp_local", base_url=FALLBACK_BASE_URL)
     assert xcom == {
-        "return_value": {"run_id": run.run_id, "run_url": run.url},
-        "kubeflow_run_url": run.url,
+        "return_value": {"run_id": run.run_id, "run_url": page},
+        "kubeflow_run_url": page,
     }
 
 

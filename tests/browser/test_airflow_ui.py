@@ -444,3 +444,20 @@ def test_run_page_refused_without_login(browser, ui, ui_runs, shots):
     shots("login page from the run page")
     listing = page.goto(f"{ui.url}/kfp-bridge/local-runs/")
     assert listing.status == 401 and "daily_prediction__" not in page.content()
+
+
+def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots):
+    page = login(ui, shots)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_text("Local Kubeflow runs", exact=True).click()
+    page.wait_for_url(re.compile(r".*/plugin/kfp-local-runs"))
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="Local Kubeflow runs").wait_for()
+    shots("local runs in the Browse menu")
+    row = frame.locator(f'#runs tr:has(td.target-date:text-is("{RUN_TARGET_DATE}"))')
+    assert "SUCCEEDED" in row.inner_text()
+    assert "FAILED" in frame.locator("#runs tr", has_text=FAILING_DAG_ID).first.inner_text()
+    row.get_by_role("link").click()
+    frame.locator("#target-date").wait_for()
+    shots("a local run from the list")
+    assert frame.locator("#target-date").inner_text() == RUN_TARGET_DATE
