@@ -283,8 +283,13 @@ def read_run(backend: LocalBackend, run_id: str) -> RunView:
     tail, truncated = log_tail(folder)
     steps = _steps(folder, summary.state)
     outputs = _read_json(folder, "outputs.json")
-    rows = [s.metrics[ROWS_WRITTEN_METRIC] for s in steps if ROWS_WRITTEN_METRIC in s.metrics]
     files = [v for v in outputs.values() if isinstance(v, str)]
+    partition_file = files[0] if len(files) == 1 else None
+    # The rows are those the step that produced the pipeline's output reports writing
+    # (a features step may log rows_written for its own table).
+    producers = [s for s in steps if partition_file and partition_file in s.outputs.values()]
+    reporting = producers or steps
+    rows = [s.metrics[ROWS_WRITTEN_METRIC] for s in reporting if ROWS_WRITTEN_METRIC in s.metrics]
     return RunView(
         **summary.__dict__,
         task_id=(request.get("labels") or {}).get("airflow-task-id"),
@@ -294,8 +299,8 @@ def read_run(backend: LocalBackend, run_id: str) -> RunView:
         parameters=_redact(dict(request.get("parameters") or {})),
         steps=steps,
         outputs=outputs,
-        partition_file=files[0] if len(files) == 1 else None,
-        partition_rows=int(rows[-1]) if rows else None,
+        partition_file=partition_file,
+        partition_rows=int(rows[0]) if len(rows) == 1 else None,
         log_tail=tail,
         log_truncated=truncated,
     )

@@ -237,18 +237,23 @@ def test_partition_comes_from_what_the_run_reports(backend, runs, tmp_path):
     try:
         partition = "/warehouse/predictions/2026-12-01.parquet"
         (copy / "outputs.json").write_text(json.dumps({"Output": partition}))
-        step = next((copy / "outputs").iterdir()) / "shout"
-        step.mkdir(parents=True, exist_ok=True)
-        (step / "executor_output.json").write_text(
-            json.dumps(
-                {
-                    "parameterValues": {"Output": partition},
-                    "artifacts": {
-                        "metrics": {"artifacts": [{"metadata": {"rows_written": 9997.0}}]}
-                    },
-                }
+        pipeline_run = next((copy / "outputs").iterdir())
+        # Both steps log rows_written; only "greet" (the first) produced the pipeline's output.
+        for step, output, rows in (
+            ("greet", partition, 9997.0),
+            ("shout", "/warehouse/user_features/2026-12-01.parquet", 10000.0),
+        ):
+            (pipeline_run / step).mkdir(parents=True, exist_ok=True)
+            (pipeline_run / step / "executor_output.json").write_text(
+                json.dumps(
+                    {
+                        "parameterValues": {"Output": output},
+                        "artifacts": {
+                            "metrics": {"artifacts": [{"metadata": {"rows_written": rows}}]}
+                        },
+                    }
+                )
             )
-        )
         view = local_runs.read_run(backend, run_id)
         assert (view.partition_file, view.partition_rows) == (partition, 9997)
     finally:
