@@ -112,6 +112,7 @@ class UiStack:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(connection),
                 "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(self.warehouse),
+                "DAILY_PREDICTION_WAREHOUSE": str(self.warehouse),  # the DAG's Assets
                 "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
                 "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
                 "KFP_BRIDGE_HOME": str(REPO),
