@@ -140,7 +140,11 @@ with DAG(
     default_args={
         "owner": "recommendation",
         "retries": 3,
-        "retry_delay": timedelta(minutes=5),
+        # Seconds before the first retry (then doubling, at most an hour); shortened only
+        # where a run is watched, such as benchmarks/compare.py.
+        "retry_delay": timedelta(
+            seconds=float(os.environ.get("DAILY_PREDICTION_RETRY_DELAY_SECONDS", "300"))
+        ),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(hours=1),
         "execution_timeout": timedelta(hours=3),

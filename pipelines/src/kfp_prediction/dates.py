@@ -67,3 +67,29 @@ class TargetWindow:
     @property
     def last_day(self) -> dt.date:
         return self.target_date - dt.timedelta(days=1)
+
+
+def jst_date_of_run_time(scheduled_time_utc: str, create_time_utc: str = "") -> str:
+    """The JST date of a run's scheduled time, else of its create time (KFP-only variant).
+
+    The values are what KFP substitutes for ``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``
+    and ``dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER``: RFC 3339 UTC such as
+    ``2026-11-26T21:00:00Z`` on backend 2.17.0, an empty string on 2.16, the placeholder itself
+    (unresolved) on older backends. Only a time with a zone is accepted: a bare date or a local
+    time would silently be read in the wrong zone.
+    """
+    seen = []
+    for value in (scheduled_time_utc, create_time_utc):
+        text = (value or "").strip()
+        seen.append(text)
+        try:
+            instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if instant.tzinfo is not None:
+            return instant.astimezone(JST).date().isoformat()
+    raise TargetDateError(
+        f"no run time to take the target date from: schedule time {seen[0]!r}, create time "
+        f"{seen[1]!r} (KFP resolves these placeholders from backend 2.17.0 on; 2.16 leaves "
+        "them empty, older backends pass them through unresolved)"
+    )

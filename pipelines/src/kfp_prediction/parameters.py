@@ -89,9 +89,12 @@ def step_arguments(step: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {p.name: values[p.name] for p in step_parameters(step)}
 
 
-def signature(return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
+def signature(
+    return_annotation: Any = inspect.Signature.empty,
+    params: tuple[Parameter, ...] = ROOT_PARAMETERS,
+) -> inspect.Signature:
     """The pipeline function's signature: required parameters first, then the defaulted."""
-    ordered = sorted(ROOT_PARAMETERS, key=lambda p: not p.required)
+    ordered = sorted(params, key=lambda p: not p.required)
     return inspect.Signature(
         [
             inspect.Parameter(
@@ -106,16 +109,20 @@ def signature(return_annotation: Any = inspect.Signature.empty) -> inspect.Signa
     )
 
 
-def docstring(summary: str) -> str:
+def docstring(summary: str, params: tuple[Parameter, ...] = ROOT_PARAMETERS) -> str:
     """``summary`` plus a Google-style ``Args:`` section; KFP turns it into descriptions."""
     lines = [summary, "", "Args:"]
-    lines += [f"    {p.name}: {p.description}" for p in ROOT_PARAMETERS]
+    lines += [f"    {p.name}: {p.description}" for p in params]
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser, optional: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    optional: tuple[str, ...] = (),
+    params: tuple[Parameter, ...] = ROOT_PARAMETERS,
+) -> None:
     """One command-line option per root parameter; ``optional`` ones may be left out."""
-    for p in ROOT_PARAMETERS:
+    for p in params:
         kwargs: dict[str, Any] = {"type": p.type, "help": p.description}
         if p.required and p.name not in optional:
             kwargs["required"] = True
