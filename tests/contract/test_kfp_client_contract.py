@@ -360,3 +360,34 @@ def test_multi_user_identity_header(multi_user_server, tmp_path, monkeypatch):
     seen = multi_user_server.requests()[-1]
     assert seen["user"] == "bob@example.com" and seen["authorization"] is None
     assert isinstance(bob.list_experiments(), kfp_server_api.V2beta1ListExperimentsResponse)
+
+
+def test_delete_recurring_run_with_a_propagation_policy(client, server):
+    """v2beta1 ``DeleteRecurringRunRequest.propagation_policy`` (``recurring_run.proto``)."""
+    exp = client.create_experiment("schedules")
+    jobs = [
+        client.create_recurring_run(
+            exp.experiment_id,
+            f"daily-{i}",
+            cron_expression="0 0 21 * * *",
+            pipeline_package_path=str(TINY),
+            params={"message": "m"},
+        )
+        for i in range(2)
+    ]
+    with pytest.raises(ApiException) as err:
+        client.recurring_runs.recurring_run_service_delete_recurring_run(
+            jobs[0].recurring_run_id, propagation_policy="SOMETIMES"
+        )
+    assert err.value.status == 400 and "propagation_policy" in error_body(err.value)["message"]
+    client.recurring_runs.recurring_run_service_delete_recurring_run(
+        jobs[0].recurring_run_id, propagation_policy="ORPHAN"
+    )
+    client.delete_recurring_run(jobs[1].recurring_run_id)  # kfp.Client sends no policy
+    assert server.deleted_recurring_runs() == [
+        {"recurring_run_id": jobs[0].recurring_run_id, "propagation_policy": "ORPHAN"},
+        {
+            "recurring_run_id": jobs[1].recurring_run_id,
+            "propagation_policy": "DELETE_PROPAGATION_POLICY_UNSPECIFIED",
+        },
+    ]

@@ -91,6 +91,7 @@ def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str,
         }
     )
     env.pop("DAILY_PREDICTION_DEADLINE_HOURS", None)
+    env.pop("DAILY_PREDICTION_RETRY_DELAY_SECONDS", None)
     return env
 
 

@@ -89,6 +89,7 @@ def test_dag_imports_and_settings(airflow_env):
                 "tasks": dag.task_ids,
                 "retries": task.retries,
                 "backoff": task.retry_exponential_backoff,
+                "retry_delay": task.retry_delay.total_seconds(),
                 "max_retry_delay": task.max_retry_delay.total_seconds(),
                 "execution_timeout": task.execution_timeout.total_seconds(),
                 "pipeline_file": task.pipeline_file,
@@ -122,6 +123,7 @@ def test_dag_imports_and_settings(airflow_env):
     assert info["tasks"] == ["predict"]
     assert info["retries"] >= 2
     assert info["backoff"] and info["backoff"] > 1
+    assert info["retry_delay"] == 300  # DAILY_PREDICTION_RETRY_DELAY_SECONDS unset
     assert info["max_retry_delay"] > 0
     assert info["execution_timeout"] > 0
     assert "daily_prediction_pipeline_file" in info["pipeline_file"]  # a template

@@ -140,6 +140,13 @@ VERSION_LISTING = listing.Listing(
     "pipeline_version_id",
     "PipelineVersion",
 )
+# backend/api/v2beta1/recurring_run.proto enum DeletePropagationPolicy, in number order.
+DELETE_PROPAGATION_POLICIES = (
+    "DELETE_PROPAGATION_POLICY_UNSPECIFIED",
+    "FOREGROUND",
+    "BACKGROUND",
+    "ORPHAN",
+)
 RECURRING_RUN_LISTING = listing.Listing(
     {
         **{k: k for k in ("recurring_run_id", "display_name", "created_at", "updated_at")},
@@ -331,6 +338,7 @@ class _State:
             self.pipelines: dict[str, dict[str, Any]] = {}
             self.versions: dict[str, dict[str, Any]] = {}
             self.recurring_runs: dict[str, dict[str, Any]] = {}
+            self.deleted_recurring_runs: list[dict[str, str]] = []
             self.logs: dict[tuple[str, str], str] = {}
             self.custom_logs: set[tuple[str, str]] = set()
             self.pods_gone: set[str] = set()
@@ -1181,9 +1189,24 @@ class _State:
         return {}
 
     def delete_recurring_run(self, req: _Request, recurring_run_id: str) -> dict[str, Any]:
+        """``job_server.go`` ``DeleteRecurringRun`` (v2beta1): an optional
+        ``propagation_policy`` (``recurring_run.proto`` ``DeletePropagationPolicy``, since
+        2.15) that ``resource_manager.go`` ``DeleteJob`` passes on as the ScheduledWorkflow's
+        Kubernetes delete propagation (``ORPHAN`` keeps the Argo Workflows it owns). An
+        unknown value is a query-parameter parse error of grpc-gateway v2 (400)."""
+        policy = req.query.get("propagation_policy", "DELETE_PROPAGATION_POLICY_UNSPECIFIED")
+        names = {str(i): name for i, name in enumerate(DELETE_PROPAGATION_POLICIES)}
+        policy = names.get(policy, policy)
+        if policy not in DELETE_PROPAGATION_POLICIES:
+            raise ApiError(
+                400, f'parsing field "propagation_policy": {policy!r} is not a valid value'
+            )
         job = self._recurring_run(recurring_run_id, "Failed to delete a recurring run")
         self.authorize(req, job["namespace"], "delete", "jobs")
         del self.recurring_runs[recurring_run_id]
+        self.deleted_recurring_runs.append(
+            {"recurring_run_id": recurring_run_id, "propagation_policy": policy}
+        )
         return {}
 
     # -- uploads -------------------------------------------------------------
@@ -1488,6 +1511,8 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
         return [_public(v) for v in state.versions.values()]
     if method == "GET" and path == "/recurring_runs":
         return list(state.recurring_runs.values())
+    if method == "GET" and path == "/deleted_recurring_runs":
+        return state.deleted_recurring_runs
     if method == "GET" and path == "/requests":
         return state.request_log
     if m := re.fullmatch(r"/runs/([^/]+)/state", path):
@@ -1850,6 +1875,10 @@ class _Controls:
 
     def recurring_runs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/recurring_runs")
+
+    def deleted_recurring_runs(self) -> list[dict[str, str]]:
+        """Each deleted recurring run's id and the propagation policy of its delete."""
+        return self._call("GET", "/deleted_recurring_runs")
 
     def requests(self) -> list[dict[str, Any]]:
         """Every API request received: method, path, query, authorization, user header, time."""
