@@ -216,11 +216,21 @@ class Run:
     wrote: list[str] = field(default_factory=list)
     attempts: int = 0  # tries of the failed step (KFP-only) or pipeline runs started (ours)
     wall_s: float = 0.0
+    pipeline_s: float | None = None  # ours: seconds inside the pipeline runs it started
     cpu_s: float = 0.0
     processes: int = 0
     commands: list[str] = field(default_factory=list)  # what the processes were
     slack: list[str] = field(default_factory=list)
     log: str = ""
+
+
+def _run_seconds(state_file: Path) -> float:
+    """How long a local backend run ran (its runner's start to finish)."""
+    state = json.loads(state_file.read_text())
+    start, end = state.get("started_at"), state.get("finished_at")
+    if not start or not end:
+        return 0.0
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
 
 
 def _snapshot(warehouse: Path) -> dict[str, tuple[int, int]]:
@@ -386,6 +396,7 @@ class Comparison:
         measured = self._record(run, cmd, self._airflow_env())
         started = set(self.local_runs.glob("*/request.json")) - before
         run.attempts = len(started)
+        run.pipeline_s = round(sum(_run_seconds(p.parent / "state.json") for p in started), 1)
         run.state = "success" if measured.returncode == 0 else "failed"
 
     def _withhold(self, day: dt.date) -> None:
@@ -558,7 +569,7 @@ def render(facts: dict[str, Any]) -> str:
     )
     row(
         "partitions at the end (times written)",
-        [", ".join(f"{d} ({n} times)" for d, n in ways[w]["times_written"].items()) for w in WAYS],
+        [", ".join(f"{d} ({n})" for d, n in ways[w]["times_written"].items()) for w in WAYS],
     )
     row(
         "rerun one date: command",
@@ -598,23 +609,23 @@ def render(facts: dict[str, Any]) -> str:
         [_secret_cell(w, ways[w]["secret_files"]) for w in WAYS],
     )
     for label in labels:
-        row(
-            f"wall s / CPU s / processes, {label}",
-            [
-                f"{by_label[w][label]['wall_s']} / {by_label[w][label]['cpu_s']} / "
-                f"{by_label[w][label]['processes']}"
-                for w in WAYS
-            ],
-        )
+        cells = []
+        for w in WAYS:
+            run = by_label[w][label]
+            inside = f" (runs {run['pipeline_s']})" if run["pipeline_s"] is not None else ""
+            cells.append(f"{run['wall_s']}{inside} / {run['cpu_s']} / {run['processes']}")
+        row(f"wall s / CPU s / processes, {label}", cells)
     notes = [
         f"Produced {facts['produced_at']} (load average {facts['load_average']}), demo data "
         f"(10,000 users), retries 3 with a {RETRY_DELAY_SECONDS} s first delay on both sides.",
         "Clocks: naive compiled and run under `faketime` (TZ=Asia/Tokyo); placeholder variant: "
         "scheduled time fed explicitly as the KFP 2.17 driver resolves it (D-1 21:00:00Z; the "
         "rerun's create time); ours: the logical date, real clock.",
-        "Wall/CPU/processes are per command on kfp.local (every task a process); processes are "
-        "sampled every 50 ms (a floor). Ours includes the `airflow dags test` process "
-        f"(metadata DB migrated once beforehand: {facts.get('airflow_db_migrate_s', '?')} s).",
+        "Wall/CPU/processes are per command on kfp.local (every task a process); processes and "
+        "CPU are sampled every 50 ms (floors). Ours is the whole `airflow dags test` command "
+        "(Airflow's start, DAG parse, 1 s polls, retry delays); '(runs N)' is the time inside "
+        "the pipeline runs it started. The metadata DB was migrated once beforehand "
+        f"({facts.get('airflow_db_migrate_s', '?')} s).",
     ]
     return "\n".join([*rows, "", *notes])
 
