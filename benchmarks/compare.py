@@ -261,7 +261,8 @@ class Comparison:
 
     # environments
     def _base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FAKETIME"))}
+        prefixes = ("AIRFLOW", "FAKETIME", "DAILY_PREDICTION_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
         env.pop("LD_PRELOAD", None)
         env["PYTHONWARNINGS"] = "ignore"
         return env
@@ -291,7 +292,7 @@ class Comparison:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(kfp),
             "AIRFLOW_CONN_SLACK_DEFAULT": json.dumps(slack),
-            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(self.warehouses["ours"]),
+            "DAILY_PREDICTION_WAREHOUSE": str(self.warehouses["ours"]),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(self.model),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
             "KFP_BRIDGE_HOME": str(REPO),
