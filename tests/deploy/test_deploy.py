@@ -11,6 +11,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kfp
@@ -287,6 +289,33 @@ def test_a_host_that_is_no_kfp_api_is_named(server, capsys):
     server.set_server_version("1.8.5")  # KFP 1.x: no /apis/v2beta1 at all
     code, _, err = deploy(capsys, *upload_args(server))
     assert code == 1 and "is not a KFP API (HTTP 404" in err
+
+
+def test_a_login_page_instead_of_the_api_is_named(capsys):
+    """An authenticating proxy that answers with an HTML page (IAP's sign-in) is no KFP API."""
+
+    class LoginPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>Sign in</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{proxy.server_address[1]}"
+        code, _, err = deploy(capsys, "--host", host, "--pipeline-file", str(MAIN),
+                              "--pipeline-name", "daily-prediction")  # fmt: skip
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert code == 1 and "did not answer like a KFP API" in err and "--auth google" in err
 
 
 def test_bad_token_is_refused_with_a_clear_message(server, capsys, monkeypatch):

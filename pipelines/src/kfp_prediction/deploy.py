@@ -226,10 +226,17 @@ def check_host(host: str, token: str | None) -> None:
         ) from None
     except urllib.error.URLError as exc:
         raise DeployError(f"cannot reach the KFP API at {host}: {exc.reason}") from None
-    except (TimeoutError, ValueError) as exc:
-        raise DeployError(f"{host} did not answer like a KFP API: {exc}") from None
+    except TimeoutError:
+        raise DeployError(
+            f"the KFP API at {host} did not answer within {TIMEOUT_SECONDS} s"
+        ) from None
+    except ValueError:
+        body = None
     if not isinstance(body, dict):
-        raise DeployError(f"{host} did not answer like a KFP API (healthz is not an object)")
+        raise DeployError(
+            f"{host} did not answer like a KFP API (its healthz is not a JSON object: a login "
+            "page of an authenticating proxy? then --auth google or --auth token)"
+        )
 
 
 def connect(host: str, token: str | None, namespace: str | None) -> Any:
