@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,7 +151,9 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, timeout: float 
     """Run ``cmd`` to completion with its output in ``log``; wall time, CPU, processes."""
     start = time.monotonic()
     with log.open("w") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
         counter = ProcessCounter(process.pid)
         counter.start()
         try:
@@ -158,8 +161,9 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, timeout: float 
         finally:
             counter.done.set()
             counter.join()
-            if process.poll() is None:
-                process.kill()
+            if process.poll() is None:  # timed out or interrupted: its whole process group
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return Measured(
         returncode,
         time.monotonic() - start,
@@ -208,6 +212,8 @@ class Webhook:
 # -- one run of one way -------------------------------------------------------------------------
 @dataclass
 class Run:
+    """One command of one way and what it did."""
+
     way: str
     label: str  # D1, D2, D3, rerun D2
     target_date: str  # the date this run is meant for
