@@ -87,6 +87,27 @@ def _target_date_line(dag_run: Any) -> str:
     return f"Target date (JST): {date}"
 
 
+def _register_kfp_secrets(context: Any) -> None:
+    """Mask the secrets of the task's (or DAG's) kfp connections in this process.
+
+    A callback may run where the connection was never read (the dag-processor, a
+    resumed worker), and the error it reports may be the service's text.
+    """
+    tasks = [context.get("task")]
+    dag = context.get("dag")
+    tasks += list(getattr(dag, "tasks", None) or [])
+    conn_ids = {getattr(t, "kfp_conn_id", None) for t in tasks} - {None}
+    if not conn_ids:
+        return
+    from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+
+    for conn_id in sorted(conn_ids):
+        try:
+            KubeflowPipelineHook(kfp_conn_id=conn_id).register_secrets()
+        except Exception:  # a missing connection must not stop the message
+            continue
+
+
 def _kubeflow_run_url(ti: Any) -> str | None:
     try:
         url = ti.xcom_pull(task_ids=ti.task_id, key=RUN_URL_XCOM_KEY)
@@ -151,6 +172,7 @@ class _SafeSlackNotifier(BaseNotifier):
 
     def _prepare(self, context: Any) -> Any:
         """The provider's notifier holding the message, or None when nothing is to be sent."""
+        _register_kfp_secrets(context)
         try:
             text = self.build_text(context)
         except Exception:

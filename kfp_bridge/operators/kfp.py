@@ -48,6 +48,7 @@ from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID, KubeflowPipelineHook
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_source import load_compiled_pipeline
 from kfp_bridge.pipeline_spec import CompiledPipeline, pipeline_from_spec
+from kfp_bridge.redaction import airflow_redact
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
@@ -251,7 +252,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def _waiter(self) -> RunWaiter:
-        return RunWaiter(lambda: self.backend, self.policy, log=self.log)
+        return RunWaiter(lambda: self.backend, self.policy, log=self.log, redact=airflow_redact)
 
     # -- execute ---------------------------------------------------------------------------
 
@@ -463,6 +464,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
         self._outlet_events = context.get("outlet_events")
+        # This process has not read the connection yet: register its secrets before any
+        # service text (the run's error, the service's message) is logged or raised.
+        self.hook.register_secrets()
         run_event = RunEvent.from_payload(event)
         if run_event.run_url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
@@ -634,8 +638,5 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:
-    return (
-        f"Kubeflow Pipelines refused the credentials of connection {conn_id!r} (HTTP 401/403): "
-        f"{detail}. Check the connection's token or Google credentials, that they have not "
-        "expired, and that they may access the namespace / project. Not retrying."
-    )
+    # The backend's message already says what to check; saying it again is noise.
+    return f"Connection {conn_id!r}: the service refused its credentials, not retrying. {detail}"

@@ -208,8 +208,9 @@ def test_auth_or_not_found_event_fails_without_retries(
     break_it(kfp_server, deferred.value.trigger.run_id)
     event = _run_trigger(deferred.value.trigger)
     assert RunEvent.from_payload(event).outcome is outcome
-    with pytest.raises(AirflowFailException, match=named):  # 401/403/404: retries cannot help
+    with pytest.raises(AirflowFailException, match=named) as err:  # 401/403/404: no retries
         op.execute_complete(context, event)
+    assert str(err.value).lower().count("check") == 1, err.value  # the advice, once
 
 
 @pytest.mark.parametrize(
