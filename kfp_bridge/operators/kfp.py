@@ -44,6 +44,7 @@ from kfp_bridge.exceptions import (
     RunFailedError,
     RunNotFoundError,
 )
+from kfp_bridge.failures import parse_failure
 from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID, KubeflowPipelineHook
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_source import load_compiled_pipeline
@@ -493,6 +494,13 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.log.error(
                 "Run %s ended %s: %s\nRun page: %s", event.run_id, state, message, event.run_url
             )
+            failure = parse_failure(event.message)
+            if failure is not None and failure.permanent:
+                # Bad input fails the same way on every try: fail now, naming it.
+                raise AirflowFailException(
+                    f"Kubeflow run {event.run_id} failed on bad input, not retrying: "
+                    f"{failure.error_type}: {failure.message}"
+                )
             raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")
         if event.outcome is Outcome.TIMED_OUT:
             self.log.error(

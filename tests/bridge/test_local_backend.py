@@ -15,6 +15,7 @@ import pytest
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
+from kfp_bridge.failures import parse_failure
 from tests.bridge._helpers import (
     PIPELINE_PYTHON,
     process_group_alive,
@@ -80,6 +81,18 @@ def test_component_failure_surfaces_the_component_error(backend):
     )
     assert "Inner task failed: 'greet'" in final.error
     assert "\x1b[" not in final.error  # no terminal colour codes in Slack/Airflow logs
+
+
+@pytest.mark.parametrize("kind", ["permanent", "retryable"])
+def test_the_component_verdict_reaches_the_run_error(backend, kind):
+    """The marker line the component prints before its traceback is in the run's error."""
+    status = backend.submit(tiny_request(f"verdict-{kind}", failure=kind))
+    final = wait_terminal(backend, status.run_id)
+    assert final.state is RunState.FAILED
+    failure = parse_failure(final.error)
+    assert failure is not None
+    assert (failure.kind, failure.error_type) == (kind, "BadGreetingError")
+    assert "cannot greet 'hello'" in failure.message
 
 
 def test_cancel_kills_the_process_group_and_records_canceled(backend):

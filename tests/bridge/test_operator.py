@@ -176,6 +176,40 @@ def test_failed_event_fails_the_task_with_the_run_error(kfp_server, kfp_conn_id)
     assert "--- last lines of the log of task greet" in "\n".join(rest)
 
 
+PERMANENT = (
+    "kfp-bridge-failure: permanent ModelDigestMismatchError: model /models/model.pkl has "
+    "sha256 ab12, expected cd34 (parameter model_sha256)"
+)
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+@pytest.mark.parametrize("kind", ["permanent", "retryable"])
+def test_a_permanent_failure_fails_at_once_naming_the_input(
+    kfp_server, kfp_conn_id, deferrable, kind
+):
+    marker = PERMANENT.replace("permanent", kind, 1)
+    error = f"task predict-and-write failed:\n{marker}\nTraceback (most recent call last):\n..."
+    kfp_server.set_schedule(outcome="FAILED", error=error)
+    op = _operator(kfp_conn_id, deferrable=deferrable, retries=3)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    if deferrable:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)
+        finish = lambda: op.execute_complete(context, _run_trigger(deferred.value.trigger))  # noqa: E731
+    else:
+        finish = lambda: op.execute(context)  # noqa: E731
+    if kind == "permanent":  # bad input: no retry can help, and the message names it
+        with pytest.raises(
+            AirflowFailException,
+            match=r"failed on bad input, not retrying: ModelDigestMismatchError: .*model_sha256",
+        ):
+            finish()
+    else:
+        with pytest.raises(RunFailedError, match="ended FAILED") as err:
+            finish()
+        assert not isinstance(err.value, AirflowFailException)
+
+
 def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000)
     op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
