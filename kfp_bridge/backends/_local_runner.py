@@ -30,9 +30,9 @@ else:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_ERROR_LINES = 40
-# The line a component prints to say its failure is permanent or retryable; the
-# bridge reads it (kfp_bridge.failures.MARKER, same text: a test checks it).
-FAILURE_MARKER = "kfp-bridge-failure:"
+# The report line a component prints for the bridge (kfp_bridge.run_report.PREFIX, same
+# text: a test checks it); a failure report is kept whole in the run's error.
+REPORT_PREFIX = "kfp-bridge-report:"
 
 
 def _read_state(run_dir: Path) -> dict:
@@ -58,8 +58,8 @@ def failing_task_error(log_text: str, summary: str) -> str:
 
     ``kfp.local`` prints each task's output indented, then
     ``Task 'NAME' finished with status FAILURE``; the traceback just before that
-    line is what a person on call needs to see. A ``kfp-bridge-failure:`` line the
-    component printed (permanent or retryable) comes second, whole.
+    line is what a person on call needs to see. The last ``kfp-bridge-report:`` line
+    the component printed (its failure report: permanent or not) comes second, whole.
     """
     lines = _ANSI.sub("", log_text).splitlines()
     end = next(
@@ -83,7 +83,7 @@ def failing_task_error(log_text: str, summary: str) -> str:
     task = re.search(r"Task '([^']+)'", lines[end])
     head = f"Task {task.group(1)!r} failed: {last}" if task and last else summary
     # The component's own verdict (printed before its traceback), kept whole for the bridge.
-    marker = next((ln.strip() for ln in reversed(lines[:end]) if FAILURE_MARKER in ln), None)
+    marker = next((ln.strip() for ln in reversed(lines[:end]) if REPORT_PREFIX in ln), None)
     verdict = [marker] if marker and marker not in block else []
     first = [head, summary] if head != summary else [summary]
     return "\n".join([first[0], *verdict, *first[1:], *block])

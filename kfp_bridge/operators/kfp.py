@@ -497,8 +497,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             failure = parse_failure(event.message)
             if failure is not None and failure.permanent:
                 # Bad input fails the same way on every try: fail now, naming it.
+                where = f" (input {failure.input})" if failure.input else ""
                 raise AirflowFailException(
-                    f"Kubeflow run {event.run_id} failed on bad input, not retrying: "
+                    f"Kubeflow run {event.run_id} failed on bad input{where}, not retrying: "
                     f"{failure.error_type}: {failure.message}"
                 )
             raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")

@@ -91,8 +91,8 @@ def test_the_component_verdict_reaches_the_run_error(backend, kind):
     assert final.state is RunState.FAILED
     failure = parse_failure(final.error)
     assert failure is not None
-    assert (failure.kind, failure.error_type) == (kind, "BadGreetingError")
-    assert "cannot greet 'hello'" in failure.message
+    assert (failure.permanent, failure.error_type) == (kind == "permanent", "BadGreetingError")
+    assert (failure.input, failure.message) == ("message", "cannot greet 'hello'")
 
 
 def test_cancel_kills_the_process_group_and_records_canceled(backend):

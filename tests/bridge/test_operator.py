@@ -36,6 +36,7 @@ from kfp_bridge.operators.kfp import (
     sanitize_run_name,
 )
 from kfp_bridge.run_event import Outcome, RunEvent
+from kfp_bridge.run_report import report_line
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from tests.bridge._helpers import (
     AIRFLOW_BIN,
@@ -176,19 +177,20 @@ def test_failed_event_fails_the_task_with_the_run_error(kfp_server, kfp_conn_id)
     assert "--- last lines of the log of task greet" in "\n".join(rest)
 
 
-PERMANENT = (
-    "kfp-bridge-failure: permanent ModelDigestMismatchError: model /models/model.pkl has "
-    "sha256 ab12, expected cd34 (parameter model_sha256)"
-)
-
-
 @pytest.mark.parametrize("deferrable", [False, True])
-@pytest.mark.parametrize("kind", ["permanent", "retryable"])
+@pytest.mark.parametrize("permanent", [True, False])
 def test_a_permanent_failure_fails_at_once_naming_the_input(
-    kfp_server, kfp_conn_id, deferrable, kind
+    kfp_server, kfp_conn_id, deferrable, permanent
 ):
-    marker = PERMANENT.replace("permanent", kind, 1)
-    error = f"task predict-and-write failed:\n{marker}\nTraceback (most recent call last):\n..."
+    report = report_line(
+        "failure",
+        step="predict",
+        permanent=permanent,
+        error="ModelDigestMismatchError",
+        input="model_sha256",
+        message="model /models/model.pkl has sha256 ab12, expected cd34",
+    )
+    error = f"task predict failed:\n{report}\nTraceback (most recent call last):\n..."
     kfp_server.set_schedule(outcome="FAILED", error=error)
     op = _operator(kfp_conn_id, deferrable=deferrable, retries=3)
     context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
@@ -198,10 +200,10 @@ def test_a_permanent_failure_fails_at_once_naming_the_input(
         finish = lambda: op.execute_complete(context, _run_trigger(deferred.value.trigger))  # noqa: E731
     else:
         finish = lambda: op.execute(context)  # noqa: E731
-    if kind == "permanent":  # bad input: no retry can help, and the message names it
+    if permanent:  # bad input: no retry can help, and the message names it
         with pytest.raises(
             AirflowFailException,
-            match=r"failed on bad input, not retrying: ModelDigestMismatchError: .*model_sha256",
+            match=r"bad input \(input model_sha256\), not retrying: ModelDigestMismatchError: ",
         ):
             finish()
     else:
