@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
+from contextlib import suppress
 from pathlib import Path
 
 # Started by path (pipeline environment), this directory is first on sys.path and the
@@ -30,6 +33,7 @@ else:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_ERROR_LINES = 40
+ORPHAN_CHECK_SECONDS = 0.5
 # The report line a component prints for the bridge (kfp_bridge.run_report.PREFIX, same
 # text: a test checks it); a failure report is kept whole in the run's error.
 REPORT_PREFIX = "kfp-bridge-report:"
@@ -97,6 +101,35 @@ def _pipeline_root(request: dict, run_dir: Path) -> str:
     return str(run_dir / "outputs")
 
 
+def _stop_strays(pgid: int, only_orphans: bool) -> list[int]:
+    """SIGKILL processes of this run's group other than the runner; the pids it killed.
+
+    ``only_orphans``: only those whose parent is outside the group, i.e. a task process
+    whose wrapper (``sh -ec ... executor_main``) died: it would go on, unseen, and
+    could publish after the run is reported failed. Its death closes the pipe kfp.local
+    reads, so kfp.local then sees the task fail.
+    """
+    members = files.group_members(pgid)
+    killed = []
+    for pid, parent in members.items():
+        if pid == os.getpid() or (only_orphans and parent in members):
+            continue
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def _watch_for_orphans(stop: threading.Event) -> None:
+    pgid = os.getpgrp()
+    while not stop.wait(ORPHAN_CHECK_SECONDS):
+        for pid in _stop_strays(pgid, only_orphans=True):
+            print(
+                f"[kfp-bridge local runner] killed task process {pid}: its wrapper died",
+                flush=True,
+            )
+
+
 def main(run_dir_arg: str) -> int:
     run_dir = Path(run_dir_arg).resolve()
     request = json.loads((run_dir / files.REQUEST_FILE).read_text())
@@ -108,6 +141,10 @@ def main(run_dir_arg: str) -> int:
         f"pid {os.getpid()} started {files.utcnow()}",
         flush=True,
     )
+    # The pipeline's processes find the run (and whether it is still live) through this.
+    os.environ[files.RUN_DIR_ENV] = str(run_dir)
+    stop_watching = threading.Event()
+    threading.Thread(target=_watch_for_orphans, args=(stop_watching,), daemon=True).start()
     try:
         from kfp import components, local
 
@@ -135,6 +172,9 @@ def main(run_dir_arg: str) -> int:
             log_text = ""
         error = failing_task_error(log_text, summary)
         _transition(run_dir, "FAILED", error=error, finished_at=files.utcnow())
+        stop_watching.set()
+        # Reported failed: nothing of this run may go on (and publish) behind that report.
+        _stop_strays(os.getpgrp(), only_orphans=False)
         print(f"[kfp-bridge local runner] run FAILED {files.utcnow()}", flush=True)
         return 1
     _transition(run_dir, "SUCCEEDED", finished_at=files.utcnow())
