@@ -23,7 +23,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -98,17 +98,32 @@ def default_run_name(context: Context) -> str:
     Without a logical date (manual runs may have none) the dag run id stands in.
     """
     ti = context["ti"]
-    logical_date = context.get("logical_date")
-    if logical_date is not None:
+    dag_run = context.get("dag_run")
+    return run_name_for(
+        ti.dag_id,
+        ti.task_id,
+        context.get("logical_date") or getattr(dag_run, "run_id", None),
+        map_index=getattr(ti, "map_index", -1),
+        clear_number=getattr(dag_run, "clear_number", None) or 0,
+    )
+
+
+def run_name_for(
+    dag_id: str,
+    task_id: str,
+    logical_date: datetime | str,
+    *,
+    map_index: int | None = -1,
+    clear_number: int = 0,
+) -> str:
+    """The run name of a task instance (see :func:`default_run_name`); a run id for no date."""
+    if isinstance(logical_date, datetime):
         stamp = logical_date.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     else:
-        stamp = context["dag_run"].run_id
-    parts = [ti.dag_id, ti.task_id, stamp]
-    map_index = getattr(ti, "map_index", -1)
+        stamp = str(logical_date)
+    parts = [dag_id, task_id, stamp]
     if map_index is not None and map_index >= 0:
         parts.append(str(map_index))
-    dag_run = context.get("dag_run")
-    clear_number = getattr(dag_run, "clear_number", None) or 0
     if clear_number > 0:
         parts.append(f"c{clear_number}")
     return sanitize_run_name("__".join(parts))
