@@ -172,22 +172,6 @@ def stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader
 
 
-def our_dag_run(dag_id: str, since: dt.datetime):
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        run = (
-            session.query(DagRun)
-            .filter(DagRun.dag_id == dag_id, DagRun.run_after >= since)
-            .order_by(DagRun.id.desc())
-            .first()
-        )
-        if run is not None:
-            session.expunge(run)
-        return run
-
-
 def tidy(dag_id: str, since: dt.datetime, *, failed: bool) -> str | None:
     """Leave the metadata DB as a scheduler would: no stray trigger, real times. Run state."""
     from airflow.models.dagrun import DagRun
