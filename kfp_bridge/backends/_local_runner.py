@@ -83,7 +83,8 @@ def failing_task_error(log_text: str, summary: str) -> str:
     )
     block = [line[4:] if line.startswith("    ") else line for line in lines[start:end]]
     block = [line for line in block if line.strip()][-_MAX_ERROR_LINES:]
-    last = block[-1].strip() if block else ""
+    # the error's own last line (a failure report after the traceback is not it)
+    last = next((ln.strip() for ln in reversed(block) if REPORT_PREFIX not in ln), "")
     task = re.search(r"Task '([^']+)'", lines[end])
     head = f"Task {task.group(1)!r} failed: {last}" if task and last else summary
     # The component's own verdict (printed before its traceback), kept whole for the bridge.
