@@ -93,7 +93,7 @@ def test_bad_input_fails_the_task_at_once_naming_it(airflow_env, demo_inputs, sl
         extra_env={
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(local_conn),
             "AIRFLOW_CONN_SLACK_DEFAULT": slack_server.connection_uri(),
-            "AIRFLOW_VAR_DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "DAILY_PREDICTION_WAREHOUSE": str(warehouse),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
             "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": "0" * 64,
             "DAILY_PREDICTION_POLL_SECONDS": "1",
