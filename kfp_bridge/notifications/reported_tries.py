@@ -5,7 +5,7 @@ and, when the worker died or stopped heartbeating, the scheduler's heartbeat-
 timeout path *and* its executor-event ("state mismatch") path, which both ask the
 dag-processor to run the callback for the same try. Those processes share no
 memory, but both can read and write Airflow Variables, so the ledger is one
-Variable: ``{"dag|task|run|map": last reported try}``, newest entries kept.
+Variable: ``{"dag|task|run|map": [reported tries]}``, newest entries kept.
 
 The dag-processor runs the callbacks of one DAG file one after another, so its
 two paths cannot race; two workers failing different runs at the same moment
@@ -41,10 +41,14 @@ def claim(ti: Any) -> bool:
         raw = Variable.get(VARIABLE, default="{}")
         ledger = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
         key = _key(ti)
-        if int(ledger.get(key, 0)) >= int(try_number):
+        # The tries reported, not the last one: a dead worker's try can be reported by the
+        # dag-processor after the next try already failed and was reported by its worker.
+        value = ledger.pop(key, [])
+        reported = [int(t) for t in (value if isinstance(value, list) else [value])]
+        if int(try_number) in reported:
+            ledger[key] = reported
             return False
-        ledger.pop(key, None)
-        ledger[key] = int(try_number)  # newest last
+        ledger[key] = [*reported, int(try_number)]  # newest last
         for old in list(ledger)[: max(0, len(ledger) - MAX_ENTRIES)]:
             del ledger[old]
         Variable.set(VARIABLE, json.dumps(ledger), description="kfp-bridge: Slack dedup")
