@@ -16,7 +16,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup setup-pipeline check-compiled demo airflow test lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
+.PHONY: setup setup-pipeline check-compiled check-date demo airflow test lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -61,7 +61,7 @@ MODEL := $(VAR)/models/demo_model.pkl
 # Demo source tables (deterministic; 60 JST days ending on DATE) and the demo model (trained once).
 # The data window ends on DATE, so a later DATE regenerates (a few seconds); the model stays.
 data: $(WAREHOUSE)/.generated-$(DATE)
-$(WAREHOUSE)/.generated-$(DATE): | $(PVENV)/.installed
+$(WAREHOUSE)/.generated-$(DATE): | check-date $(PVENV)/.installed
 	$(PIPELINE_PY) -m kfp_prediction.demo_data --warehouse $(WAREHOUSE) --size demo --end-date $(DATE)
 	touch $@
 
@@ -101,11 +101,15 @@ $(AIRFLOW_DB): $(VENV)/.installed
 		|| { tail -n 40 $(VAR)/airflow/migrate.log; exit 1; }
 	@touch $@
 
-demo: setup data model compile $(AIRFLOW_DB)
-	@echo "make demo: running daily_prediction for target date $(DATE) through airflow dags test ..."
-	@$(AIRFLOW_ENV) $(VENV)/bin/airflow dags test daily_prediction $(DATE)T06:00:00+09:00 \
-		> $(VAR)/airflow/dags-test.log 2>&1 || { tail -n 60 $(VAR)/airflow/dags-test.log; \
-		echo "make demo: the DAG run failed; full log: $(VAR)/airflow/dags-test.log"; exit 1; }
+# DATE is checked before anything uses it (the data generator would name its own flag).
+check-date:
+	@$(PYTHON) -c "import datetime, sys; datetime.date.fromisoformat(sys.argv[1])" '$(DATE)' \
+		2>/dev/null || { echo "make demo: DATE=$(DATE) is not a date (YYYY-MM-DD)"; exit 2; }
+
+# scripts/demo.py runs `airflow dags test`, shows progress and the failing step's error,
+# stops everything it started on Ctrl-C/SIGTERM and tidies the metadata DB afterwards.
+demo: check-date setup data model compile $(AIRFLOW_DB)
+	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo.py --date $(DATE) --log $(VAR)/airflow/dags-test.log
 	@echo
 	@echo "== daily_prediction for target date $(DATE) (JST) =="
 	@$(PIPELINE_PY) -m kfp_prediction.summary --target-date $(DATE) --warehouse $(WAREHOUSE)

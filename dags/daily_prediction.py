@@ -153,7 +153,6 @@ with DAG(
     deadline=_deadline(),
     tags=["kubeflow", "prediction"],
 ) as dag:
-    task_failure = KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID)
     KubeflowPipelineRunOperator(
         task_id="predict",
         # Vertex AI needs the single-document variant (daily_prediction.vertex.yaml);
@@ -175,7 +174,7 @@ with DAG(
         # `make demo` (airflow dags test) shortens it; with a real scheduler keep it >= 15 s
         # (a trigger firing seconds after deferral races the scheduler; see README).
         poll_interval=float(os.environ.get("DAILY_PREDICTION_POLL_SECONDS", "30")),
-        # One message per failed try: retries and the final failure.
-        on_retry_callback=task_failure,
-        on_failure_callback=task_failure,
+        # One message per failed try: retries and the final failure, told apart.
+        on_retry_callback=KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID, will_retry=True),
+        on_failure_callback=KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID, will_retry=False),
     )

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.exceptions import BackendError, RunNotFoundError, TransientBackendError
+from kfp_bridge.redaction import Redact, redact_error, redact_outcome
 from kfp_bridge.run_event import Outcome, RunEvent
 
 if TYPE_CHECKING:
@@ -168,10 +169,15 @@ Plan = Generator[_Sleep | _Call, Any, T]
 
 
 class _Feed:
-    """Steps a plan, handing it the outcome (value or exception) of its last call."""
+    """Steps a plan, handing it the outcome (value or exception) of its last call.
 
-    def __init__(self, plan: Plan[Any]) -> None:
+    Every outcome is redacted on its way in (:mod:`kfp_bridge.redaction`): what the
+    plans log, return or raise never holds a secret the service echoed.
+    """
+
+    def __init__(self, plan: Plan[Any], redact: Redact | None) -> None:
         self.plan = plan
+        self.redact = redact
         self.value: Any = None
         self._result: Any = None
         self._error: BaseException | None = None
@@ -186,10 +192,10 @@ class _Feed:
             return None
 
     def give(self, result: Any) -> None:
-        self._result = result
+        self._result = redact_outcome(result, self.redact) if self.redact else result
 
     def fail(self, error: BaseException) -> None:
-        self._error = error
+        self._error = redact_error(error, self.redact) if self.redact else error
 
 
 def _sync_face(plan: Callable[..., Plan[T]]) -> Callable[..., T]:
@@ -225,6 +231,8 @@ class RunWaiter:
     :param log: where to log (the operator's or trigger's logger).
     :param clock: time and sleeps; :class:`Clock` unless a test passes a fake one.
     :param rng: source of jitter (``random`` unless a test seeds one).
+    :param redact: applied to every backend outcome (messages, run errors); the operator
+        and the trigger pass Airflow's secrets masker.
     """
 
     def __init__(
@@ -236,8 +244,10 @@ class RunWaiter:
         log: logging.Logger | logging.LoggerAdapter | Any | None = None,
         clock: Clock | None = None,
         rng: random.Random | Any = random,
+        redact: Redact | None = None,
     ) -> None:
         self.get_backend = get_backend
+        self.redact = redact
         self.policy = policy
         self.deadline = deadline
         self.log = log or logging.getLogger(__name__)
@@ -247,7 +257,7 @@ class RunWaiter:
     # -- drivers -----------------------------------------------------------------------------
 
     def _run(self, plan: Plan[T]) -> T:
-        feed = _Feed(plan)
+        feed = _Feed(plan, self.redact)
         while (step := feed.next_step()) is not None:
             if isinstance(step, _Sleep):
                 self.clock.sleep(step.seconds)
@@ -259,7 +269,7 @@ class RunWaiter:
         return feed.value
 
     async def _run_async(self, plan: Plan[T]) -> T:
-        feed = _Feed(plan)
+        feed = _Feed(plan, self.redact)
         while (step := feed.next_step()) is not None:
             if isinstance(step, _Sleep):
                 await self.clock.sleep_async(step.seconds)

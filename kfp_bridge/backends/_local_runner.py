@@ -17,42 +17,43 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
+from contextlib import suppress
 from pathlib import Path
 
-# Started by path: this directory is first on sys.path, so the shared layout module
-# imports by its file name (and nothing here is named like the kfp SDK).
-from _local_files import (
-    LOG_FILE,
-    OUTPUTS_FILE,
-    REQUEST_FILE,
-    STATE_FILE,
-    TERMINAL_STATES,
-    locked,
-    utcnow,
-    write_state,
-)
+# Started by path (pipeline environment), this directory is first on sys.path and the
+# shared layout module imports by its file name; nothing here is named like the kfp SDK.
+if __package__:  # imported as kfp_bridge.backends._local_runner (the bridge's tests)
+    from . import _local_files as files
+else:
+    import _local_files as files
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_ERROR_LINES = 40
+ORPHAN_CHECK_SECONDS = 0.5
+# The report line a component prints for the bridge (kfp_bridge.run_report.PREFIX, same
+# text: a test checks it); a failure report is kept whole in the run's error.
+REPORT_PREFIX = "kfp-bridge-report:"
 
 
 def _read_state(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / STATE_FILE).read_text())
+        return json.loads((run_dir / files.STATE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return {}
 
 
 def _transition(run_dir: Path, new_state: str, **fields) -> bool:
     """Move to ``new_state`` unless the run already ended or is being canceled."""
-    with locked(run_dir):
+    with files.locked(run_dir):
         current = _read_state(run_dir)
-        if current.get("state") in TERMINAL_STATES | {"CANCELING"}:
+        if current.get("state") in files.TERMINAL_STATES | {"CANCELING"}:
             return False
-        current.update(fields, state=new_state, updated_at=utcnow())
-        write_state(run_dir, current)
+        current.update(fields, state=new_state, updated_at=files.utcnow())
+        files.write_state(run_dir, current)
         return True
 
 
@@ -61,7 +62,8 @@ def failing_task_error(log_text: str, summary: str) -> str:
 
     ``kfp.local`` prints each task's output indented, then
     ``Task 'NAME' finished with status FAILURE``; the traceback just before that
-    line is what a person on call needs to see.
+    line is what a person on call needs to see. The last ``kfp-bridge-report:`` line
+    the component printed (its failure report: permanent or not) comes second, whole.
     """
     lines = _ANSI.sub("", log_text).splitlines()
     end = next(
@@ -81,10 +83,15 @@ def failing_task_error(log_text: str, summary: str) -> str:
     )
     block = [line[4:] if line.startswith("    ") else line for line in lines[start:end]]
     block = [line for line in block if line.strip()][-_MAX_ERROR_LINES:]
-    last = block[-1].strip() if block else ""
+    # the error's own last line (a failure report after the traceback is not it)
+    last = next((ln.strip() for ln in reversed(block) if REPORT_PREFIX not in ln), "")
     task = re.search(r"Task '([^']+)'", lines[end])
     head = f"Task {task.group(1)!r} failed: {last}" if task and last else summary
-    return "\n".join([head, summary, *block]) if head != summary else "\n".join([summary, *block])
+    # The component's own verdict (printed before its traceback), kept whole for the bridge.
+    marker = next((ln.strip() for ln in reversed(lines[:end]) if REPORT_PREFIX in ln), None)
+    verdict = [marker] if marker and marker not in block else []
+    first = [head, summary] if head != summary else [summary]
+    return "\n".join([first[0], *verdict, *first[1:], *block])
 
 
 def _pipeline_root(request: dict, run_dir: Path) -> str:
@@ -95,17 +102,50 @@ def _pipeline_root(request: dict, run_dir: Path) -> str:
     return str(run_dir / "outputs")
 
 
+def _stop_strays(pgid: int, only_orphans: bool) -> list[int]:
+    """SIGKILL processes of this run's group other than the runner; the pids it killed.
+
+    ``only_orphans``: only those whose parent is outside the group, i.e. a task process
+    whose wrapper (``sh -ec ... executor_main``) died: it would go on, unseen, and
+    could publish after the run is reported failed. Its death closes the pipe kfp.local
+    reads, so kfp.local then sees the task fail.
+    """
+    members = files.group_members(pgid)
+    killed = []
+    for pid, parent in members.items():
+        if pid == os.getpid() or (only_orphans and parent in members):
+            continue
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def _watch_for_orphans(stop: threading.Event) -> None:
+    pgid = os.getpgrp()
+    while not stop.wait(ORPHAN_CHECK_SECONDS):
+        for pid in _stop_strays(pgid, only_orphans=True):
+            print(
+                f"[kfp-bridge local runner] killed task process {pid}: its wrapper died",
+                flush=True,
+            )
+
+
 def main(run_dir_arg: str) -> int:
     run_dir = Path(run_dir_arg).resolve()
-    request = json.loads((run_dir / REQUEST_FILE).read_text())
-    if not _transition(run_dir, "RUNNING", pid=os.getpid(), started_at=utcnow()):
+    request = json.loads((run_dir / files.REQUEST_FILE).read_text())
+    if not _transition(run_dir, "RUNNING", pid=os.getpid(), started_at=files.utcnow()):
         print("run was canceled before it started", flush=True)
         return 0
     print(
         f"[kfp-bridge local runner] run {request['run_id']} ({request['display_name']}) "
-        f"pid {os.getpid()} started {utcnow()}",
+        f"pid {os.getpid()} started {files.utcnow()}",
         flush=True,
     )
+    # The pipeline's processes find the run (and whether it is still live) through this.
+    os.environ[files.RUN_DIR_ENV] = str(run_dir)
+    stop_watching = threading.Event()
+    threading.Thread(target=_watch_for_orphans, args=(stop_watching,), daemon=True).start()
     try:
         from kfp import components, local
 
@@ -121,22 +161,25 @@ def main(run_dir_arg: str) -> int:
         outputs = {}
         for name, value in (getattr(task, "outputs", None) or {}).items():
             outputs[name] = value if isinstance(value, str | int | float | bool) else repr(value)
-        (run_dir / OUTPUTS_FILE).write_text(json.dumps(outputs, indent=1))
+        (run_dir / files.OUTPUTS_FILE).write_text(json.dumps(outputs, indent=1))
     except BaseException as exc:
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
         summary = f"{type(exc).__name__}: {exc}"
         try:
-            log_text = (run_dir / LOG_FILE).read_text(errors="replace")
+            log_text = (run_dir / files.LOG_FILE).read_text(errors="replace")
         except OSError:
             log_text = ""
         error = failing_task_error(log_text, summary)
-        _transition(run_dir, "FAILED", error=error, finished_at=utcnow())
-        print(f"[kfp-bridge local runner] run FAILED {utcnow()}", flush=True)
+        _transition(run_dir, "FAILED", error=error, finished_at=files.utcnow())
+        stop_watching.set()
+        # Reported failed: nothing of this run may go on (and publish) behind that report.
+        _stop_strays(os.getpgrp(), only_orphans=False)
+        print(f"[kfp-bridge local runner] run FAILED {files.utcnow()}", flush=True)
         return 1
-    _transition(run_dir, "SUCCEEDED", finished_at=utcnow())
-    print(f"[kfp-bridge local runner] run SUCCEEDED {utcnow()}", flush=True)
+    _transition(run_dir, "SUCCEEDED", finished_at=files.utcnow())
+    print(f"[kfp-bridge local runner] run SUCCEEDED {files.utcnow()}", flush=True)
     return 0
 
 

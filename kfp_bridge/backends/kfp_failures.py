@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kfp_bridge.backends.base import FailedTask
+from kfp_bridge.run_report import PREFIX as REPORT_PREFIX
 
 MAX_LOG_LINES = 50
 MAX_LOG_BYTES = 8 * 1024
@@ -105,7 +106,8 @@ def error_line(log_tail: str) -> str:
     """The component's own last words: the last line the launcher did not write."""
     lines = [ln.strip() for ln in log_tail.splitlines() if ln.strip()]
     for line in reversed(lines):
-        if not _GLOG_LINE.match(line):
+        # a run report (kfp_bridge.run_report) after the traceback is data, not the error
+        if not _GLOG_LINE.match(line) and REPORT_PREFIX not in line:
             return line[:500]
     return lines[-1][:500] if lines else "(empty log)"
 

@@ -49,6 +49,7 @@ from kfp_bridge.backends._local_files import (
     REQUEST_FILE,
     STATE_FILE,
     atomic_write,
+    group_members,
     locked,
     utcnow,
     write_state,
@@ -133,16 +134,7 @@ def _process_alive(pid: int, start_time: str | None) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while any live (non-zombie) process is in process group ``pgid`` (Linux)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    return bool(group_members(pgid))
 
 
 class LocalBackend(Backend):

@@ -97,6 +97,23 @@ def _override_caching(spec: dict[str, Any], enable_caching: bool) -> None:
             task.setdefault("cachingOptions", {})["enableCache"] = bool(enable_caching)
 
 
+def _job_error(job: Any) -> str | None:
+    """The job's error, then each failed task's: where Vertex says why (and the exit status).
+
+    Vertex does not copy a component's output into these messages, but a failed
+    container's exit status is in its task's error, which is how a permanent
+    failure is told from a retryable one here (``kfp_bridge.failures``).
+    """
+    from google.cloud import aiplatform_v1
+
+    failed = aiplatform_v1.PipelineTaskDetail.State.FAILED
+    lines = [job.error.message] if job.error and job.error.message else []
+    for task in job.job_detail.task_details if job.job_detail else ():
+        if task.state == failed and task.error and task.error.message:
+            lines.append(f"task {task.task_name}: {task.error.message}")
+    return "\n".join(lines) or None
+
+
 class VertexBackend(Backend):
     """Runs compiled pipelines as Vertex AI pipeline jobs in one project and location.
 
@@ -241,9 +258,7 @@ class VertexBackend(Backend):
     def _status(self, job: Any) -> RunStatus:
         job_id = job.name.rsplit("/", 1)[-1]
         state = map_state(job.state)
-        error = None
-        if state is not RunState.SUCCEEDED and job.error and job.error.message:
-            error = job.error.message
+        error = _job_error(job) if state is not RunState.SUCCEEDED else None
         created = job.create_time.isoformat() if job.create_time else None
         return RunStatus(
             run_id=job_id,

@@ -29,15 +29,17 @@ default credentials. The ``kfp`` connection still says *which* service and proje
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
 from kfp_bridge.backends.base import Backend
 from kfp_bridge.exceptions import AuthError, BackendConfigError, KfpBridgeError
+from kfp_bridge.redaction import airflow_redact
 
 BACKENDS = ("kfp", "vertex", "local")
 AUTH_MODES = ("none", "token", "google")
@@ -52,6 +54,20 @@ DEFAULT_GCP_CONN_ID = "google_cloud_default"
 
 class KfpConnectionError(KfpBridgeError, ValueError):
     """The ``kfp`` connection is incomplete or has a bad value (names the field)."""
+
+
+def _masking(provider: Callable[[], str]) -> Callable[[], str]:
+    """A token provider whose every new token is registered with the secrets masker."""
+    last: list[str] = []
+
+    def provide() -> str:
+        token = provider()
+        if token and token not in last:
+            mask_secret(token)
+            last[:] = [token]
+        return token
+
+    return provide
 
 
 def default_local_state_dir() -> str:
@@ -93,7 +109,29 @@ class KubeflowPipelineHook(BaseHook):
     # -- connection reading ----------------------------------------------------
     @cached_property
     def connection(self) -> Any:
-        return self.get_connection(self.kfp_conn_id)
+        """The connection, its secrets registered with Airflow's secrets masker."""
+        conn = self.get_connection(self.kfp_conn_id)
+        # Airflow masks the password (and, in extra_dejson, token/secret-like keys) when
+        # it hands out a connection; the password again here so no path depends on how.
+        if conn.password:
+            mask_secret(conn.password)
+        _ = conn.extra_dejson
+        return conn
+
+    def register_secrets(self) -> None:
+        """Make this process mask the connection's secrets, e.g. before logging service text.
+
+        A worker resumed after deferral has not read the connection yet; a service
+        error echoing the token would otherwise reach its task log in clear. Texts
+        that came from the triggerer are redacted there already, so a connection that
+        cannot be read here is a warning, not a failure.
+        """
+        try:
+            _ = self.connection
+        except Exception as err:
+            self.log.warning(
+                "Could not read connection %r to mask its secrets: %s", self.kfp_conn_id, err
+            )
 
     def _error(self, message: str) -> KfpConnectionError:
         return KfpConnectionError(f"Connection {self.kfp_conn_id!r} (type kfp): {message}")
@@ -141,7 +179,7 @@ class KubeflowPipelineHook(BaseHook):
                 raise self._error("extra.auth is 'token' but the password (bearer token) is empty")
             return kfp_api.static_token_provider(password)
         if auth == "google":
-            return kfp_api.google_token_provider(self.google_credentials())
+            return _masking(kfp_api.google_token_provider(self.google_credentials()))
         return None
 
     # -- Google identity ---------------------------------------------------------
@@ -243,6 +281,6 @@ class KubeflowPipelineHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Reach the service with the connection's credentials (``Backend.check``)."""
         try:
-            return True, self.get_conn().check()
+            return True, airflow_redact(self.get_conn().check())
         except Exception as err:
-            return False, f"{type(err).__name__}: {err}"
+            return False, airflow_redact(f"{type(err).__name__}: {err}")

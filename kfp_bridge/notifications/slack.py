@@ -21,6 +21,7 @@ from urllib.parse import quote
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
+from kfp_bridge.notifications import reported_tries
 from kfp_bridge.target_date import target_date
 
 DEFAULT_CONN_ID = "slack_default"
@@ -87,6 +88,27 @@ def _target_date_line(dag_run: Any) -> str:
     return f"Target date (JST): {date}"
 
 
+def _register_kfp_secrets(context: Any) -> None:
+    """Mask the secrets of the task's (or DAG's) kfp connections in this process.
+
+    A callback may run where the connection was never read (the dag-processor, a
+    resumed worker), and the error it reports may be the service's text.
+    """
+    tasks = [context.get("task")]
+    dag = context.get("dag")
+    tasks += list(getattr(dag, "tasks", None) or [])
+    conn_ids = {getattr(t, "kfp_conn_id", None) for t in tasks} - {None}
+    if not conn_ids:
+        return
+    from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+
+    for conn_id in sorted(conn_ids):
+        try:
+            KubeflowPipelineHook(kfp_conn_id=conn_id).register_secrets()
+        except Exception:  # a missing connection must not stop the message
+            continue
+
+
 def _kubeflow_run_url(ti: Any) -> str | None:
     try:
         url = ti.xcom_pull(task_ids=ti.task_id, key=RUN_URL_XCOM_KEY)
@@ -151,6 +173,7 @@ class _SafeSlackNotifier(BaseNotifier):
 
     def _prepare(self, context: Any) -> Any:
         """The provider's notifier holding the message, or None when nothing is to be sent."""
+        _register_kfp_secrets(context)
         try:
             text = self.build_text(context)
         except Exception:
@@ -179,11 +202,41 @@ class _SafeSlackNotifier(BaseNotifier):
             self.log.info("Slack notification sent via %r.", self.slack_webhook_conn_id)
 
 
-class KfpSlackNotifier(_SafeSlackNotifier):
-    """Task-failure message; use as ``on_failure_callback`` and ``on_retry_callback``.
+# Said when a try failed without an exception: only the scheduler saw it end.
+NO_EXCEPTION = (
+    "none from the task: its process stopped without reporting (killed, out of memory, or "
+    "its heartbeat was lost), so the scheduler failed this try; see the Airflow log"
+)
 
-    Attached to both, it posts exactly one message per failed try.
+
+class KfpSlackNotifier(_SafeSlackNotifier):
+    """Task-failure message: one per failed try, whichever Airflow path reports it.
+
+    Attach one with ``will_retry=True`` as ``on_retry_callback`` and one with
+    ``will_retry=False`` as ``on_failure_callback``: Airflow picks the callback by
+    whether the try will be retried, also when a worker died and the dag-processor
+    runs it (the task instance's state is not set yet there). ``will_retry=None``
+    reads the state, for callbacks the task runner calls. A try reported already
+    (the scheduler's heartbeat-timeout and executor-event paths both report a dead
+    worker's try) is not posted again (:mod:`kfp_bridge.notifications.reported_tries`).
     """
+
+    def __init__(self, *, will_retry: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.will_retry = will_retry
+
+    def _prepare(self, context: Any) -> Any:
+        webhook = super()._prepare(context)
+        ti = context.get("ti") or context.get("task_instance")
+        if webhook is not None and ti is not None and not reported_tries.claim(ti):
+            self.log.info(
+                "Try %s of %s.%s was reported already; no second Slack message.",
+                getattr(ti, "try_number", "?"),
+                getattr(ti, "dag_id", "?"),
+                getattr(ti, "task_id", "?"),
+            )
+            return None
+        return webhook
 
     def build_text(self, context: Any) -> str:
         ti = context.get("ti") or context.get("task_instance")
@@ -195,15 +248,18 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         if max_tries is None and task is not None:
             max_tries = getattr(task, "retries", 0)
         total_tries = (max_tries or 0) + 1
-        # The task runner sets the state before it calls the callbacks.
-        will_retry = str(getattr(ti, "state", "")).lower().endswith("up_for_retry")
+        will_retry = self.will_retry
+        if will_retry is None:  # the task runner sets the state before the callbacks
+            will_retry = str(getattr(ti, "state", "")).lower().endswith("up_for_retry")
         outcome = "failed, will retry" if will_retry else "failed"
+        exception = context.get("exception")
+        error = first_error_line(exception) if exception is not None else NO_EXCEPTION
         lines = [
             f":red_circle: *{dag_id}.{task_id}* {outcome} "
             f"(try {try_number if try_number is not None else '?'} of {total_tries})",
             _target_date_line(context.get("dag_run")),
             f"Run: {context.get('run_id') or getattr(ti, 'run_id', '?')}",
-            f"Error: {first_error_line(context.get('exception'))}",
+            f"Error: {error}",
         ]
         log_url = getattr(ti, "log_url", None)
         if log_url:

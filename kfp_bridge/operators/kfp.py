@@ -23,7 +23,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,12 @@ from kfp_bridge.exceptions import (
     RunFailedError,
     RunNotFoundError,
 )
+from kfp_bridge.failures import parse_failure
 from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID, KubeflowPipelineHook
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_source import load_compiled_pipeline
 from kfp_bridge.pipeline_spec import CompiledPipeline, pipeline_from_spec
+from kfp_bridge.redaction import airflow_redact
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
@@ -96,17 +98,32 @@ def default_run_name(context: Context) -> str:
     Without a logical date (manual runs may have none) the dag run id stands in.
     """
     ti = context["ti"]
-    logical_date = context.get("logical_date")
-    if logical_date is not None:
+    dag_run = context.get("dag_run")
+    return run_name_for(
+        ti.dag_id,
+        ti.task_id,
+        context.get("logical_date") or getattr(dag_run, "run_id", None),
+        map_index=getattr(ti, "map_index", -1),
+        clear_number=getattr(dag_run, "clear_number", None) or 0,
+    )
+
+
+def run_name_for(
+    dag_id: str,
+    task_id: str,
+    logical_date: datetime | str,
+    *,
+    map_index: int | None = -1,
+    clear_number: int = 0,
+) -> str:
+    """The run name of a task instance (see :func:`default_run_name`); a run id for no date."""
+    if isinstance(logical_date, datetime):
         stamp = logical_date.astimezone(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     else:
-        stamp = context["dag_run"].run_id
-    parts = [ti.dag_id, ti.task_id, stamp]
-    map_index = getattr(ti, "map_index", -1)
+        stamp = str(logical_date)
+    parts = [dag_id, task_id, stamp]
     if map_index is not None and map_index >= 0:
         parts.append(str(map_index))
-    dag_run = context.get("dag_run")
-    clear_number = getattr(dag_run, "clear_number", None) or 0
     if clear_number > 0:
         parts.append(f"c{clear_number}")
     return sanitize_run_name("__".join(parts))
@@ -251,7 +268,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def _waiter(self) -> RunWaiter:
-        return RunWaiter(lambda: self.backend, self.policy, log=self.log)
+        return RunWaiter(lambda: self.backend, self.policy, log=self.log, redact=airflow_redact)
 
     # -- execute ---------------------------------------------------------------------------
 
@@ -463,6 +480,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
         self._outlet_events = context.get("outlet_events")
+        # This process has not read the connection yet: register its secrets before any
+        # service text (the run's error, the service's message) is logged or raised.
+        self.hook.register_secrets()
         run_event = RunEvent.from_payload(event)
         if run_event.run_url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
@@ -489,6 +509,14 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.log.error(
                 "Run %s ended %s: %s\nRun page: %s", event.run_id, state, message, event.run_url
             )
+            failure = parse_failure(event.message)
+            if failure is not None and failure.permanent:
+                # Bad input fails the same way on every try: fail now, naming it.
+                where = f" (input {failure.input})" if failure.input else ""
+                raise AirflowFailException(
+                    f"Kubeflow run {event.run_id} failed on bad input{where}, not retrying: "
+                    f"{failure.error_type}: {failure.message}"
+                )
             raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")
         if event.outcome is Outcome.TIMED_OUT:
             self.log.error(
@@ -634,8 +662,5 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:
-    return (
-        f"Kubeflow Pipelines refused the credentials of connection {conn_id!r} (HTTP 401/403): "
-        f"{detail}. Check the connection's token or Google credentials, that they have not "
-        "expired, and that they may access the namespace / project. Not retrying."
-    )
+    # The backend's message already says what to check; saying it again is noise.
+    return f"Connection {conn_id!r}: the service refused its credentials, not retrying. {detail}"

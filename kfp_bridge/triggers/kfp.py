@@ -20,9 +20,11 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.log import redact
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID
+from kfp_bridge.redaction import airflow_redact
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
 if TYPE_CHECKING:
@@ -111,7 +113,13 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         return self._backend
 
     def _waiter(self) -> RunWaiter:
-        return RunWaiter(self._get_backend, self.policy, deadline=self.deadline, log=self.log)
+        return RunWaiter(
+            self._get_backend,
+            self.policy,
+            deadline=self.deadline,
+            log=self.log,
+            redact=airflow_redact,
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # The operator read the run just before deferring, so the wait starts with a
@@ -120,7 +128,9 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         event = await self._waiter().wait_async(
             self.run_id, run_name=self.run_name, run_url=self.run_url
         )
-        yield TriggerEvent(event.to_payload())
+        # The payload is stored as the task's next_kwargs and logged by the worker and the
+        # scheduler, none of which may know the connection: no secret leaves this process.
+        yield TriggerEvent(redact(event.to_payload()))
 
     async def on_kill(self) -> None:
         """The user acted on the deferred task: stop the run so it does not go on unseen."""

@@ -15,6 +15,7 @@ import pytest
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
+from kfp_bridge.failures import parse_failure
 from tests.bridge._helpers import (
     PIPELINE_PYTHON,
     process_group_alive,
@@ -82,6 +83,18 @@ def test_component_failure_surfaces_the_component_error(backend):
     assert "\x1b[" not in final.error  # no terminal colour codes in Slack/Airflow logs
 
 
+@pytest.mark.parametrize("kind", ["permanent", "retryable"])
+def test_the_component_verdict_reaches_the_run_error(backend, kind):
+    """The marker line the component prints before its traceback is in the run's error."""
+    status = backend.submit(tiny_request(f"verdict-{kind}", failure=kind))
+    final = wait_terminal(backend, status.run_id)
+    assert final.state is RunState.FAILED
+    failure = parse_failure(final.error)
+    assert failure is not None
+    assert (failure.permanent, failure.error_type) == (kind == "permanent", "BadGreetingError")
+    assert (failure.input, failure.message) == ("message", "cannot greet 'hello'")
+
+
 def test_cancel_kills_the_process_group_and_records_canceled(backend):
     status = backend.submit(tiny_request("cancel-me", sleep_seconds=120))
     wait_for(backend, status.run_id, lambda s: s.state is RunState.RUNNING)
@@ -92,6 +105,38 @@ def test_cancel_kills_the_process_group_and_records_canceled(backend):
     assert not process_group_alive(pgid)  # the sleeping component is gone too
     backend.cancel(status.run_id)  # idempotent
     assert backend.get_run(status.run_id).state is RunState.CANCELED
+
+
+def _task_wrapper(pgid: int, timeout: float = 60) -> int:
+    """The ``sh -ec ... executor_main`` process kfp.local starts for the running task."""
+    from kfp_bridge.backends._local_files import group_members
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in group_members(pgid):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[:2] == [b"sh", b"-ec"] and b"executor_main" in b" ".join(argv):
+                return pid
+        time.sleep(0.1)
+    raise AssertionError("no task wrapper appeared")
+
+
+def test_a_task_whose_wrapper_dies_goes_down_with_the_run(backend, state_dir):
+    """Killing kfp.local's wrapper left its Python child running (and publishing) unseen."""
+    status = backend.submit(tiny_request("wrapper-killed", sleep_seconds=20))
+    wait_for(backend, status.run_id, lambda s: s.state is RunState.RUNNING)
+    pgid = runner_pid(backend, status.run_id)
+    os.kill(_task_wrapper(pgid), signal.SIGKILL)
+    final = wait_terminal(backend, status.run_id)
+    assert final.state is RunState.FAILED
+    deadline = time.monotonic() + 10  # the runner itself exits just after recording FAILED
+    while process_group_alive(pgid):
+        assert time.monotonic() < deadline, "processes of the failed run are still alive"
+        time.sleep(0.1)
+    log = (state_dir / status.run_id / "runner.log").read_text()
+    assert "killed task process" in log and "its wrapper died" in log
+    # the orphaned task never finished its work (it would have written its outputs)
+    assert not list((state_dir / status.run_id).rglob("greet*/executor_output.json"))
 
 
 def test_runner_death_without_final_state_is_failed(backend):

@@ -36,6 +36,7 @@ from kfp_bridge.operators.kfp import (
     sanitize_run_name,
 )
 from kfp_bridge.run_event import Outcome, RunEvent
+from kfp_bridge.run_report import report_line
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.ui.urls import FALLBACK_BASE_URL, local_run_url
 from tests.bridge._helpers import (
@@ -177,6 +178,41 @@ def test_failed_event_fails_the_task_with_the_run_error(kfp_server, kfp_conn_id)
     assert "--- last lines of the log of task greet" in "\n".join(rest)
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
+@pytest.mark.parametrize("permanent", [True, False])
+def test_a_permanent_failure_fails_at_once_naming_the_input(
+    kfp_server, kfp_conn_id, deferrable, permanent
+):
+    report = report_line(
+        "failure",
+        step="predict",
+        permanent=permanent,
+        error="ModelDigestMismatchError",
+        input="model_sha256",
+        message="model /models/model.pkl has sha256 ab12, expected cd34",
+    )
+    error = f"task predict failed:\n{report}\nTraceback (most recent call last):\n..."
+    kfp_server.set_schedule(outcome="FAILED", error=error)
+    op = _operator(kfp_conn_id, deferrable=deferrable, retries=3)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    if deferrable:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)
+        finish = lambda: op.execute_complete(context, _run_trigger(deferred.value.trigger))  # noqa: E731
+    else:
+        finish = lambda: op.execute(context)  # noqa: E731
+    if permanent:  # bad input: no retry can help, and the message names it
+        with pytest.raises(
+            AirflowFailException,
+            match=r"bad input \(input model_sha256\), not retrying: ModelDigestMismatchError: ",
+        ):
+            finish()
+    else:
+        with pytest.raises(RunFailedError, match="ended FAILED") as err:
+            finish()
+        assert not isinstance(err.value, AirflowFailException)
+
+
 def test_timeout_event_cancels_the_run_and_fails(kfp_server, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000)
     op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
@@ -209,8 +245,9 @@ def test_auth_or_not_found_event_fails_without_retries(
     break_it(kfp_server, deferred.value.trigger.run_id)
     event = _run_trigger(deferred.value.trigger)
     assert RunEvent.from_payload(event).outcome is outcome
-    with pytest.raises(AirflowFailException, match=named):  # 401/403/404: retries cannot help
+    with pytest.raises(AirflowFailException, match=named) as err:  # 401/403/404: no retries
         op.execute_complete(context, event)
+    assert str(err.value).lower().count("check") == 1, err.value  # the advice, once
 
 
 @pytest.mark.parametrize(

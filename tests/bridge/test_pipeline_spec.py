@@ -26,12 +26,14 @@ def test_root_parameters_with_types_defaults_and_optionality(tiny):
         "repeat": "NUMBER_INTEGER",
         "sleep_seconds": "NUMBER_DOUBLE",
         "fail": "BOOLEAN",
+        "failure": "STRING",
         "tags": "LIST",
         "options": "STRUCT",
     }
     assert tiny.required_parameters == ["message"]
     assert params["repeat"].default == 1 and isinstance(params["repeat"].default, int)
     assert params["fail"].default is False
+    assert params["failure"].default == ""
     assert tiny.platform_spec is None
 
 

@@ -33,6 +33,7 @@ from kfp_bridge.exceptions import (
     RunNotFoundError,
     TransientBackendError,
 )
+from kfp_bridge.failures import parse_failure
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_pipeline.yaml"
 PS = aiplatform_v1.PipelineState
@@ -288,6 +289,35 @@ def test_failed_job_reports_its_error(backend, gapic, tiny_spec):
     status = backend.get_run(run_id)
     assert status.state is RunState.FAILED
     assert status.error == "The DAG failed because some tasks failed."
+
+
+def test_failed_tasks_add_their_errors_and_the_exit_status_tells_permanent(
+    backend, gapic, tiny_spec
+):
+    run_id = backend.submit(request_for(tiny_spec)).run_id
+    job = gapic.jobs[backend.job_name(run_id)]
+    job.state = PS.PIPELINE_STATE_FAILED
+    job.error = {"code": 9, "message": "The DAG failed because some tasks failed."}
+    task = aiplatform_v1.PipelineTaskDetail(
+        task_name="predict-and-write", state=aiplatform_v1.PipelineTaskDetail.State.FAILED
+    )
+    task.error.message = (
+        "The replica workerpool0-0 exited with a non-zero status of 65. Termination reason: Error."
+    )
+    job.job_detail.task_details.append(task)
+    job.job_detail.task_details.append(
+        aiplatform_v1.PipelineTaskDetail(
+            task_name="exit-handler", state=aiplatform_v1.PipelineTaskDetail.State.SUCCEEDED
+        )
+    )
+
+    error = backend.get_run(run_id).error
+    assert error.splitlines() == [
+        "The DAG failed because some tasks failed.",
+        "task predict-and-write: The replica workerpool0-0 exited with a non-zero status of 65. "
+        "Termination reason: Error.",
+    ]
+    assert parse_failure(error).permanent
 
 
 # -- cancel -------------------------------------------------------------------------------

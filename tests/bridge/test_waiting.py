@@ -52,7 +52,8 @@ class ScriptedBackend:
         return item
 
     def get_run(self, run_id: str) -> RunStatus:
-        return status(self._next("get_run"), run_id)
+        item = self._next("get_run")  # a state, or a whole RunStatus
+        return item if isinstance(item, RunStatus) else status(item, run_id)
 
     def cancel(self, run_id: str) -> None:
         self._next("cancel")
@@ -288,3 +289,52 @@ def test_deadline_counts_from_the_run_creation():
 def test_policy_refuses_nonsense(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         WaitPolicy(**bad)
+
+
+# -- redaction: no outcome of a backend call reaches a plan with a secret in it -------------------
+
+SECRET = "tok-3f9a1c77e2"
+
+
+def _hide(text: str) -> str:
+    return text.replace(SECRET, "***")
+
+
+def _echo(message: str) -> TransientBackendError:
+    """An error whose message and cause (the HTTP client's, with the body) echo the secret."""
+    try:
+        raise RuntimeError(f"HTTP 500 body: Authorization: Bearer {SECRET}")
+    except RuntimeError as cause:
+        error = TransientBackendError(f"{message}: Bearer {SECRET}")
+        error.__cause__ = cause
+        return error
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_echoed_secrets_are_redacted_in_events_statuses_and_errors(face):
+    def wait(*reads, **policy):
+        backend = ScriptedBackend(reads=reads)
+        waiter = RunWaiter(
+            lambda: backend,
+            replace(POLICY, **policy),
+            clock=FakeClock(),
+            redact=_hide,
+        )
+        return waiter.wait("r-1") if face == "sync" else asyncio.run(waiter.wait_async("r-1"))
+
+    event = wait(_echo("first"), _echo("second"), max_transient_errors=1)
+    assert event.outcome is Outcome.GAVE_UP
+    assert SECRET not in event.message and "Bearer ***" in event.message
+
+    failed = RunStatus("r-1", "n", F, error=f"task predict: token={SECRET}")
+    assert wait(failed).message == "task predict: token=***"
+
+
+def test_a_raised_error_is_redacted_and_loses_a_tainted_cause():
+    backend = ScriptedBackend(reads=[_echo("read run r-1")])
+    policy = replace(POLICY, max_transient_errors=0)
+    waiter = RunWaiter(lambda: backend, policy, clock=FakeClock(), redact=_hide)
+    with pytest.raises(TransientBackendError) as raised:
+        waiter.read("r-1")
+    assert str(raised.value) == "read run r-1: Bearer ***"
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__

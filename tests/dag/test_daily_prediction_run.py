@@ -81,3 +81,33 @@ def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, sl
     assert extra["partition"] == str(warehouse / "predictions" / "2027-01-01.parquet")
     assert extra["rows"] == summary["rows"]
     assert extra["model_sha256"] == digest
+
+
+def test_bad_input_fails_the_task_at_once_naming_it(airflow_env, demo_inputs, slack_server):
+    """A model digest mismatch is found inside the component: the real pipeline reports it
+    permanent, so the task (retries=3, 5 min apart) fails at once, without a second run."""
+    root, warehouse, model, _ = demo_inputs
+    local_conn = {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(root)}}
+    proc = airflow_env.run(
+        "dags", "test", "daily_prediction", "2026-12-31T06:00:00+09:00",
+        extra_env={
+            "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(local_conn),
+            "AIRFLOW_CONN_SLACK_DEFAULT": slack_server.connection_uri(),
+            "DAILY_PREDICTION_WAREHOUSE": str(warehouse),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
+            "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": "0" * 64,
+            "DAILY_PREDICTION_POLL_SECONDS": "1",
+        },
+        check=False, timeout=240,  # a retry would wait 5 minutes first
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert "failed on bad input (input model_sha256), not retrying: ModelDigestMismatchError" in (
+        output
+    ), output[-6000:]
+    assert "new_state=up_for_retry" not in output
+    runs = [json.loads(p.read_text()) for p in root.glob("*/request.json")]
+    assert len([r for r in runs if r["display_name"].endswith("2026-12-30T210000Z")]) == 1
+    [text] = [t for t in slack_server.texts() if "daily_prediction.predict" in t]
+    assert "failed (try 1 of 4)" in text and "will retry" not in text
+    assert "ModelDigestMismatchError" in text
+    assert not (warehouse / "predictions" / "2026-12-31.parquet").exists()

@@ -84,6 +84,41 @@ def test_final_failure_without_run_link(slack_conn):
     assert "Kubeflow run" not in text
 
 
+@pytest.mark.parametrize(
+    ("will_retry", "outcome"), [(True, "failed, will retry"), (False, "failed")]
+)
+def test_retry_or_final_comes_from_the_callback_not_the_state(slack_conn, will_retry, outcome):
+    """The dag-processor runs callbacks of a dead worker's try before any state is set."""
+    ti = FakeTI(try_number=1, max_tries=3, state=None)
+    context = {**_context(ti=ti), "exception": None}
+    KfpSlackNotifier(will_retry=will_retry)(context)
+    text = slack_conn.texts()[0]
+    assert f"*daily_prediction.predict* {outcome} (try 1 of 4)" in text
+    assert "Error: none from the task: its process stopped without reporting (killed" in text
+
+
+def test_each_try_is_claimed_once_whatever_the_order(monkeypatch):
+    """A dead worker's try may be reported by the dag-processor after the next try failed."""
+    from types import SimpleNamespace
+
+    from airflow.sdk import Variable
+
+    from kfp_bridge.notifications import reported_tries
+
+    store: dict[str, str] = {}
+    monkeypatch.setattr(Variable, "get", lambda key, default=None: store.get(key, default))
+    monkeypatch.setattr(
+        Variable, "set", lambda key, value, description=None: store.__setitem__(key, value)
+    )
+
+    def ti(try_number):
+        return SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1,
+                               try_number=try_number)  # fmt: skip
+
+    claims = [reported_tries.claim(ti(n)) for n in (1, 1, 3, 2, 2, 3)]
+    assert claims == [True, False, True, True, False, False]
+
+
 def test_error_is_first_line_only_and_scrubbed(slack_conn):
     from airflow.sdk.log import mask_secret
 

@@ -9,8 +9,8 @@ operator and notifier:
 - clearing a finished date re-runs the task: the operator starts one new
   pipeline run for the clear (name suffix ``__c1``), which replaces that date's
   partition with the same rows; no other run or partition changes;
-- a component failure (model digest mismatch) posts exactly one Slack message
-  per failed try, each with the Kubeflow run link and the component's error.
+- a component failure on bad input (model digest mismatch) fails at once, without a
+  retry: one Slack message, with the Kubeflow run link and the component's error.
 """
 
 from __future__ import annotations
@@ -191,7 +191,10 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
     assert {d: _rows(stack.warehouse, d) for d in TARGET_DATES} == rows_before
 
 
-def test_component_failure_posts_one_message_per_try(stack):
+def test_bad_input_fails_at_once_with_one_message(stack):
+    """A digest mismatch is bad input: the component reports it permanent, so the task
+    (retries=1) fails on its first try, with one message and one pipeline run (issue 10).
+    One message per try across retries: tests/e2e/test_slack_per_try_e2e.py."""
     stack.slack.requests.clear()
     stack.airflow("dags", "unpause", "e2e_failing_prediction")
     stack.airflow(
@@ -202,20 +205,20 @@ def test_component_failure_posts_one_message_per_try(stack):
         "failed"
     )
     deadline = time.monotonic() + 60
-    while len(stack.slack.texts()) < 3 and time.monotonic() < deadline:
+    while len(stack.slack.texts()) < 2 and time.monotonic() < deadline:
         time.sleep(1)
+    time.sleep(5)  # a wrong second message would have arrived by now
     task_msgs = [t for t in stack.slack.texts() if "e2e_failing_prediction.predict" in t]
     summaries = [t for t in stack.slack.texts() if "*e2e_failing_prediction* run failed" in t]
-    assert len(task_msgs) == 2, stack.slack.texts()
-    assert "failed, will retry (try 1 of 2)" in task_msgs[0]
-    assert "failed (try 2 of 2)" in task_msgs[1]
-    for msg in task_msgs:
-        assert "Target date (JST): 2026-11-01" in msg
-        assert "Kubeflow run: " in msg
-        assert "sha256" in msg.lower()  # the component's own error reached the message
+    assert len(task_msgs) == 1, stack.slack.texts()
+    [msg] = task_msgs
+    assert "failed (try 1 of 2)" in msg and "will retry" not in msg
+    assert "Target date (JST): 2026-11-01" in msg
+    assert "Kubeflow run: " in msg
+    assert "bad input (input model_sha256), not retrying" in msg
+    assert "sha256" in msg.lower()  # the component's own error reached the message
     assert len(summaries) == 1
-    # One failed pipeline run per try, never two for the same try.
     assert (
         sum(n for name, n in _runs_by_name(stack.runs).items() if "e2e_failing_prediction" in name)
-        == 2
+        == 1
     )

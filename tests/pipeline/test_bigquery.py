@@ -14,7 +14,11 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from kfp_prediction.dates import TargetWindow
-from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
+from kfp_prediction.errors import (
+    NoSourceDataError,
+    SourceUnavailableError,
+    WarehouseUnreachableError,
+)
 from kfp_prediction.schema import PREDICTIONS_SCHEMA
 from kfp_prediction.warehouse import open_warehouse
 from kfp_prediction.warehouse.bigquery import (
@@ -186,8 +190,10 @@ def test_unreachable_bigquery_is_named() -> None:
         client_options={"api_endpoint": "http://127.0.0.1:9"},
     )
     wh = BigQueryWarehouse("my-project", "shop", client=client, timeout=2.0)
-    with pytest.raises(WarehouseUnreachableError, match="bigquery://my-project/shop"):
+    # Refused connections and exhausted retries may pass: retryable, not bad input.
+    with pytest.raises(SourceUnavailableError, match="bigquery://my-project/shop") as err:
         wh.check_reachable()
+    assert (err.value.permanent, err.value.input) == (False, "warehouse")
 
 
 def test_an_endpoint_alone_never_falls_back_to_anonymous(

@@ -43,14 +43,17 @@ def features(
     target_date: str, warehouse: str, lookback_days: int, run_id: str, metrics: Output[Metrics]
 ) -> str:
     """Check the sources, materialize the target date's features; returns the partition."""
-    from kfp_prediction.gc_tuning import one_shot_gc
+    from kfp_prediction.report import reporting_failures
 
-    with one_shot_gc():
-        from kfp_prediction.components import log_metrics
-        from kfp_prediction.feature_step import materialize_features
+    with reporting_failures("features"):  # tells the bridge: bad input, or retryable
+        from kfp_prediction.gc_tuning import one_shot_gc
 
-        result = materialize_features(target_date, warehouse, lookback_days, run_id)
-    log_metrics(metrics, result)
+        with one_shot_gc():
+            from kfp_prediction.components import log_metrics
+            from kfp_prediction.feature_step import materialize_features
+
+            result = materialize_features(target_date, warehouse, lookback_days, run_id)
+        log_metrics(metrics, result)
     return str(result["features"])
 
 
@@ -68,19 +71,25 @@ def predict(
     """Score every user of the features partition; replace the predictions partition.
 
     Reports the result to kfp-bridge: a ``kfp-bridge-report:`` line at the end of its log,
-    and the same JSON as the ``report`` output (Vertex AI serves no logs).
+    and the same JSON as the ``report`` output (Vertex AI serves no logs); on failure, a
+    failure report (bad input, or retryable).
     """
-    from kfp_prediction.gc_tuning import one_shot_gc
+    from kfp_prediction.report import reporting_failures
 
-    with one_shot_gc():
-        from kfp_prediction.components import log_metrics
-        from kfp_prediction.predict_step import predict as run
-        from kfp_prediction.report import emit, prediction_result
+    with reporting_failures("predict"):
+        from kfp_prediction.gc_tuning import one_shot_gc
 
-        result = run(target_date, warehouse, features, model_uri, model_sha256, run_id, run_name)
-    log_metrics(metrics, result)
-    with open(report, "w") as out:
-        out.write(emit("result", "predict", **prediction_result(result)))
+        with one_shot_gc():
+            from kfp_prediction.components import log_metrics
+            from kfp_prediction.predict_step import predict as run
+            from kfp_prediction.report import emit, prediction_result
+
+            result = run(
+                target_date, warehouse, features, model_uri, model_sha256, run_id, run_name
+            )
+        log_metrics(metrics, result)
+        with open(report, "w") as out:
+            out.write(emit("result", "predict", **prediction_result(result)))
     return str(result["partition"])
 
 

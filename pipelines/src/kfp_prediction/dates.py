@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from kfp_prediction.errors import PredictionInputError, TargetDateError
+from kfp_prediction.errors import LookbackDaysError, TargetDateError
 
 JST = ZoneInfo("Asia/Tokyo")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -42,9 +42,9 @@ class TargetWindow:
     def build(cls, target_date: object, lookback_days: int) -> TargetWindow:
         date = parse_target_date(target_date)
         if isinstance(lookback_days, bool) or not isinstance(lookback_days, int):
-            raise PredictionInputError(f"lookback_days must be an integer, got {lookback_days!r}")
+            raise LookbackDaysError(f"lookback_days must be an integer, got {lookback_days!r}")
         if not 1 <= lookback_days <= MAX_LOOKBACK_DAYS:
-            raise PredictionInputError(
+            raise LookbackDaysError(
                 f"lookback_days must be between 1 and {MAX_LOOKBACK_DAYS}, got {lookback_days}"
             )
         return cls(date, lookback_days)

@@ -11,7 +11,12 @@ import pickle
 import re
 from typing import Any
 
-from kfp_prediction.errors import ModelDigestMismatchError, ModelLoadError, PredictionInputError
+from kfp_prediction.errors import (
+    ModelDigestMismatchError,
+    ModelLoadError,
+    ModelUnreadableError,
+    SourceUnavailableError,
+)
 from kfp_prediction.paths import resolve_local_path
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -20,20 +25,25 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 def read_model_bytes(model_uri: str) -> bytes:
     """Bytes of the model at a local path, ``file://`` or ``gs://`` URI."""
     if not isinstance(model_uri, str) or not model_uri.strip():
-        raise PredictionInputError("model_uri is required")
+        raise ModelUnreadableError("model_uri is required")
     if model_uri.startswith("gs://"):
+        from google.api_core import exceptions as gexc
         from google.cloud import storage
 
         bucket, _, name = model_uri.removeprefix("gs://").partition("/")
         try:
             return storage.Client().bucket(bucket).blob(name).download_as_bytes()
-        except Exception as exc:
-            raise PredictionInputError(f"model_uri {model_uri!r} cannot be read: {exc}") from exc
+        except (gexc.NotFound, gexc.Forbidden, gexc.Unauthorized, gexc.BadRequest) as exc:
+            raise ModelUnreadableError(f"model_uri {model_uri!r} cannot be read: {exc}") from exc
+        except Exception as exc:  # 5xx, timeouts, refused connections: another try may work
+            raise SourceUnavailableError(
+                f"model_uri {model_uri!r} could not be fetched: {exc}", input="model_uri"
+            ) from exc
     path = resolve_local_path(model_uri)
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise PredictionInputError(f"model_uri {model_uri!r} cannot be read: {exc}") from exc
+        raise ModelUnreadableError(f"model_uri {model_uri!r} cannot be read: {exc}") from exc
 
 
 def normalize_sha256(expected: str) -> str:

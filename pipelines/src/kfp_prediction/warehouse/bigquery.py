@@ -27,8 +27,13 @@ from urllib.parse import parse_qs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kfp_prediction import liveness
 from kfp_prediction.dates import TargetWindow
-from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
+from kfp_prediction.errors import (
+    NoSourceDataError,
+    SourceUnavailableError,
+    WarehouseUnreachableError,
+)
 from kfp_prediction.features import REGISTERED_USERS_SQL, bigquery_user_features_sql
 from kfp_prediction.schema import FEATURES_TABLE, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
 from kfp_prediction.warehouse.base import Warehouse
@@ -40,6 +45,22 @@ _BQ_TYPES = {
     pa.float64(): "FLOAT64",
     pa.timestamp("us", tz="UTC"): "TIMESTAMP",
 }
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Failures another try may not meet: 5xx, quotas, deadlines, refused connections."""
+    from google.api_core import exceptions as gexc
+
+    return (
+        gexc.ServerError,
+        gexc.TooManyRequests,
+        gexc.DeadlineExceeded,
+        gexc.RetryError,
+        ConnectionError,
+        TimeoutError,
+    )
+
+
 _PARTITION_REF = re.compile(r"^(?P<table>[^$]+)\$(?P<date>\d{8})$")
 
 
@@ -215,6 +236,10 @@ class BigQueryWarehouse(Warehouse):
             return fn(*args, **kwargs)
         except gexc.NotFound as exc:
             raise NoSourceDataError(f"{what} not found in {self.location}: {exc}") from exc
+        except _transient_errors() as exc:  # another try may not meet it
+            raise SourceUnavailableError(
+                f"warehouse location {self.location!r} failed on {what}: {exc}", input="warehouse"
+            ) from exc
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             raise WarehouseUnreachableError(
                 f"warehouse location {self.location!r} failed on {what}: {exc}"
@@ -231,7 +256,11 @@ class BigQueryWarehouse(Warehouse):
             )
         except WarehouseUnreachableError:
             raise
-        except Exception as exc:  # API errors, refused connections, exhausted retries
+        except _transient_errors() as exc:
+            raise SourceUnavailableError(
+                f"warehouse location {self.location!r} is unavailable: {exc}", input="warehouse"
+            ) from exc
+        except Exception as exc:  # no access, no such dataset, bad project
             raise WarehouseUnreachableError(
                 f"warehouse location {self.location!r} is unreachable: {exc}"
             ) from exc
@@ -281,6 +310,7 @@ class BigQueryWarehouse(Warehouse):
 
     def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
         destination = self.features_partition(window.target_date)
+        liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "feature query",
             self.client.query,
@@ -350,6 +380,7 @@ class BigQueryWarehouse(Warehouse):
                 writer.write_table(part)
         buffer.seek(0)
         destination = self.partition_id(target_date)
+        liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "predictions load",
             self.client.load_table_from_file,

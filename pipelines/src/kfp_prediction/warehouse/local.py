@@ -16,10 +16,10 @@ touch the same file.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import glob
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.features import REGISTERED_USERS_SQL, duckdb_user_features_sql
+from kfp_prediction.liveness import publishing
 from kfp_prediction.schema import (
     FEATURES_TABLE,
     PREDICTIONS_SCHEMA,
@@ -37,10 +38,6 @@ from kfp_prediction.schema import (
     SOURCE_TABLES,
 )
 from kfp_prediction.warehouse.base import Warehouse
-
-# A temporary partition file older than this is left over from a killed run: a live writer
-# finishes a 1M-user partition in a few seconds, and renames or deletes its file when done.
-STALE_TEMP_SECONDS = 3600.0
 
 
 def partition_path(root: str | Path, target_date: dt.date, table: str = PREDICTIONS_TABLE) -> Path:
@@ -178,29 +175,50 @@ class LocalWarehouse(Warehouse):
 def replace_file(final: Path, write: Callable[[Path], None]) -> Path:
     """``write`` a temporary file beside ``final``, fsync it and rename it over ``final``.
 
-    If ``write`` raises, the temporary file is removed and ``final`` is as it was. Stale
-    temporary files of the same partition (a killed run's) are removed first.
+    If ``write`` raises, the temporary file is removed and ``final`` is as it was. The
+    writer holds an exclusive ``flock`` on its temporary file until it is renamed or
+    removed, so the next writer of the partition can tell a killed run's leftovers (no
+    lock: the kernel dropped it with the process) from a live writer's file and removes
+    only those. The rename happens only while the run is live (``liveness.publishing``).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    fd, tmp = _locked_temp_file(final)
     try:
         write(tmp)
         tmp.chmod(0o644)  # mkstemp creates 0600; readers in other processes need read
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        with publishing(f"partition {final}"):
+            os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)  # releases the lock
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return final
+
+
+def _locked_temp_file(final: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``final`` and an fd holding its ``flock``.
+
+    The lock says "a writer is alive" to ``remove_stale_temp_files``; a file another writer
+    removed in the instant before it was locked is simply made again.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _quote(text: str) -> str:
@@ -213,18 +231,23 @@ def _set_session(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar = false")  # logs, not a terminal
 
 
-def remove_stale_temp_files(final: Path, max_age_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
-    """Delete ``.<partition>.*.tmp`` files of this partition left by a killed run.
+def remove_stale_temp_files(final: Path) -> list[Path]:
+    """Delete ``.<partition>.*.tmp`` files of this partition that no live writer holds.
 
-    Only files older than ``max_age_seconds`` (by modification time) go: a younger one may be
-    another process's write in progress (two runs of the same date), which must not be pulled
-    from under it. Other partitions' files are never touched.
+    Each writer holds an exclusive ``flock`` on its temporary file while it writes
+    (``replace_file``); the kernel releases it when the writer exits, however it dies. A
+    file whose lock can be taken is a killed run's leftover; one that cannot is another
+    process's write in progress (two runs of the same date) and is left alone. Other
+    partitions' files are never touched.
     """
     removed = []
-    cutoff = time.time() - max_age_seconds
     for path in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
         try:
-            if path.stat().st_mtime < cutoff:
+            with open(path, "rb") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer's
                 path.unlink()
                 removed.append(path)
         except FileNotFoundError:  # renamed or removed by its writer meanwhile

@@ -1,0 +1,269 @@
+"""`make demo`: run the DAG for one target date through `airflow dags test`, and show it.
+
+What `airflow dags test` alone does not do, and this wrapper adds:
+
+- progress while it waits (the pipeline run's state and step, every few seconds);
+- the failing step's error as soon as the run fails, and whether Airflow retries it
+  (a permanent failure, i.e. bad input, fails the task at once);
+- Ctrl-C / SIGTERM stops everything it started: `airflow dags test` ignores SIGTERM
+  (so its process group is killed after a grace period) and the local pipeline runs
+  detached (so it is canceled through the backend); the DAG run is then marked failed;
+- a tidy metadata database afterwards: no trigger row is left for a later triggerer
+  on the same database to pick up (`dags test` never runs the triggerer's own
+  ``Trigger.clean_unused``), and the run's start time is when it really started
+  (`dags test` records the logical date, which the UI shows as a run of hours or
+  days), its triggering user "make demo".
+
+The DAG stays paused: a demo must not switch on a daily production schedule behind
+the user's back; `airflow dags unpause daily_prediction` does that deliberately.
+
+    python scripts/demo.py --date 2026-11-27   (Airflow environment, AIRFLOW_HOME set)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PROGRESS_SECONDS = 15.0  # a "still running" line at least this often
+KILL_GRACE_SECONDS = 5.0
+_STEP = re.compile(r"Executing task '([^']+)'|Task '([^']+)' finished with status (\w+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Lines of the `dags test` log worth repeating on screen (the operator's own words, and
+# the task's state changes as the execution API records them).
+_LOG_NEWS = re.compile(
+    r"(?P<said>Reattaching to existing run \S+|Submitted run \S+)"
+    r"|Task instance state updated.*new_state=(?P<state>\w+)"
+)
+_STATE_NEWS = {
+    "up_for_retry": "the task failed; Airflow retries it after its retry delay "
+    "(Ctrl-C stops the demo)",
+    "failed": "the task failed (no retries left, or bad input that no retry can fix)",
+    "deferred": "the task is deferred: the trigger waits for the pipeline run",
+}
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def say(text: str) -> None:
+    print(f"make demo: {text}", flush=True)
+
+
+def parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise SystemExit(f"make demo: DATE={text!r} is not a date (YYYY-MM-DD): {exc}") from None
+
+
+class RunWatch:
+    """Follows the pipeline runs of one task instance on the local backend and reports."""
+
+    def __init__(self, backend, run_name: str) -> None:
+        self.backend = backend
+        self.run_name = run_name
+        self.before = {r.run_id for r in backend.find_runs(run_name)}
+        self.seen: dict[str, tuple[str, str | None]] = {}
+        self.started = time.monotonic()
+        self.last_said = time.monotonic()
+
+    def new_runs(self) -> list:
+        return [r for r in self.backend.find_runs(self.run_name) if r.run_id not in self.before]
+
+    def _step(self, run_id: str) -> str | None:
+        try:
+            text = (self.backend.state_dir / run_id / "runner.log").read_text(errors="replace")
+        except OSError:
+            return None
+        running: list[str] = []
+        for started, finished, _ in _STEP.findall(_ANSI.sub("", text)):
+            if started:
+                running.append(started)
+            elif finished in running:
+                running.remove(finished)
+        return running[-1] if running else None
+
+    def tick(self, task_state: str | None) -> None:
+        from kfp_bridge.failures import parse_failure
+
+        for run in reversed(self.new_runs()):  # oldest first
+            step = None if run.state.is_terminal else self._step(run.run_id)
+            now = (run.state.value, step)
+            if self.seen.get(run.run_id) == now:
+                continue
+            self.seen[run.run_id] = now
+            where = f", step {step}" if step else ""
+            say(f"pipeline run {run.run_id[:8]} {run.state.value}{where}")
+            self.last_said = time.monotonic()
+            if run.state.value == "FAILED":
+                say("the pipeline run failed:")
+                lines = (run.error or "no error recorded").splitlines()
+                shown = lines if len(lines) <= 8 else [*lines[:3], "...", *lines[-3:]]
+                for line in shown:
+                    print(f"    {line}", flush=True)
+                failure = parse_failure(run.error)
+                if failure is not None and failure.permanent:
+                    where = f" ({failure.input})" if failure.input else ""
+                    say(f"bad input{where}: the task fails now, without retries")
+                say(f"the whole run log: {self.backend.run_url(run.run_id)}")
+        if time.monotonic() - self.last_said >= PROGRESS_SECONDS:
+            runs = ", ".join(f"{s}{f' ({p})' if p else ''}" for s, p in self.seen.values())
+            parts = [
+                f"task {task_state}" if task_state else "",
+                f"pipeline run {runs}" if runs else "",
+            ]
+            elapsed = time.monotonic() - self.started
+            say(f"... {elapsed:.0f}s: {'; '.join(p for p in parts if p) or 'starting'}")
+            self.last_said = time.monotonic()
+
+
+class LogNews:
+    """New lines of the `dags test` log that say something about the task."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.task_state: str | None = None
+
+    def tick(self) -> None:
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+        except OSError:
+            return
+        complete, _, _ = chunk.rpartition(b"\n")
+        self.offset += len(complete) + (1 if complete else 0)
+        for line in complete.decode(errors="replace").splitlines():
+            match = _LOG_NEWS.search(_ANSI.sub("", line))
+            if match and match["said"]:
+                say(match["said"])
+            elif match and match["state"]:
+                self.task_state = match["state"]
+                if match["state"] in _STATE_NEWS:
+                    say(_STATE_NEWS[match["state"]])
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End `airflow dags test` and its process group: SIGTERM, then SIGKILL (it ignores TERM)."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader
+
+
+def tidy(dag_id: str, since: dt.datetime, *, failed: bool) -> str | None:
+    """Leave the metadata DB as a scheduler would: no stray trigger, real times. Run state."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    with create_session() as session:
+        run = (
+            session.query(DagRun)
+            .filter(DagRun.dag_id == dag_id, DagRun.run_after >= since)
+            .order_by(DagRun.id.desc())
+            .first()
+        )
+        if run is None:
+            return None
+        if failed:  # interrupted: what "mark failed" in the UI would leave
+            for ti in run.get_task_instances(session=session):
+                if ti.state not in (TaskInstanceState.SUCCESS, TaskInstanceState.FAILED):
+                    ti.set_state(TaskInstanceState.FAILED, session=session)
+            run.set_state(DagRunState.FAILED)
+        run.start_date = run.run_after  # dags test records the logical date here
+        run.triggering_user_name = "make demo"
+        session.flush()
+        state = str(run.state)
+    Trigger.clean_unused()
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--date", required=True, help="target date YYYY-MM-DD (JST)")
+    parser.add_argument("--dag-id", default="daily_prediction")
+    parser.add_argument("--task-id", default="predict")
+    parser.add_argument("--log", default="var/airflow/dags-test.log")
+    args = parser.parse_args(argv)
+    date = parse_date(args.date)
+
+    import pendulum
+
+    from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+    from kfp_bridge.operators.kfp import run_name_for
+
+    logical = pendulum.datetime(date.year, date.month, date.day, 6, tz="Asia/Tokyo")
+    run_name = run_name_for(args.dag_id, args.task_id, logical)
+    backend = KubeflowPipelineHook(kfp_conn_id="kfp_default").get_conn()
+    watch = RunWatch(backend, run_name)
+    news = LogNews(Path(args.log))
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    say(
+        f"running {args.dag_id} for target date {date} through airflow dags test "
+        f"(log: {args.log}) ..."
+    )
+    with open(args.log, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "airflow"), "dags", "test", args.dag_id, logical.isoformat()],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the terminal's Ctrl-C comes to us
+        )
+    try:
+        while proc.poll() is None:
+            news.tick()
+            watch.tick(news.task_state)
+            time.sleep(1)
+        news.tick()
+        watch.tick(news.task_state)
+    except Interrupted as stop:
+        say(f"{stop}: stopping airflow dags test and the pipeline run ...")
+        stop_group(proc)
+        for run in watch.new_runs():
+            if not run.state.is_terminal:
+                backend.cancel(run.run_id)
+                say(f"canceled pipeline run {run.run_id}")
+        tidy(args.dag_id, since, failed=True)
+        say("stopped; the DAG run is marked failed")
+        return 128 + stop.signum
+    state = tidy(args.dag_id, since, failed=False)
+    if state != "success":
+        say(f"the DAG run {state or 'did not start'}; full log: {args.log}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
