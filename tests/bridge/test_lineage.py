@@ -84,7 +84,9 @@ def _kfp_runs(root: Path) -> dict[str, dict]:
     for request in (root / "runs").glob("*/request.json"):
         body = json.loads(request.read_text())
         state = json.loads((request.parent / "state.json").read_text())["state"]
-        runs[state] = {"run_id": body["run_id"], "url": (request.parent / "runner.log").as_uri()}
+        # The link users follow: the run's page on the api-server ([api] base_url of the env).
+        url = f"http://airflow.test:8080/kfp-bridge/local-runs/{body['run_id']}?conn_id=kfp_local"
+        runs[state] = {"run_id": body["run_id"], "url": url}
     return runs
 
 

@@ -246,8 +246,10 @@ def open_trigger_dialog(page, ui, dag_id: str):
 def pick(dialog, index: int, date: str, clock: str, close_on: str) -> None:
     """Set the dialog's ``index``-th date-time picker (the UI's zone: the browser's)."""
     dialog.get_by_test_id("datetime-input").nth(index).click()
-    dialog.page.get_by_placeholder("YYYY/MM/DD").fill(date.replace("-", "/"))
-    dialog.page.get_by_placeholder("HH:mm").fill(clock)
+    # A closed picker's popover may stay mounted (hidden): fill the open one only.
+    popover = dialog.page
+    popover.get_by_placeholder("YYYY/MM/DD").filter(visible=True).fill(date.replace("-", "/"))
+    popover.get_by_placeholder("HH:mm").filter(visible=True).fill(clock)
     dialog.get_by_text(close_on, exact=True).click()  # closes the picker, keeps the dialog
 
 
