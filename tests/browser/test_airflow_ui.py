@@ -14,12 +14,10 @@ times in the browser's time zone; there is no server-side UI zone any more).
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -29,40 +27,13 @@ import psutil
 import pytest
 
 from kfp_bridge.target_date import jst_ds
+from tests.dag.helpers import home_env
 from tests.e2e.airflow_stack import REPO, free_port
+from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
 DAG_ID, FAILING_DAG_ID = "daily_prediction", "ui_failing_prediction"
 RUN_TARGET_DATE = "2026-11-27"
 BACKFILL_DATES = ["2026-11-28", "2026-11-29"]
-
-FAILING_DAG = """
-import pendulum
-from airflow.sdk import DAG
-from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-from kfp_bridge.target_date import MACROS
-
-with DAG("ui_failing_prediction", schedule=None, catchup=False,
-         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"), user_defined_macros=MACROS):
-    KubeflowPipelineRunOperator(
-        task_id="predict",
-        pipeline_file="{pipeline}",
-        parameters={
-            "target_date": "{{ jst_ds(logical_date or dag_run.run_after) }}",
-            "warehouse": "{warehouse}",
-            "model_uri": "{model}",
-            "model_sha256": "0" * 64,  # the component refuses the model: digest mismatch
-        },
-        poll_interval=15,
-        retries=0,
-    )
-"""
-
-
-def _pipeline(*args: str) -> str:
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
 
 
 class UiStack:
@@ -81,33 +52,18 @@ class UiStack:
 
     def prepare(self) -> dict[str, str]:
         model = self.root / "models" / "model.pkl"
-        _pipeline("kfp_prediction.demo_data", "--warehouse", str(self.warehouse), "--users",
-                  "300", "--page-views", "3000")  # fmt: skip
-        _pipeline("kfp_prediction.demo_model", "--warehouse", str(self.warehouse), "--out",
-                  str(model))  # fmt: skip
-        digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
+        digest = demo_inputs(self.warehouse, model)
         dags = self.root / "dags"
         dags.mkdir()
         (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
         (dags / "ui_failing_prediction.py").write_text(
-            textwrap.dedent(FAILING_DAG)
-            .replace("{pipeline}", str(REPO / "pipelines" / "compiled" / "daily_prediction.yaml"))
-            .replace("{warehouse}", str(self.warehouse))
-            .replace("{model}", str(model))
+            failing_dag(FAILING_DAG_ID, warehouse=self.warehouse, model=model)
         )
         connection = {"conn_type": "kfp", "extra": {"backend": "local"}}
         connection["extra"]["local_state_dir"] = str(self.runs)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
-        }
+        env = home_env(self.home, dags)
         env.update(
             {
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(connection),
@@ -115,8 +71,6 @@ class UiStack:
                 "DAILY_PREDICTION_WAREHOUSE": str(self.warehouse),  # the DAG's Assets
                 "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_URI": str(model),
                 "AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256": digest,
-                "KFP_BRIDGE_HOME": str(REPO),
-                "PYTHONWARNINGS": "ignore",
             }
         )
         if self.database_url:
@@ -246,10 +200,11 @@ def open_trigger_dialog(page, ui, dag_id: str):
 def pick(dialog, index: int, date: str, clock: str, close_on: str) -> None:
     """Set the dialog's ``index``-th date-time picker (the UI's zone: the browser's)."""
     dialog.get_by_test_id("datetime-input").nth(index).click()
-    # A closed picker's popover may stay mounted (hidden): fill the open one only.
-    popover = dialog.page
-    popover.get_by_placeholder("YYYY/MM/DD").filter(visible=True).fill(date.replace("-", "/"))
-    popover.get_by_placeholder("HH:mm").filter(visible=True).fill(clock)
+    # The previous picker's popover may still be open (its close is animated): the one just
+    # opened is the last in the document (popovers are portalled to the end of <body>).
+    page = dialog.page
+    page.get_by_placeholder("YYYY/MM/DD").last.fill(date.replace("-", "/"))
+    page.get_by_placeholder("HH:mm").last.fill(clock)
     dialog.get_by_text(close_on, exact=True).click()  # closes the picker, keeps the dialog
 
 
@@ -374,7 +329,7 @@ def test_run_shows_kubeflow_link_to_the_local_run_page_and_jst_target_date(
         f"daily_prediction__predict__{run['logical_date'][:10]}T210000Z"
     )
     summary = json.loads(
-        _pipeline("kfp_prediction.summary", "--target-date", RUN_TARGET_DATE,
+        pipeline_module("kfp_prediction.summary", "--target-date", RUN_TARGET_DATE,
                   "--warehouse", str(ui.warehouse), "--json")
     )  # fmt: skip
     assert run_page.locator("#partition-rows").inner_text() == f"{summary['rows']:,}"
