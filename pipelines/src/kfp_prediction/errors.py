@@ -38,9 +38,19 @@ class MissingSourceColumnError(PredictionInputError):
 
 
 class NoSourceDataError(PredictionInputError):
-    """A source table holds no rows for the date the run depends on."""
+    """A source table (or a features partition) is absent or empty."""
 
     input = "warehouse"
+
+
+class LateSourceDataError(NoSourceDataError):
+    """The source has no rows yet for the day the run depends on: upstream data is late.
+
+    Retryable, unlike the rest of ``NoSourceDataError``: a later try (Airflow's retry delay)
+    may find the day loaded; a rerun after the data arrived recomputes the date.
+    """
+
+    permanent = False
 
 
 class InvalidSourceDataError(PredictionInputError):

@@ -14,6 +14,7 @@ from typing import Any
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import (
     InvalidSourceDataError,
+    LateSourceDataError,
     MissingSourceColumnError,
     NoSourceDataError,
 )
@@ -42,9 +43,10 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
             raise NoSourceDataError(f"source table {table} has no rows in {warehouse.location}")
     last_day = warehouse.count_rows("page_views", window.last_day_start_utc, window.end_utc)
     if not last_day:
-        raise NoSourceDataError(
+        raise LateSourceDataError(
             f"source table page_views has no rows for {window.last_day:%Y-%m-%d} (JST), the "
             f"last day before target_date {window.target_date:%Y-%m-%d}, in {warehouse.location}"
+            " (late data? retryable)"
         )
     counts["page_views_last_day_rows"] = last_day
     registered, null_ids = warehouse.registered_users(window.end_utc)
