@@ -75,7 +75,7 @@ def test_submit_sends_spec_parameters_root_and_service_account(kfp_server, kfp_b
         "pipeline_root": "gs://bucket/root",
     }
     assert run["service_account"] == "pipeline-runner@proj.iam.gserviceaccount.com"
-    [experiment] = kfp_server.experiments()
+    [experiment] = kfp_server.stored("experiments")
     assert experiment["display_name"] == "daily-prediction"
     assert run["experiment_id"] == experiment["experiment_id"]
 
@@ -152,7 +152,7 @@ def test_pipeline_id_alone_runs_and_returns_the_latest_version(kfp_server, kfp_b
     kfp_server.add_pipeline_version("pipe-1", "ver-1", {"pipelineInfo": {"name": "old"}})
     kfp_server.add_pipeline_version("pipe-1", "ver-2", tiny_spec)
     latest = max(
-        (v for v in kfp_server.pipeline_versions() if v["pipeline_id"] == "pipe-1"),
+        (v for v in kfp_server.stored("pipeline_versions") if v["pipeline_id"] == "pipe-1"),
         key=lambda v: (v["created_at"], v["pipeline_version_id"]),  # as the server picks it
     )
     version_id, spec = kfp_backend.pipeline_version("pipe-1")
@@ -169,7 +169,7 @@ def test_experiment_is_created_once_and_reused(kfp_server, tiny_spec):
         backend.submit(request_for(tiny_spec, name=f"run-{i}", experiment="daily"))
         backend.submit(request_for(tiny_spec, name=f"run-{i}-b", experiment="daily"))
 
-    assert [e["display_name"] for e in kfp_server.experiments()] == ["daily"]
+    assert [e["display_name"] for e in kfp_server.stored("experiments")] == ["daily"]
     creates = [
         r
         for r in kfp_server.requests()
@@ -281,7 +281,7 @@ def test_names_survive_the_double_decode(kfp_server, kfp_backend, tiny_spec, nam
     again = KfpApiBackend(kfp_server.url)  # no cached experiment ids
     assert again.experiment_id(name, create=False) is not None
     assert [s.run_id for s in again.find_runs(name, experiment=name)] == [run_id]
-    assert [e["display_name"] for e in kfp_server.experiments()] == [name]
+    assert [e["display_name"] for e in kfp_server.stored("experiments")] == [name]
 
 
 def test_find_runs_within_an_experiment(kfp_server, kfp_backend, tiny_spec):
@@ -291,7 +291,7 @@ def test_find_runs_within_an_experiment(kfp_server, kfp_backend, tiny_spec):
     assert [s.run_id for s in kfp_backend.find_runs("r", experiment="a")] == [in_a]
     assert len(kfp_backend.find_runs("r")) == 2
     assert kfp_backend.find_runs("r", experiment="missing") == []
-    assert "missing" not in {e["display_name"] for e in kfp_server.experiments()}
+    assert "missing" not in {e["display_name"] for e in kfp_server.stored("experiments")}
 
 
 # -- cancel -------------------------------------------------------------------------------
@@ -457,7 +457,7 @@ def test_namespace_is_used_for_experiments_and_lists(kfp_server_multi_user, tiny
     run_b = team_b.submit(request_for(tiny_spec, name="daily", experiment="exp")).run_id
     default_a = team_a.submit(request_for(tiny_spec, name="no-experiment")).run_id
 
-    assert sorted((e["display_name"], e["namespace"]) for e in server.experiments()) == [
+    assert sorted((e["display_name"], e["namespace"]) for e in server.stored("experiments")) == [
         ("Default", "team-a"),
         ("exp", "team-a"),
         ("exp", "team-b"),

@@ -412,7 +412,7 @@ def test_transient_errors_at_submit_are_ridden_out_with_exactly_one_run(kfp_serv
     [run] = _runs_named(kfp_server)
     assert result == {"run_id": run["run_id"], "run_url": ti.xcom["kubeflow_run_url"]}
     assert run["state"] == "SUCCEEDED"
-    assert len(kfp_server.experiments()) == 1
+    assert len(kfp_server.stored("experiments")) == 1
 
 
 def test_run_created_behind_a_lost_response_is_adopted_not_duplicated(kfp_server, kfp_conn_id):

@@ -42,40 +42,37 @@ def test_the_real_workflows_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_job_needing_a_missing_job_fails_actionlint(workflows: Path) -> None:
-    edit(workflows / "deploy.yml", "needs: [test, compiled, kfp]", "needs: [test, compiled, kfpp]")
-    result = run("scripts/lint_workflows.sh", workflows)
-    assert result.returncode != 0
-    assert "kfpp" in result.stdout + result.stderr
-
-
-def test_an_action_pinned_by_tag_fails_zizmor(workflows: Path) -> None:
-    edit(
-        workflows / "ci.yml",
+# One breakage per case: (file, text, replacement, what the linters' output names).
+BREAKAGES = {
+    "a job needing a missing job fails actionlint": (
+        "deploy.yml", "needs: [test, compiled, kfp]", "needs: [test, compiled, kfpp]", "kfpp"
+    ),
+    "an action pinned by tag fails zizmor": (
+        "ci.yml",
         "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1",
         "actions/checkout@v7",
-    )
-    result = run("scripts/lint_workflows.sh", workflows)
-    assert result.returncode != 0
-    assert "unpinned-uses" in result.stdout + result.stderr
-
-
-def test_an_untrusted_expression_in_a_script_fails(workflows: Path) -> None:
-    edit(
-        workflows / "ci.yml",
+        "unpinned-uses",
+    ),
+    "an untrusted expression in a script fails": (
+        "ci.yml",
         "run: bash .ci/run",
         'run: echo "${{ github.event.pull_request.title }}" && bash .ci/run',
-    )
-    result = run("scripts/lint_workflows.sh", workflows)
-    assert result.returncode != 0
-    assert "template-injection" in result.stdout + result.stderr
+        "template-injection",
+    ),
+    "write-all permissions fail zizmor": (
+        "ci.yml", "permissions:\n      contents: read", "permissions: write-all",
+        "excessive-permissions",
+    ),
+}  # fmt: skip
 
 
-def test_write_all_permissions_fail_zizmor(workflows: Path) -> None:
-    edit(workflows / "ci.yml", "permissions:\n      contents: read", "permissions: write-all")
+@pytest.mark.parametrize("breakage", BREAKAGES.values(), ids=BREAKAGES.keys())
+def test_a_broken_workflow_fails_the_lint(workflows: Path, breakage) -> None:
+    name, old, new, named = breakage
+    edit(workflows / name, old, new)
     result = run("scripts/lint_workflows.sh", workflows)
     assert result.returncode != 0
-    assert "excessive-permissions" in result.stdout + result.stderr
+    assert named in result.stdout + result.stderr
 
 
 def test_a_file_that_does_not_parse_fails(workflows: Path) -> None:

@@ -384,7 +384,7 @@ def test_delete_recurring_run_with_a_propagation_policy(client, server):
         jobs[0].recurring_run_id, propagation_policy="ORPHAN"
     )
     client.delete_recurring_run(jobs[1].recurring_run_id)  # kfp.Client sends no policy
-    assert server.deleted_recurring_runs() == [
+    assert server.stored("deleted_recurring_runs") == [
         {"recurring_run_id": jobs[0].recurring_run_id, "propagation_policy": "ORPHAN"},
         {
             "recurring_run_id": jobs[1].recurring_run_id,

@@ -71,7 +71,9 @@ class AirflowEnv:
         return json.loads(out[-1])
 
 
-def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str, str]:
+def home_env(home: Path, dags_folder: Path, plugins_folder: Path = REPO / "plugins") -> dict:
+    """This process's environment for an Airflow in ``home``: none of the caller's Airflow
+    settings, connections or variables, this repo's plugins and package, no example DAGs."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -80,14 +82,23 @@ def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str,
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__API__BASE_URL": "http://airflow.test:8080",
             "KFP_BRIDGE_HOME": str(REPO),
             "PYTHONWARNINGS": "ignore",
+        }
+    )
+    return env
+
+
+def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str, str]:
+    env = home_env(home, dags_folder)
+    env.update(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__BASE_URL": "http://airflow.test:8080",
         }
     )
     env.pop("DAILY_PREDICTION_DEADLINE_HOURS", None)

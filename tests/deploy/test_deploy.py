@@ -82,8 +82,8 @@ def test_same_file_twice_creates_one_pipeline_and_one_version(server, capsys):
         "pipeline daily-prediction: unchanged",
         f"version sha256-{digest[:12]}: unchanged",
     ]
-    (pipeline,) = server.pipelines()
-    (version,) = server.pipeline_versions()
+    (pipeline,) = server.stored("pipelines")
+    (version,) = server.stored("pipeline_versions")
     assert pipeline["name"] == "daily-prediction"
     assert version["pipeline_id"] == pipeline["pipeline_id"]
     assert version["name"] == f"sha256-{digest[:12]}"
@@ -101,8 +101,8 @@ def test_a_changed_file_becomes_a_new_version_of_the_same_pipeline(server, capsy
     code, lines, _ = deploy(capsys, *upload_args(server, changed))
     assert code == 0 and lines[0].startswith("pipeline daily-prediction: unchanged")
     assert lines[1].startswith(f"version sha256-{PipelineFile.read(changed).sha256[:12]}: created")
-    assert len(server.pipelines()) == 1
-    assert len(server.pipeline_versions()) == 2
+    assert len(server.stored("pipelines")) == 1
+    assert len(server.stored("pipeline_versions")) == 2
 
 
 def test_recurring_run_twice_leaves_one_pinned_to_the_version(server, capsys):
@@ -122,8 +122,8 @@ def test_recurring_run_twice_leaves_one_pinned_to_the_version(server, capsys):
     code, second, _ = deploy(capsys, *variant_args(server))
     assert code == 0
     assert "recurring run daily-prediction-kfp-only: unchanged" in second[3]
-    (job,) = server.recurring_runs()
-    (version,) = server.pipeline_versions()
+    (job,) = server.stored("recurring_runs")
+    (version,) = server.stored("pipeline_versions")
     assert job["display_name"] == "daily-prediction-kfp-only"
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 21 * * *"
     assert (
@@ -131,21 +131,21 @@ def test_recurring_run_twice_leaves_one_pinned_to_the_version(server, capsys):
     )
     assert job["max_concurrency"] == "1" and job["no_catchup"] is True
     assert job["status"] == "ENABLED"
-    assert server.deleted_recurring_runs() == []
+    assert server.stored("deleted_recurring_runs") == []
 
 
 def test_a_changed_cron_replaces_the_recurring_run_keeping_its_workflows(server, capsys):
     assert deploy(capsys, *variant_args(server))[0] == 0
-    (old,) = server.recurring_runs()
+    (old,) = server.stored("recurring_runs")
     code, lines, _ = deploy(capsys, *variant_args(server, "0 30 20 * * *"))
     assert code == 0
     assert lines[3].startswith("recurring run daily-prediction-kfp-only: updated: cron")
     assert lines[4].endswith("daily 20:30:00 UTC = 05:30:00 JST")
-    (new,) = server.recurring_runs()
+    (new,) = server.stored("recurring_runs")
     assert new["recurring_run_id"] != old["recurring_run_id"]
     assert new["trigger"]["cron_schedule"]["cron"] == "0 30 20 * * *"
     # No update call exists: delete (ORPHAN: running workflows survive) and create again.
-    assert server.deleted_recurring_runs() == [
+    assert server.stored("deleted_recurring_runs") == [
         {"recurring_run_id": old["recurring_run_id"], "propagation_policy": "ORPHAN"}
     ]
 
@@ -158,10 +158,10 @@ def test_a_new_file_repins_the_recurring_run(server, capsys, tmp_path):
     args[args.index(str(VARIANT))] = str(changed)
     code, lines, _ = deploy(capsys, *args)
     assert code == 0 and "updated: pipeline version" in lines[3]
-    (job,) = server.recurring_runs()
+    (job,) = server.stored("recurring_runs")
     (new_version,) = [
         v
-        for v in server.pipeline_versions()
+        for v in server.stored("pipeline_versions")
         if v["name"] == PipelineFile.read(changed).version_name
     ]
     assert (
@@ -172,12 +172,12 @@ def test_a_new_file_repins_the_recurring_run(server, capsys, tmp_path):
 
 def test_a_paused_recurring_run_is_enabled_again_in_place(server, capsys):
     assert deploy(capsys, *variant_args(server))[0] == 0
-    (job,) = server.recurring_runs()
+    (job,) = server.stored("recurring_runs")
     client = kfp.Client(host=server.url)
     client.disable_recurring_run(job["recurring_run_id"])
     code, lines, _ = deploy(capsys, *variant_args(server))
     assert code == 0 and "updated: enabled" in lines[3]
-    (again,) = server.recurring_runs()
+    (again,) = server.stored("recurring_runs")
     assert again["recurring_run_id"] == job["recurring_run_id"] and again["status"] == "ENABLED"
 
 
@@ -186,7 +186,7 @@ def test_the_webhook_secret_is_readable_from_the_recurring_run(server, capsys):
     assert deploy(capsys, *variant_args(server))[0] == 0
     out = "\n".join(deploy(capsys, *variant_args(server))[1])
     assert WEBHOOK not in out  # the command never prints parameter values
-    (job,) = server.recurring_runs()
+    (job,) = server.stored("recurring_runs")
     anyone = kfp.Client(host=server.url)  # single-user: every client reads every run
     fetched = anyone.get_recurring_run(job["recurring_run_id"])
     assert fetched.runtime_config.parameters["slack_webhook_url"] == WEBHOOK
@@ -194,7 +194,7 @@ def test_the_webhook_secret_is_readable_from_the_recurring_run(server, capsys):
 
 def test_two_recurring_runs_of_the_name_stop_the_deploy(server, capsys):
     assert deploy(capsys, *variant_args(server))[0] == 0
-    (job,) = server.recurring_runs()
+    (job,) = server.stored("recurring_runs")
     client = kfp.Client(host=server.url)
     ref = job["pipeline_version_reference"]
     client.create_recurring_run(
@@ -207,7 +207,8 @@ def test_two_recurring_runs_of_the_name_stop_the_deploy(server, capsys):
     )
     code, _, err = deploy(capsys, *variant_args(server, "0 30 20 * * *"))
     assert code == 1 and "2 recurring runs are named 'daily-prediction-kfp-only'" in err
-    assert len(server.recurring_runs()) == 2 and server.deleted_recurring_runs() == []
+    assert len(server.stored("recurring_runs")) == 2
+    assert server.stored("deleted_recurring_runs") == []
 
 
 @pytest.mark.parametrize(
@@ -246,7 +247,7 @@ def test_bad_parameters_are_refused_before_any_request(server, capsys, params, m
 def test_parameters_are_sent_with_their_compiled_types(server, capsys):
     code, _, _ = deploy(capsys, *variant_args(server, "0 0 21 * * *", "--param", "lookback_days=7"))
     assert code == 0
-    (job,) = server.recurring_runs()
+    (job,) = server.stored("recurring_runs")
     assert job["runtime_config"]["parameters"]["lookback_days"] == 7
 
 
@@ -323,7 +324,7 @@ def test_bad_token_is_refused_with_a_clear_message(server, capsys, monkeypatch):
     monkeypatch.setenv("KFP_TOKEN", "wrong-token")
     code, _, err = deploy(capsys, *upload_args(server), "--auth", "token")
     assert code == 1 and "refused the credentials (HTTP 401)" in err
-    assert server.pipelines() == []
+    assert server.stored("pipelines") == []
     monkeypatch.setenv("KFP_TOKEN", "right-token")
     assert deploy(capsys, *upload_args(server), "--auth", "token")[0] == 0
     assert {r["authorization"] for r in server.requests()} == {
@@ -364,8 +365,8 @@ def test_multi_user_namespace_and_a_forbidden_one(capsys, monkeypatch):
         args = [*variant_args(server), "--auth", "token"]
         code, _, err = deploy(capsys, *args, "--namespace", "team-a")
         assert code == 0, err
-        (pipeline,) = server.pipelines()
-        (job,) = server.recurring_runs()
+        (pipeline,) = server.stored("pipelines")
+        (job,) = server.stored("recurring_runs")
         assert pipeline["namespace"] == "team-a" and job["namespace"] == "team-a"
         assert deploy(capsys, *args, "--namespace", "team-a")[1][3].endswith(
             f"unchanged ({job['recurring_run_id']})"

@@ -29,6 +29,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from tests.dag.helpers import home_env
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -96,23 +98,15 @@ class AirflowStack:
         self.boot_seconds: float | None = None
 
     def _environment(self, dags: Path, plugins: Path, extra: Mapping[str, str]) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
-        }
+        env = home_env(self.home, dags, plugins)
         env.update(
             {
-                "AIRFLOW_HOME": str(self.home),
                 # SQLite's default 5 s lock wait is too short for four components and a
                 # CLI writing at once on a busy machine.
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url
                 or f"sqlite:///{self.db_path}?timeout=60",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "8",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -131,8 +125,6 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "KFP_BRIDGE_HOME": str(REPO),
-                "PYTHONWARNINGS": "ignore",
             }
         )
         env.update(extra)

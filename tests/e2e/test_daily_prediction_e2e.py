@@ -16,8 +16,6 @@ operator and notifier:
 from __future__ import annotations
 
 import json
-import subprocess
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,42 +25,15 @@ import pytest
 from kfp_bridge.target_date import jst_ds
 from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
+from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
 TARGET_DATES = ["2026-10-30", "2026-10-31", "2026-11-01"]  # backfills take no future dates
 
-FAILING_DAG = """
+FAILING_HEADER = """
 from datetime import timedelta
-import pendulum
-from airflow.sdk import DAG
 from kfp_bridge.notifications.slack import KfpSlackNotifier, KfpSlackRunSummaryNotifier
-from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-from kfp_bridge.target_date import MACROS
-
 notifier = KfpSlackNotifier()
-with DAG("e2e_failing_prediction", schedule=None, catchup=False,
-         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
-         user_defined_macros=MACROS, on_failure_callback=KfpSlackRunSummaryNotifier()):
-    KubeflowPipelineRunOperator(
-        task_id="predict",
-        pipeline_file="{pipeline}",
-        parameters={
-            "target_date": "{{ jst_ds(logical_date) }}",
-            "warehouse": "{warehouse}",
-            "model_uri": "{model}",
-            "model_sha256": "0" * 64,  # injected failure: digest mismatch in the component
-        },
-        poll_interval=15,
-        retries=1,
-        retry_delay=timedelta(seconds=1),
-        on_retry_callback=notifier,
-        on_failure_callback=notifier,
-    )
 """
-
-
-def _pipeline(*args: str) -> None:
-    subprocess.run([str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +41,22 @@ def stack(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e")
     warehouse, model, runs = root / "warehouse", root / "models" / "model.pkl", root / "runs"
     # Data up to today (JST): the scheduler also creates today's run once the DAG is unpaused.
-    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "300",
-              "--page-views", "3000")  # fmt: skip
-    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model))
-    digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
+    digest = demo_inputs(warehouse, model)
 
     dags = root / "dags"
     dags.mkdir()
     # The real DAG file (it resolves pipelines/ from its real location).
     (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
     (dags / "e2e_failing_prediction.py").write_text(
-        textwrap.dedent(FAILING_DAG)
-        .replace("{pipeline}", str(REPO / "pipelines" / "compiled" / "daily_prediction.yaml"))
-        .replace("{warehouse}", str(warehouse))
-        .replace("{model}", str(model))
+        failing_dag(
+            "e2e_failing_prediction",
+            warehouse=warehouse,
+            model=model,
+            header=FAILING_HEADER,
+            dag_args="on_failure_callback=KfpSlackRunSummaryNotifier()",
+            task_args="retries=1, retry_delay=timedelta(seconds=1), "
+            "on_retry_callback=notifier, on_failure_callback=notifier,",
+        )
     )
 
     with slack_stand_in() as slack:
@@ -135,11 +108,10 @@ def _wait_runs(stack: AirflowStack, dag_id: str, count: int, timeout: float = 40
 
 
 def _rows(warehouse: Path, target_date: str) -> int:
-    out = subprocess.run(
-        [str(PIPELINE_PY), "-m", "kfp_prediction.summary", "--target-date", target_date,
-         "--warehouse", str(warehouse), "--json"],
-        cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    out = pipeline_module(
+        "kfp_prediction.summary", "--target-date", target_date, "--warehouse", str(warehouse),
+        "--json",
+    )  # fmt: skip
     return json.loads(out)["rows"]
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,43 +23,12 @@ import pendulum
 import pytest
 
 from tests.e2e.airflow_stack import REPO, AirflowStack
+from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
 TODAY = pendulum.now("Asia/Tokyo").date()
 SINGLE = TODAY - dt.timedelta(days=9)
 BACKFILL = [TODAY - dt.timedelta(days=d) for d in (7, 6, 5)]
 FAILED = TODAY - dt.timedelta(days=3)
-
-FAILING_DAG = """
-from datetime import timedelta
-import pendulum
-from airflow.sdk import DAG, Asset
-from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-from kfp_bridge.target_date import MACROS
-
-with DAG("e2e_failing_prediction", schedule=None, catchup=False,
-         start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"), user_defined_macros=MACROS):
-    KubeflowPipelineRunOperator(
-        task_id="predict",
-        pipeline_file="{pipeline}",
-        parameters={
-            "target_date": "{{ target_date(dag_run) }}",
-            "warehouse": "{warehouse}",
-            "model_uri": "{model}",
-            "model_sha256": "0" * 64,  # the component refuses the model: digest mismatch
-        },
-        report_task="predict",
-        outlets=[Asset("{predictions}")],
-        poll_interval=15,
-        retries=0,
-    )
-"""
-
-
-def _pipeline(*args: str) -> str:
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
 
 
 def _logical(target: dt.date) -> str:
@@ -73,20 +40,20 @@ def _logical(target: dt.date) -> str:
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
     warehouse, model = root / "warehouse", root / "models" / "model.pkl"
-    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "300",
-              "--page-views", "3000")  # fmt: skip
-    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model))
-    digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
+    digest = demo_inputs(warehouse, model)
+    predictions = (warehouse / "predictions").as_uri()
     dags = root / "dags"
     dags.mkdir()
     for name in ("daily_prediction.py", "deliver_predictions.py"):
         (dags / name).symlink_to(REPO / "dags" / name)
     (dags / "e2e_failing_prediction.py").write_text(
-        textwrap.dedent(FAILING_DAG)
-        .replace("{pipeline}", str(REPO / "pipelines" / "compiled" / "daily_prediction.yaml"))
-        .replace("{warehouse}", str(warehouse))
-        .replace("{model}", str(model))
-        .replace("{predictions}", (warehouse / "predictions").as_uri())
+        failing_dag(
+            "e2e_failing_prediction",
+            warehouse=warehouse,
+            model=model,
+            header="from airflow.sdk import Asset",
+            task_args=f'report_task="predict", outlets=[Asset({predictions!r})], retries=0,',
+        )
     )
     env = {
         "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
@@ -137,7 +104,7 @@ def _wait_deliveries(stack: AirflowStack, dates: list[dt.date], timeout: float =
 
 def _partition_rows(stack: AirflowStack, target: dt.date) -> int:
     args = ["--target-date", str(target), "--warehouse", str(stack.warehouse), "--json"]
-    return json.loads(_pipeline("kfp_prediction.summary", *args))["rows"]
+    return json.loads(pipeline_module("kfp_prediction.summary", *args))["rows"]
 
 
 def _outbox(stack: AirflowStack, target: dt.date) -> list[dict]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("BIGQUERY_EMULATOR_VENV") or ROOT / ".venv-bigquery-emulator")
 PROJECT = "local"
@@ -71,12 +73,7 @@ def running_emulator(data_dir: Path) -> Iterator[Emulator]:
         _wait_ready(proc, f"http://127.0.0.1:{rest_port}", log_path)
         yield Emulator(f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=15)
 
 
 def _wait_ready(proc: subprocess.Popen, rest: str, log_path: Path) -> None:

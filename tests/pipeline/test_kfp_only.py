@@ -69,6 +69,19 @@ def webhook() -> Iterator[tuple[str, list[str]]]:
 
 
 # -- compiled files ---------------------------------------------------------------------------
+def _run(pipeline: Path, tmp_path: Path, url: str, warehouse: Path, model: Model, **times: str):
+    """Run a compiled variant on this warehouse and model, posting to the test's webhook."""
+    return run_variant(
+        pipeline,
+        pipeline_root=tmp_path / "root",
+        slack_webhook_url=url,
+        warehouse=str(warehouse),
+        model_uri=model.uri,
+        model_sha256=model.sha256,
+        **times,
+    )
+
+
 def test_placeholder_variant_compiles_no_date_and_whole_placeholders() -> None:
     path = COMPILED_DIR / KFP_ONLY_FILE
     assert not DATE_LIKE.search(path.read_text())
@@ -134,15 +147,9 @@ def test_fed_scheduled_time_gives_the_jst_date_and_one_success_message(
     warehouse: Path, model: Model, tmp_path: Path, webhook
 ) -> None:
     url, texts = webhook
-    result = run_variant(
-        COMPILED_DIR / KFP_ONLY_FILE,
-        scheduled_time="2026-11-26T21:00:00Z",  # the 06:00 JST slot of 2026-11-27
-        pipeline_root=tmp_path / "root",
-        slack_webhook_url=url,
-        warehouse=str(warehouse),
-        model_uri=model.uri,
-        model_sha256=model.sha256,
-    )
+    slot = "2026-11-26T21:00:00Z"  # the 06:00 JST slot of 2026-11-27
+    pipeline = COMPILED_DIR / KFP_ONLY_FILE
+    result = _run(pipeline, tmp_path, url, warehouse, model, scheduled_time=slot)
     assert result["state"] == "SUCCEEDED"
     assert partition_path(warehouse, dt.date(2026, 11, 27)).is_file()
     assert sorted(p.name for p in (warehouse / "predictions").iterdir()) == ["2026-11-27.parquet"]
@@ -157,15 +164,8 @@ def test_failure_posts_once_at_exit_without_the_component_or_the_try(
     url, texts = webhook
     fast = tmp_path / KFP_ONLY_FILE
     compiler.Compiler().compile(build_kfp_only_pipeline(retry_backoff_seconds=1), str(fast))
-    result = run_variant(
-        fast,
-        scheduled_time="2026-11-28T21:00:00Z",  # target 2026-11-29: no page views on 11-28
-        pipeline_root=tmp_path / "root",
-        slack_webhook_url=url,
-        warehouse=str(warehouse),
-        model_uri=model.uri,
-        model_sha256=model.sha256,
-    )
+    slot = "2026-11-28T21:00:00Z"  # target 2026-11-29: no page views on 11-28
+    result = _run(fast, tmp_path, url, warehouse, model, scheduled_time=slot)
     assert result["state"] == "FAILED"
     assert "'features' inside 'exit-handler-1'" in result["error"]
     log = ANSI.sub("", capfd.readouterr().out)
@@ -184,14 +184,7 @@ def test_naive_variant_writes_the_compile_day_whatever_the_day(
     warehouse: Path, model: Model, tmp_path: Path, webhook
 ) -> None:
     url, texts = webhook
-    result = run_variant(
-        COMPILED_DIR / NAIVE_FILE,
-        pipeline_root=tmp_path / "root",
-        slack_webhook_url=url,
-        warehouse=str(warehouse),
-        model_uri=model.uri,
-        model_sha256=model.sha256,
-    )
+    result = _run(COMPILED_DIR / NAIVE_FILE, tmp_path, url, warehouse, model)
     assert result["state"] == "SUCCEEDED" and result["fed"] == {}
     compiled_day = NAIVE_COMPILE_CLOCK.date()
     assert [p.name for p in (warehouse / "predictions").iterdir()] == [

@@ -43,7 +43,15 @@ def test_producer_stays_at_most_depth_items_ahead() -> None:
         assert len(produced) <= 1 + 2 + 1
 
 
-def test_stopping_early_closes_the_source_and_ends_the_thread() -> None:
+@pytest.mark.parametrize(
+    "stream",
+    [
+        lambda source: read_ahead(source, depth=2, name="under-test"),
+        lambda source: ordered_map(lambda i: i, source, workers=2, name="under-test"),
+    ],
+    ids=["read_ahead", "ordered_map"],
+)
+def test_stopping_early_closes_the_source_and_ends_the_threads(stream) -> None:
     closed = threading.Event()
 
     def items() -> Iterator[int]:
@@ -53,11 +61,11 @@ def test_stopping_early_closes_the_source_and_ends_the_thread() -> None:
             closed.set()
 
     threads = threading.active_count()
-    with closing(read_ahead(items(), depth=2, name="under-test")) as stream:
-        assert next(stream) == 0
+    with closing(stream(items())) as results:
+        assert next(results) == 0
     assert closed.is_set()
     assert threading.active_count() == threads
-    assert not [t for t in threading.enumerate() if t.name == "under-test"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("under-test")]
 
 
 def test_ordered_map_keeps_order_across_threads() -> None:
@@ -85,18 +93,3 @@ def test_ordered_map_error_at_its_position_and_threads_end() -> None:
     assert seen == [0, 1, 2, 3, 4]
     assert max(started) <= 5 + 2  # bounded: never ran far past the failure
     assert threading.active_count() == threads
-
-
-def test_ordered_map_stopping_early_closes_the_source() -> None:
-    closed = threading.Event()
-
-    def items() -> Iterator[int]:
-        try:
-            yield from range(1_000_000)
-        finally:
-            closed.set()
-
-    threads = threading.active_count()
-    with closing(ordered_map(lambda i: i, items(), workers=2)) as results:
-        assert next(results) == 0
-    assert closed.is_set() and threading.active_count() == threads

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.processes import stop
 from tests.standin import cron, listing, wire
 
 API = "/apis/v2beta1"
@@ -419,6 +420,11 @@ class _State:
         return namespace if self.multi_user else ""
 
     # -- run progression -------------------------------------------------
+    def _namespace_required(self, namespace: str, message: str) -> None:
+        """Multi-user mode refuses an empty namespace with 400 (``message``: the server's text)."""
+        if self.multi_user and not namespace:
+            raise ApiError(400, message)
+
     def _progress(self, run: _Run, *, poll: bool) -> None:
         """Bring the run's state up to date; a poll is counted after it is answered."""
         old = run.data["state"]
@@ -535,26 +541,24 @@ class _State:
     def create_experiment(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("display_name") or ""
         namespace = self.namespace_of(body.get("namespace") or "")
-        if self.multi_user and not namespace:
-            # server/experiment_server.go canAccessExperiment
-            raise ApiError(
-                400,
-                "Failed to create a experiment: Failed to authorize the request: Invalid input "
-                "error: An experiment cannot have an empty namespace in multi-user mode",
-            )
+        # server/experiment_server.go canAccessExperiment
+        self._namespace_required(
+            namespace,
+            "Failed to create a experiment: Failed to authorize the request: Invalid input "
+            "error: An experiment cannot have an empty namespace in multi-user mode",
+        )
         self.authorize(req, namespace, "create", "experiments")
         if not name:
             raise ApiError(
                 400, "Failed to create a experiment: Invalid input error: Experiment name is empty"
             )
-        for exp in self.experiments.values():
-            if exp["display_name"] == name and exp["namespace"] == namespace:
-                # storage/experiment_store.go CreateExperiment: AlreadyExists
-                raise ApiError(
-                    409,
-                    f"Failed to create a experiment: Already exist error: Failed to create a new "
-                    f"experiment. The name {name} already exist. Please specify a new name",
-                )
+        # storage/experiment_store.go CreateExperiment: AlreadyExists
+        _unique(
+            self.experiments,
+            {"display_name": name, "namespace": namespace},
+            f"Failed to create a experiment: Already exist error: Failed to create a new "
+            f"experiment. The name {name} already exist. Please specify a new name",
+        )
         return self._insert_experiment(name, namespace, body.get("description") or "")
 
     def _insert_experiment(self, name: str, namespace: str, description: str) -> dict[str, Any]:
@@ -587,24 +591,16 @@ class _State:
             page_query,
             "experiments",
         )
-        if self.multi_user and not namespace:
-            raise ApiError(
-                400,
-                "List experiments failed: Failed to authorize with API: Invalid input error: "
-                "An experiment cannot have an empty namespace in multi-user mode",
-            )
+        self._namespace_required(
+            namespace,
+            "List experiments failed: Failed to authorize with API: Invalid input error: "
+            "An experiment cannot have an empty namespace in multi-user mode",
+        )
         self.authorize(req, namespace, "list", "experiments")
         return result
 
     def experiment(self, experiment_id: str, what: str = "Failed to fetch experiment") -> dict:
-        exp = self.experiments.get(experiment_id)
-        if exp is None:
-            raise ApiError(
-                404,
-                f"{what}: ResourceNotFoundError: Experiment {experiment_id} not found",
-                f"Experiment {experiment_id} not found",
-            )
-        return exp
+        return _found(self.experiments, experiment_id, "Experiment", what)
 
     def get_experiment(self, req: _Request, experiment_id: str) -> dict[str, Any]:
         exp = self.experiment(experiment_id)
@@ -619,24 +615,10 @@ class _State:
 
     # -- pipelines ---------------------------------------------------------
     def _pipeline(self, pipeline_id: str, what: str) -> dict[str, Any]:
-        pipeline = self.pipelines.get(pipeline_id)
-        if pipeline is None:
-            raise ApiError(
-                404,
-                f"{what}: ResourceNotFoundError: Pipeline {pipeline_id} not found",
-                f"Pipeline {pipeline_id} not found",
-            )
-        return pipeline
+        return _found(self.pipelines, pipeline_id, "Pipeline", what)
 
     def _version(self, version_id: str, what: str) -> dict[str, Any]:
-        version = self.versions.get(version_id)
-        if version is None:
-            raise ApiError(
-                404,
-                f"{what}: ResourceNotFoundError: PipelineVersion {version_id} not found",
-                f"PipelineVersion {version_id} not found",
-            )
-        return version
+        return _found(self.versions, version_id, "PipelineVersion", what)
 
     def _latest_version(self, pipeline_id: str) -> dict[str, Any] | None:
         """``storage/pipeline_store.go`` ``GetLatestPipelineVersion``: newest created, then id."""
@@ -646,14 +628,13 @@ class _State:
     def insert_pipeline(
         self, name: str, display_name: str, description: str, namespace: str
     ) -> dict[str, Any]:
-        for p in self.pipelines.values():
-            if p["name"] == name and p["namespace"] == namespace:
-                # storage/pipeline_store.go: the name is unique within a namespace
-                raise ApiError(
-                    409,
-                    f"Failed to create a pipeline: Already exist error: Failed to create a new "
-                    f"pipeline. The name {name} already exists. Please specify a new name",
-                )
+        # storage/pipeline_store.go: the name is unique within a namespace
+        _unique(
+            self.pipelines,
+            {"name": name, "namespace": namespace},
+            f"Failed to create a pipeline: Already exist error: Failed to create a new "
+            f"pipeline. The name {name} already exists. Please specify a new name",
+        )
         pipeline = {
             "pipeline_id": str(uuid.uuid4()),
             "name": name,
@@ -675,14 +656,12 @@ class _State:
         code_source_url: str = "",
         version_id: str | None = None,
     ) -> dict[str, Any]:
-        for v in self.versions.values():
-            if v["pipeline_id"] == pipeline_id and v["name"] == name:
-                raise ApiError(
-                    409,
-                    f"Failed to create a pipeline version: Already exist error: Failed to create "
-                    f"a new pipeline version. The name {name} already exist. Please specify a new "
-                    "name",
-                )
+        _unique(
+            self.versions,
+            {"pipeline_id": pipeline_id, "name": name},
+            f"Failed to create a pipeline version: Already exist error: Failed to create "
+            f"a new pipeline version. The name {name} already exist. Please specify a new name",
+        )
         self.seq += 1
         version = {
             "pipeline_id": pipeline_id,
@@ -887,13 +866,12 @@ class _State:
     def create_run(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
         """``server/run_server.go`` ``createRun`` then ``resource_manager.go`` ``CreateRun``."""
         what = "Failed to create a new run"
-        name = body.get("display_name") or ""
-        if not name:
-            raise ApiError(
-                400,
-                f"{what}: Failed to create a run due to invalid name: Invalid input error: "
-                "The run name is empty. Please specify a valid name",
-            )
+        name = _display_name(
+            body,
+            400,
+            f"{what}: Failed to create a run due to invalid name: Invalid input error: "
+            "The run name is empty. Please specify a valid name",
+        )
         exp = self._experiment_and_namespace(req, body, what)
         self.authorize(req, exp["namespace"], "create", "runs")
         spec = body.get("pipeline_spec")
@@ -970,15 +948,7 @@ class _State:
         return data
 
     def _run(self, run_id: str, what: str = "Failed to get a run") -> _Run:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise ApiError(
-                404,
-                f"{what}: Failed to get a run {run_id}: ResourceNotFoundError: "
-                f"Run {run_id} not found",
-                f"Run {run_id} not found",
-            )
-        return run
+        return _found(self.runs, run_id, "Run", f"{what}: Failed to get a run {run_id}")
 
     def get_run(self, req: _Request, run_id: str) -> dict[str, Any]:
         run = self._run(run_id)  # run_server.go canAccessRun looks the run up first
@@ -1004,13 +974,12 @@ class _State:
         else:
             keep = [r.data for r in runs if r.namespace == namespace]
         result = RUN_LISTING.page(keep, dict(req.query), "runs")  # list options first
-        if self.multi_user and not namespace:
-            raise ApiError(
-                400,
-                "Failed to list runs: Failed to list runs due to authorization error. Check if you "
-                "have permission to access namespace : Invalid input error: A run cannot have an "
-                "empty namespace in multi-user mode",
-            )
+        self._namespace_required(
+            namespace,
+            "Failed to list runs: Failed to list runs due to authorization error. Check if you "
+            "have permission to access namespace : Invalid input error: A run cannot have an "
+            "empty namespace in multi-user mode",
+        )
         self.authorize(req, namespace, "list", "runs")
         return result
 
@@ -1068,14 +1037,13 @@ class _State:
     def create_recurring_run(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
         """``server/job_server.go`` ``createJob`` + ``api_converter.go`` ``toModelJob``."""
         what = "Failed to create a recurring run"
-        name = body.get("display_name") or ""
-        if not name:
-            raise ApiError(
-                500,
-                f"{what} due to conversion error: InternalServerError: Failed to convert a API "
-                "recurring run to its internal representation: Invalid input error: Recurring "
-                "run's name cannot be empty",
-            )
+        name = _display_name(
+            body,
+            500,
+            f"{what} due to conversion error: InternalServerError: Failed to convert a API "
+            "recurring run to its internal representation: Invalid input error: Recurring "
+            "run's name cannot be empty",
+        )
         max_concurrency = int(body.get("max_concurrency") or 0)
         if not 1 <= max_concurrency <= 10:
             raise ApiError(
@@ -1144,14 +1112,7 @@ class _State:
         return job
 
     def _recurring_run(self, recurring_run_id: str, what: str) -> dict[str, Any]:
-        job = self.recurring_runs.get(recurring_run_id)
-        if job is None:
-            raise ApiError(
-                404,
-                f"{what}: ResourceNotFoundError: Job {recurring_run_id} not found",
-                f"Job {recurring_run_id} not found",
-            )
-        return job
+        return _found(self.recurring_runs, recurring_run_id, "Job", what)
 
     def get_recurring_run(self, req: _Request, recurring_run_id: str) -> dict[str, Any]:
         job = self._recurring_run(recurring_run_id, "Failed to fetch a recurring run")
@@ -1168,12 +1129,11 @@ class _State:
         else:
             jobs = [j for j in jobs if j["namespace"] == namespace]
         result = RECURRING_RUN_LISTING.page(jobs, dict(req.query), "recurringRuns")
-        if self.multi_user and not namespace:
-            raise ApiError(
-                400,
-                "Failed to list recurring runs: Invalid input error: a recurring run cannot have "
-                "an empty namespace in multi-user mode",
-            )
+        self._namespace_required(
+            namespace,
+            "Failed to list recurring runs: Invalid input error: a recurring run cannot have "
+            "an empty namespace in multi-user mode",
+        )
         self.authorize(req, namespace, "list", "jobs")
         return result
 
@@ -1277,6 +1237,29 @@ def _check_version_source(version: dict[str, Any]) -> None:
             "Failed to create a pipeline version: Invalid input error: Pipeline version must have "
             "a pipeline spec or a valid source code's URL",
         )
+
+
+def _display_name(body: dict[str, Any], status: int, message: str) -> str:
+    """The body's ``display_name``; an empty one is refused with the server's status and text."""
+    name = body.get("display_name") or ""
+    if not name:
+        raise ApiError(status, message)
+    return name
+
+
+def _unique(store: dict[str, dict[str, Any]], fields: dict[str, Any], message: str) -> None:
+    """409 with the server's ``message`` when a stored object already has these ``fields``."""
+    if any(all(item[k] == v for k, v in fields.items()) for item in store.values()):
+        raise ApiError(409, message)
+
+
+def _found(store: dict[str, Any], key: str, kind: str, what: str) -> Any:
+    """``store[key]``, or the server's 404: ``util.NewResourceNotFoundError`` under ``what``."""
+    if key not in store:
+        raise ApiError(
+            404, f"{what}: ResourceNotFoundError: {kind} {key} not found", f"{kind} {key} not found"
+        )
+    return store[key]
 
 
 def _version_spec(version: dict[str, Any]) -> Any:
@@ -1864,21 +1847,11 @@ class _Controls:
         """Every run as stored (all fields), plus ``polls`` and ``namespace``, oldest first."""
         return self._call("GET", "/runs")
 
-    def experiments(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/experiments")
-
-    def pipelines(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/pipelines")
-
-    def pipeline_versions(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/pipeline_versions")
-
-    def recurring_runs(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/recurring_runs")
-
-    def deleted_recurring_runs(self) -> list[dict[str, str]]:
-        """Each deleted recurring run's id and the propagation policy of its delete."""
-        return self._call("GET", "/deleted_recurring_runs")
+    def stored(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored object of ``kind``, oldest first: ``experiments``, ``pipelines``,
+        ``pipeline_versions``, ``recurring_runs``, or ``deleted_recurring_runs`` (each deleted
+        recurring run's id and the propagation policy of its delete)."""
+        return self._call("GET", f"/{kind}")
 
     def requests(self) -> list[dict[str, Any]]:
         """Every API request received: method, path, query, authorization, user header, time."""
@@ -1985,12 +1958,7 @@ def standin_process(
             raise RuntimeError(f"stand-in process did not start (first line {line!r})")
         yield StandInControl(line.strip().split("=", 1)[1])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace=5)
         if proc.stdout:
             proc.stdout.close()
 

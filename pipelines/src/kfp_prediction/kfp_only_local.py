@@ -25,16 +25,14 @@ import json
 import re
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kfp_prediction.kfp_only import TIME_PLACEHOLDERS, VARIANT_PARAMETERS
-from kfp_prediction.local_run import read_sha256_file
+from kfp_prediction.local_run import run_compiled
 from kfp_prediction.parameters import add_arguments
-from kfp_prediction.paths import resolve_local_path
 
 SCHEDULE_TIME, CREATE_TIME = TIME_PLACEHOLDERS
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -83,8 +81,6 @@ def run_variant(
     **values: Any,
 ) -> dict[str, Any]:
     """Run the variant once; return ``{"state", "error", "fed"}`` (never raises on FAILED)."""
-    from kfp import components, local
-
     docs = [d for d in yaml.safe_load_all(Path(pipeline_file).read_text()) if d is not None]
     fed: dict[str, str] = {}
     if uses_time_placeholders(docs):
@@ -96,25 +92,14 @@ def run_variant(
         fed = {SCHEDULE_TIME: scheduled_time, CREATE_TIME: create_time or scheduled_time}
         feed_times(docs, fed)
     values = {k: v for k, v in values.items() if v is not None}
-    if not values.get("model_sha256"):
-        values["model_sha256"] = read_sha256_file(values["model_uri"])
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(resolve_local_path(str(pipeline_root))),
-        raise_on_error=True,
-    )
+    state, error = "SUCCEEDED", None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(pipeline_file).name
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        pipeline = components.load_component_from_file(str(path))
-        state, error = "SUCCEEDED", None
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-            try:
-                pipeline(**values)
-            except RuntimeError as exc:  # kfp.local: "Pipeline 'X' finished with status FAILURE"
-                state, error = "FAILED", _ANSI.sub("", str(exc))
+        try:
+            run_compiled(path, pipeline_root, values)
+        except RuntimeError as exc:  # kfp.local: "Pipeline 'X' finished with status FAILURE"
+            state, error = "FAILED", _ANSI.sub("", str(exc))
     return {"state": state, "error": error, "fed": fed}
 
 

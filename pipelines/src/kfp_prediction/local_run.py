@@ -37,10 +37,19 @@ def run_local(
     **values: Any,
 ) -> str:
     """Run the compiled pipeline once with these root parameters; return the partition."""
-    from kfp import components, local
-
     values = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
     values["target_date"] = target_date
+    return run_compiled(pipeline_file, pipeline_root, values).output
+
+
+def run_compiled(pipeline_file: str | Path, pipeline_root: str | Path, values: dict[str, Any]):
+    """Run a compiled pipeline file with ``kfp.local`` in this interpreter; its task.
+
+    The model digest is read from ``<model>.sha256`` when ``values`` has none. Raises
+    ``RuntimeError`` when the run fails (``raise_on_error``).
+    """
+    from kfp import components, local
+
     if not values.get("model_sha256"):
         values["model_sha256"] = read_sha256_file(values["model_uri"])
     local.init(
@@ -54,8 +63,7 @@ def run_local(
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         # Resource requests and kfp-kubernetes settings are for clusters; kfp.local says so.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        task = pipeline(**values)
-    return task.output
+        return pipeline(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
