@@ -170,7 +170,7 @@ def test_failure_posts_once_at_exit_without_the_component_or_the_try(
     assert "'features' inside 'exit-handler-1'" in result["error"]
     log = ANSI.sub("", capfd.readouterr().out)
     assert log.count("Executing task 'features'") == RETRIES + 1  # set_retry works locally
-    assert "NoSourceDataError" in log
+    assert "LateSourceDataError" in log
     (text,) = texts  # one message for the whole run, not one per try
     assert text.splitlines()[0] == ":red_circle: *daily-prediction-kfp-only* FAILED"
     assert "Target date (JST): 2026-11-29" in text
