@@ -158,9 +158,11 @@ bench-pipeline: setup
 	$(PIPELINE_PY) benchmarks/bench_pipeline.py
 
 # 10M users (~200M page views over 60 days) generated with DuckDB SQL, then the pipeline at
-# 10M and at 1M users: peak RSS per step and seconds per million users (takes many minutes).
+# 10M and at 1M users with the linear demo model and with a tree ensemble (scoring-bound):
+# peak RSS per step and seconds per million users (takes about 20 minutes).
 bench-scale: setup
-	$(PIPELINE_PY) benchmarks/bench_scale.py
+	$(PIPELINE_PY) benchmarks/bench_scale.py --model-kind linear
+	$(PIPELINE_PY) benchmarks/bench_scale.py --model-kind tree
 
 bench-triggerer: setup
 	$(AIRFLOW_PY) benchmarks/bench_triggerer.py
