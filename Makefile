@@ -81,7 +81,8 @@ check-compiled: $(PVENV)/.installed
 	scripts/check_compiled.sh
 
 # Airflow for the demo: SQLite metadata and logs under var/airflow, this repo's dags/ and
-# plugins/, the kfp_default connection on the local backend, the model digest as a Variable.
+# plugins/, the kfp_default connection on the local backend, the model digest as a Variable;
+# links (the local run page) on the api-server `make airflow` starts, on the same host name.
 AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
@@ -89,6 +90,7 @@ AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(CURDIR)/$(VAR)/airflow/airflow.db \
 	AIRFLOW_CONN_KFP_DEFAULT='{"conn_type": "kfp", "extra": {"backend": "local"}}' \
 	AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256=$$(cut -d' ' -f1 $(MODEL).sha256) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
 	KFP_BRIDGE_HOME=$(CURDIR) \
 	DAILY_PREDICTION_POLL_SECONDS=1
 
