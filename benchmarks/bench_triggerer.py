@@ -2,7 +2,7 @@
 
 What runs where:
 
-- the stand-in KFP API server: its own process (``tests.standin.kfp_api_server``);
+- the stand-in KFP API server: its own process (``kfp_bridge.testing.kfp_api.server``);
 - the "worker": this process executes ``KubeflowPipelineRunOperator`` (deferrable)
   once per task instance; each submits its run and defers. Worker slots held while
   waiting = executions that did not hand over to the triggerer (target 0);
@@ -139,7 +139,7 @@ def main() -> None:
     import logging
 
     logging.disable(logging.INFO)
-    from tests.standin.kfp_api_server import airflow_connection_json, standin_process
+    from kfp_bridge.testing.kfp_api.server import airflow_connection_json, standin_process
 
     with standin_process() as server:
         os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = airflow_connection_json(

@@ -3,7 +3,7 @@
 The full-stack counterpart of ``bench_triggerer.py``. What runs where, all on
 127.0.0.1, each in its own process:
 
-- the stand-in KFP API server (``tests.standin.kfp_api_server``); its runs stay
+- the stand-in KFP API server (``kfp_bridge.testing.kfp_api.server``); its runs stay
   PENDING for 5 s, then RUNNING for ``--run-seconds`` (longer than the bench);
 - a real Airflow 3.3 stack from ``tests/e2e/airflow_stack.py`` (api-server,
   scheduler with LocalExecutor, dag-processor, triggerer; SQLite in a throw-away
@@ -45,8 +45,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from kfp_bridge.testing.kfp_api.server import airflow_connection_json, standin_process  # noqa: E402
 from tests.e2e.airflow_stack import AirflowStack, AirflowStackError  # noqa: E402
-from tests.standin.kfp_api_server import airflow_connection_json, standin_process  # noqa: E402
 
 DAG_ID = "bench_triggerer_stack"
 RUN_ID = "bench_backfill_1"

@@ -2,14 +2,14 @@
 
 Use them from any test under ``tests/bridge`` by naming them as arguments:
 
-- ``kfp_server``: a :class:`~tests.standin.kfp_api_server.KfpApiStandIn` running
+- ``kfp_server``: a :class:`~kfp_bridge.testing.kfp_api.server.KfpApiStandIn` running
   in this process (``.url``, ``.runs()``, ``.requests()``, ``.set_schedule()``,
   ``.inject()``, ``.set_run_state()``, ``.delete_run()``, ``.require_token()``).
   Runs go PENDING -> RUNNING -> SUCCEEDED, one poll each, unless told otherwise.
 - ``kfp_server_multi_user``: the same, behaving like multi-user Kubeflow
   (namespace required on lists and experiments).
 - ``kfp_server_process``: the stand-in in a separate process, for tests whose
-  triggerer/worker runs elsewhere; a :class:`~tests.standin.kfp_api_server.StandInControl`
+  triggerer/worker runs elsewhere; a :class:`~kfp_bridge.testing.kfp_api.server.StandInControl`
   with the same control methods and ``.url``.
 - ``kfp_backend``: a ``KfpApiBackend`` pointed at ``kfp_server`` (2 s timeout).
 - ``kfp_conn_id``: the id of an Airflow connection of type ``kfp`` to
@@ -17,7 +17,7 @@ Use them from any test under ``tests/bridge`` by naming them as arguments:
   started by the test inherit it).
 
 Outside pytest (benchmarks, e2e scripts): ``standin_process()`` or
-``python -m tests.standin.kfp_api_server --port 0``, see that module.
+``python -m kfp_bridge.testing.kfp_api.server --port 0``, see that module.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.standin.kfp_api_server import (
+from kfp_bridge.testing.kfp_api.server import (
     KfpApiStandIn,
     StandInControl,
     airflow_connection_json,

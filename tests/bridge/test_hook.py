@@ -10,7 +10,7 @@ from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.kfp_api import KfpApiBackend
 from kfp_bridge.exceptions import AuthError
 from kfp_bridge.hooks.kfp import KfpConnectionError, KubeflowPipelineHook
-from tests.standin.kfp_api_server import write_google_credentials
+from kfp_bridge.testing.kfp_api.server import write_google_credentials
 
 SPEC = {"pipelineInfo": {"name": "p"}, "root": {"dag": {"tasks": {}}}}
 

@@ -20,7 +20,7 @@ from kfp_bridge.exceptions import (
     RunNotFoundError,
     TransientBackendError,
 )
-from tests.standin.kfp_api_server import KfpApiStandIn
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_pipeline.yaml"
 PLATFORM_SPEC = {

@@ -17,7 +17,7 @@ import kfp_server_api
 import pytest
 from kfp_server_api.exceptions import ApiException
 
-from tests.standin.kfp_api_server import KfpApiStandIn
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "bridge" / "fixtures" / "tiny_pipeline.yaml"

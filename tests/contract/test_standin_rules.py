@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.standin import cron, listing, wire
+from kfp_bridge.testing.kfp_api import cron, listing, wire
 
 
 def test_kfp_cron_has_a_seconds_field_and_five_fields_drop_the_weekday():

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kfp_prediction.deploy import PipelineFile, main
 
-from tests.standin.kfp_api_server import KfpApiStandIn, write_google_credentials
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, write_google_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 COMPILED = REPO / "pipelines" / "compiled"

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, airflow_connection_json
 from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
-from tests.standin.kfp_api_server import KfpApiStandIn, airflow_connection_json
 
 TOKEN = "kfp-s3cr3t-7d1f0c9a2b"
 ECHO = f"upstream rejected the request: Authorization: Bearer {TOKEN}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import stop
+from kfp_bridge.testing.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("BIGQUERY_EMULATOR_VENV") or ROOT / ".venv-bigquery-emulator")

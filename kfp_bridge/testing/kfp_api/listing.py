@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.standin import wire
+from kfp_bridge.testing.kfp_api import wire
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200

@@ -5,8 +5,7 @@ at tag 2.5.0): each behaviour below names the upstream file (and function) it
 reproduces; paths are relative to ``backend/src/apiserver/`` unless they say
 otherwise. ``/work/notes/issue-9-standin.md`` (and the README's "tested for real"
 table) lists them. Bodies go through the generated ``kfp_server_api`` models
-(:mod:`tests.standin.wire`), lists through :mod:`tests.standin.listing`, cron
-specs through :mod:`tests.standin.cron`.
+(:mod:`.wire`), lists through :mod:`.listing`, cron specs through :mod:`.cron`.
 
 Served: healthz; experiments (create/get/list/delete); runs (create/get/list/
 terminate/delete) with task details and pod logs
@@ -27,7 +26,7 @@ unavailable (pods gone).
 Two ways to use it:
 
 * in-process: ``with KfpApiStandIn() as server: ... server.url ...``;
-* separate process: ``python -m tests.standin.kfp_api_server --port 0`` prints
+* separate process: ``python -m kfp_bridge.testing.kfp_api --port 0`` prints
   ``KFP_STANDIN_URL=http://127.0.0.1:PORT`` on its first stdout line; control it
   with :class:`StandInControl` (HTTP calls to ``/_standin/...`` on the same port).
 
@@ -64,8 +63,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.processes import stop
-from tests.standin import cron, listing, wire
+from kfp_bridge.testing.kfp_api import cron, listing, wire
+from kfp_bridge.testing.processes import stop
 
 API = "/apis/v2beta1"
 LOG_PATH = re.compile(r"^/apis/v1alpha1/runs/([^/]+)/nodes/([^/]+)/log$")
@@ -1946,8 +1945,8 @@ def standin_process(
     server_version: str = "head",
 ) -> Iterator[StandInControl]:
     """Run the stand-in as a separate process (for tests that run a triggerer elsewhere)."""
-    root = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
-    cmd = [python or sys.executable, "-m", "tests.standin.kfp_api_server", "--port", "0"]
+    root = Path(cwd) if cwd else Path(__file__).resolve().parents[3]
+    cmd = [python or sys.executable, "-m", "kfp_bridge.testing.kfp_api", "--port", "0"]
     cmd += ["--server-version", server_version]
     if multi_user:
         cmd.append("--multi-user")

@@ -1,0 +1,5 @@
+"""Test tools for users of kfp-bridge: a KFP API emulator for their own CI.
+
+Standard library, ``kfp_server_api`` and PyYAML only (no Airflow import), so the
+same emulator serves the Airflow side and a pipeline environment with the kfp SDK.
+"""
