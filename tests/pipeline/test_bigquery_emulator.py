@@ -37,7 +37,7 @@ from kfp_prediction.warehouse.local import LocalWarehouse
 from pipeline_support import TARGET_DATE, Model
 
 WINDOW = TargetWindow.build(TARGET_DATE, 28)
-DECORATOR_GAP = "local-bigquery 0.3.2 creates a table named 'table$YYYYMMDD' for a decorator"
+DECORATOR_GAP = "local-bigquery 0.4.0 creates a table named 'table$YYYYMMDD' for a decorator"
 _names = (f"shop_{i}" for i in itertools.count())
 
 
@@ -212,7 +212,7 @@ def test_predictions_load_replaces_the_date_partition(
     assert count.column("n")[0].as_py() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="local-bigquery 0.3.2 reports REQUIRED columns NULLABLE")
+@pytest.mark.xfail(strict=True, reason="local-bigquery 0.4.0 reports REQUIRED columns NULLABLE")
 def test_predictions_columns_are_required(emulated: BigQueryWarehouse) -> None:
     table_id = emulated.table_id("predictions_required")
     config = bigquery.LoadJobConfig(
