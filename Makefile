@@ -36,7 +36,8 @@ $(PVENV)/.installed: pipelines/requirements.txt pipelines/pyproject.toml
 	touch $@
 
 # The BigQuery emulator (local-bigquery, needs Python >= 3.13) for the pipeline's BigQuery
-# tests, in its own virtualenv; DuckDB's extensions come from wheels into its own home folder.
+# tests, in its own virtualenv; DuckDB's extensions come from wheels into its own home folder
+# (overrides.txt holds DuckDB at the release those wheels exist for; it says why).
 # Without a Python 3.13 the emulator tests are skipped (and fail under CI).
 BQ_EMULATOR := .venv-bigquery-emulator
 BQ_EMULATOR_DIR := tests/pipeline/bigquery_emulator
@@ -44,13 +45,14 @@ BQ_EMULATOR_PYTHON ?= $(shell for p in $(wildcard $(HOME)/.pyenv/versions/3.13*/
 	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$p"; break; }; done)
 
 bigquery-emulator: $(BQ_EMULATOR)/.installed
-$(BQ_EMULATOR)/.installed: $(BQ_EMULATOR_DIR)/requirements.txt $(BQ_EMULATOR_DIR)/install_extensions.py | $(VENV)/.installed
+$(BQ_EMULATOR)/.installed: $(BQ_EMULATOR_DIR)/requirements.txt $(BQ_EMULATOR_DIR)/overrides.txt $(BQ_EMULATOR_DIR)/install_extensions.py | $(VENV)/.installed
 	@if [ -z "$(BQ_EMULATOR_PYTHON)" ]; then \
 		echo "bigquery-emulator: no Python 3.13 found (set BQ_EMULATOR_PYTHON=...); BigQuery emulator tests will be skipped"; \
 	else \
 		set -e; \
 		test -x $(BQ_EMULATOR)/bin/python || $(BQ_EMULATOR_PYTHON) -m venv $(BQ_EMULATOR); \
-		$(VENV)/bin/uv pip install --quiet --python $(BQ_EMULATOR)/bin/python --compile-bytecode -r $(BQ_EMULATOR_DIR)/requirements.txt; \
+		$(VENV)/bin/uv pip install --quiet --python $(BQ_EMULATOR)/bin/python --compile-bytecode -r $(BQ_EMULATOR_DIR)/requirements.txt \
+			--overrides $(BQ_EMULATOR_DIR)/overrides.txt; \
 		HOME=$(CURDIR)/$(BQ_EMULATOR)/home $(BQ_EMULATOR)/bin/python $(BQ_EMULATOR_DIR)/install_extensions.py; \
 		touch $@; \
 	fi
