@@ -23,10 +23,13 @@ setup: $(VENV)/.installed $(PVENV)/.installed
 # The pipeline environment alone (CI jobs that compile or deploy need nothing else).
 setup-pipeline: $(PVENV)/.installed
 
+# The application (prediction_app/, beside dags/) is on the environment's path through a .pth
+# file, as the dags folder puts it on Cloud Composer's; the provider is installed editable.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --python $(AIRFLOW_PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt -e .
+	$(AIRFLOW_PY) -c 'import sys, sysconfig; open(sysconfig.get_paths()["purelib"] + "/prediction_app.pth", "w").write(sys.argv[1] + "\n")' $(CURDIR)
 	touch $@
 
 $(PVENV)/.installed: pipelines/requirements.txt pipelines/pyproject.toml

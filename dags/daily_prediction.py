@@ -17,14 +17,14 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from kfp_bridge.assets import table_uri
-from kfp_bridge.notifications.slack import (
-    KfpSlackDeadlineNotifier,
-    KfpSlackNotifier,
-    KfpSlackRunSummaryNotifier,
-)
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-from kfp_bridge.target_date import BUSINESS_TZ, MACROS
-from kfp_bridge.timetables import TargetDateCronTimetable
+from prediction_app.notifications import (
+    DeadlineNotifier,
+    RunFailureNotifier,
+    TaskFailureNotifier,
+)
+from prediction_app.target_date import BUSINESS_TZ, MACROS
+from prediction_app.timetables import TargetDateCronTimetable
 
 # dags/ sits in the repository root (and in /opt/airflow in the compose image).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ LOCAL_MODEL = PROJECT_ROOT / "var" / "models" / "demo_model.pkl"
 SLACK_CONN_ID = "slack_default"
 # The target date: the Asia/Tokyo date of the logical date (D for the D 06:00 JST run);
 # runs without a logical date (a manual trigger without one) use run_after. The rule is
-# kfp_bridge.target_date.target_date, which the Slack messages call too.
+# prediction_app.target_date.target_date, which the Slack messages call too.
 TARGET_DATE = "{{ target_date(dag_run) }}"
 
 
@@ -64,7 +64,7 @@ def _deadline() -> DeadlineAlert | None:
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=float(hours)),
         callback=AsyncCallback(
-            KfpSlackDeadlineNotifier, kwargs={"slack_webhook_conn_id": SLACK_CONN_ID}
+            DeadlineNotifier, kwargs={"slack_webhook_conn_id": SLACK_CONN_ID}
         ),
     )
 
@@ -87,13 +87,13 @@ from data up to the start of *D* in JST (the pipeline's lookback window ends at
 reads *D-1*: the task passes `{{ target_date(dag_run) }}` instead,
 rendered when the task runs (a manual run without a logical date uses its
 `run_after`). Slack messages compute the date with the same function
-(`kfp_bridge.target_date.target_date`). Re-running or backfilling a date rewrites
+(`prediction_app.target_date.target_date`). Re-running or backfilling a date rewrites
 exactly that partition.
 
 **Macros.** This DAG registers `target_date`, `jst_ds`, `jst_ds_nodash`, `local_ds`,
 `local_ds_nodash` as `user_defined_macros`, so it renders even where the plugin is not
-deployed; `plugins/kfp_bridge_plugin.py` offers the same functions to other DAGs as
-`macros.kfp_bridge.*`. No Jinja filters: one spelling per rule.
+deployed; `plugins/prediction_app_plugin.py` offers the same functions to other DAGs as
+`macros.prediction_app.*`. No Jinja filters: one spelling per rule.
 
 **Run ids** of scheduled and triggered runs carry the target date:
 `scheduled__target-D__...`.
@@ -128,7 +128,7 @@ with DAG(
     description="Daily at 06:00 Asia/Tokyo: batch prediction on Kubeflow for the JST date",
     doc_md=DOC_MD,
     # CronTriggerTimetable whose description names the zone and whose run ids carry
-    # the target date (kfp_bridge/timetables.py; the package registers it, no plugin needed).
+    # the target date (prediction_app/timetables.py; the package registers it, no plugin needed).
     schedule=TargetDateCronTimetable("0 6 * * *", timezone=BUSINESS_TZ),
     start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
     catchup=False,
@@ -149,7 +149,7 @@ with DAG(
         "max_retry_delay": timedelta(hours=1),
         "execution_timeout": timedelta(hours=3),
     },
-    on_failure_callback=KfpSlackRunSummaryNotifier(slack_webhook_conn_id=SLACK_CONN_ID),
+    on_failure_callback=RunFailureNotifier(slack_webhook_conn_id=SLACK_CONN_ID),
     deadline=_deadline(),
     tags=["kubeflow", "prediction"],
 ) as dag:
@@ -175,6 +175,10 @@ with DAG(
         # (a trigger firing seconds after deferral races the scheduler; see README).
         poll_interval=float(os.environ.get("DAILY_PREDICTION_POLL_SECONDS", "30")),
         # One message per failed try: retries and the final failure, told apart.
-        on_retry_callback=KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID, will_retry=True),
-        on_failure_callback=KfpSlackNotifier(slack_webhook_conn_id=SLACK_CONN_ID, will_retry=False),
+        on_retry_callback=TaskFailureNotifier(
+            slack_webhook_conn_id=SLACK_CONN_ID, will_retry=True
+        ),
+        on_failure_callback=TaskFailureNotifier(
+            slack_webhook_conn_id=SLACK_CONN_ID, will_retry=False
+        ),
     )

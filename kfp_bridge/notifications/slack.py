@@ -5,7 +5,7 @@ HTTP call are the provider's), created when a message is sent: importing the
 provider pulls in slack_sdk and aiohttp (about 0.6 s), which would otherwise be
 paid on every parse of every DAG file that attaches these callbacks.
 
-What this adds: the message (target date in JST, try count, scrubbed first
+What this adds: the message (try count, scrubbed first
 line of the error, the Airflow log link and the Kubeflow run link), and the
 rule that notification never changes a task's outcome: a missing connection is
 one log line, a webhook that errors or hangs (bounded by ``timeout``) is one
@@ -22,7 +22,6 @@ from airflow.sdk.bases.notifier import BaseNotifier
 
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
 from kfp_bridge.notifications import reported_tries
-from kfp_bridge.target_date import target_date
 
 DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
@@ -79,15 +78,6 @@ def first_error_line(error: BaseException | str | None) -> str:
     return line
 
 
-def _target_date_line(dag_run: Any) -> str:
-    """The run's target date by the DAG's own rule (``n/a`` for a run without any date)."""
-    try:
-        date = target_date(dag_run)
-    except (TypeError, ValueError):
-        date = "n/a"
-    return f"Target date (JST): {date}"
-
-
 def _register_kfp_secrets(context: Any) -> None:
     """Mask the secrets of the task's (or DAG's) kfp connections in this process.
 
@@ -141,6 +131,16 @@ class _SafeSlackNotifier(BaseNotifier):
 
     def build_text(self, context: Any) -> str:
         raise NotImplementedError
+
+    def describe_run(self, dag_run: Any) -> list[str]:
+        """Lines about the DAG run that the application adds (none here).
+
+        Override in a subclass for what your DAGs mean by a run, such as the
+        business date it is for; ``dag_run`` is a DAG run, or the JSON mapping
+        deadline callbacks get. An error here drops the message's build, so keep
+        it total: return a fallback rather than raise.
+        """
+        return []
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         # `airflow dags test` (3.3.2) hands DAG callbacks a SerializedDAG, which has no
@@ -257,7 +257,7 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         lines = [
             f":red_circle: *{dag_id}.{task_id}* {outcome} "
             f"(try {try_number if try_number is not None else '?'} of {total_tries})",
-            _target_date_line(context.get("dag_run")),
+            *self.describe_run(context.get("dag_run")),
             f"Run: {context.get('run_id') or getattr(ti, 'run_id', '?')}",
             f"Error: {error}",
         ]
@@ -280,7 +280,7 @@ class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):
         ti = context.get("ti") or context.get("task_instance")
         lines = [
             f":rotating_light: *{dag_id}* run failed",
-            _target_date_line(context.get("dag_run")),
+            *self.describe_run(context.get("dag_run")),
             f"Run: {run_id}",
             f"Reason: {scrub(str(context.get('reason') or 'task failure'))}",
         ]
@@ -308,7 +308,7 @@ class KfpSlackDeadlineNotifier(_SafeSlackNotifier):
         return "\n".join(
             [
                 f":hourglass: *{dag_id}* not finished by its deadline ({deadline or '?'})",
-                _target_date_line(dag_run),
+                *self.describe_run(dag_run),
                 f"Run: {run_id} (state: {dag_run.get('state', '?')})",
                 f"Airflow run: {_base_url()}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}",
             ]

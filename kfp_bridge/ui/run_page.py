@@ -25,7 +25,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from kfp_bridge.target_date import BUSINESS_TZ
 from kfp_bridge.ui import local_runs
 from kfp_bridge.ui.urls import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 
@@ -33,14 +32,21 @@ _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 RECENT_RUNS = 50
 
 
-def _local_time(value: str | None, tz: str = BUSINESS_TZ) -> str:
+def _display_tz() -> str:
+    """The zone the page shows times in: Airflow's ``[core] default_timezone`` (UTC unset)."""
+    from airflow.configuration import conf
+
+    return conf.get("core", "default_timezone", fallback="utc") or "utc"
+
+
+def _local_time(value: str | None, tz: str | None = None) -> str:
     if not value:
         return ""
     try:
         moment = pendulum.parse(value, tz="UTC")
     except ValueError:  # pendulum's ParserError is one
         return value
-    return moment.in_timezone(tz).format("YYYY-MM-DD HH:mm:ss zz")
+    return moment.in_timezone(tz or _display_tz()).format("YYYY-MM-DD HH:mm:ss zz")
 
 
 def _duration(start: str | None, end: str | None) -> str:
@@ -96,7 +102,7 @@ def _backend(conn_id: str):
 
 def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = _templates.get_template(name).render(
-        prefix=RUN_PAGE_PREFIX + LOCAL_RUNS_PATH, business_tz=BUSINESS_TZ, **context
+        prefix=RUN_PAGE_PREFIX + LOCAL_RUNS_PATH, display_tz=_display_tz(), **context
     )
     return HTMLResponse(html, status_code=status_code)
 

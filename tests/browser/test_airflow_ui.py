@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kfp_bridge.target_date import jst_ds
+from prediction_app.target_date import jst_ds
 from tests.dag.helpers import home_env
 from tests.e2e.airflow_stack import REPO, free_port
 from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module

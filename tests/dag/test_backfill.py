@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from kfp_bridge.target_date import jst_ds
+from prediction_app.target_date import jst_ds
 
 LOGICAL_DATE = re.compile(r"^\|\s*(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[+-]\d\d:\d\d)\s*\|", re.M)
 

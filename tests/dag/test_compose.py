@@ -46,6 +46,7 @@ def test_mounts_match_what_the_dag_reads():
     # The DAG resolves pipelines/ and var/ next to dags/ (PROJECT_ROOT = /opt/airflow).
     expected = {
         "./dags": "/opt/airflow/dags",
+        "./prediction_app": "/opt/airflow/dags/prediction_app",
         "./plugins": "/opt/airflow/plugins",
         "./pipelines": "/opt/airflow/pipelines",
         "./var": "/opt/airflow/var",

@@ -44,7 +44,8 @@ for logical_date in sys.argv[1:]:
     context = _get_template_context(ti, task)
     task.render_template_fields(context)
     extra = task.render_template(
-        "{{ ds }}|{{ macros.kfp_bridge.target_date(dag_run) }}|{{ jst_ds_nodash(logical_date) }}",
+        "{{ ds }}|{{ macros.prediction_app.target_date(dag_run) }}"
+        "|{{ jst_ds_nodash(logical_date) }}",
         context,
     )
     out[logical_date] = {
@@ -130,9 +131,9 @@ def test_dag_imports_and_settings(airflow_env):
     assert info["conn"] == "kfp_default"
     assert info["deferrable"] is True
     # One Slack message per failed try: the same notifier on retry and on final failure.
-    assert info["task_callbacks"] == ["KfpSlackNotifier"]
-    assert info["retry_callbacks"] == ["KfpSlackNotifier"]
-    assert info["dag_callbacks"] == ["KfpSlackRunSummaryNotifier"]
+    assert info["task_callbacks"] == ["TaskFailureNotifier"]
+    assert info["retry_callbacks"] == ["TaskFailureNotifier"]
+    assert info["dag_callbacks"] == ["RunFailureNotifier"]
     assert info["doc"]
     assert not info["deadline"]  # opt-in, see test_deadline_alert_opt_in
     warehouse = (REPO / "var" / "warehouse").as_uri()
@@ -196,7 +197,7 @@ def test_deadline_alert_opt_in(airflow_env):
     assert info == {
         "reference": "DagRunQueuedAtDeadline",
         "interval": 3 * 3600.0,
-        "callback": "kfp_bridge.notifications.slack.KfpSlackDeadlineNotifier",
+        "callback": "prediction_app.notifications.DeadlineNotifier",
         "kwargs": {"slack_webhook_conn_id": "slack_default"},
     }
 
@@ -224,7 +225,7 @@ def test_target_date_rendered_at_run_time_in_jst(airflow_env):
         # ds is the UTC date: one day earlier for every 06:00 JST run.
         ds, plugin_macro, nodash = rendered[logical_date]["extra"].split("|")
         assert ds == utc_ds
-        assert plugin_macro == target  # macros.kfp_bridge.target_date from plugins/
+        assert plugin_macro == target  # macros.prediction_app.target_date from plugins/
         assert nodash == target.replace("-", "")
         assert params["warehouse"] == "bigquery://acme-reco/warehouse"  # the environment's
         assert params["model_sha256"] == "ab" * 32

@@ -13,12 +13,8 @@ from types import SimpleNamespace
 import pendulum
 import pytest
 
-from kfp_bridge.notifications.slack import (
-    KfpSlackNotifier,
-    KfpSlackRunSummaryNotifier,
-    first_error_line,
-    scrub,
-)
+from kfp_bridge.notifications.slack import first_error_line, scrub
+from prediction_app.notifications import RunFailureNotifier, TaskFailureNotifier
 from tests.dag.helpers import AirflowEnv, airflow_env_vars
 
 
@@ -64,7 +60,7 @@ def _output(capsys, caplog) -> str:
 
 
 def test_task_failure_message_content(slack_conn):
-    KfpSlackNotifier()(_context())
+    TaskFailureNotifier()(_context())
     (request,) = slack_conn.requests
     assert request["path"] == "/services/T000/B000/secretwebhooktoken"
     text = request["body"]["text"]
@@ -77,7 +73,7 @@ def test_task_failure_message_content(slack_conn):
 
 def test_final_failure_without_run_link(slack_conn):
     ti = FakeTI(try_number=4, max_tries=3, state="failed", run_url=None)
-    KfpSlackNotifier()(_context(ti=ti))
+    TaskFailureNotifier()(_context(ti=ti))
     text = slack_conn.texts()[0]
     assert "failed (try 4 of 4)" in text
     assert "will retry" not in text
@@ -91,7 +87,7 @@ def test_retry_or_final_comes_from_the_callback_not_the_state(slack_conn, will_r
     """The dag-processor runs callbacks of a dead worker's try before any state is set."""
     ti = FakeTI(try_number=1, max_tries=3, state=None)
     context = {**_context(ti=ti), "exception": None}
-    KfpSlackNotifier(will_retry=will_retry)(context)
+    TaskFailureNotifier(will_retry=will_retry)(context)
     text = slack_conn.texts()[0]
     assert f"*daily_prediction.predict* {outcome} (try 1 of 4)" in text
     assert "Error: none from the task: its process stopped without reporting (killed" in text
@@ -128,7 +124,7 @@ def test_error_is_first_line_only_and_scrubbed(slack_conn):
         "verysecret token=xoxb-1234567890-abcdef hunter2-registered-password {{ not a template }}"
         "\nTraceback line that must not be sent"
     )
-    KfpSlackNotifier()(_context(error=error))
+    TaskFailureNotifier()(_context(error=error))
     text = slack_conn.texts()[0]
     error_line = next(line for line in text.splitlines() if line.startswith("Error:"))
     for secret in ("pa55word", "ya29.a0AfH6SMBx", "xoxb-1234567890", "hunter2-registered"):
@@ -146,7 +142,7 @@ def test_scrub_and_first_line_helpers():
 
 def test_no_connection_logs_one_line_and_sends_nothing(slack_server, monkeypatch, capsys, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_SLACK_DEFAULT", raising=False)
-    KfpSlackNotifier(slack_webhook_conn_id="slack_missing")(_context())
+    TaskFailureNotifier(slack_webhook_conn_id="slack_missing")(_context())
     assert slack_server.requests == []
     out = _output(capsys, caplog)
     assert out.count("'slack_missing' is not configured") == 1
@@ -154,7 +150,7 @@ def test_no_connection_logs_one_line_and_sends_nothing(slack_server, monkeypatch
 
 def test_webhook_error_is_logged_not_raised(slack_conn, capsys, caplog):
     slack_conn.mode = "error"
-    KfpSlackNotifier()(_context())  # returns normally: the task's outcome is unchanged
+    TaskFailureNotifier()(_context())  # returns normally: the task's outcome is unchanged
     assert len(slack_conn.requests) == 1
     out = _output(capsys, caplog)
     assert "Slack notification via 'slack_default' failed" in out
@@ -164,7 +160,7 @@ def test_webhook_error_is_logged_not_raised(slack_conn, capsys, caplog):
 
 def test_hanging_webhook_times_out(slack_conn, capsys, caplog):
     slack_conn.mode = "hang"
-    KfpSlackNotifier(timeout=1)(_context())
+    TaskFailureNotifier(timeout=1)(_context())
     assert len(slack_conn.requests) >= 1
     assert "Slack notification via 'slack_default' failed" in _output(capsys, caplog)
 
@@ -177,7 +173,7 @@ def test_run_summary_message(slack_conn):
         "dag": DAG("daily_prediction", schedule=None),
         "reason": "task_failure",
     }
-    KfpSlackRunSummaryNotifier()(context)
+    RunFailureNotifier()(context)
     text = slack_conn.texts()[0]
     assert "*daily_prediction* run failed" in text
     assert "Target date (JST): 2026-11-27" in text
@@ -192,7 +188,7 @@ async def _run_deadline_callback(conn_id: str):
     from airflow.triggers.callback import CallbackTrigger
 
     trigger = CallbackTrigger(
-        callback_path="kfp_bridge.notifications.slack.KfpSlackDeadlineNotifier",
+        callback_path="prediction_app.notifications.DeadlineNotifier",
         callback_kwargs={
             "slack_webhook_conn_id": conn_id,
             "context": {
@@ -222,16 +218,16 @@ def test_deadline_notifier_through_callback_trigger(slack_conn):
 FAILING_DAG = """
 import pendulum
 from airflow.sdk import DAG, task
-from kfp_bridge.notifications.slack import KfpSlackNotifier, KfpSlackRunSummaryNotifier
-from kfp_bridge.target_date import MACROS
+from prediction_app.notifications import TaskFailureNotifier, RunFailureNotifier
+from prediction_app.target_date import MACROS
 
 with DAG("failing_prediction", schedule=None, catchup=False,
          start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
          user_defined_macros=MACROS,
-         on_failure_callback=KfpSlackRunSummaryNotifier()):
+         on_failure_callback=RunFailureNotifier()):
 
-    @task(retries=0, on_failure_callback=KfpSlackNotifier(timeout=2),
-          on_retry_callback=KfpSlackNotifier(timeout=2))
+    @task(retries=0, on_failure_callback=TaskFailureNotifier(timeout=2),
+          on_retry_callback=TaskFailureNotifier(timeout=2))
     def predict(ti=None):
         from airflow.sdk import Connection
         ti.xcom_push(key="kubeflow_run_url", value="http://kfp.test/#/runs/details/run-9")

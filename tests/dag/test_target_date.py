@@ -7,7 +7,7 @@ import datetime as dt
 import pendulum
 import pytest
 
-from kfp_bridge.target_date import (
+from prediction_app.target_date import (
     jst_ds,
     jst_ds_nodash,
     local_ds,

@@ -29,8 +29,8 @@ from airflow.models.serialized_dag import SerializedDagModel
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
-from kfp_bridge.notifications.slack import (
-    KfpSlackDeadlineNotifier, KfpSlackNotifier, KfpSlackRunSummaryNotifier,
+from prediction_app.notifications import (
+    DeadlineNotifier, TaskFailureNotifier, RunFailureNotifier,
 )
 
 dag = DagBag(dag_folder="dags").get_dag("daily_prediction")
@@ -68,10 +68,10 @@ for run_id, run_type, run_logical_date, run_after in runs:
         "has_logical_date": context.get("logical_date") is not None,
         "run_after": run_after.isoformat(),
         "template": task.render_template(template, context),
-        "task_message": target_in(KfpSlackNotifier().build_text(context)),
-        "run_message": target_in(KfpSlackRunSummaryNotifier().build_text({**context, "dag": dag})),
+        "task_message": target_in(TaskFailureNotifier().build_text(context)),
+        "run_message": target_in(RunFailureNotifier().build_text({**context, "dag": dag})),
         "deadline_message": target_in(
-            KfpSlackDeadlineNotifier().build_text({"dag_run": dag_run_json, "deadline": {}})
+            DeadlineNotifier().build_text({"dag_run": dag_run_json, "deadline": {}})
         ),
     }
 print(json.dumps(out))
@@ -104,7 +104,7 @@ def _by_type(runs: dict, run_type: str) -> dict:
 def test_template_and_slack_give_the_same_target_date(runs, run_type, expected):
     run = _by_type(runs, run_type)
     if expected is None:  # no logical date: the JST date of run_after
-        from kfp_bridge.target_date import jst_ds
+        from prediction_app.target_date import jst_ds
 
         assert run["has_logical_date"] is False
         expected = jst_ds(run["run_after"])

@@ -50,7 +50,7 @@ def failing_dag(
         import pendulum
         from airflow.sdk import DAG
         from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
-        from kfp_bridge.target_date import MACROS
+        from prediction_app.target_date import MACROS
         @HEADER@
         with DAG(@DAG_ID@, schedule=None, catchup=False,
                  start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),

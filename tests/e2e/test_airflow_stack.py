@@ -3,7 +3,7 @@
 One stack for the module (boot costs about a minute): a trivial DAG proves the
 scheduler → LocalExecutor → execution API path; a DAG with a short deadline
 proves Airflow 3.3's deadline alert reaches Slack through
-``KfpSlackDeadlineNotifier`` run by the triggerer (the path the daily DAG uses
+``DeadlineNotifier`` run by the triggerer (the path the daily DAG uses
 when ``DAILY_PREDICTION_DEADLINE_HOURS`` is set).
 """
 
@@ -39,14 +39,14 @@ import pendulum
 from airflow.sdk import DAG, task
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
-from kfp_bridge.notifications.slack import KfpSlackDeadlineNotifier
+from prediction_app.notifications import DeadlineNotifier
 
 with DAG("e2e_deadline", schedule=None, catchup=False,
          start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
          deadline=DeadlineAlert(
              reference=DeadlineReference.DAGRUN_QUEUED_AT,
              interval=timedelta(seconds=3),
-             callback=AsyncCallback(KfpSlackDeadlineNotifier,
+             callback=AsyncCallback(DeadlineNotifier,
                                     kwargs={"slack_webhook_conn_id": "slack_default"}),
          )):
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kfp_bridge.target_date import jst_ds
+from prediction_app.target_date import jst_ds
 from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
 from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
@@ -31,8 +31,8 @@ TARGET_DATES = ["2026-10-30", "2026-10-31", "2026-11-01"]  # backfills take no f
 
 FAILING_HEADER = """
 from datetime import timedelta
-from kfp_bridge.notifications.slack import KfpSlackNotifier, KfpSlackRunSummaryNotifier
-notifier = KfpSlackNotifier()
+from prediction_app.notifications import TaskFailureNotifier, RunFailureNotifier
+notifier = TaskFailureNotifier()
 """
 
 
@@ -53,7 +53,7 @@ def stack(tmp_path_factory, metadata_db):
             warehouse=warehouse,
             model=model,
             header=FAILING_HEADER,
-            dag_args="on_failure_callback=KfpSlackRunSummaryNotifier()",
+            dag_args="on_failure_callback=RunFailureNotifier()",
             task_args="retries=1, retry_delay=timedelta(seconds=1), "
             "on_retry_callback=notifier, on_failure_callback=notifier,",
         )

@@ -39,10 +39,10 @@ DAG = """
 from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
-from kfp_bridge.notifications.slack import KfpSlackNotifier
+from prediction_app.notifications import TaskFailureNotifier
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 
-notify = KfpSlackNotifier()
+notify = TaskFailureNotifier()
 common = dict(
     pipeline_file="{tiny}", parameters={{"message": "hi"}},
     on_retry_callback=notify, on_failure_callback=notify,

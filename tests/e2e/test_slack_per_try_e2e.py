@@ -31,14 +31,14 @@ DAG = """
 from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, task
-from kfp_bridge.notifications.slack import KfpSlackNotifier
+from prediction_app.notifications import TaskFailureNotifier
 
 with DAG("e2e_slack_tries", schedule=None, catchup=False,
          start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
 
     @task(retries=2, retry_delay=timedelta(seconds=1),
-          on_retry_callback=KfpSlackNotifier(will_retry=True, timeout=5),
-          on_failure_callback=KfpSlackNotifier(will_retry=False, timeout=5))
+          on_retry_callback=TaskFailureNotifier(will_retry=True, timeout=5),
+          on_failure_callback=TaskFailureNotifier(will_retry=False, timeout=5))
     def predict(ti=None):
         import time
         if ti.try_number >= 3:

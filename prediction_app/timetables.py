@@ -9,19 +9,17 @@ and scheduled and manually triggered runs are named
 is the parent's. (Backfill runs are named by Airflow's backfill code, which does
 not ask the timetable: ``airflow/models/backfill.py``.)
 
-Airflow loads a custom timetable only if a plugin registers it. The package does
-that itself (``TimetablesPlugin``, its ``airflow.plugins`` entry point in
-pyproject.toml), so a DAG using it needs kfp-bridge installed, not the plugins folder.
+Airflow loads a custom timetable only if a plugin registers it: the application's
+plugin (``plugins/prediction_app_plugin.py``) does.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from kfp_bridge.target_date import target_date
+from prediction_app.target_date import target_date
 
 if TYPE_CHECKING:
     from airflow.timetables.base import DataInterval
@@ -61,9 +59,3 @@ class TargetDateCronTimetable(CronTriggerTimetable):
         prefix, _, rest = run_id.partition("__")
         return f"{prefix}__target-{day}__{rest}"
 
-
-class TimetablesPlugin(AirflowPlugin):
-    """Registers the timetable wherever kfp-bridge is installed (entry point airflow.plugins)."""
-
-    name = "kfp_bridge_timetables"
-    timetables = [TargetDateCronTimetable]
