@@ -41,7 +41,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Lines of the `dags test` log worth repeating on screen (the operator's own words, and
 # the task's state changes as the execution API records them).
 _LOG_NEWS = re.compile(
-    r"(?P<said>Reattaching to existing run \S+|Submitted run \S+)"
+    r"(?P<said>Reattaching to existing run .*|Submitted run \S+|Run \S+ \(.*\) is \w+ with other "
+    r"parameters.*|Earlier run \S+ \(.*\) \w+ with other parameters.*)"
     r"|Task instance state updated.*new_state=(?P<state>\w+)"
 )
 _STATE_NEWS = {

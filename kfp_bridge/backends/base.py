@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,8 @@ class RunStatus:
 
     ``error`` is one line (a summary of what failed) plus, for backends that can
     read task logs, the log tails; ``failed_tasks`` has them as data.
+    ``parameters`` are the run's parameters as the service keeps them (``None``
+    when the backend cannot tell): a run is reused only for the same ones.
     """
 
     run_id: str
@@ -115,6 +118,31 @@ class RunStatus:
     error: str | None = None
     created_at: str | None = None
     failed_tasks: tuple[FailedTask, ...] = ()
+    parameters: Mapping[str, Any] | None = None
+
+
+def same_parameters(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> bool:
+    """Whether a run's parameters are the ones now rendered (unknown ones count as same).
+
+    Services hand parameters back in their own JSON: KFP's ``google.protobuf.Value``
+    makes every number a float (``28`` comes back ``28.0``), so numbers compare by
+    value and everything else by its text.
+    """
+    if theirs is None:
+        return True
+    if set(ours) != set(theirs):
+        return False
+    return all(_comparable(ours[k]) == _comparable(theirs[k]) for k in ours)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    if isinstance(value, Mapping | list | tuple):
+        return ("json", json.dumps(value, sort_keys=True, default=str))
+    return ("text", str(value))
 
 
 class Backend(abc.ABC):

@@ -287,6 +287,7 @@ class KfpApiBackend(Backend):
             error=error,
             created_at=run.created_at.isoformat() if run.created_at else None,
             failed_tasks=failed,
+            parameters=_run_parameters(run),
         )
 
     def _with_log_tails(self, run_id: str, tasks: list[FailedTask]) -> list[FailedTask]:
@@ -691,3 +692,10 @@ def _map_google_auth_error(what: str, err: Exception) -> Exception | None:
     if isinstance(err, gexc.GoogleAuthError):
         return AuthError(f"{what}: Google credentials could not be used: {err}")
     return None
+
+
+def _run_parameters(run: Any) -> dict[str, Any] | None:
+    """The run's ``runtime_config.parameters`` (``None`` when the service sent none)."""
+    config = getattr(run, "runtime_config", None)
+    parameters = getattr(config, "parameters", None)
+    return dict(parameters) if parameters is not None else None

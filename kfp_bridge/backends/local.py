@@ -255,6 +255,7 @@ class LocalBackend(Backend):
             url=self.run_url(run_id),
             error=state.get("error"),
             created_at=request.get("created_at"),
+            parameters=request.get("parameters"),
         )
 
     def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:

@@ -267,6 +267,7 @@ class VertexBackend(Backend):
             url=self.run_url(job_id),
             error=error,
             created_at=created,
+            parameters=_job_parameters(job),
         )
 
     def _get_job(self, job_id: str) -> Any | None:
@@ -457,3 +458,12 @@ def vertex_console_url(location: str, job_id: str, project_id: str) -> str:
     return base + VERTEX_AI_PIPELINE_JOB_LINK.format(
         region=location, pipeline_id=job_id, project_id=project_id
     )
+
+
+def _job_parameters(job: Any) -> dict[str, Any] | None:
+    """The job's ``runtime_config.parameter_values`` as Python values (``None`` if unreadable)."""
+    try:
+        values = job.runtime_config.parameter_values
+        return {k: values[k] for k in values}
+    except Exception:  # a job without a runtime config, or a client that shapes it otherwise
+        return None

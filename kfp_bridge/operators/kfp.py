@@ -33,7 +33,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from kfp_bridge import run_report
 from kfp_bridge.assets import announce
-from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
+from kfp_bridge.backends.base import RunRequest, RunState, RunStatus, same_parameters
 from kfp_bridge.exceptions import (
     ApiVersionError,
     AuthError,
@@ -106,6 +106,23 @@ def default_run_name(context: Context) -> str:
         map_index=getattr(ti, "map_index", -1),
         clear_number=getattr(dag_run, "clear_number", None) or 0,
     )
+
+
+def earlier_run_names(context: Context) -> list[str]:
+    """The default run names of this task instance's earlier clears (newest first)."""
+    dag_run = context.get("dag_run")
+    clears = getattr(dag_run, "clear_number", None) or 0
+    ti = context["ti"]
+    return [
+        run_name_for(
+            ti.dag_id,
+            ti.task_id,
+            context.get("logical_date") or getattr(dag_run, "run_id", None),
+            map_index=getattr(ti, "map_index", -1),
+            clear_number=n,
+        )
+        for n in range(clears - 1, -1, -1)
+    ]
 
 
 def run_name_for(
@@ -253,6 +270,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self._outlet_events: Any = None
         self._request: RunRequest | None = None
         self._state_store: Any = None
+        self._earlier_names: list[str] = []
 
     @cached_property
     def backend(self) -> Backend:
@@ -327,6 +345,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             # Retrying cannot fix a wrong parameter, a broken file or a missing pipeline.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         run_name = sanitize_run_name(self.run_name) if self.run_name else default_run_name(context)
+        self._earlier_names = [] if self.run_name else earlier_run_names(context)
         return RunRequest(
             display_name=run_name,
             pipeline_spec=compiled.pipeline_spec if compiled else {},
@@ -355,14 +374,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             existing = self._find_reusable_run(request)
             if existing is not None:
                 self.log.info(
-                    "Reattaching to existing run %s (%s), state %s: %s",
+                    "Reattaching to existing run %s of %s (%s), same parameters, state %s%s %s",
                     existing.run_id,
+                    existing.created_at or "an unknown time",
                     request.display_name,
                     existing.state.value,
+                    ": nothing recomputed. Run:" if existing.state.is_success else ". Run:",
                     existing.url,
                 )
                 status = existing
             else:
+                self._wait_for_earlier_generations(request)
                 status = self._waiter.submit(request)
         except _FINAL_ERRORS as exc:
             # The backend refused the pipeline or its parameters: retries cannot fix that.
@@ -386,8 +408,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                         "run beside it. The next try decides again."
                     )
             if run.state.is_reattachable:
-                return run
+                if same_parameters(request.parameters, run.parameters):
+                    return run
+                self._set_aside(run, request)
         for run in runs:
+            if run.state.is_reattachable:  # set aside above, and said why
+                continue
             reason = self._terminated_by_us(run.run_id)
             if reason:
                 self.log.info(
@@ -406,6 +432,87 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 )
         return None
 
+    def _set_aside(self, run: RunStatus, request: RunRequest) -> None:
+        """A run under our name with other parameters (a new model, a changed setting).
+
+        It is not this task's work: a succeeded one is left as it is, an active one
+        is stopped and waited for, so at most one run writes the partition; then a
+        new run starts. Parameter names only in the log: values may be long.
+        """
+        theirs = dict(run.parameters or {})
+        changed = sorted(
+            k
+            for k in set(request.parameters) | set(theirs)
+            if not same_parameters({k: request.parameters.get(k)}, {k: theirs.get(k)})
+        )
+        if not run.state.is_terminal:
+            self.log.warning(
+                "Run %s (%s) is %s with other parameters (%s): stopping it before a new run. "
+                "Run: %s",
+                run.run_id,
+                request.display_name,
+                run.state.value,
+                ", ".join(changed),
+                run.url,
+            )
+            self._cancel(run.run_id, reason="Parameters changed", record="parameters changed")
+            ended = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
+            if not ended.state.is_terminal:
+                raise AirflowException(
+                    f"Run {run.run_id} with other parameters is still {ended.state.value} "
+                    f"after {CANCELING_WAIT_SECONDS:.0f}s; not starting another run beside it. "
+                    "The next try decides again."
+                )
+            return
+        self.log.info(
+            "Earlier run %s (%s) %s with other parameters (%s): not reusing it; "
+            "starting a new run. Run: %s",
+            run.run_id,
+            request.display_name,
+            run.state.value,
+            ", ".join(changed),
+            run.url,
+        )
+
+    def _wait_for_earlier_generations(self, request: RunRequest) -> None:
+        """Before a cleared task's new run: the runs of its earlier clears must have ended.
+
+        A clear while deferred stops the old run (the trigger's ``on_kill``), but the
+        new try can start while that run is still CANCELING, and on a real cluster an
+        old pod or load job may still write. So wait (bounded) for every earlier
+        generation's run to end; stop one still active when ``cancel_on_kill``.
+        """
+        for name in self._earlier_names:
+            runs = self._waiter.call(
+                f"find runs named {name}",
+                lambda name=name: self.backend.find_runs(name, request.experiment),
+            )
+            for run in runs:
+                if run.state.is_terminal:
+                    continue
+                if run.state is not RunState.CANCELING and self.cancel_on_kill:
+                    self.log.warning(
+                        "Run %s of an earlier clear (%s) is still %s: stopping it first",
+                        run.run_id,
+                        name,
+                        run.state.value,
+                    )
+                    self._cancel(run.run_id, reason="Replaced by a clear", record="cleared")
+                else:
+                    self.log.info(
+                        "Run %s of an earlier clear (%s) is %s: waiting for it to end first",
+                        run.run_id,
+                        name,
+                        run.state.value,
+                    )
+                ended = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
+                if not ended.state.is_terminal:
+                    raise AirflowException(
+                        f"Run {run.run_id} of an earlier clear ({name}) is still "
+                        f"{ended.state.value} after {CANCELING_WAIT_SECONDS:.0f}s; not starting "
+                        "a second run on the same work. The next try decides again."
+                    )
+
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
             status = self._waiter.read(str(external_id))
@@ -420,6 +527,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 external_id,
                 status.display_name,
                 request.display_name,
+            )
+            return "SUPERSEDED"
+        if request is not None and not same_parameters(request.parameters, status.parameters):
+            self.log.info(
+                "Stored run %s ran with other parameters than this try renders: not reattaching",
+                external_id,
             )
             return "SUPERSEDED"
         if status.state.is_reattachable:

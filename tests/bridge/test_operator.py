@@ -836,3 +836,93 @@ def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_
     _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
     out = capsys.readouterr().out
     assert f"Earlier run {failed['run_id']} ended FAILED (task greet failed); starting" in out
+
+
+# -- reuse only for the same work (issue 21: a changed model, overlapping clears) ---------------
+
+
+def _api_calls(server, method: str, suffix: str) -> list[int]:
+    """Positions of the API requests ``method`` whose path ends with ``suffix``."""
+    return [
+        i
+        for i, r in enumerate(server.requests())
+        if r["method"] == method and r["path"].endswith(suffix)
+    ]
+
+
+def test_a_succeeded_run_with_other_parameters_is_not_reused(kfp_server, kfp_conn_id, capsys):
+    """A new model digest (any changed parameter) means new work: never the old run."""
+    first = _operator(kfp_conn_id).execute(
+        task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    )
+    store = TaskStateStore()
+    changed = {"message": "2026-11-27", "repeat": "3"}
+    second = _operator(kfp_conn_id, parameters=changed).execute(
+        task_context(TaskInstance(), store, LOGICAL_DATE)
+    )
+    assert second["run_id"] != first["run_id"]
+    assert "SUCCEEDED with other parameters (repeat): not reusing it" in capsys.readouterr().out
+    # the same parameters again (a retry, or the stored run) reattach to the new run
+    again = _operator(kfp_conn_id, parameters=changed).execute(
+        task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    )
+    assert again["run_id"] == second["run_id"]
+    # the stored run of the first parameters is not taken by a try with the second
+    stale = TaskStateStore()
+    stale.set("kfp_run_id", first["run_id"])
+    also = _operator(kfp_conn_id, parameters=changed).execute(
+        task_context(TaskInstance(), stale, LOGICAL_DATE)
+    )
+    assert also["run_id"] == second["run_id"]
+    assert len(_runs_named(kfp_server)) == 2
+
+
+def test_numbers_as_the_service_returns_them_are_the_same_parameters():
+    from kfp_bridge.backends.base import same_parameters
+
+    assert same_parameters({"lookback_days": 28, "d": "x"}, {"lookback_days": 28.0, "d": "x"})
+    assert not same_parameters({"lookback_days": 28}, {"lookback_days": 7.0})
+    assert not same_parameters({"a": "1"}, {"a": "1", "b": "2"})
+    assert same_parameters({"a": "1"}, None)  # a backend that cannot tell
+
+
+def test_an_active_run_with_other_parameters_is_stopped_before_the_new_run(
+    kfp_server, kfp_conn_id
+):
+    kfp_server.set_schedule(pending=0, running=100000, canceling=2)
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+        )
+    old_id = first.value.trigger.run_id
+    with pytest.raises(TaskDeferred) as second:
+        _operator(
+            kfp_conn_id, deferrable=True, parameters={"message": "2026-11-27", "repeat": "5"}
+        ).execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert second.value.trigger.run_id != old_id
+    states = {r["run_id"]: r["state"] for r in _runs_named(kfp_server)}
+    assert states[old_id] == "FAILED"  # terminated (KFP ends it FAILED), not left running
+    [terminate] = _api_calls(kfp_server, "POST", f"{old_id}:terminate")
+    creates = _api_calls(kfp_server, "POST", "/apis/v2beta1/runs")
+    assert len(creates) == 2 and terminate < creates[1]
+
+
+def test_a_clears_new_run_starts_only_after_the_earlier_run_ended(kfp_server, kfp_conn_id):
+    """Cleared while deferred: the old run is CANCELING for a while; no overlap on the partition."""
+    kfp_server.set_schedule(pending=0, running=100000, canceling=3)
+    store = TaskStateStore()
+    with pytest.raises(TaskDeferred) as first:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE)
+        )
+    old_id = first.value.trigger.run_id
+    asyncio.run(first.value.trigger.on_kill())  # the triggerer, on "clear"
+    with pytest.raises(TaskDeferred) as cleared:
+        _operator(kfp_conn_id, deferrable=True).execute(
+            task_context(TaskInstance(), store, LOGICAL_DATE, clear_number=1)
+        )
+    new_id = cleared.value.trigger.run_id
+    runs = {r["run_id"]: r for r in kfp_server.runs()}
+    assert runs[new_id]["display_name"] == f"{RUN_NAME}__c1"
+    assert runs[old_id]["state"] == "FAILED"
+    assert runs[old_id]["finished_at"] <= runs[new_id]["created_at"]
