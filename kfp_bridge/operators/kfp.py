@@ -648,7 +648,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 f"(state {state}); kfp-bridge terminated it"
             )
         if event.outcome is Outcome.AUTH_ERROR:
-            raise AirflowFailException(_auth_failure_message(self.kfp_conn_id, event.message))
+            raise AirflowFailException(
+                f"{_auth_failure_message(self.kfp_conn_id, event.message)} "
+                f"{self._after_auth_error(event)}"
+            )
         if event.outcome is Outcome.NOT_FOUND:
             raise AirflowFailException(
                 f"Kubeflow run {event.run_id} no longer exists on the service (deleted, or "
@@ -751,6 +754,32 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self._waiter.cancel(run_id, reason=reason)
         except Exception:
             self.log.exception("Canceling run %s failed", run_id)
+
+    def _after_auth_error(self, event: RunEvent) -> str:
+        """The run outlives a refused wait: stop it if these credentials still may; say what.
+
+        A 401/403 in the middle of a wait (an expired or revoked token) ends the task,
+        not the run. With ``cancel_on_kill`` the run is terminated where the service
+        still allows it; otherwise, or when it refuses, the message says the run may
+        still be running, with its link and how to stop it.
+        """
+        where = f"Run page: {event.run_url} " if event.run_url else ""
+        if self.cancel_on_kill:
+            try:
+                status = self._waiter.cancel(
+                    event.run_id, reason="Credentials refused while waiting", within=10.0
+                )
+            except Exception as exc:
+                self.log.warning("Could not stop run %s: %s", event.run_id, exc)
+            else:
+                if status is None or status.state.is_terminal:
+                    state = status.state.value if status else "gone"
+                    return f"Kubeflow run {event.run_id} was stopped ({state}). {where}".strip()
+        return (
+            f"Kubeflow run {event.run_id} may still be running: stop it in the Kubeflow UI "
+            f"(Terminate), or fix the connection and clear this task, whose next try stops "
+            f"the earlier run before starting a new one. {where}"
+        ).strip()
 
     def _terminated_by_us(self, run_id: str) -> str | None:
         """Why this task terminated ``run_id``, if it did (task state store)."""

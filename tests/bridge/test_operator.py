@@ -926,3 +926,44 @@ def test_a_clears_new_run_starts_only_after_the_earlier_run_ended(kfp_server, kf
     assert runs[new_id]["display_name"] == f"{RUN_NAME}__c1"
     assert runs[old_id]["state"] == "FAILED"
     assert runs[old_id]["finished_at"] <= runs[new_id]["created_at"]
+
+
+def test_a_401_mid_wait_says_the_run_may_still_be_running_and_how_to_stop_it(
+    kfp_server, kfp_conn_id
+):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, deferrable=True, retries=3)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    run_id = deferred.value.trigger.run_id
+    kfp_server.require_token("right-token")  # the token expired or was revoked mid-wait
+    event = _run_trigger(deferred.value.trigger)
+    with pytest.raises(AirflowFailException) as err:
+        op.execute_complete(context, event)
+    message = str(err.value)
+    assert f"Kubeflow run {run_id} may still be running" in message
+    assert f"Run page: {deferred.value.trigger.run_url}" in message
+    assert "Terminate" in message
+    terminates = [r for r in kfp_server.requests() if r["path"].endswith(f"{run_id}:terminate")]
+    assert not terminates  # refused before it: nothing was sent beside the refused read
+    [run] = _runs_named(kfp_server)
+    assert run["state"] == "RUNNING"
+
+
+def test_after_a_401_the_run_is_stopped_where_the_credentials_still_allow_it(
+    kfp_server, kfp_conn_id
+):
+    kfp_server.set_schedule(pending=0, running=100000)
+    op = _operator(kfp_conn_id, deferrable=True)
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    run_id = deferred.value.trigger.run_id
+    event = RunEvent(
+        Outcome.AUTH_ERROR, run_id, RUN_NAME, "http://ui/r", RunState.RUNNING, "HTTP 403"
+    )
+    with pytest.raises(AirflowFailException, match=rf"run {run_id} was stopped \(FAILED\)"):
+        op.execute_complete(context, event.to_payload())
+    [run] = _runs_named(kfp_server)
+    assert run["state"] == "FAILED"  # terminated (KFP ends a terminated run FAILED)
