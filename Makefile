@@ -1,6 +1,7 @@
 # kfp-bridge: two commands do everything on a fresh machine with Python 3.11 and make.
 #   make demo   set up both environments, demo data, model, compiled pipeline; run the DAG once
 #   make test   set up both environments; run the whole test suite and ruff
+#   make test-fast  the inner loop: all but the e2e, browser and compare tests (minutes)
 #   make bench  the benchmarks (prints figures; large data, takes minutes)
 #   make airflow  the Airflow UI on 127.0.0.1 with the demo's settings (Ctrl-C stops it)
 #   make compare  the KFP-only way beside ours over three target dates (one table; minutes)
@@ -16,7 +17,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup setup-pipeline check-compiled check-date demo airflow test lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
+.PHONY: setup setup-pipeline check-compiled check-date demo airflow test test-fast lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -140,9 +141,17 @@ lint: setup
 # tests/e2e and tests/browser start their own PostgreSQL and Airflow stacks; the browser tests
 # need Debian's chromium (.ci/run installs it and postgresql; without CI they are skipped);
 # tests/compare needs faketime.
+# Both sides print their 20 slowest tests (where the suite's time goes).
 test: setup lint bigquery-emulator faketime
-	$(AIRFLOW_PY) -m pytest tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
-	$(PIPELINE_PY) -m pytest tests/pipeline tests/contract tests/deploy
+	$(AIRFLOW_PY) -m pytest --durations=20 tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
+	$(PIPELINE_PY) -m pytest --durations=20 tests/pipeline tests/contract tests/deploy
+
+# The inner loop: everything but the Airflow stacks (e2e, browser) and the comparison.
+# Before a push, `make test` (what CI runs) still runs everything.
+test-fast: setup bigquery-emulator
+	$(VENV)/bin/ruff check .
+	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/bridge tests/dag tests/plugin tests/ci
+	$(PIPELINE_PY) -m pytest -q --durations=10 tests/pipeline tests/contract tests/deploy
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and
 # run the naive KFP-only variant): apt-get as root or with passwordless sudo; otherwise one
