@@ -9,11 +9,18 @@ becomes ``next_kwargs`` in the database. So every outcome of a backend call
 (:class:`~kfp_bridge.waiting.RunWaiter` is the one place they pass) is redacted
 at once, with the secrets this process registered: the connection's password
 and secret-like extras (the hook registers them) and each bearer token sent.
+
+A process only knows the secrets of connections it read: the triggerer never
+reads the Slack connection, yet a service may echo that webhook too. So text is
+also stripped of shapes that are secrets whoever owns them (:data:`SECRET_SHAPES`:
+Slack webhook paths and tokens, Google access tokens and API keys, JWTs,
+``Authorization:``/``Cookie:`` values, ``password=``, ``user:password@``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -22,13 +29,41 @@ from kfp_bridge.backends.base import RunStatus
 
 Redact = Callable[[str], str]
 
+# Secrets by their shape; a pattern with a group keeps the group (the label) and masks the rest.
+SECRET_SHAPES = [
+    # header values as services echo them: "Authorization: Bearer x", "cookie: a=b; c=d"
+    re.compile(
+        r"(?i)((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
+        r"(?:(?:bearer|basic|token|negotiate)\s+)?[^\s\"',;]+"
+    ),
+    re.compile(r"(?i)((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\s\"';]+(?:;\s*[^\s\"';]+)*"),
+    re.compile(r"(?i)\b((?:bearer|token|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"(hooks\.slack\.com/services/)[A-Za-z0-9/_-]+"),  # Slack webhook paths
+    re.compile(r"\bya29\.[A-Za-z0-9._-]{10,}"),  # Google OAuth access tokens
+    re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API keys
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
+    re.compile(r"(?i)((?:password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]\s*)\S+"),
+    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
+]
+
+
+def redact_shapes(text: str) -> str:
+    """``text`` with every :data:`SECRET_SHAPES` match masked as ``***``."""
+    for pattern in SECRET_SHAPES:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + "***", text)
+        else:
+            text = pattern.sub("***", text)
+    return text
+
 
 def airflow_redact(text: str) -> str:
-    """Airflow's secrets masker applied to ``text`` (``***`` for every registered secret)."""
+    """Airflow's secrets masker (every secret this process registered), then the shapes."""
     from airflow.sdk.log import redact
 
     redacted = redact(text)
-    return redacted if isinstance(redacted, str) else text
+    return redact_shapes(redacted if isinstance(redacted, str) else text)
 
 
 def redact_outcome(value: Any, redact: Redact) -> Any:

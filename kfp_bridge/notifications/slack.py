@@ -14,7 +14,6 @@ warning, and the task's own error stays where Airflow put it.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -22,43 +21,15 @@ from airflow.sdk.bases.notifier import BaseNotifier
 
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
 from kfp_bridge.notifications import reported_tries
+from kfp_bridge.redaction import airflow_redact
 
 DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
 MAX_ERROR_CHARS = 300
 
-# Token shapes worth scrubbing even when nobody registered them with the masker.
-_TOKEN_PATTERNS = [
-    re.compile(r"(?i)\b((?:bearer|token|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack tokens
-    re.compile(r"\bya29\.[A-Za-z0-9._-]{10,}"),  # Google OAuth access tokens
-    re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API keys
-    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
-    re.compile(r"hooks\.slack\.com/services/[A-Za-z0-9/]+"),
-    re.compile(r"(?i)((?:password|passwd|secret|api[_-]?key|access[_-]?token)\s*[=:]\s*)\S+"),
-    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
-]
-
-
-def _redact_registered(text: str) -> str:
-    """Airflow's secrets masker: connection passwords and masked values seen by this process."""
-    try:
-        from airflow.sdk._shared.secrets_masker import redact
-    except ImportError:  # pragma: no cover - older task SDK layout
-        return text
-    redacted = redact(text)
-    return redacted if isinstance(redacted, str) else text
-
-
 def scrub(text: str) -> str:
-    """Remove registered secrets and obvious token shapes from ``text``."""
-    text = _redact_registered(text)
-    for pattern in _TOKEN_PATTERNS:
-        if pattern.groups:
-            text = pattern.sub(lambda m: m.group(1) + "***", text)
-        else:
-            text = pattern.sub("***", text)
-    return text
+    """Remove registered secrets and secret shapes from ``text`` (one rule: redaction.py)."""
+    return airflow_redact(text)
 
 
 def first_error_line(error: BaseException | str | None) -> str:

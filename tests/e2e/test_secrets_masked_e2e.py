@@ -31,7 +31,17 @@ from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
 
 TOKEN = "kfp-s3cr3t-7d1f0c9a2b"
-ECHO = f"upstream rejected the request: Authorization: Bearer {TOKEN}"
+# Secrets of other connections, which the triggerer never reads (issue 21): the Slack
+# webhook's token (this stack's slack_default), a Google access token, a Dex session cookie.
+SLACK_SECRET = "e2eS1ackW3bhookS3cret"
+GOOGLE_TOKEN = "ya29.a0AfB_e2e-standin-google-token"
+DEX_COOKIE = "dexS3ssionC00kie9f8e"
+OTHER_SECRETS = (SLACK_SECRET, GOOGLE_TOKEN, DEX_COOKIE)
+ECHO = (
+    f"upstream rejected the request: Authorization: Bearer {TOKEN} "
+    f"(forwarded to https://hooks.slack.com/services/T000/B000/{SLACK_SECRET}, "
+    f"google {GOOGLE_TOKEN}; Cookie: oauth2_proxy_kubeflow={DEX_COOKIE})"
+)
 TINY = REPO / "tests" / "bridge" / "fixtures" / "tiny_pipeline.yaml"
 RUN_PATH = r"/runs/[0-9a-f-]+$"  # GET one run (not the list, not terminate)
 
@@ -92,7 +102,7 @@ def outcome(tmp_path_factory):
                 )
                 for name, server in servers.items()
             }
-            env["AIRFLOW_CONN_SLACK_DEFAULT"] = slack.connection_uri("T000/B000/e2e")
+            env["AIRFLOW_CONN_SLACK_DEFAULT"] = slack.connection_uri(f"T000/B000/{SLACK_SECRET}")
             stack = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
             with stack:
                 _run(stack, servers)
@@ -142,6 +152,7 @@ def test_the_service_text_really_reached_the_logs(outcome):
         assert {r["authorization"] for r in server.requests()} == {f"Bearer {TOKEN}"}
     logs = "\n".join(p.read_text(errors="replace") for p in _files(stack.logs))
     assert "Authorization: Bearer ***" in logs
+    assert "hooks.slack.com/services/***" in logs and "oauth2_proxy_kubeflow" not in logs
     assert "gave up on run" in logs
     states = dict(
         stack.query("SELECT task_id, state FROM task_instance WHERE dag_id = 'e2e_secrets'")
@@ -151,7 +162,12 @@ def test_the_service_text_really_reached_the_logs(outcome):
 
 def test_no_log_file_and_no_database_byte_holds_the_token(outcome):
     stack = outcome["stack"]
-    leaks = [str(p) for p in _files(stack.home) if TOKEN.encode() in p.read_bytes()]
+    leaks = [
+        f"{p}: {secret}"
+        for p in _files(stack.home)
+        for secret in (TOKEN, *OTHER_SECRETS)
+        if secret.encode() in p.read_bytes()
+    ]
     assert leaks == []
 
 
@@ -168,10 +184,12 @@ def test_next_kwargs_and_xcom_hold_the_masked_text(outcome):
     finally:
         con.close()
     assert any("Bearer ***" in event for event in events), events
-    assert not any(TOKEN in text for text in events + [str(x) for x in xcoms])
+    for secret in (TOKEN, *OTHER_SECRETS):
+        assert not any(secret in text for text in events + [str(x) for x in xcoms]), secret
 
 
 def test_slack_messages_are_masked(outcome):
     texts = outcome["slack"]
     assert len(texts) >= 4, texts  # 2 tries + 1 + 1 failed tries, plus none for success
-    assert not any(TOKEN in text for text in texts)
+    for secret in (TOKEN, *OTHER_SECRETS):
+        assert not any(secret in text for text in texts), secret
