@@ -51,6 +51,7 @@ from kfp_bridge.pipeline_source import load_compiled_pipeline
 from kfp_bridge.pipeline_spec import CompiledPipeline, pipeline_from_spec
 from kfp_bridge.redaction import airflow_redact
 from kfp_bridge.run_event import Outcome, RunEvent
+from kfp_bridge.supervision import SupervisedClock
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
@@ -286,7 +287,14 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def _waiter(self) -> RunWaiter:
-        return RunWaiter(lambda: self.backend, self.policy, log=self.log, redact=airflow_redact)
+        # The worker's clock: a wait orphaned by its supervisor's death ends the process.
+        return RunWaiter(
+            lambda: self.backend,
+            self.policy,
+            log=self.log,
+            redact=airflow_redact,
+            clock=SupervisedClock(self.log),
+        )
 
     # -- execute ---------------------------------------------------------------------------
 
