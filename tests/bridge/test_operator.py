@@ -835,7 +835,10 @@ def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_
     kfp_server.set_schedule(outcome="SUCCEEDED")
     _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
     out = capsys.readouterr().out
-    assert f"Earlier run {failed['run_id']} ended FAILED (task greet failed); starting" in out
+    assert (
+        f"Earlier run {failed['run_id']} ended FAILED; starting a new run. "
+        "Its error: task greet failed" in out
+    )
 
 
 def test_run_urls_in_the_task_log_end_at_whitespace(kfp_server, kfp_conn_id, capsys):
