@@ -7,9 +7,12 @@ The worker (a non-deferrable task, submit, reattach, ``on_kill``) and the trigge
   change each pause grows by ``backoff_factor`` up to ``max_poll_interval``; a new
   state resets it;
 - **transient errors** (``TransientBackendError``: 5xx, timeouts, refused
-  connections) are retried after ``retry_base * 2**n`` seconds (capped at
-  ``max_poll_interval``) with a jitter of ``±jitter``; more than
-  ``max_transient_errors`` in a row end the wait;
+  connections) are retried after ``retry_base * 2**n`` seconds with a jitter of
+  ``±jitter``; more than ``max_transient_errors`` in a row end the wait;
+- **the cap**: no pause, back-off or jittered retry, ever exceeds ``max_poll_interval``;
+- **recovery**: the first successful poll after transient errors resets the pause to
+  ``poll_interval``, so a run that ended during a burst of errors is seen within one
+  normal interval of the service answering again (not after a grown back-off);
 - **deadline**: absolute (Unix time), counted from the run's creation
   (:meth:`WaitPolicy.deadline_for`), so a retry or a trigger moved to another
   triggerer keeps the same limit; no pause sleeps past it;
@@ -56,13 +59,15 @@ SETTLE_POLL_SECONDS = 5.0
 class WaitPolicy:
     """How long and how often to wait on a run. Plain numbers: it travels in trigger kwargs.
 
-    :param poll_interval: seconds between polls at first.
-    :param max_poll_interval: polls slow down to this while nothing changes; default
-        four poll intervals, at most 300 s (never below ``poll_interval``).
+    :param poll_interval: seconds between polls at first, after a change of state and
+        after the first successful poll that follows transient errors.
+    :param max_poll_interval: the cap of every pause: unchanged-state back-off and
+        (jittered) transient-error retries alike never wait longer; default four poll
+        intervals, at most 300 s (never below ``poll_interval``).
     :param backoff_factor: growth of the pause per unchanged poll.
     :param max_transient_errors: consecutive transient errors tolerated per call or wait.
     :param retry_base: base of the transient-error delay (at most ``poll_interval``).
-    :param jitter: each transient-error delay is multiplied by ``1 ± jitter``.
+    :param jitter: each transient-error delay is multiplied by ``1 ± jitter`` (then capped).
     :param timeout: seconds from the run's creation after which the wait times out.
     :param cancel_within: bound of "cancel and confirm", in seconds.
     """
@@ -113,10 +118,12 @@ class WaitPolicy:
         return min(interval * self.backoff_factor, self.max_poll_interval)
 
     def retry_delay(self, errors: int, rng: random.Random | Any = random) -> float:
-        """Pause after the ``errors``-th consecutive transient error: exponential, jittered."""
+        """Pause after the ``errors``-th consecutive transient error: exponential, jittered,
+        never above ``max_poll_interval``."""
         base = min(self.retry_base, self.poll_interval)
-        delay = min(self.max_poll_interval, base * 2**errors)
-        return delay * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        # the exponent is bounded so a long burst cannot overflow the float
+        delay = base * 2 ** min(errors, 64) * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        return min(self.max_poll_interval, delay)
 
     def deadline_for(self, created_at: str | None, now: float) -> float | None:
         """Unix time by which the run must end: ``timeout`` after its creation.
@@ -406,18 +413,21 @@ class RunWaiter:
                 return RunEvent.from_error(
                     run_id, exc, run_name=run_name, run_url=run_url, state=last_state
                 )
-            errors = 0
+            recovered, errors = errors > 0, 0
             run_url = status.url or run_url
             run_name = status.display_name or run_name
-            if status.state is not last_state:
-                self.log.info(
-                    "Run %s (%s) is %s%s",
-                    run_name or "",
-                    run_id,
-                    status.state.value,
-                    f" ({run_url})" if run_url else "",
-                )
+            if status.state is not last_state or recovered:
+                if status.state is not last_state:
+                    # the URL ends the line: the log viewer links up to the next whitespace
+                    self.log.info(
+                        "Run %s (%s) is %s%s",
+                        run_name or "",
+                        run_id,
+                        status.state.value,
+                        f": {run_url}" if run_url else "",
+                    )
                 last_state = status.state
+                # a new state, or the service answering again after errors: poll normally
                 interval = policy.poll_interval
             else:
                 interval = policy.next_interval(interval)

@@ -113,19 +113,22 @@ def error_line(log_tail: str) -> str:
 
 
 def summary(tasks: list[FailedTask], run_url: str | None) -> str:
-    """One line for the task log's error and the Slack message's first error line."""
+    """One line for the task log's error and the Slack message's first error line.
+
+    The run's URL, when a reader needs it (no task named, or a task log unreadable),
+    ends the line: a log viewer links up to the next whitespace, so no punctuation
+    may follow it.
+    """
+    see = f"; see {run_url}" if run_url else ""
     if not tasks:
-        where = f"; see {run_url}" if run_url else ""
-        return f"the KFP API names no failed task{where}"
+        return f"the KFP API names no failed task{see}"
     parts = []
     for task in tasks:
         if task.log_tail:
             parts.append(f"task {task.name} failed: {error_line(task.log_tail)}")
         elif task.log_unavailable:
-            where = f"; see {run_url}" if run_url else ""
-            parts.append(
-                f"task {task.name} failed (log unavailable: {task.log_unavailable}{where})"
-            )
+            parts.append(f"task {task.name} failed (log unavailable: {task.log_unavailable})")
         else:  # logs not read (e.g. runs listed for reattach)
             parts.append(f"task {task.name} failed")
-    return "; ".join(parts)
+    unread = any(not t.log_tail and t.log_unavailable for t in tasks)
+    return "; ".join(parts) + (see if unread else "")

@@ -189,9 +189,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
-    :param poll_interval: seconds between status polls at first; polls back off while
-        the run's state does not change, in the worker as in the triggerer
-        (:class:`~kfp_bridge.waiting.WaitPolicy`).
+    :param poll_interval: seconds between status polls at first, after each change of
+        the run's state and after the first successful poll that follows transient API
+        errors. Polls back off while the state does not change, and transient errors are
+        retried with an exponential back-off; no pause of either kind ever exceeds the
+        cap of four poll intervals, at most 300 s (never below ``poll_interval``), in the
+        worker as in the triggerer (:class:`~kfp_bridge.waiting.WaitPolicy`).
     :param timeout: seconds (or timedelta) from the run's creation; then it is canceled
         and the task fails.
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
@@ -433,7 +436,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 )
             else:
                 self.log.info(
-                    "Earlier run %s ended %s (%s); starting a new run",
+                    "Earlier run %s ended %s; starting a new run. Its error: %s",
                     run.run_id,
                     run.state.value,
                     (run.error or "no error message").splitlines()[0],
@@ -663,9 +666,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if event.outcome is Outcome.NOT_FOUND:
             raise AirflowFailException(
                 f"Kubeflow run {event.run_id} no longer exists on the service (deleted, or "
-                f"another namespace?): {event.message}. Check the run in the UI; clear "
-                "the task to start a new run."
-            )
+                "another namespace?). Check the run in the UI; clear the task to start a new "
+                f"run. The service said: {event.message}"
+            )  # service text last: a URL in it is never followed by punctuation
         self.log.error(
             "Waiting for run %s failed (%s): %s", event.run_id, event.outcome.value, event.message
         )

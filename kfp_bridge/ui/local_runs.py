@@ -215,6 +215,14 @@ def _executor_outputs(folder: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def whole_numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with whole floats as ints: KFP stores every number as a float
+    (protobuf ``Value``, Metrics metadata), so a count of 10000 arrives as 10000.0."""
+    return {
+        name: int(v) if isinstance(v, float) and v.is_integer() else v for name, v in values.items()
+    }
+
+
 def _step_metrics(executor_output: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for artifact_list in (executor_output.get("artifacts") or {}).values():
@@ -222,7 +230,7 @@ def _step_metrics(executor_output: dict[str, Any]) -> dict[str, Any]:
             metadata = artifact.get("metadata") or {}
             if isinstance(metadata, dict):
                 metrics.update(metadata)
-    return metrics
+    return whole_numbers(metrics)
 
 
 def _steps(folder: Path, run_state: str) -> list[Step]:
@@ -245,7 +253,7 @@ def _steps(folder: Path, run_state: str) -> list[Step]:
             Step(
                 name=name,
                 state=state,
-                outputs=dict(output.get("parameterValues") or {}),
+                outputs=whole_numbers(dict(output.get("parameterValues") or {})),
                 metrics=_step_metrics(output),
             )
         )

@@ -51,5 +51,11 @@ def test_summary_names_the_task_and_the_last_log_line_or_why_not():
     ok = FailedTask("predict", log_tail="Traceback ...\nValueError: model_sha256 mismatch\n")
     gone = FailedTask("features", log_unavailable="pod gone")
     assert summary([ok], url) == "task predict failed: ValueError: model_sha256 mismatch"
-    assert summary([gone], url) == f"task features failed (log unavailable: pod gone; see {url})"
-    assert url in summary([], url)
+    assert summary([gone], url) == f"task features failed (log unavailable: pod gone); see {url}"
+    assert summary([gone, ok], url) == (
+        "task features failed (log unavailable: pod gone); "
+        f"task predict failed: ValueError: model_sha256 mismatch; see {url}"
+    )
+    # the URL ends the line: Airflow's log viewer links up to the next whitespace
+    assert summary([], url).endswith(f" {url}")
+    assert summary([ok], url).count("http") == 0

@@ -835,7 +835,23 @@ def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_
     kfp_server.set_schedule(outcome="SUCCEEDED")
     _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
     out = capsys.readouterr().out
-    assert f"Earlier run {failed['run_id']} ended FAILED (task greet failed); starting" in out
+    assert (
+        f"Earlier run {failed['run_id']} ended FAILED; starting a new run. "
+        "Its error: task greet failed" in out
+    )
+
+
+def test_run_urls_in_the_task_log_end_at_whitespace(kfp_server, kfp_conn_id, capsys):
+    """Airflow's log viewer links a URL up to the next whitespace: no `)` or `.` may stick."""
+    from tests.bridge.test_waiting import assert_urls_stand_alone
+
+    kfp_server.set_schedule(pending=1, running=2)
+    kfp_server.inject("status", times=1, status=503, method="GET", path="/runs/[0-9a-f-]+$")
+    result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), None, LOGICAL_DATE))
+    out = capsys.readouterr().out
+    url = result["run_url"]
+    assert url and out.count(url) >= 3, out  # submitted, each new state, succeeded
+    assert_urls_stand_alone(out, url, times=out.count(url))
 
 
 # -- reuse only for the same work (issue 21: a changed model, overlapping clears) ---------------

@@ -266,3 +266,18 @@ def test_cancel_on_kill_false_lets_the_run_outlive_the_task(kfp_server, kfp_back
     _run_in_airflow_trigger_runner(trigger, _USER_ACTION_CANCEL_MSG)
     assert kfp_backend.get_run(run_id).state.value == "RUNNING"
     assert not any("terminate" in r["path"] for r in kfp_server.requests())
+
+
+def test_the_triggerer_log_prints_the_run_url_before_whitespace(
+    kfp_server, kfp_backend, kfp_conn_id, capsys, caplog
+):
+    """Airflow's log viewer links a URL up to the next whitespace: no `)` may stick to it."""
+    from tests.bridge.test_waiting import assert_urls_stand_alone
+
+    kfp_server.set_schedule(pending=1, running=1)
+    run_id = _submit(kfp_backend)
+    with caplog.at_level("INFO"):
+        event = _first_event(_trigger(kfp_conn_id, run_id))
+    text = capsys.readouterr().out + "\n".join(r.getMessage() for r in caplog.records)
+    assert event.run_url and f"is SUCCEEDED: {event.run_url}" in text, text
+    assert_urls_stand_alone(text, event.run_url, times=text.count(event.run_url))

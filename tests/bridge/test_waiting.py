@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from dataclasses import replace
 from functools import partial
 
@@ -125,8 +126,9 @@ def test_polls_back_off_while_the_state_is_unchanged_and_reset_on_a_change():
 
 def test_transient_errors_back_off_exponentially_then_polling_resumes():
     event, sleeps, calls = both_faces("wait", reads=[R, *blip(3), R, S])
-    # after an error: retry_base * 2**n (2, 4, 8 -> capped at 4); then the poll back-off goes on
-    assert sleeps == [1.0, 1.0, 2.0, 4.0, 4.0, 1.5]
+    # after an error: retry_base * 2**n (2, 4, 8 -> capped at 4); the first successful
+    # poll resets the pause to the poll interval
+    assert sleeps == [1.0, 1.0, 2.0, 4.0, 4.0, 1.0]
     assert event.outcome is Outcome.SUCCEEDED
     assert calls == ["get_run"] * 6
 
@@ -176,6 +178,60 @@ def test_jitter_is_within_bounds_and_the_same_on_both_faces_for_the_same_seed():
     assert sleeps[0] == 1.0
     assert all(0.5 * n <= s <= 1.5 * n for s, n in zip(sleeps[1:], nominal, strict=True))
     assert sleeps[1:] != nominal  # jittered
+
+
+def test_after_a_long_burst_of_503s_the_first_success_brings_back_the_normal_interval():
+    # the operator's defaults: 30 s polls, cap 120 s, 5 s retry base, jitter ±50 %
+    policy = WaitPolicy(poll_interval=30.0, max_transient_errors=40)
+    assert policy.max_poll_interval == 120.0
+    burst = 30
+    event, sleeps, calls = both_faces(
+        "wait", policy, rng_seed=3, reads=[R, R, R, *blip(burst), R, R, S]
+    )
+    assert event.outcome is Outcome.SUCCEEDED
+    assert calls == ["get_run"] * (burst + 6)
+    # sleeps[i] is the pause before poll i; polls 3 .. 3 + burst - 1 are the 503s
+    assert sleeps[:4] == [30.0, 30.0, 45.0, 67.5]  # grown before the burst
+    retries = sleeps[4 : 4 + burst]
+    assert max(retries) == 120.0  # the back-off reached the cap, jittered or not ...
+    assert max(sleeps) <= policy.max_poll_interval  # ... and never went beyond it
+    after_success = sleeps[4 + burst]
+    assert after_success == policy.poll_interval  # not the grown back-off
+    assert sleeps[4 + burst + 1] == 45.0  # then the unchanged-state back-off starts afresh
+
+
+def test_no_pause_exceeds_the_cap_whatever_the_jitter():
+    policy = WaitPolicy(poll_interval=10.0, max_poll_interval=25.0, retry_base=5.0, jitter=0.9)
+    for seed in range(50):
+        rng = random.Random(seed)
+        delays = [policy.retry_delay(n, rng) for n in range(1, 200)]
+        assert max(delays) <= 25.0 and min(delays) > 0
+    interval = 10.0
+    for _ in range(20):
+        interval = policy.next_interval(interval)
+        assert interval <= 25.0
+
+
+def test_state_lines_end_with_the_run_url(caplog):
+    """Airflow's log viewer links a URL up to the next whitespace: nothing may stick to it."""
+    backend = ScriptedBackend(reads=[P, R, *blip(1), R, S])
+    waiter = RunWaiter(lambda: backend, POLICY, clock=FakeClock(), rng=random.Random(0))
+    with caplog.at_level("INFO", logger="kfp_bridge.waiting"):
+        waiter.wait("r-1")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Run daily__predict (r-1) is SUCCEEDED: http://ui/r-1" in text
+    assert_urls_stand_alone(text, "http://ui/r-1", times=3)
+
+
+def assert_urls_stand_alone(text: str, url: str, times: int) -> None:
+    """Each ``url`` in ``text`` is preceded and followed by whitespace or an end of line."""
+    found = [m.start() for m in re.finditer(re.escape(url), text)]
+    assert len(found) == times, text
+    for start in found:
+        before, after = text[start - 1 : start], text[start + len(url) : start + len(url) + 1]
+        assert before in ("", " ", "\n", "\t") and after in ("", " ", "\n", "\t"), (
+            f"{url!r} touches {before!r}/{after!r} in: {text}"
+        )
 
 
 # -- cancel and confirm -------------------------------------------------------------------------

@@ -260,6 +260,43 @@ def test_partition_comes_from_what_the_run_reports(backend, runs, tmp_path):
         shutil.rmtree(copy)
 
 
+def test_counts_show_as_integers_with_thousands_separators(client, backend, runs):
+    # KFP stores every number as a float: a step's Metrics and output parameters
+    # arrive as 10000.0; the page shows 10,000 (and a real fraction as it is).
+    run_id = str(uuid.uuid4())
+    copy = backend.state_dir / run_id
+    shutil.copytree(backend.state_dir / runs["ok"].run_id, copy)
+    try:
+        partition = "/warehouse/predictions/2026-12-01.parquet"
+        (copy / "outputs.json").write_text(json.dumps({"Output": partition}))
+        step = next((copy / "outputs").iterdir()) / "greet"
+        step.mkdir(parents=True, exist_ok=True)
+        metadata = {"users_rows": 10000.0, "rows_written": 1234567.0, "auc": 0.8125}
+        (step / "executor_output.json").write_text(
+            json.dumps(
+                {
+                    "parameterValues": {"Output": partition, "row_count": 10000.0},
+                    "artifacts": {"metrics": {"artifacts": [{"metadata": metadata}]}},
+                }
+            )
+        )
+        view = local_runs.read_run(backend, run_id)
+        greet = next(s for s in view.steps if s.name == "greet")
+        assert greet.metrics == {"users_rows": 10000, "rows_written": 1234567, "auc": 0.8125}
+        assert all(type(v) is int for k, v in greet.metrics.items() if k != "auc")
+        response = _get(client, run_id)
+        assert response.status_code == 200, response.text
+        html = response.text
+        assert "<div>users_rows: 10,000</div>" in html
+        assert "<div>rows_written: 1,234,567</div>" in html
+        assert "<div>auc: 0.8125</div>" in html
+        assert "<div>row_count: <code>10,000</code></div>" in html
+        assert 'id="partition-rows">1,234,567<' in html
+        assert "10000.0" not in html and "1234567.0" not in html
+    finally:
+        shutil.rmtree(copy)
+
+
 def test_log_tail_is_bounded(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
