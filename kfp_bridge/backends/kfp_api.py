@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -55,6 +56,18 @@ NO_V2BETA1 = "this KFP API has no v2beta1 endpoints (KFP < 2.0?)"
 DEFAULT_USER_HEADER = "kubeflow-userid"  # what Kubeflow's multi-user manifests configure
 _LOG_READ_LIMIT = 16 * 1024 * 1024  # bytes of one pod log read at most (only the tail is kept)
 T = TypeVar("T")
+# HTTP 500s that name bad input: the server wraps input errors as internal ones, so the
+# same request fails the same way on every try. resource/resource_manager.go CreateRun
+# ("Failed to create a run due to error fetching manifest: ... invalid/empty pipeline
+# spec manifest", lookups -> ResourceNotFoundError), server/api_converter.go (conversion
+# errors: "Invalid input error: ... name cannot be empty", a missing namespace, a name
+# over its length limit).
+_BAD_INPUT_500 = re.compile(
+    r"Invalid input error|ResourceNotFoundError|(invalid|empty) pipeline spec|"
+    r"name (is|cannot be|can not be) empty|namespace (is|cannot be|can not be) empty|"
+    r"(missing|empty) namespace|too long|exceeds? the (maximum )?length",
+    re.IGNORECASE,
+)
 
 
 def static_token_provider(token: str) -> TokenProvider:
@@ -260,6 +273,11 @@ class KfpApiBackend(Backend):
             )
         if status == 404 and run_scoped:
             return RunNotFoundError(f"{what}: not found on {self.host}: {message}")
+        if status == 500 and _BAD_INPUT_500.search(message):
+            return BackendError(
+                f"{what}: KFP API refused the request (HTTP 500 naming bad input; retrying "
+                f"cannot help): {message}"
+            )
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientBackendError(f"{what}: KFP API answered HTTP {status}: {message}")
         return BackendError(f"{what}: KFP API answered HTTP {status}: {message}")

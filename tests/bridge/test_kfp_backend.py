@@ -662,3 +662,39 @@ def test_an_html_404_is_not_called_a_version_problem(ui_server, ui_backend):
         )
     assert not isinstance(raised.value, ApiVersionError)
     assert "HTML page" in str(raised.value) and "KFP < 2.0" not in str(raised.value)
+
+
+# -- permanent HTTP 500s ------------------------------------------------------------------
+def test_a_500_naming_bad_input_is_permanent(kfp_server, kfp_backend, tiny_spec):
+    """CreateRun wraps an invalid inline spec as internal (resource/resource_manager.go)."""
+    with pytest.raises(BackendError, match="invalid pipeline spec manifest") as raised:
+        kfp_backend.submit(request_for({"not": "a pipeline spec"}))
+    assert not isinstance(raised.value, TransientBackendError)
+    assert "retrying cannot help" in str(raised.value)
+    assert kfp_server.runs() == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Failed to create a new run: InternalServerError: Failed to convert a API run to its "
+        "internal representation: Invalid input error: Run name cannot be empty",
+        "Failed to create a run: InternalServerError: Namespace cannot be empty",
+        "Failed to create an experiment: InternalServerError: Experiment name is too long",
+    ],
+)
+def test_500s_by_message_fail_at_once(kfp_server, kfp_backend, tiny_spec, message):
+    kfp_server.inject("status", status=500, message=message, method="POST", path="/runs$")
+    with pytest.raises(BackendError) as raised:
+        kfp_backend.submit(request_for(tiny_spec))
+    assert not isinstance(raised.value, TransientBackendError)
+    assert message in str(raised.value)
+
+
+def test_a_plain_500_stays_transient(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.inject(
+        "status", status=500, message="Failed to create a new run: connection reset",
+        method="POST", path="/runs$",
+    )  # fmt: skip
+    with pytest.raises(TransientBackendError):
+        kfp_backend.submit(request_for(tiny_spec))
