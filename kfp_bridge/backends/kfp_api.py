@@ -40,6 +40,7 @@ from kfp_bridge.exceptions import (
     AuthError,
     BackendConfigError,
     BackendError,
+    BadInputError,
     PipelineNotFoundError,
     RunNotFoundError,
     TransientBackendError,
@@ -274,7 +275,7 @@ class KfpApiBackend(Backend):
         if status == 404 and run_scoped:
             return RunNotFoundError(f"{what}: not found on {self.host}: {message}")
         if status == 500 and _BAD_INPUT_500.search(message):
-            return BackendError(
+            return BadInputError(
                 f"{what}: KFP API refused the request (HTTP 500 naming bad input; retrying "
                 f"cannot help): {message}"
             )

@@ -38,6 +38,7 @@ from kfp_bridge.exceptions import (
     ApiVersionError,
     AuthError,
     BackendConfigError,
+    BadInputError,
     ParameterError,
     PipelineNotFoundError,
     PipelineSpecError,
@@ -75,6 +76,7 @@ _FINAL_ERRORS = (
     PipelineNotFoundError,
     ApiVersionError,
     BackendConfigError,
+    BadInputError,
 )
 
 
