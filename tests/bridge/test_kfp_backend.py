@@ -698,3 +698,16 @@ def test_a_plain_500_stays_transient(kfp_server, kfp_backend, tiny_spec):
     )  # fmt: skip
     with pytest.raises(TransientBackendError):
         kfp_backend.submit(request_for(tiny_spec))
+
+
+def test_the_ui_proxy_profile_from_the_command_line():
+    from kfp_bridge.testing.kfp_api.server import standin_process
+
+    with standin_process(profile="ui-proxy") as control:
+        backend = KfpApiBackend(control.url, request_timeout=5.0)
+        assert backend.healthz()["multi_user"] is False  # proxied to the API server
+        status, kind, _ = _get(f"{control.url}/apis/v1alpha1/runs/r/nodes/n/log")
+        assert status == 404 and kind.startswith("text/html")
+        status, _, text = _get(f"{control.url}/k8s/pod/logs")
+        assert status == 400 and "podname" in text
+        backend.close()

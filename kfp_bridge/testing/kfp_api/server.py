@@ -17,6 +17,14 @@ versions (multipart upload, JSON create, list/get/delete); recurring runs
 Single-user by default; ``multi_user=True`` authenticates like multi-user
 Kubeflow (identity header or reviewed bearer token, namespaces required).
 
+Two deployment profiles (``profile=`` / ``--profile``): ``api-server`` (default:
+the API server itself, ``ml-pipeline:8888``) and ``ui-proxy`` (the host users are
+given: the UI server ``ml-pipeline-ui`` behind the AI Platform Pipelines inverse
+proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
+``frontend/server/app.ts``): ``/apis/v1beta1`` and ``/apis/v2beta1`` are served as
+by the API server, pod logs only at ``/k8s/pod/logs`` by Argo v2 pod name, every
+other path an HTML 404.
+
 Runs move PENDING -> RUNNING -> outcome on a :class:`Schedule` counted in polls
 (``GET /runs/{id}``) or in seconds since creation. Faults are injected per
 request (HTTP status bursts, slow responses, dropped connections); runs can be
