@@ -44,6 +44,10 @@ class PipelineNotFoundError(BackendError):
     """The pipeline or pipeline version named for the run does not exist (checked before submit)."""
 
 
+class BadInputError(BackendError):
+    """The service refused the request's content (even as an HTTP 500): retries cannot fix it."""
+
+
 class ApiVersionError(BackendError):
     """The service does not speak the API the bridge needs (a KFP 1.x server: no v2beta1)."""
 

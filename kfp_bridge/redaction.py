@@ -33,8 +33,8 @@ Redact = Callable[[str], str]
 SECRET_SHAPES = [
     # header values as services echo them: "Authorization: Bearer x", "cookie: a=b; c=d"
     re.compile(
-        r"(?i)((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
-        r"(?:(?:bearer|basic|token|negotiate)\s+)?[^\s\"',;]+"
+        r"(?i)((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+        r"(?:(?:bearer|basic|token|negotiate)\s+)?)[^\s\"',;]+"
     ),
     re.compile(r"(?i)((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)[^\s\"';]+(?:;\s*[^\s\"';]+)*"),
     re.compile(r"(?i)\b((?:bearer|token|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"),

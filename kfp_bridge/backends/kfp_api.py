@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
 from kfp_bridge import run_report
-from kfp_bridge.backends import kfp_failures
+from kfp_bridge.backends import argo_pods, kfp_failures
 from kfp_bridge.backends.base import (
     Backend,
     FailedTask,
@@ -39,6 +40,7 @@ from kfp_bridge.exceptions import (
     AuthError,
     BackendConfigError,
     BackendError,
+    BadInputError,
     PipelineNotFoundError,
     RunNotFoundError,
     TransientBackendError,
@@ -55,6 +57,18 @@ NO_V2BETA1 = "this KFP API has no v2beta1 endpoints (KFP < 2.0?)"
 DEFAULT_USER_HEADER = "kubeflow-userid"  # what Kubeflow's multi-user manifests configure
 _LOG_READ_LIMIT = 16 * 1024 * 1024  # bytes of one pod log read at most (only the tail is kept)
 T = TypeVar("T")
+# HTTP 500s that name bad input: the server wraps input errors as internal ones, so the
+# same request fails the same way on every try. resource/resource_manager.go CreateRun
+# ("Failed to create a run due to error fetching manifest: ... invalid/empty pipeline
+# spec manifest", lookups -> ResourceNotFoundError), server/api_converter.go (conversion
+# errors: "Invalid input error: ... name cannot be empty", a missing namespace, a name
+# over its length limit).
+_BAD_INPUT_500 = re.compile(
+    r"Invalid input error|ResourceNotFoundError|(invalid|empty) pipeline spec|"
+    r"name (is|cannot be|can not be) empty|namespace (is|cannot be|can not be) empty|"
+    r"(missing|empty) namespace|too long|exceeds? the (maximum )?length",
+    re.IGNORECASE,
+)
 
 
 def static_token_provider(token: str) -> TokenProvider:
@@ -160,6 +174,7 @@ class KfpApiBackend(Backend):
         self._token_provider = token_provider
         self._experiment_ids: dict[str, str] = {}
         self._experiment_lock = threading.Lock()
+        self._api_log_route = True  # False once the host answers it with a non-JSON 404
 
         config = kfp_server_api.Configuration(host=self.host)
         config.verify_ssl = verify_ssl
@@ -245,6 +260,12 @@ class KfpApiBackend(Backend):
                 "a login page): the endpoint needs credentials; check the connection's auth "
                 "setting (google/token/none)."
             )
+        if status == 404 and _is_html(err.body):
+            # A web server without this route (the KFP UI server, an ingress): not a version
+            # problem, the host serves other paths (frontend/server/app.ts).
+            return BackendError(
+                f"{what}: {self.host} has no such route (HTTP 404 with an HTML page)"
+            )
         if status == 404 and not _is_json(err.body):
             # KFP 1.x: its gateway has no v2beta1 route and answers a plain-text 404
             # (grpc-gateway v1 DefaultOtherErrorHandler); a 404 of KFP 2.x is JSON.
@@ -253,6 +274,11 @@ class KfpApiBackend(Backend):
             )
         if status == 404 and run_scoped:
             return RunNotFoundError(f"{what}: not found on {self.host}: {message}")
+        if status == 500 and _BAD_INPUT_500.search(message):
+            return BadInputError(
+                f"{what}: KFP API refused the request (HTTP 500 naming bad input; retrying "
+                f"cannot help): {message}"
+            )
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientBackendError(f"{what}: KFP API answered HTTP {status}: {message}")
         return BackendError(f"{what}: KFP API answered HTTP {status}: {message}")
@@ -302,7 +328,9 @@ class KfpApiBackend(Backend):
                     tail = self.task_log_tail(run_id, pod)
                     break
                 except Exception as exc:  # never fail the outcome on log reading
-                    why = str(exc)[:200] or type(exc).__name__
+                    why = str(exc)[:300] or type(exc).__name__
+            if tail is None:
+                why = self._log_unavailable(task.name, why)
             out.append(FailedTask(task.name, task.pods, tail, None if tail is not None else why))
         return out
 
@@ -326,11 +354,22 @@ class KfpApiBackend(Backend):
             for child in detail.child_tasks or []
             if child.pod_name
         ]
+        unreadable = []
         for pod in reversed(pods):
-            report = run_report.last_report(self.task_log_tail(run_id, pod), kind)
+            try:
+                tail = self.task_log_tail(run_id, pod)
+            except Exception as exc:  # a missing log is no answer about the report
+                unreadable.append(str(exc)[:300] or type(exc).__name__)
+                continue
+            report = run_report.last_report(tail, kind)
             if report is not None:
                 return report
+        if unreadable:
+            raise BackendError(self._log_unavailable(task, "; ".join(unreadable)))
         return None
+
+    def _log_unavailable(self, task: str, reason: str) -> str:
+        return f"the log of task {task} is not available through {self.host}: {reason}"
 
     def task_log_tail(
         self,
@@ -340,20 +379,58 @@ class KfpApiBackend(Backend):
         max_lines: int = kfp_failures.MAX_LOG_LINES,
         max_bytes: int = kfp_failures.MAX_LOG_BYTES,
     ) -> str:
-        """The end of one pod's log (``GET /apis/v1alpha1/runs/{run}/nodes/{node}/log``).
+        """The end of one pod's log, through whatever route the host serves.
 
-        Streams the log and keeps only the tail; ``BackendError`` when the endpoint
-        answers with its error body instead (HTTP 200 + ``{"error_message"}``: pod
-        gone, log not archived) or an HTTP error.
+        The API server streams it at ``GET /apis/v1alpha1/runs/{run}/nodes/{node}/log``
+        (``apiserver/main.go``); the UI server (``ml-pipeline-ui``, the host behind the
+        AI Platform Pipelines proxy and Kubeflow's ``/pipeline``) serves
+        ``GET /k8s/pod/logs?podname=&runid=&podnamespace=`` by *pod name*
+        (``frontend/server/app.ts``), answered here with the Argo v2 pod names of the
+        node (:mod:`.argo_pods`), then the node id. One attempt each, no retries:
+        ``BackendError`` naming every route's answer when none gives the log.
         """
-        response = self._call(
-            f"read the log of {node_id} (run {run_id})",
-            self._api_client.call_api,
-            f"/apis/v1alpha1/runs/{quote(run_id, safe='')}/nodes/{quote(node_id, safe='')}/log",
-            "GET",
-            auth_settings=["Bearer"],
-            _preload_content=False,
-        )
+        reasons = []
+        if self._api_log_route:
+            path = (
+                f"/apis/v1alpha1/runs/{quote(run_id, safe='')}/nodes/{quote(node_id, safe='')}/log"
+            )
+            try:
+                return self._read_log(path, [], max_lines, max_bytes)
+            except _NoSuchRoute as exc:
+                self._api_log_route = False  # a UI host: ask its own route from now on
+                reasons.append(f"no API server log route ({exc})")
+            # (an API server's own answer, e.g. pod gone, is raised as is: it has no UI route)
+        for pod in argo_pods.candidate_pod_names(node_id):
+            query = [("podname", pod), ("runid", run_id)]
+            if self.namespace:
+                query.append(("podnamespace", self.namespace))
+            try:
+                return self._read_log("/k8s/pod/logs", query, max_lines, max_bytes)
+            except (_NoSuchRoute, BackendError) as exc:
+                reasons.append(f"pod {pod}: {exc}")
+        raise BackendError("; ".join(reasons))
+
+    def _read_log(
+        self, path: str, query: list[tuple[str, str]], max_lines: int, max_bytes: int
+    ) -> str:
+        """GET a log (streamed, tail kept); its failure as a ``BackendError``, never retried."""
+        try:
+            response = self._api_client.call_api(
+                path,
+                "GET",
+                query_params=query,
+                auth_settings=["Bearer"],
+                _preload_content=False,
+                _request_timeout=(self.request_timeout, self.request_timeout),
+            )
+        except ApiException as err:
+            message = _server_message(err)
+            if err.status == 404 and not _is_json(err.body):
+                kind = "HTML page" if _is_html(err.body) else repr(message)
+                raise _NoSuchRoute(f"HTTP 404 {kind}") from err
+            raise BackendError(f"HTTP {err.status}: {message}") from err
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
+            raise BackendError(f"{type(err).__name__}: {err}") from err
         try:
             chunks = response.stream(64 * 1024, decode_content=True)
             first = next(chunks, b"")
@@ -648,6 +725,17 @@ def pipeline_spec_body(
     if platform_spec:
         return {"pipeline_spec": spec, "platform_spec": copy.deepcopy(dict(platform_spec))}
     return spec
+
+
+class _NoSuchRoute(Exception):
+    """The host does not serve this path (a non-JSON 404)."""
+
+
+def _is_html(body: Any) -> bool:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = str(body or "").lstrip().lower()
+    return text.startswith(("<!doctype html", "<html"))
 
 
 def _is_json(body: Any) -> bool:

@@ -9,6 +9,8 @@ listed as ``child_tasks[].pod_name`` (``toModelTask``), so the pods of a failed
 component task are the children of its FAILED entry. The log endpoint answers
 HTTP 200 even when it fails (``server/run_log_server.go`` writes the status
 before reading), with a JSON ``{"error_message": ...}`` body instead of the log.
+Behind the UI server (``frontend/server/app.ts``) that route is an HTML 404 and
+the log is read at ``/k8s/pod/logs`` by pod name instead (``KfpApiBackend.task_log_tail``).
 
 Everything here is pure (no I/O), so the rules are tested without a server.
 """

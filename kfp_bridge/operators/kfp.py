@@ -38,6 +38,7 @@ from kfp_bridge.exceptions import (
     ApiVersionError,
     AuthError,
     BackendConfigError,
+    BadInputError,
     ParameterError,
     PipelineNotFoundError,
     PipelineSpecError,
@@ -76,6 +77,7 @@ _FINAL_ERRORS = (
     PipelineNotFoundError,
     ApiVersionError,
     BackendConfigError,
+    BadInputError,
 )
 
 
@@ -678,20 +680,29 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         )
 
     def _publish_result(self, event: RunEvent) -> None:
-        """Read the run's result report; record it on the outlets' asset events."""
+        """Read the run's result report; record it on the outlets' asset events.
+
+        A SUCCEEDED run never fails its task over the report: when the report cannot
+        be read (no log route on this host, pod and archive gone, no report line) the
+        task succeeds without the report's facts and says why. A report that IS read
+        must keep the contract (``announce``), or the task fails.
+        """
         task = self.report_task
         if not task:
             return
-        report = self._waiter.call(
-            f"read the result of task {task!r} of run {event.run_id}",
-            lambda: self.backend.task_report(event.run_id, task),
-        )
-        if report is None:
-            raise AirflowException(
-                f"Kubeflow run {event.run_id} SUCCEEDED, but its task {task!r} gave no result "
-                f"report (a '{run_report.PREFIX}' line): nothing is announced. The next try "
-                f"reattaches to the run and reads it again. Run: {event.run_url}"
+        try:
+            report = self._waiter.call(
+                f"read the result of task {task!r} of run {event.run_id}",
+                lambda: self.backend.task_report(event.run_id, task),
             )
+        except Exception as exc:  # a log route or a log: never the run's outcome
+            self._report_unavailable(task, event, str(exc) or type(exc).__name__)
+            return
+        if report is None:
+            self._report_unavailable(
+                task, event, f"its log holds no result report (a '{run_report.PREFIX}' line)"
+            )
+            return
         self.run_result = report.fields
         self.log.info("Task %r of run %s reported: %s", task, event.run_id, report.fields)
         outlets = [o for o in self.outlets if isinstance(o, Asset)]
@@ -713,6 +724,19 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             ", ".join(o.uri for o in outlets),
             extra["target_date"],
             extra,
+        )
+
+    def _report_unavailable(self, task: str, event: RunEvent, reason: str) -> None:
+        host = getattr(self.backend, "host", None) or self.backend.name
+        self.log.warning(
+            "Kubeflow run %s SUCCEEDED; the result report of task %r is not available "
+            "through %s: %s. The task succeeds without the report's facts on its asset "
+            "event. Run: %s",
+            event.run_id,
+            task,
+            host,
+            reason,
+            event.run_url,
         )
 
     # -- OpenLineage (the provider's DefaultExtractor calls these) -----------------------

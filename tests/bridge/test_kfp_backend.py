@@ -561,3 +561,153 @@ def test_schedule_in_seconds_for_many_concurrent_runs(kfp_server, kfp_backend, t
     assert kfp_backend.get_run(instant).state is RunState.SUCCEEDED
     kfp_backend.cancel(long_run)
     assert kfp_backend.get_run(long_run).state in (RunState.CANCELING, RunState.FAILED)
+
+
+# -- the UI server as host (ml-pipeline-ui: AI Platform Pipelines proxy, Kubeflow /pipeline) --
+@pytest.fixture
+def ui_server():
+    with KfpApiStandIn(profile="ui-proxy") as server:
+        yield server
+
+
+@pytest.fixture
+def ui_backend(ui_server):
+    backend = KfpApiBackend(ui_server.url, request_timeout=2.0)
+    yield backend
+    backend.close()
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
+    ui_server, ui_backend, tiny_spec
+):
+    run_id = ui_backend.submit(request_for(tiny_spec)).run_id
+    poll_until_terminal(ui_backend, run_id)
+    executor = next(
+        c["pod_name"]
+        for d in ui_server.runs()[0]["run_details"]["task_details"]
+        if d["display_name"] == "greet"
+        for c in d["child_tasks"]
+    )
+    pod = ui_server.state.pod_names(run_id)[executor]
+    workflow, _, node_hash = executor.rpartition("-")
+    assert pod == f"{workflow}-system-container-impl-{node_hash}" != executor
+
+    status, kind, text = _get(f"{ui_server.url}/k8s/pod/logs?podname={pod}&runid={run_id}")
+    assert status == 200 and "launcher_v2.go" in text
+    status, _, text = _get(f"{ui_server.url}/k8s/pod/logs?podname={executor}&runid={run_id}")
+    assert status == 500 and "not found" in text  # the node id is no pod name
+    status, kind, text = _get(f"{ui_server.url}/apis/v1alpha1/runs/{run_id}/nodes/{executor}/log")
+    assert status == 404 and kind.startswith("text/html") and "Cannot GET" in text
+
+
+def test_through_the_ui_proxy_failure_messages_keep_their_log_text(
+    ui_server, ui_backend, tiny_spec
+):
+    ui_server.set_schedule(outcome="FAILED", error="ValueError: asked to fail")
+    run_id = ui_backend.submit(request_for(tiny_spec)).run_id
+    assert poll_until_terminal(ui_backend, run_id)[-1] is RunState.FAILED
+    status = ui_backend.get_run(run_id)
+    assert status.error.splitlines()[0] == "task greet failed: ValueError: asked to fail"
+    assert "v2beta1" not in status.error
+    paths = [r["path"] for r in ui_server.requests()]
+    assert paths.count("/k8s/pod/logs") >= 2  # the v1alpha1 route was asked once only
+    assert sum("/v1alpha1/" in p for p in paths) == 1
+
+
+def test_through_the_ui_proxy_a_missing_log_is_said_plainly(ui_server, ui_backend, tiny_spec):
+    ui_server.set_schedule(pending=0, running=1, outcome="FAILED")
+    run_id = ui_backend.submit(request_for(tiny_spec)).run_id
+    assert ui_backend.get_run(run_id).state is RunState.RUNNING
+    ui_server.remove_task_logs(run_id)
+    status = ui_backend.get_run(run_id)
+    assert status.state is RunState.FAILED
+    first = status.error.splitlines()[0]
+    assert f"the log of task greet is not available through {ui_server.url}" in first
+    assert "v2beta1" not in status.error and "KFP < 2.0" not in status.error
+    assert status.url in first
+
+
+def test_the_report_is_read_through_the_ui_proxy(ui_server, ui_backend, tiny_spec):
+    from kfp_bridge import run_report
+
+    run_id = ui_backend.submit(request_for(tiny_spec)).run_id
+    poll_until_terminal(ui_backend, run_id)
+    line = run_report.report_line("result", rows=3)
+    ui_server.set_task_log(run_id, "greet", f"hello\n{line}\n")
+    assert ui_backend.task_report(run_id, "greet").fields["rows"] == 3
+    ui_server.remove_task_logs(run_id)
+    with pytest.raises(BackendError, match="the log of task greet is not available through"):
+        ui_backend.task_report(run_id, "greet")
+
+
+def test_an_html_404_is_not_called_a_version_problem(ui_server, ui_backend):
+    with pytest.raises(BackendError) as raised:
+        ui_backend._call(
+            "read something",
+            ui_backend._api_client.call_api,
+            "/apis/v2beta2/nothing",
+            "GET",
+            auth_settings=["Bearer"],
+        )
+    assert not isinstance(raised.value, ApiVersionError)
+    assert "HTML page" in str(raised.value) and "KFP < 2.0" not in str(raised.value)
+
+
+# -- permanent HTTP 500s ------------------------------------------------------------------
+def test_a_500_naming_bad_input_is_permanent(kfp_server, kfp_backend, tiny_spec):
+    """CreateRun wraps an invalid inline spec as internal (resource/resource_manager.go)."""
+    with pytest.raises(BackendError, match="invalid pipeline spec manifest") as raised:
+        kfp_backend.submit(request_for({"not": "a pipeline spec"}))
+    assert not isinstance(raised.value, TransientBackendError)
+    assert "retrying cannot help" in str(raised.value)
+    assert kfp_server.runs() == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Failed to create a new run: InternalServerError: Failed to convert a API run to its "
+        "internal representation: Invalid input error: Run name cannot be empty",
+        "Failed to create a run: InternalServerError: Namespace cannot be empty",
+        "Failed to create an experiment: InternalServerError: Experiment name is too long",
+    ],
+)
+def test_500s_by_message_fail_at_once(kfp_server, kfp_backend, tiny_spec, message):
+    kfp_server.inject("status", status=500, message=message, method="POST", path="/runs$")
+    with pytest.raises(BackendError) as raised:
+        kfp_backend.submit(request_for(tiny_spec))
+    assert not isinstance(raised.value, TransientBackendError)
+    assert message in str(raised.value)
+
+
+def test_a_plain_500_stays_transient(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.inject(
+        "status", status=500, message="Failed to create a new run: connection reset",
+        method="POST", path="/runs$",
+    )  # fmt: skip
+    with pytest.raises(TransientBackendError):
+        kfp_backend.submit(request_for(tiny_spec))
+
+
+def test_the_ui_proxy_profile_from_the_command_line():
+    from kfp_bridge.testing.kfp_api.server import standin_process
+
+    with standin_process(profile="ui-proxy") as control:
+        backend = KfpApiBackend(control.url, request_timeout=5.0)
+        assert backend.healthz()["multi_user"] is False  # proxied to the API server
+        status, kind, _ = _get(f"{control.url}/apis/v1alpha1/runs/r/nodes/n/log")
+        assert status == 404 and kind.startswith("text/html")
+        status, _, text = _get(f"{control.url}/k8s/pod/logs")
+        assert status == 400 and "podname" in text
+        backend.close()

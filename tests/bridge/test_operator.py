@@ -983,3 +983,67 @@ def test_after_a_401_the_run_is_stopped_where_the_credentials_still_allow_it(
         op.execute_complete(context, event.to_payload())
     [run] = _runs_named(kfp_server)
     assert run["state"] == "FAILED"  # terminated (KFP ends a terminated run FAILED)
+
+
+# -- the UI server as host; permanent 500s (issue 17) ------------------------------------------
+@pytest.fixture
+def ui_conn_id(monkeypatch):
+    from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, airflow_connection_json
+
+    with KfpApiStandIn(profile="ui-proxy") as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KFP_UI", airflow_connection_json(server.url, request_timeout=2)
+        )
+        yield server, "kfp_ui"
+
+
+def test_a_succeeded_run_whose_report_log_cannot_be_read_succeeds(ui_conn_id, capsys):
+    server, conn_id = ui_conn_id
+    server.inject("status", times=-1, status=500, path="^/k8s/pod/logs")  # archive down too
+    ti = TaskInstance()
+    op = _operator(conn_id, report_task="greet")
+    result = op.execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    logged = "".join(capsys.readouterr())
+    assert result["run_id"] and op.run_result is None
+    assert f"the result report of task 'greet' is not available through {server.url}" in logged
+    assert "the log of task greet is not available through" in logged
+    assert result["run_url"] in logged and "v2beta1" not in logged
+    assert "Transient error" not in logged  # a log read is never retried with backoff
+
+
+def test_a_succeeded_run_without_a_report_line_succeeds_through_the_ui(ui_conn_id, capsys):
+    _, conn_id = ui_conn_id
+    op = _operator(conn_id, report_task="greet")
+    result = op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert result["run_id"] and op.run_result is None
+    assert "holds no result report" in "".join(capsys.readouterr())
+
+
+def test_a_report_read_through_the_ui_is_published(ui_conn_id):
+    server, conn_id = ui_conn_id
+    server.set_schedule(pending=0, running=2)
+    op = _operator(conn_id, report_task="greet")
+    original = op.backend.get_run
+
+    def get_run(run_id):  # the component writes its report while the run is RUNNING
+        status = original(run_id)
+        if status.state is RunState.RUNNING:
+            server.set_task_log(run_id, "greet", report_line("result", rows=5) + "\n")
+        return status
+
+    op.__dict__["backend"].get_run = get_run
+    op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert op.run_result["rows"] == 5
+
+
+def test_a_500_naming_bad_input_fails_the_task_at_once(kfp_server, kfp_conn_id):
+    kfp_server.inject(
+        "status", times=-1, status=500, method="POST", path="/runs$",
+        message="Failed to create a new run: InternalServerError: Failed to create a run due to "
+        "error fetching manifest: Failed to fetch a template with an invalid pipeline spec "
+        "manifest",
+    )  # fmt: skip
+    with pytest.raises(AirflowFailException, match="invalid pipeline spec manifest"):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    posts = [r for r in kfp_server.requests() if r["method"] == "POST" and "/runs" in r["path"]]
+    assert len(posts) == 1  # no retry backoff

@@ -391,3 +391,52 @@ def test_delete_recurring_run_with_a_propagation_policy(client, server):
             "propagation_policy": "DELETE_PROPAGATION_POLICY_UNSPECIFIED",
         },
     ]
+
+
+# -- host = the UI server (ml-pipeline-ui), as the AI Platform Pipelines proxy and Kubeflow's
+# /pipeline ingress give it (frontend/server/app.ts) ------------------------------------------
+@pytest.fixture
+def ui_server():
+    with KfpApiStandIn(profile="ui-proxy") as stand_in:
+        stand_in.set_schedule(pending=1, running=1)
+        yield stand_in
+
+
+@pytest.fixture
+def ui_client(ui_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
+    return kfp.Client(host=ui_server.url)
+
+
+def test_kfp_client_works_through_the_ui_proxy(ui_client, ui_server):
+    assert ui_client.get_kfp_healthz().multi_user is False
+    result = ui_client.create_run_from_pipeline_package(
+        str(TINY), arguments={"message": "hi"}, run_name="ui-1", experiment_name="contract"
+    )
+    finished = ui_client.wait_for_run_completion(result.run_id, timeout=30, sleep_duration=0)
+    assert finished.state == "SUCCEEDED"
+    assert ui_client.list_runs(experiment_id=result.run_info.experiment_id).runs
+    assert ui_client.list_experiments().experiments
+
+
+def test_the_ui_proxy_serves_logs_by_pod_name_and_not_the_api_log_route(ui_client, ui_server):
+    ui_server.set_schedule(pending=0, running=1, outcome="FAILED", error="ValueError: bad input")
+    run = ui_client.create_run_from_pipeline_package(str(TINY), {"message": "x"}, run_name="f")
+    final = ui_client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    task = next(t for t in final.run_details.task_details if t.display_name == "greet")
+    node_id = task.child_tasks[0].pod_name  # an Argo node id (server/api_converter.go)
+    api = ui_client._run_api.api_client
+    with pytest.raises(ApiException) as raised:
+        api.call_api(f"/apis/v1alpha1/runs/{run.run_id}/nodes/{node_id}/log", "GET")
+    body = raised.value.body
+    body = body.decode() if isinstance(body, bytes) else body
+    assert raised.value.status == 404 and "<html" in body.lower()
+    workflow, _, node_hash = node_id.rpartition("-")
+    pod = f"{workflow}-system-container-impl-{node_hash}"  # Argo 3.4+ POD_NAMES=v2
+    response = api.call_api(
+        "/k8s/pod/logs",
+        "GET",
+        query_params=[("podname", pod), ("runid", run.run_id)],
+        _preload_content=False,
+    )
+    assert "ValueError: bad input" in response.data.decode()

@@ -17,6 +17,14 @@ versions (multipart upload, JSON create, list/get/delete); recurring runs
 Single-user by default; ``multi_user=True`` authenticates like multi-user
 Kubeflow (identity header or reviewed bearer token, namespaces required).
 
+Two deployment profiles (``profile=`` / ``--profile``): ``api-server`` (default:
+the API server itself, ``ml-pipeline:8888``) and ``ui-proxy`` (the host users are
+given: the UI server ``ml-pipeline-ui`` behind the AI Platform Pipelines inverse
+proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
+``frontend/server/app.ts``): ``/apis/v1beta1`` and ``/apis/v2beta1`` are served as
+by the API server, pod logs only at ``/k8s/pod/logs`` by Argo v2 pod name, every
+other path an HTML 404.
+
 Runs move PENDING -> RUNNING -> outcome on a :class:`Schedule` counted in polls
 (``GET /runs/{id}``) or in seconds since creation. Faults are injected per
 request (HTTP status bursts, slow responses, dropped connections); runs can be
@@ -71,6 +79,11 @@ LOG_PATH = re.compile(r"^/apis/v1alpha1/runs/([^/]+)/nodes/([^/]+)/log$")
 CONTROL = "/_standin"
 EPOCH = "1970-01-01T00:00:00Z"
 SERVER_VERSIONS = ("head", "2.5.0", "1.8.5")
+PROFILES = ("api-server", "ui-proxy")
+UI_LOG_PATH = "/k8s/pod/logs"
+# Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
+# container.go: the driver pod and the executor pod "system-container-impl").
+POD_TEMPLATES = {"driver": "system-container-driver", "executor": "system-container-impl"}
 TOKEN_REVIEW_AUDIENCE = "pipelines.kubeflow.org"  # common/const.go DefaultTokenReviewAudience
 
 # google.golang.org/grpc codes, and grpc-gateway's HTTPStatusFromCode.
@@ -294,6 +307,18 @@ class _Request:
     raw: bytes = b""
 
 
+def _argo_pod_name_v2(workflow: str, template: str, node_id: str) -> str:
+    """Argo 3.4+ ``POD_NAMES=v2``: ``<workflow>-<template>-<hash>``.
+
+    argoproj/argo-workflows ``workflow/util/pod_name.go`` ``GeneratePodName``: the
+    prefix is cut to 253 - 10 - 1 characters; the hash is FNV-32a of the node
+    *name*, the same number that ends the node id (``<workflow>-<hash>``,
+    ``workflow/controller`` ``NodeID``), so the stand-in takes it from the id.
+    """
+    prefix = f"{workflow}-{template}"[: 253 - 10 - 1]
+    return f"{prefix}-{node_id.rsplit('-', 1)[-1]}"
+
+
 def _random_suffix(n: int = 5) -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(n))
 
@@ -320,9 +345,19 @@ def _first_task(spec: Any) -> str:
 class _State:
     """The server's data and controls; every access holds ``lock``."""
 
-    def __init__(self, *, multi_user: bool, schedule: Schedule | None, server_version: str) -> None:
+    def __init__(
+        self,
+        *,
+        multi_user: bool,
+        schedule: Schedule | None,
+        server_version: str,
+        profile: str = "api-server",
+    ) -> None:
         if server_version not in SERVER_VERSIONS:
             raise ValueError(f"server_version must be one of {SERVER_VERSIONS}")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}")
+        self.profile = profile
         self.lock = threading.RLock()
         self.initial = (multi_user, server_version)
         self.initial_schedule = schedule or Schedule()
@@ -928,8 +963,9 @@ class _State:
         }
         schedule = self.name_schedules.get(name, self.default_schedule)
         task = schedule.failed_task or _first_task(spec_for_tasks)
-        node_ids = {k: f"{workflow}-{secrets.randbelow(10**10):010d}" for k in ("driver", "task")}
-        node_ids["executor"] = f"{workflow}-{secrets.randbelow(10**10):010d}"
+        # Argo node ids: <workflow>-<FNV-32a of the node name> (a uint32 in decimal)
+        node_ids = {k: f"{workflow}-{secrets.randbelow(2**32)}" for k in ("driver", "task")}
+        node_ids["executor"] = f"{workflow}-{secrets.randbelow(2**32)}"
         node_ids["root"] = workflow
         run = _Run(
             data=data,
@@ -1031,6 +1067,46 @@ class _State:
             json.dumps({"error_message": message, "error_details": message}).encode(),
             "text/plain",
         )
+
+    def read_pod_log(self, query: dict[str, str]) -> bytes:
+        """The UI server's ``GET /k8s/pod/logs?podname=&runid=&podnamespace=``.
+
+        kubeflow/pipelines ``frontend/server/handlers/pod-logs.ts``
+        ``getPodLogsHandler``: the log of the pod *named* ``podname`` in
+        ``podnamespace`` (from Kubernetes, else the workflow's log archive); a
+        missing ``podname`` is HTTP 400, a log that cannot be read HTTP 500 with a
+        plain-text reason. Pods are named as Argo 3.4+ names them
+        (:func:`_argo_pod_name_v2`), not by node id.
+        """
+        pod = query.get("podname") or ""
+        if not pod:
+            raise PlainError(400, b"podname argument is required", "text/plain")
+        namespace = query.get("podnamespace") or ""
+        for run in self.runs.values():
+            if query.get("runid") and run.run_id != query["runid"]:
+                continue
+            for key, template in POD_TEMPLATES.items():
+                node = run.node_ids[key]
+                if _argo_pod_name_v2(run.workflow, template, node) != pod:
+                    continue
+                if namespace and namespace != (run.namespace or "kubeflow"):
+                    break
+                if run.run_id in self.pods_gone or (run.run_id, node) not in self.logs:
+                    break
+                return self.logs[(run.run_id, node)].encode()
+        message = (
+            f'Could not get main container logs: Error: pods "{pod}" not found '
+            f"in namespace {namespace or 'kubeflow'} and no log archive"
+        )
+        raise PlainError(500, message.encode(), "text/plain; charset=utf-8")
+
+    def pod_names(self, run_id: str) -> dict[str, str]:
+        """Node id -> Argo v2 pod name of the run's pods (for tests)."""
+        run = self._run(run_id)
+        return {
+            run.node_ids[key]: _argo_pod_name_v2(run.workflow, template, run.node_ids[key])
+            for key, template in POD_TEMPLATES.items()
+        }
 
     # -- recurring runs ----------------------------------------------------
     def create_recurring_run(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -1657,6 +1733,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(
         self, state: _State, method: str, path: str, query: dict[str, str], raw: bytes
     ) -> None:
+        if state.profile == "ui-proxy":
+            # frontend/server/app.ts createUIServer: /apis/v1beta1 is rewritten to the
+            # v2beta1 prefix and /apis/v2beta1/* proxied to the API server; /k8s/pod/logs
+            # is the UI server's own handler; any other path falls through the static
+            # handler to Express's HTML 404 ("Cannot GET /path").
+            if method == "GET" and path == UI_LOG_PATH:
+                self._send_bytes(200, state.read_pod_log(query), "text/plain; charset=utf-8")
+                return
+            if not path.startswith(("/apis/v1beta1/", f"{API}/")):
+                html = (
+                    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+                    f"<title>Error</title>\n</head>\n<body>\n<pre>Cannot {method} {path}</pre>\n"
+                    "</body>\n</html>\n"
+                )
+                raise PlainError(404, html.encode(), "text/html; charset=utf-8")
         if state.server_version == "1.8.5" and path.startswith(API + "/"):
             # KFP 1.x (backend/src/apiserver/main.go at 1.8.5): no v2beta1 handler is
             # registered, so grpc-gateway v1's ServeMux answers DefaultOtherErrorHandler's
@@ -1868,11 +1959,17 @@ class KfpApiStandIn(_Controls):
         multi_user: bool = False,
         schedule: Schedule | None = None,
         server_version: str = "head",
+        profile: str = "api-server",
     ) -> None:
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError("the stand-in only listens on the loopback interface")
         self._address = (host, port)
-        self.state = _State(multi_user=multi_user, schedule=schedule, server_version=server_version)
+        self.state = _State(
+            multi_user=multi_user,
+            schedule=schedule,
+            server_version=server_version,
+            profile=profile,
+        )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -1943,11 +2040,12 @@ def standin_process(
     cwd: str | Path | None = None,
     python: str | None = None,
     server_version: str = "head",
+    profile: str = "api-server",
 ) -> Iterator[StandInControl]:
     """Run the stand-in as a separate process (for tests that run a triggerer elsewhere)."""
     root = Path(cwd) if cwd else Path(__file__).resolve().parents[3]
     cmd = [python or sys.executable, "-m", "kfp_bridge.testing.kfp_api", "--port", "0"]
-    cmd += ["--server-version", server_version]
+    cmd += ["--server-version", server_version, "--profile", profile]
     if multi_user:
         cmd.append("--multi-user")
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)
@@ -2008,6 +2106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--multi-user", action="store_true", help="behave like multi-user Kubeflow")
     parser.add_argument("--server-version", choices=SERVER_VERSIONS, default="head")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="api-server",
+        help="api-server: the API server itself; ui-proxy: the UI server (ml-pipeline-ui)",
+    )
     parser.add_argument("--pending", type=float, default=1)
     parser.add_argument("--running", type=float, default=1)
     parser.add_argument("--unit", choices=("polls", "seconds"), default="polls")
@@ -2017,6 +2121,7 @@ def main(argv: list[str] | None = None) -> int:
         multi_user=args.multi_user,
         schedule=Schedule(pending=args.pending, running=args.running, unit=args.unit),
         server_version=args.server_version,
+        profile=args.profile,
     ).start()
     print(f"KFP_STANDIN_URL={server.url}", flush=True)
     stop = threading.Event()
