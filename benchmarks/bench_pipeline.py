@@ -125,7 +125,9 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
     from kfp_prediction.scoring import ScoringModel, candidate_matrix
     from kfp_prediction.warehouse import open_warehouse
 
-    model, digest = load_verified_model(model_uri, sha256)
+    start = time.perf_counter()
+    model, digest = load_verified_model(model_uri, sha256)  # imports scikit-learn
+    loading = time.perf_counter() - start
     window = TargetWindow.build(TARGET_DATE, 28)
     wh = open_warehouse(warehouse)
     scoring = ScoringModel.check(model, wh.contents())
@@ -172,6 +174,7 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
         "seconds": sum(v["seconds"] for v in out.values()),
         "peak_rss": max(v["peak_rss"] for v in out.values()),
     }
+    out["model_load"] = {"seconds": loading, "peak_rss": 0}  # not in the floor's total
     return out
 
 
@@ -399,6 +402,15 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
         f"{_side(low, high, limit)}"
     )
     print(f"max step peak RSS: {peak / GIB:.2f} GiB (target <= 2 GiB)")
+    loaded = statistics.median(
+        p["total_seconds"] / (f["total"]["seconds"] + f["model_load"]["seconds"])
+        for _, f, p in pairs
+    )
+    print(
+        f"not judged: the floor loads the model (unpickling imports scikit-learn) before its "
+        f"clock starts, {raw['model_load']['seconds']:.2f} s in the median pair; counted in, "
+        f"the median ratio would be {loaded:.2f}x"
+    )
     misses = []
     if ratio > limit:
         misses.append(f"{kind}: ratio {ratio:.2f}x > {limit}x")
