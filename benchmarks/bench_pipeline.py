@@ -421,6 +421,11 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
     return misses
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how shared the machine was."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _spread(ratios: list[float]) -> tuple[float, float]:
     """The interquartile range (the middle half of the pairs); one pair: itself."""
     if len(ratios) < 2:
@@ -459,9 +464,11 @@ def main() -> int:
     models = {kind: base / f"model-{kind}.pkl" for kind in kinds}
     digests = ensure_inputs(warehouse, args.users, models)
     misses = []
+    print(f"load average at the start: {load_average()}")
     for kind in kinds:
         misses += bench_model(kind, warehouse, models[kind], digests[kind], args.repeat)
-    print("\nVERDICT: " + (f"FAIL ({'; '.join(misses)})" if misses else "PASS"))
+    print(f"\nload average at the end: {load_average()}")
+    print("VERDICT: " + (f"FAIL ({'; '.join(misses)})" if misses else "PASS"))
     return 1 if misses else 0
 
 

@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import END_DATE, GIB, MAX_STEP_RSS, STEPS, TARGET_DATE, fmt, run_pipeline
+from bench_pipeline import (
+    END_DATE,
+    GIB,
+    MAX_STEP_RSS,
+    STEPS,
+    TARGET_DATE,
+    fmt,
+    load_average,
+    run_pipeline,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_SCALE_RATIO = 1.2
@@ -96,7 +105,9 @@ def main() -> int:
         ensure_data(base / str(users), users)
     model = base / str(args.base_users) / f"model-{args.model_kind}.pkl"
     sha256 = ensure_model(base / str(args.base_users), model, args.model_kind)
+    print(f"load average at the start: {load_average()}")
     small, large = (measure(base / str(u), model, sha256, u, args.repeat) for u in sizes)
+    print(f"load average at the end: {load_average()}")
     peak = max(small["peak"], large["peak"])
     print(f"\nseconds per million users, {args.base_users:,} -> {args.users:,} users:")
     misses = []
