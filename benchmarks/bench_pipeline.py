@@ -1,6 +1,6 @@
 """Benchmark: the daily-prediction pipeline under kfp.local vs. the raw floor, two models.
 
-    .venv-pipeline/bin/python benchmarks/bench_pipeline.py [--users 1000000] [--repeat 3]
+    .venv-pipeline/bin/python benchmarks/bench_pipeline.py [--users 1000000] [--repeat 7]
         [--models linear,tree] [--warehouse var/bench/warehouse]
 
 Creates the data set (default 1,000,000 users, 20 page views per user over 60 days) and two
@@ -17,15 +17,22 @@ models trained once on it if they are missing: the linear demo model and a deter
   (``SubprocessRunner(use_venv=False)``): wall time of the run, and wall time and peak RSS of
   each step's component process (features, predict), sampled with psutil.
 
+Then, once per model, where each component's start-up goes (``startup``): each step's body
+phase by phase in a fresh process, as the component runs it (``_KFP_RUNTIME=true``, the
+executor's imports first), wall and CPU seconds; beside it the bare interpreter's start.
+
 Then, once per model in one fresh process on the same feature rows: the pipeline's scoring
 step (``ScoringModel.score`` over the predict step's batches, side by side on its
 ``SCORE_THREADS`` threads, candidate matrices included) beside scikit-learn's own
 ``predict_proba`` on the whole prebuilt candidate matrix (its own threads, one call); two
 alternating rounds, the fastest of each.
 
-Targets: pipeline/floor (median) <= 1.5x for the linear model and <= 1.1x for the tree model;
-the tree model's scoring step <= 1.1x scikit-learn's own call; peak RSS of every step <= 2 GiB.
-Prints every pair and a ``VERDICT: PASS`` / ``VERDICT: FAIL (...)`` line; exits 1 on a miss.
+Targets: pipeline/floor (median of the pairs) <= 1.3x for the linear model and <= 1.0x for the
+tree model; the tree model's scoring step <= 1.0x scikit-learn's own call; peak RSS of every
+step <= 2 GiB. Prints every pair, the median with its spread (the interquartile range of the
+pairs' ratios, and their full range) and whether that spread straddles the target: a spread
+wholly on one side is a verdict the noise of this run could not flip. Ends with a
+``VERDICT: PASS`` / ``VERDICT: FAIL (...)`` line (on the medians); exits 1 on a miss.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,8 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_DATE = "2026-11-27"
 END_DATE = "2026-11-26"
 GIB = 1024**3
-MAX_RATIO = {"linear": 1.5, "tree": 1.1}
-MAX_SCORING_RATIO = {"tree": 1.1}
+MAX_RATIO = {"linear": 1.3, "tree": 1.0}
+MAX_SCORING_RATIO = {"tree": 1.0}
 MAX_STEP_RSS = 2 * GIB
 STEPS = ("features", "predict")
 ROUNDS = 2  # scoring comparison: alternating rounds, fastest of each
@@ -116,7 +125,9 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
     from kfp_prediction.scoring import ScoringModel, candidate_matrix
     from kfp_prediction.warehouse import open_warehouse
 
-    model, digest = load_verified_model(model_uri, sha256)
+    start = time.perf_counter()
+    model, digest = load_verified_model(model_uri, sha256)  # imports scikit-learn
+    loading = time.perf_counter() - start
     window = TargetWindow.build(TARGET_DATE, 28)
     wh = open_warehouse(warehouse)
     scoring = ScoringModel.check(model, wh.contents())
@@ -163,6 +174,7 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
         "seconds": sum(v["seconds"] for v in out.values()),
         "peak_rss": max(v["peak_rss"] for v in out.values()),
     }
+    out["model_load"] = {"seconds": loading, "peak_rss": 0}  # not in the floor's total
     return out
 
 
@@ -209,6 +221,75 @@ def scoring_vs_library(warehouse: str, model_uri: str, sha256: str) -> dict[str,
     rounds = [(step_once(), library_once()) for _ in range(ROUNDS)]
     step, library = min(r[0] for r in rounds), min(r[1] for r in rounds)
     return {"step": step, "library": library, "rows": float(len(frame))}
+
+
+def startup(step: str, warehouse: str, model_uri: str, sha256: str) -> list[list]:
+    """One step's body phase by phase in this (fresh) process: [phase, wall s, CPU s].
+
+    Imports in the order the component makes them: the KFP executor's (``_KFP_RUNTIME=true``,
+    as the component's command sets it), then the step's modules; then the step's own work.
+    """
+    import importlib
+
+    marks: list[list] = []
+    last = [time.perf_counter(), time.process_time()]
+
+    def mark(phase: str) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        marks.append([phase, now[0] - last[0], now[1] - last[1]])
+        last[:] = now
+
+    os.environ["_KFP_RUNTIME"] = "true"
+    importlib.import_module("kfp.dsl.executor_main")
+    mark("KFP executor imports")
+    from kfp_prediction.dates import TargetWindow
+    from kfp_prediction.warehouse import open_warehouse
+
+    window = TargetWindow.build(TARGET_DATE, 28)
+    if step == "features":
+        from kfp_prediction.feature_step import check_sources
+
+        mark("step imports (pyarrow)")
+        wh = open_warehouse(warehouse)
+        check_sources(wh, window)
+        mark("source checks (imports DuckDB, opens the session)")
+        wh.materialize_features(window)
+        mark("feature query into the partition")
+        return marks
+    from kfp_prediction.model import read_model_bytes, verify_model_bytes
+    from kfp_prediction.predict_step import predict
+    from kfp_prediction.scoring import ScoringModel
+
+    mark("step imports (numpy, pyarrow)")
+    wh = open_warehouse(warehouse)
+    contents = wh.contents()
+    mark("contents")
+    data = read_model_bytes(model_uri)
+    verify_model_bytes(data, sha256, model_uri)
+    mark("model read and sha256")
+    model = importlib.import_module("pickle").loads(data)
+    mark("model unpickle (imports scikit-learn)")
+    ScoringModel.check(model, contents)
+    mark("model contract check")
+    features = wh.features_partition(window.target_date)
+    for _ in wh.feature_batches(features, 50_000):
+        pass
+    mark("read the features partition (alone)")
+    result = predict(TARGET_DATE, warehouse, features, model_uri, sha256)
+    mark("predict() warm: checks again, score and write")
+    marks[-1][0] += f" (score_and_write {result['seconds_score_and_write']:.2f} s)"
+    return marks
+
+
+def print_startup(warehouse: Path, model: Path, sha256: str) -> None:
+    """Where each component's start-up goes, one fresh process per step."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    bare = time.perf_counter() - start
+    print(f"start-up per component (fresh process each; bare interpreter start+exit {bare:.2f} s):")
+    for step in STEPS:
+        for phase, wall, cpu in _child("startup", warehouse, model, sha256, step):
+            print(f"  {step:<9}{phase:<58}{wall:6.2f} s  cpu {cpu:5.2f} s")
 
 
 def run_pipeline(warehouse: str, model_uri: str, sha256: str) -> dict[str, object]:
@@ -263,10 +344,10 @@ def fmt(seconds: float, rss: float) -> str:
     return f"{seconds:7.2f} s   peak RSS {rss / GIB:5.2f} GiB"
 
 
-def _child(mode: str, warehouse: Path, model: Path, sha256: str) -> dict:
-    """``floor`` or ``scoring`` in a fresh process, like a component (imports not timed)."""
+def _child(mode: str, warehouse: Path, model: Path, sha256: str, *args: str) -> dict:
+    """``floor``, ``scoring`` or ``startup`` in a fresh process, like a component."""
     proc = subprocess.run(
-        [sys.executable, __file__, f"--{mode}-only", str(warehouse), str(model), sha256],
+        [sys.executable, __file__, f"--{mode}-only", *args, str(warehouse), str(model), sha256],
         check=True,
         capture_output=True,
         text=True,
@@ -282,14 +363,16 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
         pipe = run_pipeline(str(warehouse), str(model), sha256)
         pairs.append((pipe["total_seconds"] / raw["total"]["seconds"], raw, pipe))
     pairs.sort(key=lambda pair: pair[0])
-    ratio, raw, pipe = pairs[len(pairs) // 2]
+    ratios = [pair[0] for pair in pairs]
+    ratio = statistics.median(ratios)
+    _, raw, pipe = pairs[len(pairs) // 2]  # the median pair (the upper one of an even count)
     features_m, predict_m = pipe["metrics"].get("features", {}), pipe["metrics"].get("predict", {})
     print(
         f"\n== model {kind} ({model.name}) == target_date {TARGET_DATE}, users scored "
         f"{int(predict_m.get('users_scored', 0)):,}, "
         f"contents {int(predict_m.get('contents_rows', 0))}"
     )
-    print(f"median of {len(pairs)} floor/pipeline pairs:")
+    print(f"the median pair of {len(pairs)} floor/pipeline pairs:")
     print("raw floor (one process, same query / one scoring call / one write):")
     for name in ("query", "predict", "write", "total"):
         print(f"  {name:<18}{fmt(raw[name]['seconds'], raw[name]['peak_rss'])}")
@@ -302,6 +385,7 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
     print("all pairs (floor s / pipeline s = ratio):")
     for r, f, p in sorted(pairs, key=lambda pair: pair[1]["total"]["seconds"]):
         print(f"  {f['total']['seconds']:6.2f} / {p['total_seconds']:6.2f} = {r:.2f}x")
+    print_startup(warehouse, model, sha256)
     scoring = _child("scoring", warehouse, model, sha256)
     scoring_ratio = scoring["step"] / scoring["library"]
     print(
@@ -311,9 +395,21 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
     )
     peak = max(p[step]["peak_rss"] for _, _, p in pairs for step in STEPS)
     limit = MAX_RATIO[kind]
+    low, high = _spread(ratios)
     print(
-        f"ratio pipeline/floor (median): {ratio:.2f}x (target <= {limit}x)   "
-        f"max step peak RSS: {peak / GIB:.2f} GiB (target <= 2 GiB)"
+        f"ratio pipeline/floor: median {ratio:.2f}x of {len(ratios)} pairs, spread (IQR) "
+        f"{low:.2f}-{high:.2f}x, range {ratios[0]:.2f}-{ratios[-1]:.2f}x (target <= {limit}x): "
+        f"{_side(low, high, limit)}"
+    )
+    print(f"max step peak RSS: {peak / GIB:.2f} GiB (target <= 2 GiB)")
+    loaded = statistics.median(
+        p["total_seconds"] / (f["total"]["seconds"] + f["model_load"]["seconds"])
+        for _, f, p in pairs
+    )
+    print(
+        f"not judged: the floor loads the model (unpickling imports scikit-learn) before its "
+        f"clock starts, {raw['model_load']['seconds']:.2f} s in the median pair; counted in, "
+        f"the median ratio would be {loaded:.2f}x"
     )
     misses = []
     if ratio > limit:
@@ -325,17 +421,41 @@ def bench_model(kind: str, warehouse: Path, model: Path, sha256: str, repeat: in
     return misses
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how shared the machine was."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _spread(ratios: list[float]) -> tuple[float, float]:
+    """The interquartile range (the middle half of the pairs); one pair: itself."""
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q3
+
+
+def _side(low: float, high: float, limit: float) -> str:
+    if high <= limit:
+        return "the spread lies below the target (settled)"
+    if low > limit:
+        return "the spread lies above the target (settled)"
+    return "the spread STRADDLES the target (this run does not settle it)"
+
+
 def main() -> int:
-    if len(sys.argv) == 5 and sys.argv[1] in ("--floor-only", "--scoring-only"):
-        fn = floor if sys.argv[1] == "--floor-only" else scoring_vs_library
-        print(json.dumps(fn(*sys.argv[2:])))
+    modes = {"--floor-only": floor, "--scoring-only": scoring_vs_library}
+    if len(sys.argv) == 5 and sys.argv[1] in modes:
+        print(json.dumps(modes[sys.argv[1]](*sys.argv[2:])))
+        return 0
+    if len(sys.argv) == 6 and sys.argv[1] == "--startup-only":
+        print(json.dumps(startup(*sys.argv[2:])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--warehouse", default=None, help="default var/bench/<users>/warehouse")
     parser.add_argument("--models", default="linear,tree")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="floor/pipeline pairs; the verdict takes the median"
+        "--repeat", type=int, default=7, help="floor/pipeline pairs; the verdict takes the median"
     )
     args = parser.parse_args()
     base = ROOT / "var" / "bench" / str(args.users)
@@ -344,9 +464,11 @@ def main() -> int:
     models = {kind: base / f"model-{kind}.pkl" for kind in kinds}
     digests = ensure_inputs(warehouse, args.users, models)
     misses = []
+    print(f"load average at the start: {load_average()}")
     for kind in kinds:
         misses += bench_model(kind, warehouse, models[kind], digests[kind], args.repeat)
-    print("\nVERDICT: " + (f"FAIL ({'; '.join(misses)})" if misses else "PASS"))
+    print(f"\nload average at the end: {load_average()}")
+    print("VERDICT: " + (f"FAIL ({'; '.join(misses)})" if misses else "PASS"))
     return 1 if misses else 0
 
 

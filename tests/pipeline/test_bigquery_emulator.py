@@ -116,6 +116,10 @@ def test_source_checks_agree_with_the_local_warehouse(
         assert emulated.columns(table) == local.columns(table)
     bounds = (WINDOW.start_utc, WINDOW.end_utc)
     assert emulated.count_rows("page_views", *bounds) == local.count_rows("page_views", *bounds)
+    after = (WINDOW.end_utc + dt.timedelta(days=400), WINDOW.end_utc + dt.timedelta(days=401))
+    for span, present in ((bounds, True), (after, False)):
+        assert emulated.has_rows("page_views", *span) is local.has_rows("page_views", *span)
+        assert local.has_rows("page_views", *span) is present
     assert emulated.contents().equals(local.contents())
 
 

@@ -111,7 +111,7 @@ class StepOptions:
     node_selector: Mapping[str, str] = field(default_factory=dict)
 
 
-# The features step runs the query inside the warehouse (DuckDB bounded to 1 GB here, or a
+# The features step runs the query inside the warehouse (DuckDB bounded to 1.4 GB here, or a
 # BigQuery job) and needs no scikit-learn; the predict step holds the model and the batches.
 DEFAULT_STEP_OPTIONS: dict[str, StepOptions] = {
     FEATURES_STEP: StepOptions(cpu_request="1", memory_request="1536M", memory_limit="2G"),

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float]:
-    """Columns present, users to score, data for the day before the target date; row counts."""
+    """Columns present, users to score, data for the day before the target date; row counts.
+
+    The day before the target date is checked for any row, not counted (``has_rows``).
+    """
     warehouse.check_reachable()
     for table, required in SOURCE_COLUMNS.items():
         present = warehouse.columns(table)  # one lookup per table (an API call on BigQuery)
@@ -41,14 +44,12 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
         counts[f"{table}_rows"] = warehouse.count_rows(table)
         if not counts[f"{table}_rows"]:
             raise NoSourceDataError(f"source table {table} has no rows in {warehouse.location}")
-    last_day = warehouse.count_rows("page_views", window.last_day_start_utc, window.end_utc)
-    if not last_day:
+    if not warehouse.has_rows("page_views", window.last_day_start_utc, window.end_utc):
         raise LateSourceDataError(
             f"source table page_views has no rows for {window.last_day:%Y-%m-%d} (JST), the "
             f"last day before target_date {window.target_date:%Y-%m-%d}, in {warehouse.location}"
             " (late data? retryable)"
         )
-    counts["page_views_last_day_rows"] = last_day
     registered, null_ids = warehouse.registered_users(window.end_utc)
     if null_ids:
         raise InvalidSourceDataError(

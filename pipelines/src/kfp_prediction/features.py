@@ -12,9 +12,6 @@ import datetime as dt
 from functools import cache
 from importlib.resources import files
 
-import sqlglot
-from sqlglot import exp
-
 from kfp_prediction.dates import TargetWindow
 
 
@@ -29,6 +26,9 @@ def _timestamp_literal(value: dt.datetime) -> str:
 
 def qualify_tables(sql: str, table_prefix: str) -> str:
     """Qualify every table that is not a CTE with ``project.dataset`` (BigQuery dialect)."""
+    import sqlglot  # here: only the steps that run the query pay for importing it
+    from sqlglot import exp
+
     tree = sqlglot.parse_one(sql, read="bigquery")
     ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
     catalog, _, dataset = table_prefix.rpartition(".")
@@ -53,6 +53,8 @@ def bigquery_user_features_sql(window: TargetWindow, table_prefix: str = "") -> 
 
 def duckdb_user_features_sql(window: TargetWindow) -> str:
     """The same query transpiled to DuckDB (tables are views over the Parquet files)."""
+    import sqlglot
+
     return sqlglot.transpile(
         bigquery_user_features_sql(window), read="bigquery", write="duckdb", pretty=True
     )[0]

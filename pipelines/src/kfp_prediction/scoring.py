@@ -21,15 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_prediction.errors import ModelContractError, ModelFeatureMismatchError
 from kfp_prediction.schema import AGE_BANDS, CATEGORIES, CHANNELS, MEMBER_RANKS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Features of the user alone (a content model may ask for these).
 USER_FEATURES: tuple[str, ...] = (
@@ -155,6 +157,8 @@ def build_candidates(
     users: pa.Table, contents: pa.Table, feature_names: Sequence[str] = PAIR_FEATURES
 ) -> pd.DataFrame:
     """``candidate_matrix`` wrapped (not copied) in a DataFrame with the feature names."""
+    import pandas as pd
+
     matrix = candidate_matrix(users, contents, feature_names)
     return pd.DataFrame(matrix, columns=list(feature_names), copy=False)
 
@@ -281,6 +285,8 @@ class ScoringModel:
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
         """``predict_proba`` over ``matrix`` (one call per ``PREDICT_ROWS``), output checked."""
+        import pandas as pd  # only this branch hands scikit-learn a frame (feature names)
+
         columns = list(self.feature_names)
         width = len(self.class_contents) if self.kind == "content" else 2
         parts = []

@@ -35,6 +35,14 @@ class Warehouse(ABC):
         """Rows of ``table``; with bounds, rows whose ``event_time`` is in ``[start, end)``."""
 
     @abstractmethod
+    def has_rows(self, table: str, start_utc: dt.datetime, end_utc: dt.datetime) -> bool:
+        """Whether any row's ``event_time`` is in ``[start, end)``: stops at the first one.
+
+        The late-data check needs only this; a count scans the whole column (~0.3 s at 20M
+        page views, seconds at 200M), where the first match is found in milliseconds.
+        """
+
+    @abstractmethod
     def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
         """Users registered before ``end_utc``, and how many of those have a NULL user_id."""
 

@@ -288,6 +288,14 @@ class BigQueryWarehouse(Warehouse):
         result = self._query(f"source table {table}", self.count_sql(table, bounded), params)
         return int(result.column("n")[0].as_py())
 
+    def has_rows(self, table: str, start_utc: dt.datetime, end_utc: dt.datetime) -> bool:
+        sql = (
+            f"SELECT 1 AS present FROM `{self.table_id(table)}` "
+            "WHERE event_time >= @start_utc AND event_time < @end_utc LIMIT 1"
+        )
+        params = [_timestamp_param("start_utc", start_utc), _timestamp_param("end_utc", end_utc)]
+        return self._query(f"source table {table}", sql, params).num_rows > 0
+
     def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
         sql = REGISTERED_USERS_SQL.format(end="@end_utc", table=f"`{self.table_id('users')}`")
         result = self._query("source table users", sql, [_timestamp_param("end_utc", end_utc)])

@@ -22,8 +22,8 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,6 +38,18 @@ from kfp_prediction.schema import (
     SOURCE_TABLES,
 )
 from kfp_prediction.warehouse.base import Warehouse
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+# DuckDB's buffer pool: what the features query may hold before it spills. Measured at 10M
+# users (~94M page views in the window, 2 cores; benchmarks/bench_scale.py): the aggregate
+# and the join's hash table need ~1.6 GB; at 1 GB about 1 GB spills and DuckDB's Parquet
+# writer then crawls (COPY's own CPU 0.3 s at 1M users, 22 s at 10M: 2.2x the time per user),
+# at 1.3-1.5 GB the spill is smaller and the query takes 1.3-1.4x per user; peak RSS 1.6 GiB,
+# under the features step's 2G limit (components.DEFAULT_STEP_OPTIONS).
+MEMORY_LIMIT = "1400MB"
 
 
 def partition_path(root: str | Path, target_date: dt.date, table: str = PREDICTIONS_TABLE) -> Path:
@@ -54,7 +66,7 @@ class LocalWarehouse(Warehouse):
     """DuckDB/Parquet warehouse rooted at a directory."""
 
     def __init__(
-        self, root: str | Path, *, threads: int | None = None, memory_limit: str = "1GB"
+        self, root: str | Path, *, threads: int | None = None, memory_limit: str = MEMORY_LIMIT
     ) -> None:
         self.root = Path(root)
         self.memory_limit = memory_limit
@@ -78,12 +90,15 @@ class LocalWarehouse(Warehouse):
         return files
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB session over the source files; the predict step never opens one."""
         if self._con is None:
+            import duckdb  # here: the predict step reads Parquet with pyarrow alone
+
             self.check_reachable()
             con = duckdb.connect(":memory:")
             _set_session(con)
-            # Bound DuckDB's buffer pool so a step stays well under 2 GiB at 10M users; what
-            # does not fit spills to a directory of this process's own.
+            # Bound DuckDB's buffer pool (MEMORY_LIMIT) so a step stays under 2 GiB at 10M
+            # users; what does not fit spills to a directory of this process's own.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             spill = Path(tempfile.gettempdir()) / f"kfp-prediction-duckdb-{os.getpid()}"
             con.execute(f"SET temp_directory = '{_quote(str(spill))}'")
@@ -109,13 +124,18 @@ class LocalWarehouse(Warehouse):
         con = self._connection()
         if start_utc is None or end_utc is None:
             return int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-        sql = f"SELECT COUNT(*) FROM {table} WHERE event_time >= ? AND event_time < ?"
-        return int(con.execute(sql, [start_utc, end_utc]).fetchone()[0])
+        sql = f"SELECT COUNT(*) FROM {table} WHERE {_in_span(start_utc, end_utc)}"
+        return int(con.execute(sql).fetchone()[0])
+
+    def has_rows(self, table: str, start_utc: dt.datetime, end_utc: dt.datetime) -> bool:
+        self._files(table)
+        sql = f"SELECT 1 FROM {table} WHERE {_in_span(start_utc, end_utc)} LIMIT 1"
+        return self._connection().execute(sql).fetchone() is not None
 
     def registered_users(self, end_utc: dt.datetime) -> tuple[int, int]:
         self._files("users")
-        sql = REGISTERED_USERS_SQL.format(end="$end", table="users")
-        row = self._connection().execute(sql, {"end": end_utc}).fetchone()
+        sql = REGISTERED_USERS_SQL.format(end=_timestamptz(end_utc), table="users")
+        row = self._connection().execute(sql).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
 
     def user_features(self, window: TargetWindow) -> pa.Table:
@@ -123,11 +143,11 @@ class LocalWarehouse(Warehouse):
         return con.execute(duckdb_user_features_sql(window)).fetch_arrow_table()
 
     def contents(self) -> pa.Table:
-        con = self._connection()
-        sql = (
-            "SELECT content_id, channel, category, discount_rate FROM contents ORDER BY content_id"
-        )
-        return con.execute(sql).fetch_arrow_table()
+        """A few rows, read file by file with ``ParquetFile``: the predict step opens no DuckDB
+        session, and ``pq.read_table`` would import ``pyarrow.dataset`` (~0.25 s) for them."""
+        columns = ["content_id", "channel", "category", "discount_rate"]
+        parts = [pq.ParquetFile(f).read(columns=columns) for f in self._files("contents")]
+        return pa.concat_tables(parts).sort_by("content_id")
 
     # -- features -------------------------------------------------------------------------
     def features_partition(self, target_date: dt.date) -> str:
@@ -219,6 +239,18 @@ def _locked_temp_file(final: Path) -> tuple[int, Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _timestamptz(value: dt.datetime) -> str:
+    """An instant as a DuckDB literal. Not a bound parameter: DuckDB's Python client imports
+    pandas on the first one (~0.3 s of the features step's start)."""
+    if value.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return f"TIMESTAMPTZ '{value.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}+00'"
+
+
+def _in_span(start_utc: dt.datetime, end_utc: dt.datetime) -> str:
+    return f"event_time >= {_timestamptz(start_utc)} AND event_time < {_timestamptz(end_utc)}"
 
 
 def _quote(text: str) -> str:
