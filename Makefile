@@ -143,14 +143,14 @@ lint: setup
 # tests/compare needs faketime.
 # Both sides print their 20 slowest tests (where the suite's time goes).
 test: setup lint bigquery-emulator faketime
-	$(AIRFLOW_PY) -m pytest --durations=20 tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
+	$(AIRFLOW_PY) -m pytest --durations=20 tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
 	$(PIPELINE_PY) -m pytest --durations=20 tests/pipeline tests/contract tests/deploy
 
 # The inner loop: everything but the Airflow stacks (e2e, browser) and the comparison.
 # Before a push, `make test` (what CI runs) still runs everything.
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
-	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/bridge tests/dag tests/plugin tests/ci
+	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/package tests/bridge tests/dag tests/plugin tests/ci
 	$(PIPELINE_PY) -m pytest -q --durations=10 tests/pipeline tests/contract tests/deploy
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and
