@@ -17,7 +17,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: setup setup-pipeline check-compiled check-date demo airflow test test-fast lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
+.PHONY: docs setup setup-pipeline check-compiled check-date demo airflow test test-fast lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -142,15 +142,19 @@ lint: setup
 # need Debian's chromium (.ci/run installs it and postgresql; without CI they are skipped);
 # tests/compare needs faketime.
 # Both sides print their 20 slowest tests (where the suite's time goes).
-test: setup lint bigquery-emulator faketime
-	$(AIRFLOW_PY) -m pytest --durations=20 tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
+# The docs site (Sphinx, as Airflow's providers use; docs/conf.py says why), warnings as errors.
+docs: setup
+	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs $(VAR)/docs
+
+test: setup lint docs bigquery-emulator faketime
+	$(AIRFLOW_PY) -m pytest --durations=20 tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
 	$(PIPELINE_PY) -m pytest --durations=20 tests/pipeline tests/contract tests/deploy
 
 # The inner loop: everything but the Airflow stacks (e2e, browser) and the comparison.
 # Before a push, `make test` (what CI runs) still runs everything.
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
-	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/bridge tests/dag tests/plugin tests/ci
+	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/package tests/bridge tests/dag tests/plugin tests/ci
 	$(PIPELINE_PY) -m pytest -q --durations=10 tests/pipeline tests/contract tests/deploy
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and

@@ -6,4 +6,4 @@ never imports the ``kfp`` SDK (it cannot be installed beside Airflow's
 cncf-kubernetes provider); it reads compiled pipeline YAML as data.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -23,7 +23,7 @@ def get_provider_info() -> dict[str, Any]:
         "or locally (kfp.local), with reattach on retry and a deferrable wait.",
         "state": "ready",
         "source-date-epoch": 1764201600,
-        "versions": [__version__],
+        "versions": [__version__, "0.1.0"],
         "integrations": [
             {
                 "integration-name": "Kubeflow Pipelines",
