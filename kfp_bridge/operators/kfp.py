@@ -41,6 +41,7 @@ from kfp_bridge.exceptions import (
     ParameterError,
     PipelineNotFoundError,
     PipelineSpecError,
+    RetryRefusedError,
     RunFailedError,
     RunNotFoundError,
 )
@@ -187,6 +188,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         run without that report fails the try (the retry reattaches and reads again).
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
+    :param on_retry: what a try does when it finds this target's run ended FAILED:
+        ``"resume"`` (default) asks the service to rerun only the failed tasks of that
+        same run (KFP ``:retry``; name unchanged, one run per target); ``"new_run"``
+        submits a new run. A run kfp-bridge terminated is never resumed; a service
+        without retry (Vertex, local) or a refusal gets a new run, and the log says why.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     :param poll_interval: seconds between status polls at first; polls back off while
         the run's state does not change, in the worker as in the triggerer
@@ -232,6 +238,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         report_task: str | None = None,
         cancel_on_kill: bool = True,
+        on_retry: str = "resume",
         deferrable: bool | None = None,
         poll_interval: float = 30.0,
         timeout: float | timedelta | None = None,
@@ -254,6 +261,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self.cancel_on_kill = cancel_on_kill
+        if on_retry not in ("resume", "new_run"):
+            raise ValueError(f"on_retry must be 'resume' or 'new_run', not {on_retry!r}")
+        self.on_retry = on_retry
         self.report_task = report_task
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
@@ -411,10 +421,16 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 if same_parameters(request.parameters, run.parameters):
                     return run
                 self._set_aside(run, request)
+        resume_checked = False
         for run in runs:
             if run.state.is_reattachable:  # set aside above, and said why
                 continue
             reason = self._terminated_by_us(run.run_id)
+            if not resume_checked and not reason:
+                resume_checked = True  # only the newest ended run is a candidate
+                resumed = self._resume(run, request)
+                if resumed is not None:
+                    return resumed
             if reason:
                 self.log.info(
                     "Earlier run %s ended %s after kfp-bridge terminated it (%s); "
@@ -431,6 +447,31 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     (run.error or "no error message").splitlines()[0],
                 )
         return None
+
+    def _resume(self, run: RunStatus, request: RunRequest) -> RunStatus | None:
+        """Retry ``run`` in place when it ended FAILED (not by us) with our parameters."""
+        if (
+            self.on_retry != "resume"
+            or run.state is not RunState.FAILED
+            or not same_parameters(request.parameters, run.parameters)
+        ):
+            return None
+        try:
+            self._waiter.call(f"retry run {run.run_id}", lambda: self.backend.retry(run.run_id))
+        except RetryRefusedError as exc:
+            self.log.info("Not resuming run %s: %s; starting a new run", run.run_id, exc)
+            return None
+        status = self._waiter.call(
+            f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
+        )
+        self.log.info(
+            "Resumed run %s (%s) after FAILED (%s): only its failed tasks rerun. Run: %s",
+            run.run_id,
+            request.display_name,
+            (run.error or "no error message").splitlines()[0],
+            status.url,
+        )
+        return status
 
     def _set_aside(self, run: RunStatus, request: RunRequest) -> None:
         """A run under our name with other parameters (a new model, a changed setting).
