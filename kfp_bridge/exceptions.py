@@ -52,6 +52,13 @@ class ApiVersionError(BackendError):
     """The service does not speak the API the bridge needs (a KFP 1.x server: no v2beta1)."""
 
 
+class RetryRefusedError(BackendError):
+    """The service will not retry (resume) this run: it has no retry, or refused this one.
+
+    The caller submits a new run instead and says why (the message).
+    """
+
+
 class TransientBackendError(KfpBridgeError):
     """A failure worth retrying with backoff: 5xx, refused connection, timeout."""
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp_bridge.exceptions import BackendConfigError, BackendError
+from kfp_bridge.exceptions import BackendConfigError, BackendError, RetryRefusedError
 from kfp_bridge.run_report import RunReport
 
 
@@ -185,6 +185,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run_url(self, run_id: str) -> str | None:
         """Where a person looks at the run (the "Kubeflow run" link)."""
+
+    def retry(self, run_id: str) -> None:
+        """Rerun the failed tasks of an ended FAILED run, keeping the succeeded ones.
+
+        ``RetryRefusedError`` when the service has no such call (this default) or
+        refuses this run; the caller then submits a new run.
+        """
+        raise RetryRefusedError(f"the {self.name} backend cannot retry a run in place")
 
     def pipeline_version(
         self, pipeline_id: str, pipeline_version_id: str | None = None

@@ -42,6 +42,7 @@ from kfp_bridge.exceptions import (
     BackendError,
     BadInputError,
     PipelineNotFoundError,
+    RetryRefusedError,
     RunNotFoundError,
     TransientBackendError,
 )
@@ -677,6 +678,33 @@ class KfpApiBackend(Backend):
                 return
             raise
         log.info("Asked KFP to terminate run %s", run_id)
+
+    def retry(self, run_id: str) -> None:
+        """``POST /apis/v2beta1/runs/{id}:retry`` (``resource_manager.go`` ``RetryRun``).
+
+        The server answers 400/500 when it will not retry (the run is not Failed/Error,
+        archived, or its workflow was garbage-collected): that is ``RetryRefusedError``
+        with the server's words. A 5xx while the run is no longer FAILED means the retry
+        may have started, so it stays a transient error (the caller looks again).
+        """
+        state = self.get_run(run_id).state
+        if state is not RunState.FAILED:
+            raise RetryRefusedError(
+                f"KFP run {run_id} is {state.value}; only a FAILED run is retried"
+            )
+        try:
+            self._call(
+                f"retry run {run_id}", self._runs.run_service_retry_run, run_id, run_scoped=True
+            )
+        except (RunNotFoundError, AuthError):
+            raise
+        except TransientBackendError as err:
+            if self.get_run(run_id).state is not RunState.FAILED:
+                raise
+            raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
+        except BackendError as err:
+            raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
+        log.info("Asked KFP to retry run %s (its failed tasks rerun)", run_id)
 
     def run_url(self, run_id: str) -> str | None:
         return f"{self.ui_host}/#/runs/details/{run_id}"

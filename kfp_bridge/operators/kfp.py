@@ -42,6 +42,7 @@ from kfp_bridge.exceptions import (
     ParameterError,
     PipelineNotFoundError,
     PipelineSpecError,
+    RetryRefusedError,
     RunFailedError,
     RunNotFoundError,
 )
@@ -70,6 +71,10 @@ CANCELING_WAIT_SECONDS = 120.0
 # task_state_store key: the run this task terminated and why. KFP ends a terminated run
 # FAILED, like a failed pipeline; only the bridge knows it stopped the run itself.
 TERMINATED_KEY = "kfp_bridge_terminated_run"
+# The run a try saw end FAILED on its own (a retryable failure): the only run a later
+# try resumes. A run stopped from outside (a clear's on_kill in the triggerer, a user)
+# also ends FAILED on KFP but never gets this record.
+RETRYABLE_KEY = "kfp_bridge_retryable_run"
 # Errors no retry can fix: fail the task at once.
 _FINAL_ERRORS = (
     ParameterError,
@@ -190,6 +195,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         run without that report fails the try (the retry reattaches and reads again).
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
+    :param on_retry: what a try does when it finds this target's run ended FAILED:
+        ``"resume"`` (default) asks the service to rerun only the failed tasks of that
+        same run (KFP ``:retry``; name unchanged, one run per target); ``"new_run"``
+        submits a new run. Only a run an earlier try saw fail on its own (not on bad
+        input) is resumed, so one terminated by kfp-bridge or a clear never is; a service
+        without retry (Vertex, local) or a refusal gets a new run, and the log says why.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     :param poll_interval: seconds between status polls at first, after each change of
         the run's state and after the first successful poll that follows transient API
@@ -238,6 +249,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         report_task: str | None = None,
         cancel_on_kill: bool = True,
+        on_retry: str = "resume",
         deferrable: bool | None = None,
         poll_interval: float = 30.0,
         timeout: float | timedelta | None = None,
@@ -260,6 +272,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self.cancel_on_kill = cancel_on_kill
+        if on_retry not in ("resume", "new_run"):
+            raise ValueError(f"on_retry must be 'resume' or 'new_run', not {on_retry!r}")
+        self.on_retry = on_retry
         self.report_task = report_task
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
@@ -410,8 +425,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             f"find runs named {request.display_name}",
             lambda: self.backend.find_runs(request.display_name, request.experiment),
         )
+        stopped: set[str] = set()  # seen CANCELING: stopped by someone, never resumed
         for run in runs:
             if run.state is RunState.CANCELING:
+                stopped.add(run.run_id)
                 self.log.info("Run %s is CANCELING; waiting for it to end first", run.run_id)
                 run = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
                 if run.state is RunState.CANCELING:
@@ -424,10 +441,16 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 if same_parameters(request.parameters, run.parameters):
                     return run
                 self._set_aside(run, request)
+        resume_checked = False
         for run in runs:
             if run.state.is_reattachable:  # set aside above, and said why
                 continue
             reason = self._terminated_by_us(run.run_id)
+            if not resume_checked and not reason and run.run_id not in stopped:
+                resume_checked = True  # only the newest ended run is a candidate
+                resumed = self._resume(run, request)
+                if resumed is not None:
+                    return resumed
             if reason:
                 self.log.info(
                     "Earlier run %s ended %s after kfp-bridge terminated it (%s); "
@@ -444,6 +467,32 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     (run.error or "no error message").splitlines()[0],
                 )
         return None
+
+    def _resume(self, run: RunStatus, request: RunRequest) -> RunStatus | None:
+        """Retry ``run`` in place when it ended FAILED (not by us) with our parameters."""
+        if (
+            self.on_retry != "resume"
+            or run.state is not RunState.FAILED
+            or not self._seen_failing(run.run_id)
+            or not same_parameters(request.parameters, run.parameters)
+        ):
+            return None
+        try:
+            self._waiter.call(f"retry run {run.run_id}", lambda: self.backend.retry(run.run_id))
+        except RetryRefusedError as exc:
+            self.log.info("Not resuming run %s: %s; starting a new run", run.run_id, exc)
+            return None
+        status = self._waiter.call(
+            f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
+        )
+        self.log.info(
+            "Resumed run %s (%s) after FAILED (%s): only its failed tasks rerun. Run: %s",
+            run.run_id,
+            request.display_name,
+            (run.error or "no error message").splitlines()[0],
+            status.url,
+        )
+        return status
 
     def _set_aside(self, run: RunStatus, request: RunRequest) -> None:
         """A run under our name with other parameters (a new model, a changed setting).
@@ -643,6 +692,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     f"Kubeflow run {event.run_id} failed on bad input{where}, not retrying: "
                     f"{failure.error_type}: {failure.message}"
                 )
+            self._record_retryable(event.run_id)
             raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")
         if event.outcome is Outcome.TIMED_OUT:
             self.log.error(
@@ -815,6 +865,24 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             f"(Terminate), or fix the connection and clear this task, whose next try stops "
             f"the earlier run before starting a new one. {where}"
         ).strip()
+
+    def _record_retryable(self, run_id: str) -> None:
+        if self._state_store is None:
+            return
+        try:
+            self._state_store.set(RETRYABLE_KEY, {"run_id": run_id})
+        except Exception:
+            self.log.warning("Could not record run %s as resumable", run_id, exc_info=True)
+
+    def _seen_failing(self, run_id: str) -> bool:
+        """Whether a try of this task saw ``run_id`` end FAILED on its own."""
+        if self._state_store is None:
+            return False
+        try:
+            record = self._state_store.get(RETRYABLE_KEY)
+        except Exception:
+            return False
+        return isinstance(record, Mapping) and record.get("run_id") == run_id
 
     def _terminated_by_us(self, run_id: str) -> str | None:
         """Why this task terminated ``run_id``, if it did (task state store)."""

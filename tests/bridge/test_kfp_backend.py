@@ -17,6 +17,7 @@ from kfp_bridge.exceptions import (
     AuthError,
     BackendError,
     PipelineNotFoundError,
+    RetryRefusedError,
     RunNotFoundError,
     TransientBackendError,
 )
@@ -203,6 +204,26 @@ def test_failed_run_names_the_task_and_its_log_tail(kfp_server, kfp_backend, tin
     [task] = status.failed_tasks
     assert task.name == "greet" and "Traceback" in task.log_tail
     assert "--- last lines of the log of task greet" in status.error
+
+
+def test_retry_resumes_the_same_run_and_a_refusal_is_said(kfp_server, kfp_backend, tiny_spec):
+    kfp_server.set_schedule(outcome="FAILED", failed_task="greet")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    with pytest.raises(RetryRefusedError, match="is PENDING; only a FAILED run"):
+        kfp_backend.retry(run_id)  # still PENDING: only a Failed/Error run is retried
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.FAILED
+
+    kfp_backend.retry(run_id)
+
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.SUCCEEDED
+    [view] = kfp_server.runs()
+    assert "greet" in view["reruns"]
+    kfp_server.set_schedule(outcome="FAILED", failed_task="greet", retry_outcome="FAILED")
+    again = kfp_backend.submit(request_for(tiny_spec, name="other")).run_id
+    poll_until_terminal(kfp_backend, again)
+    kfp_server.inject("status", status=500, path=f"{again}:retry$")
+    with pytest.raises(RetryRefusedError, match="refused to retry"):
+        kfp_backend.retry(again)  # e.g. the workflow was garbage-collected
 
 
 def test_failed_run_log_tail_is_bounded(kfp_server, kfp_backend, tiny_spec):

@@ -323,7 +323,9 @@ def test_failed_earlier_run_leads_to_exactly_one_new_run(kfp_server, kfp_conn_id
 
     kfp_server.set_schedule(outcome="SUCCEEDED")
     ti = TaskInstance()
-    result = _operator(kfp_conn_id).execute(task_context(ti, store, LOGICAL_DATE))
+    result = _operator(kfp_conn_id, on_retry="new_run").execute(
+        task_context(ti, store, LOGICAL_DATE)
+    )
     runs = _runs_named(kfp_server)
     assert len(runs) == 2
     [new] = [r for r in runs if r["run_id"] != failed["run_id"]]
@@ -833,7 +835,9 @@ def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_
     failed = next(r for r in _runs_named(kfp_server) if r["run_id"] != stopped["run_id"])
 
     kfp_server.set_schedule(outcome="SUCCEEDED")
-    _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    _operator(kfp_conn_id, on_retry="new_run").execute(
+        task_context(TaskInstance(), store, LOGICAL_DATE)
+    )
     out = capsys.readouterr().out
     assert (
         f"Earlier run {failed['run_id']} ended FAILED; starting a new run. "
@@ -852,6 +856,69 @@ def test_run_urls_in_the_task_log_end_at_whitespace(kfp_server, kfp_conn_id, cap
     url = result["run_url"]
     assert url and out.count(url) >= 3, out  # submitted, each new state, succeeded
     assert_urls_stand_alone(out, url, times=out.count(url))
+
+
+# -- resume instead of restart (issue 20) -------------------------------------------------------
+
+
+def test_a_run_failing_once_in_predict_is_resumed_not_resubmitted(kfp_server, kfp_conn_id, capsys):
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", error="MemoryError")
+    store = TaskStateStore()
+    with pytest.raises(RunFailedError, match="MemoryError"):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+    capsys.readouterr()
+
+    result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+
+    [run] = _runs_named(kfp_server)  # one run on the server, same name
+    assert result["run_id"] == failed["run_id"] == run["run_id"]
+    assert run["state"] == "SUCCEEDED"
+    assert "predict" in run["reruns"] and "predict-driver" not in run["reruns"]
+    assert not any(name.startswith("features") for name in run["reruns"])
+    out = capsys.readouterr().out
+    assert f"Resumed run {failed['run_id']}" in out and "only its failed tasks rerun" in out
+
+
+def test_a_run_we_terminated_is_never_resumed(kfp_server, kfp_conn_id):
+    kfp_server.set_schedule(pending=0, running=100000, canceling=1)
+    store = TaskStateStore()
+    op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
+    context = task_context(TaskInstance(), store, LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    with pytest.raises(AirflowException, match="kfp-bridge terminated it"):
+        op.execute_complete(context, _run_trigger(deferred.value.trigger))
+    [stopped] = _runs_named(kfp_server)
+    kfp_server.set_run_state(stopped["run_id"], "FAILED")
+
+    kfp_server.set_schedule(outcome="SUCCEEDED")
+    result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+
+    assert result["run_id"] != stopped["run_id"]
+    assert not _api_calls(kfp_server, "POST", ":retry")
+    assert len(_runs_named(kfp_server)) == 2
+
+
+def test_a_refused_retry_falls_back_to_a_new_run_and_says_why(kfp_server, kfp_conn_id, capsys):
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", error="MemoryError")
+    store = TaskStateStore()
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+    kfp_server.inject(
+        "status", status=500, path=":retry$", message="workflow not found (garbage-collected)"
+    )
+    kfp_server.set_schedule(outcome="SUCCEEDED")
+    capsys.readouterr()
+
+    result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+
+    assert result["run_id"] != failed["run_id"]
+    assert len(_runs_named(kfp_server)) == 2
+    out = capsys.readouterr().out
+    assert f"Not resuming run {failed['run_id']}: KFP refused to retry" in out
+    assert "garbage-collected" in out and "starting a new run" in out
 
 
 # -- reuse only for the same work (issue 21: a changed model, overlapping clears) ---------------
@@ -902,9 +969,7 @@ def test_numbers_as_the_service_returns_them_are_the_same_parameters():
     assert same_parameters({"a": "1"}, None)  # a backend that cannot tell
 
 
-def test_an_active_run_with_other_parameters_is_stopped_before_the_new_run(
-    kfp_server, kfp_conn_id
-):
+def test_an_active_run_with_other_parameters_is_stopped_before_the_new_run(kfp_server, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000, canceling=2)
     with pytest.raises(TaskDeferred) as first:
         _operator(kfp_conn_id, deferrable=True).execute(

@@ -440,3 +440,33 @@ def test_the_ui_proxy_serves_logs_by_pod_name_and_not_the_api_log_route(ui_clien
         _preload_content=False,
     )
     assert "ValueError: bad input" in response.data.decode()
+
+
+def test_retry_reruns_only_the_failed_task_of_the_same_run(client, server):
+    """``RetryRun`` through the generated client (kfp.Client 2.17 does not wrap it)."""
+    server.set_schedule(pending=0, running=1, outcome="FAILED", failed_task="greet")
+    run = client.create_run_from_pipeline_package(str(TINY), {"message": "x"}, run_name="r")
+    runs = kfp_server_api.RunServiceApi(client._run_api.api_client)
+    with pytest.raises(ApiException) as early:  # only a Failed/Error workflow is retried
+        runs.run_service_retry_run(run.run_id)
+    assert early.value.status == 500 and "does not allow retries" in early.value.body
+    failed = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    assert failed.state == "FAILED"
+    before = {t.display_name: t.state for t in failed.run_details.task_details}
+    assert before["greet-driver"] == "SUCCEEDED" and before["greet"] == "FAILED"
+    runs.run_service_retry_run(run.run_id)
+    assert client.get_run(run.run_id).state == "RUNNING"
+    final = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    assert final.state == "SUCCEEDED" and final.run_id == run.run_id
+    states = [h.state for h in final.state_history]
+    assert states[-3:] == ["FAILED", "RUNNING", "SUCCEEDED"]
+    tasks = {t.display_name: t for t in final.run_details.task_details}
+    assert [h.state for h in tasks["greet-driver"].state_history] == ["SUCCEEDED"]
+    assert [h.state for h in tasks["greet"].state_history][-3:] == [
+        "FAILED",
+        "RUNNING",
+        "SUCCEEDED",
+    ]
+    (view,) = [r for r in server.runs() if r["run_id"] == run.run_id]
+    assert "greet" in view["reruns"] and "greet-driver" not in view["reruns"]
+    assert len(server.runs()) == 1

@@ -197,6 +197,9 @@ class Schedule:
     unit: str = "polls"
     canceling: float = 1
     failed_task: str | None = None
+    # After ``POST /runs/{id}:retry`` the rerun ends in this state (a transient failure
+    # fails once: Schedule(outcome="FAILED", failed_task="predict") then SUCCEEDED).
+    retry_outcome: str = "SUCCEEDED"
 
     def __post_init__(self) -> None:
         if self.unit not in ("polls", "seconds"):
@@ -291,6 +294,7 @@ class _Run:
     polls: int = 0
     forced: str | None = None
     terminated_at: float | None = None  # poll count or time when terminate was called
+    reruns: list[str] = dataclasses.field(default_factory=list)  # task nodes rerun by :retry
 
     @property
     def run_id(self) -> str:
@@ -1036,6 +1040,41 @@ class _State:
         run.data["state"] = "CANCELING"
         return {}
 
+    def retry_run(self, req: _Request, run_id: str) -> dict[str, Any]:
+        """``RetryRun`` (``POST /apis/v2beta1/runs/{run_id}:retry``, ``run.proto``).
+
+        ``server/run_server.go`` ``RetryRun`` authorizes verb ``retry`` on runs, then
+        ``resource/resource_manager.go`` ``RetryRun``: an archived run is refused; the
+        workflow must be Failed/Error (``util/workflow.go`` ``CanRetry``, answered as a
+        500 "does not allow retries"); ``GenerateRetryExecution`` keeps succeeded nodes
+        and resets failed/error ones (their pods deleted, rerun), and the run row goes
+        back to PENDING then the workflow's Running, with ``finished_at`` cleared.
+        """
+        run = self._run(run_id, f"Failed to retry run {run_id} due to error fetching the run")
+        self.authorize(req, run.namespace, "retry", "runs")
+        self._progress(run, poll=False)
+        if run.data["storage_state"] == "ARCHIVED":
+            raise ApiError(400, f"Failed to retry run {run_id}: Run {run_id} is archived")
+        if run.data["state"] != "FAILED":
+            raise ApiError(
+                500,
+                f"Failed to retry run {run_id} as it does not allow retries: "
+                "InternalServerError: workflow must be Failed/Error to retry",
+            )
+        failed = [
+            d["display_name"]
+            for d in run.data["run_details"]["task_details"]
+            if d.get("state") in ("FAILED", "CANCELED")
+        ]
+        run.reruns.extend(failed)
+        run.schedule = dataclasses.replace(
+            run.schedule, pending=0, outcome=run.schedule.retry_outcome
+        )
+        run.created, run.polls, run.terminated_at, run.forced = time.time(), 0, None, None
+        run.data["finished_at"] = EPOCH
+        self._progress(run, poll=False)  # RUNNING: state_history grows
+        return {}
+
     def delete_run(self, req: _Request, run_id: str) -> dict[str, Any]:
         run = self._run(run_id, "Failed to delete a run")
         self.authorize(req, run.namespace, "delete", "runs")
@@ -1432,6 +1471,8 @@ def _route(state: _State, req: _Request) -> tuple[str, Any]:
             return "", state.delete_run(req, match.group(1))
     if (match := _RUN_ACTION.match(path)) and m == "POST" and match.group(2) == "terminate":
         return "", state.terminate_run(req, match.group(1))
+    if (match := _RUN_ACTION.match(path)) and m == "POST" and match.group(2) == "retry":
+        return "", state.retry_run(req, match.group(1))
     if match := _EXPERIMENT_PATH.match(path):
         if m == "GET":
             return "V2beta1Experiment", state.get_experiment(req, match.group(1))
@@ -1502,7 +1543,7 @@ def _response(type_name: str, payload: Any) -> Any:
 
 
 def _run_view(run: _Run) -> dict[str, Any]:
-    return {**run.data, "polls": run.polls, "namespace": run.namespace}
+    return {**run.data, "polls": run.polls, "namespace": run.namespace, "reruns": run.reruns}
 
 
 def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any:
