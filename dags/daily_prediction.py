@@ -63,9 +63,7 @@ def _deadline() -> DeadlineAlert | None:
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=float(hours)),
-        callback=AsyncCallback(
-            DeadlineNotifier, kwargs={"slack_webhook_conn_id": SLACK_CONN_ID}
-        ),
+        callback=AsyncCallback(DeadlineNotifier, kwargs={"slack_webhook_conn_id": SLACK_CONN_ID}),
     )
 
 
@@ -175,9 +173,7 @@ with DAG(
         # (a trigger firing seconds after deferral races the scheduler; see README).
         poll_interval=float(os.environ.get("DAILY_PREDICTION_POLL_SECONDS", "30")),
         # One message per failed try: retries and the final failure, told apart.
-        on_retry_callback=TaskFailureNotifier(
-            slack_webhook_conn_id=SLACK_CONN_ID, will_retry=True
-        ),
+        on_retry_callback=TaskFailureNotifier(slack_webhook_conn_id=SLACK_CONN_ID, will_retry=True),
         on_failure_callback=TaskFailureNotifier(
             slack_webhook_conn_id=SLACK_CONN_ID, will_retry=False
         ),

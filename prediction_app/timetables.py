@@ -58,4 +58,3 @@ class TargetDateCronTimetable(CronTriggerTimetable):
         day = target_date({"logical_date": logical_date, "run_after": run_after})
         prefix, _, rest = run_id.partition("__")
         return f"{prefix}__target-{day}__{rest}"
-
