@@ -518,13 +518,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 run.url,
             )
             self._cancel(run.run_id, reason="Parameters changed", record="parameters changed")
-            ended = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
-            if not ended.state.is_terminal:
-                raise AirflowException(
-                    f"Run {run.run_id} with other parameters is still {ended.state.value} "
-                    f"after {CANCELING_WAIT_SECONDS:.0f}s; not starting another run beside it. "
-                    "The next try decides again."
-                )
+            self._await_end(run, "with other parameters")
             return
         self.log.info(
             "Earlier run %s (%s) %s with other parameters (%s): not reusing it; "
@@ -567,13 +561,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                         name,
                         run.state.value,
                     )
-                ended = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
-                if not ended.state.is_terminal:
-                    raise AirflowException(
-                        f"Run {run.run_id} of an earlier clear ({name}) is still "
-                        f"{ended.state.value} after {CANCELING_WAIT_SECONDS:.0f}s; not starting "
-                        "a second run on the same work. The next try decides again."
-                    )
+                self._await_end(run, f"of an earlier clear ({name})")
+
+    def _await_end(self, run: RunStatus, what: str) -> None:
+        """Wait (bounded) for ``run`` to end; still active: fail the try, the next decides."""
+        ended = self._waiter.settle(run, within=CANCELING_WAIT_SECONDS)
+        if not ended.state.is_terminal:
+            raise AirflowException(
+                f"Run {run.run_id} {what} is still {ended.state.value} after "
+                f"{CANCELING_WAIT_SECONDS:.0f}s; not starting another run beside it. "
+                "The next try decides again."
+            )
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
