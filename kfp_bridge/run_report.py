@@ -1,6 +1,6 @@
 """Run reports: the one line a component prints for the bridge, read on every backend.
 
-Format (agreed in ``/work/notes/run_reports.md``): a line containing
+Format (the pipeline side writes it, ``kfp_prediction.report``): a line containing
 
     kfp-bridge-report: {"kind": "...", "step": "...", ...}
 

@@ -3,8 +3,8 @@
 It is a claim about kubeflow/pipelines ``backend/`` (read at HEAD of 2026-08 and
 at tag 2.5.0): each behaviour below names the upstream file (and function) it
 reproduces; paths are relative to ``backend/src/apiserver/`` unless they say
-otherwise. ``/work/notes/issue-9-standin.md`` (and the README's "tested for real"
-table) lists them. Bodies go through the generated ``kfp_server_api`` models
+otherwise. The docs page "What was tested for real" (``docs/tested.md``) lists
+them. Bodies go through the generated ``kfp_server_api`` models
 (:mod:`.wire`), lists through :mod:`.listing`, cron specs through :mod:`.cron`.
 
 Served: healthz; experiments (create/get/list/delete); runs (create/get/list/
