@@ -24,8 +24,6 @@ from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID
-
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +42,7 @@ class _EmptyDefaultConnection:
         try:
             return super().get_connection(conn_id)
         except AirflowNotFoundException:
-            if conn_id != DEFAULT_GCP_CONN_ID:
+            if conn_id != GoogleBaseHook.default_conn_name:  # google_cloud_default
                 raise
         from airflow.sdk import Connection
 
