@@ -73,7 +73,12 @@ with DAG("e2e_secrets", schedule=None, catchup=False,
 def _echoing_server() -> KfpApiStandIn:
     server = KfpApiStandIn().__enter__()
     server.require_token(TOKEN)
-    server.set_schedule(pending=0, running=1, outcome="FAILED", error=f"predict: {ECHO}")
+    # A resumed run (try 2 asks the service to retry try 1's FAILED run) fails again the
+    # same way, so the second try waits in the triggerer and meets the echo too.
+    server.set_schedule(
+        pending=0, running=4, unit="seconds", outcome="FAILED", retry_outcome="FAILED",
+        error=f"predict: {ECHO}",
+    )
     return server
 
 
