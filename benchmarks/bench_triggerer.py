@@ -1,4 +1,4 @@
-"""200 deferred pipeline runs at once (a large backfill), waited on by one triggerer process.
+"""1,000 deferred pipeline runs at once (many workflows, a large backfill), one triggerer.
 
 What runs where:
 
@@ -6,19 +6,19 @@ What runs where:
 - the "worker": this process executes ``KubeflowPipelineRunOperator`` (deferrable)
   once per task instance; each submits its run and defers. Worker slots held while
   waiting = executions that did not hand over to the triggerer (target 0);
-- the "triggerer": ONE separate process that runs the 200 real
+- the "triggerer": ONE separate process that runs the 1,000 real
   ``KubeflowPipelineRunTrigger`` instances (rebuilt from their serialized form)
   on one event loop through Airflow's own ``TriggerRunner.run_trigger``, the
   coroutine a real triggerer runs per trigger. The supervisor/DB side of a full
-  ``airflow triggerer`` is not started (it needs a scheduler, DB rows for 200
+  ``airflow triggerer`` is not started (it needs a scheduler, DB rows for 1,000
   deferred task instances and an API server); it adds a fixed cost, not a
   per-trigger one.
 
 Measured on the triggerer process while the runs are RUNNING and until every
 trigger has fired: CPU seconds per minute (user+sys), peak RSS. Targets: under
-6 CPU-s/min (10% of one core) and under 300 MiB.
+6 CPU-s/min (10% of one core) and under 400 MiB.
 
-    .venv/bin/python benchmarks/bench_triggerer.py [--runs 200] [--run-seconds 90]
+    .venv/bin/python benchmarks/bench_triggerer.py [--runs 1000] [--run-seconds 90]
         [--poll-interval 10]
 """
 
@@ -40,7 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CONN_ID = "kfp_bench"
-PIPELINE = REPO / "tests" / "bridge" / "fixtures" / "tiny_pipeline.yaml"
+# The product's own two-step pipeline: every poll reads the run back with its inline spec,
+# so the spec users submit is the one to measure with (not a one-step fixture).
+PIPELINE = REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
 
 
 # -- triggerer process ---------------------------------------------------------------------
@@ -115,7 +117,8 @@ def defer_runs(n: int, poll_interval: float) -> tuple[list, int, float]:
         op = KubeflowPipelineRunOperator(
             task_id="predict",
             pipeline_file=str(PIPELINE),
-            parameters={"message": f"day-{i}"},
+            parameters={"target_date": f"2026-{1 + i // 28 % 12:02d}-{1 + i % 28:02d}",
+                        "model_sha256": "0" * 64, "lookback_days": 1 + i % 366},
             kfp_conn_id=CONN_ID,
             deferrable=True,
             poll_interval=poll_interval,
@@ -131,8 +134,8 @@ def defer_runs(n: int, poll_interval: float) -> tuple[list, int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--run-seconds", type=float, default=90.0, help="how long each run runs")
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--run-seconds", type=float, default=90.0, help="how long the triggerer waits on all runs RUNNING")
     parser.add_argument("--poll-interval", type=float, default=10.0)
     args = parser.parse_args()
 
@@ -145,7 +148,9 @@ def main() -> None:
         os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = airflow_connection_json(
             server.url, request_timeout=10
         )
-        server.set_schedule(pending=2, running=args.run_seconds, unit="seconds")
+        # Every run stays RUNNING until the triggerer has held all of them for --run-seconds
+        # (submitting 1,000 takes minutes: a run timed from its creation would end unseen).
+        server.set_schedule(pending=0, running=10**9, unit="seconds")
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
             triggers, held, submit_seconds = defer_runs(args.runs, args.poll_interval)
         spec_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_triggers_{os.getpid()}.json"
@@ -159,6 +164,10 @@ def main() -> None:
             )
             result = None
             for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith("READY"):
+                    time.sleep(args.run_seconds)
+                    for run in server.runs():
+                        server.set_run_state(run["run_id"], "SUCCEEDED")
                 if line.startswith("RESULT "):
                     result = json.loads(line[len("RESULT ") :])
             proc.wait()
@@ -176,7 +185,7 @@ def main() -> None:
     print(f"  worker slots held while waiting: {held} (target 0)")
     print(f"  submit+defer, all runs        : {submit_seconds:.1f} s")
     print(
-        f"  each run RUNNING for          : {args.run_seconds:.0f} s, poll interval "
+        f"  all runs RUNNING, waited for  : {args.run_seconds:.0f} s, poll interval "
         f"{args.poll_interval:.0f} s (backing off)"
     )
     print(f"  trigger events                : {result['events']}")
@@ -186,8 +195,8 @@ def main() -> None:
         f"  triggerer CPU                 : {result['cpu_seconds_per_minute']} s/min "
         f"({cpu_pct:.1f}% of one core; target < 10%)"
     )
-    print(f"  triggerer peak RSS            : {result['peak_rss_mib']} MiB (target < 300 MiB)")
-    ok = held == 0 and cpu_pct < 10 and result["peak_rss_mib"] < 300
+    print(f"  triggerer peak RSS            : {result['peak_rss_mib']} MiB (target < 400 MiB)")
+    ok = held == 0 and cpu_pct < 10 and result["peak_rss_mib"] < 400
     print(f"  verdict                       : {'PASS' if ok else 'FAIL'}")
     sys.exit(0 if ok else 1)
 

@@ -26,7 +26,7 @@ import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
 from kfp_bridge import run_report
-from kfp_bridge.backends import argo_pods, kfp_failures
+from kfp_bridge.backends import argo_pods, kfp_failures, kfp_models
 from kfp_bridge.backends.base import (
     Backend,
     FailedTask,
@@ -189,7 +189,7 @@ class KfpApiBackend(Backend):
         if user_header and not user:
             raise BackendConfigError("user", "is empty but user_header is set")
         self.user = user or None
-        self._api_client = kfp_server_api.ApiClient(
+        self._api_client = kfp_models.ApiClient(
             config,
             header_name=(user_header or DEFAULT_USER_HEADER) if user else None,
             header_value=user or None,
