@@ -42,7 +42,7 @@ from kfp_bridge.exceptions import AuthError
 log = logging.getLogger(__name__)
 
 KUBERNETES_AUTH_MODES = ("sa_token_file", "kubernetes_token_request")
-# kfp/client/client.py KF_PIPELINES_SA_TOKEN_ENV / KF_PIPELINES_SA_TOKEN_PATH
+# kfp/client/__init__.py KF_PIPELINES_SA_TOKEN_ENV / KF_PIPELINES_SA_TOKEN_PATH
 SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 DEFAULT_SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 # backend/src/apiserver/common/const.go DefaultTokenReviewAudience

@@ -261,7 +261,9 @@ def test_connection_type_is_registered_with_a_form():
 
     manager = ProvidersManager()
     widgets = manager.connection_form_widgets
-    for field in ("backend", "auth", "namespace", "ui_host", "project_id", "local_python"):
+    fields = ("backend", "auth", "namespace", "ui_host", "project_id", "local_python")
+    fields += ("credentials_path", "kubernetes_conn_id", "serviceaccount", "expiration_seconds")
+    for field in fields:
         assert widgets[f"extra__kfp__{field}"].hook_class_name == (
             "kfp_bridge.hooks.kfp.KubeflowPipelineHook"
         )

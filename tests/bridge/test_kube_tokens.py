@@ -336,3 +336,46 @@ def test_connection_test_names_the_plain_api_server(make_conn, kfp_server):
     assert ok is True, message
     assert "(single-user)" in message and "API server (ml-pipeline)" in message
     assert "identity: none sent" in message and "KFP 2.x" in message
+
+
+def test_the_real_kubernetes_client_reads_the_token_request_stand_in(kube, tmp_path):
+    """The stand-in's answer parses as the kubernetes client's own TokenRequest model."""
+    from kubernetes import client, config
+
+    api = client.ApiClient(
+        config.new_client_from_config(str(kube.write_kubeconfig(tmp_path / "kc"))).configuration
+    )
+    core = client.CoreV1Api(api)
+    spec = client.V1TokenRequestSpec(audiences=["pipelines.kubeflow.org"], expiration_seconds=900)
+    answer = core.create_namespaced_service_account_token(
+        "airflow-runner", "team-a", client.AuthenticationV1TokenRequest(spec=spec)
+    )
+    assert answer.status.token.count(".") == 2
+    assert 0 < answer.status.expiration_timestamp.timestamp() - time.time() <= 900
+    with pytest.raises(client.exceptions.ApiException) as err:
+        core.create_namespaced_service_account_token(
+            "airflow-runner",
+            "team-a",
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=["x"], expiration_seconds=60)
+            ),
+        )
+    assert err.value.status == 422 and "less than 10 minutes" in err.value.body
+    wrong = config.new_client_from_config(
+        str(kube.write_kubeconfig(tmp_path / "bad", credential="nope"))
+    )
+    with pytest.raises(client.exceptions.ApiException) as err:
+        client.CoreV1Api(wrong).create_namespaced_service_account_token(
+            "airflow-runner", "team-a", client.AuthenticationV1TokenRequest(spec=spec)
+        )
+    assert err.value.status == 401
+
+
+def test_the_form_offers_every_auth_mode():
+    from kfp_bridge.get_provider_info import get_provider_info
+    from kfp_bridge.hooks.kfp import AUTH_MODES
+
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert fields["auth"]["schema"]["enum"] == [*AUTH_MODES, None]
+    for name in ("credentials_path", "kubernetes_conn_id", "serviceaccount", "audience"):
+        assert name in fields
