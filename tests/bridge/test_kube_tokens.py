@@ -379,3 +379,24 @@ def test_the_form_offers_every_auth_mode():
     assert fields["auth"]["schema"]["enum"] == [*AUTH_MODES, None]
     for name in ("credentials_path", "kubernetes_conn_id", "serviceaccount", "audience"):
         assert name in fields
+
+
+def test_renewed_tokens_are_masked_as_they_are_issued(istio_server, tmp_path, make_conn):
+    """Each new token is registered with Airflow's masker; the JWT shape is redacted anyway."""
+    from airflow.sdk.log import redact
+
+    from kfp_bridge.redaction import redact_shapes
+
+    path = tmp_path / "token"
+    tokens = []
+    backend = make_conn(
+        host=istio_server.url,
+        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
+    ).get_conn()
+    for _ in range(2):
+        tokens.append(istio_server.issue_token(SA_USER))
+        write_token(path, tokens[-1])
+        backend.healthz()
+    for token in tokens:
+        assert token not in redact(f"service said: {token}")
+        assert token not in redact_shapes(f"service said: {token}")
