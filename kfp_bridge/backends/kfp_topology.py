@@ -95,7 +95,9 @@ def _front(backend: KfpApiBackend) -> str:
         return "UI server (ml-pipeline-ui: proxies the API, serves pod logs at /k8s/pod/logs)"
     if 300 <= status < 400:
         return f"a login front (HTTP {status} redirect on /)"
-    return "API server (ml-pipeline)"
+    if status == 404 and body.strip() == "404 page not found":
+        return "API server (ml-pipeline)"
+    return f"front not identified (HTTP {status} on /)"
 
 
 def _version(backend: KfpApiBackend) -> str:
