@@ -400,3 +400,19 @@ def test_renewed_tokens_are_masked_as_they_are_issued(istio_server, tmp_path, ma
     for token in tokens:
         assert token not in redact(f"service said: {token}")
         assert token not in redact_shapes(f"service said: {token}")
+
+
+def test_the_profile_runs_as_a_separate_process_with_token_controls(make_conn):
+    """``python -m kfp_bridge.testing.kfp_api --profile multi-user-istio`` (for e2e triggerers)."""
+    from kfp_bridge.testing.kfp_api.server import standin_process
+
+    with standin_process(profile="multi-user-istio") as control:
+        token = control.issue_token(SA_USER)
+        backend = make_conn(
+            host=control.url, password=token, extra={"namespace": "team-a"}
+        ).get_conn()
+        assert backend.healthz()["multi_user"] is True
+        backend.check_access()
+        control.expire_tokens(token)
+        with pytest.raises(AuthError, match="HTTP 401"):
+            backend.check_access()
