@@ -416,3 +416,14 @@ def test_the_profile_runs_as_a_separate_process_with_token_controls(make_conn):
         control.expire_tokens(token)
         with pytest.raises(AuthError, match="HTTP 401"):
             backend.check_access()
+
+
+def test_kfps_own_403_is_not_taken_for_istios(istio_server, make_conn):
+    """A SubjectAccessReview refusal (resource_manager.go IsAuthorized) is KFP's JSON 403."""
+    token = istio_server.issue_token(SA_USER)
+    ok, message = make_conn(
+        host=istio_server.url, password=token, extra={"namespace": "team-b"}
+    ).test_connection()
+    assert ok is False
+    assert "HTTP 403 (no access)" in message and f"User '{SA_USER}' is not authorized" in message
+    assert "Istio" not in message and "RBAC: access denied" not in message
