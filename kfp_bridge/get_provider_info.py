@@ -15,6 +15,39 @@ def _field(label: str, schema_type: str, description: str, **extra: Any) -> dict
     }
 
 
+def _kubernetes_token_fields() -> dict[str, Any]:
+    """Form fields of auth=sa_token_file / kubernetes_token_request (hooks/kube_tokens.py).
+
+    No name contains ``token`` or ``service_account``: Airflow masks the values of such
+    extras everywhere, and a path or account name must stay readable in errors.
+    """
+    return {
+        "credentials_path": _field(
+            "Token file (sa_token_file)",
+            "string",
+            "Projected token with audience pipelines.kubeflow.org; default "
+            "$KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token",
+        ),
+        "kubernetes_conn_id": _field(
+            "Kubernetes connection (kubernetes_token_request)",
+            "string",
+            "cncf-kubernetes connection (kubeconfig) allowed to create serviceaccounts/token",
+        ),
+        "serviceaccount": _field(
+            "Service account (kubernetes_token_request)",
+            "string",
+            "Whose token is minted, e.g. default-editor",
+        ),
+        "serviceaccount_namespace": _field(
+            "Service account namespace", "string", "Default: the namespace field"
+        ),
+        "audience": _field("Token audience", "string", "Default pipelines.kubeflow.org"),
+        "expiration_seconds": _field(
+            "Token lifetime (s)", "integer", "Requested lifetime, at least 600; default 3600"
+        ),
+    }
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "kfp-bridge",
@@ -73,16 +106,27 @@ def get_provider_info() -> dict[str, Any]:
                     "auth": _field(
                         "Authentication",
                         "string",
-                        "none, token (the password field) or google (the task's Google Cloud "
-                        "connection, gcp_conn_id, impersonated when asked)",
-                        enum=["none", "token", "google", None],
+                        "none, token (the password field), google (the task's Google Cloud "
+                        "connection, gcp_conn_id, impersonated when asked), sa_token_file (a "
+                        "projected service-account token file, re-read when it changes) or "
+                        "kubernetes_token_request (a token minted through kubernetes_conn_id)",
+                        enum=[
+                            "none",
+                            "token",
+                            "google",
+                            "sa_token_file",
+                            "kubernetes_token_request",
+                            None,
+                        ],
                     ),
                     "namespace": _field("Namespace", "string", "Kubeflow profile namespace"),
                     "user": _field(
                         "User (identity header)",
                         "string",
-                        "Multi-user Kubeflow, in-cluster: the user the API should see",
+                        "Only for the API server reached without Istio: multi-user Kubeflow's "
+                        "Istio refuses the header (RBAC: access denied); use a token there",
                     ),
+                    **_kubernetes_token_fields(),
                     "user_header": _field(
                         "Identity header", "string", "Default kubeflow-userid (KFP's USERID_HEADER)"
                     ),

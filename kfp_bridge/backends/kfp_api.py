@@ -26,7 +26,7 @@ import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
 from kfp_bridge import run_report
-from kfp_bridge.backends import argo_pods, kfp_failures, kfp_models
+from kfp_bridge.backends import argo_pods, kfp_failures, kfp_models, kfp_topology
 from kfp_bridge.backends.base import (
     Backend,
     FailedTask,
@@ -189,6 +189,7 @@ class KfpApiBackend(Backend):
         if user_header and not user:
             raise BackendConfigError("user", "is empty but user_header is set")
         self.user = user or None
+        self.user_header = (user_header or DEFAULT_USER_HEADER) if user else None
         self._api_client = kfp_models.ApiClient(
             config,
             header_name=(user_header or DEFAULT_USER_HEADER) if user else None,
@@ -247,6 +248,8 @@ class KfpApiBackend(Backend):
                 f"{what}: TLS error talking to {self.host}: {err.reason} "
                 "(check the certificate, or verify_ssl in the connection extra)"
             )
+        if kfp_topology.is_istio_denial(status, err.body):
+            return kfp_topology.istio_denial_error(what, self.host, self.user)
         if status in (401, 403):
             hint = "missing or expired credentials" if status == 401 else "no access"
             return AuthError(
@@ -711,11 +714,13 @@ class KfpApiBackend(Backend):
 
     # -- connection checks -------------------------------------------------
     def check(self) -> str:
-        """healthz, then list one experiment: the credentials and namespace are accepted."""
+        """healthz, then list one experiment: the credentials and namespace are accepted.
+
+        The answer names the topology found (``kfp_topology.describe``).
+        """
         health = self.healthz()
         self.check_access()
-        mode = "multi-user" if health.get("multi_user") else "single-user"
-        return f"KFP API at {self.host} is healthy ({mode})"
+        return kfp_topology.describe(self, health)
 
     def healthz(self) -> dict[str, Any]:
         """``GET /apis/v2beta1/healthz`` (``multi_user``, ``pipeline_store``)."""

@@ -10,9 +10,13 @@ Connection fields:
 
 - ``host``: KFP API endpoint (``backend=kfp``), e.g. the AI Platform Pipelines URL;
 - ``password``: static bearer token (``auth=token``);
-- extra: ``backend`` (kfp | vertex | local), ``auth`` (none | token | google),
-  ``namespace``, ``user`` and ``user_header`` (multi-user Kubeflow: the identity
-  header in-cluster callers send, default ``kubeflow-userid``), ``ui_host``,
+- extra: ``backend`` (kfp | vertex | local), ``auth`` (none | token | google |
+  sa_token_file | kubernetes_token_request), ``namespace``, ``user`` and ``user_header``
+  (the identity header, default ``kubeflow-userid``: only for the API server reached
+  without Istio; multi-user Kubeflow's Istio refuses it from other callers), ``ui_host``,
+  ``credentials_path`` (sa_token_file), ``kubernetes_conn_id``, ``serviceaccount``,
+  ``serviceaccount_namespace``, ``audience`` and ``expiration_seconds``
+  (kubernetes_token_request; see :mod:`kfp_bridge.hooks.kube_tokens`),
   ``verify_ssl``, ``request_timeout``, ``project_id``
   and ``location`` (vertex), ``api_transport`` (vertex: grpc or rest),
   ``local_state_dir`` and ``local_python`` (local).
@@ -39,10 +43,11 @@ from airflow.sdk.log import mask_secret
 
 from kfp_bridge.backends.base import Backend
 from kfp_bridge.exceptions import AuthError, BackendConfigError, KfpBridgeError
+from kfp_bridge.hooks.kube_tokens import KUBERNETES_AUTH_MODES
 from kfp_bridge.redaction import airflow_redact
 
 BACKENDS = ("kfp", "vertex", "local")
-AUTH_MODES = ("none", "token", "google")
+AUTH_MODES = ("none", "token", "google", *KUBERNETES_AUTH_MODES)
 # Backend settings -> the connection field that holds them.
 SETTING_FIELDS = {
     "host": "host",
@@ -180,7 +185,23 @@ class KubeflowPipelineHook(BaseHook):
             return kfp_api.static_token_provider(password)
         if auth == "google":
             return _masking(kfp_api.google_token_provider(self.google_credentials()))
+        if auth in KUBERNETES_AUTH_MODES:
+            return self._kubernetes_token_provider(auth)
         return None
+
+    def _kubernetes_token_provider(self, auth: str) -> Callable[[], str]:
+        """A service-account token for multi-user Kubeflow behind Istio (``hooks.kube_tokens``)."""
+        from kfp_bridge.hooks.kube_tokens import token_provider_from_extra
+
+        if self.extra.get("user"):
+            raise self._error(
+                f"extra.user (the identity header) and auth={auth} exclude each other: "
+                "behind Istio the header is refused; the token carries the identity"
+            )
+        try:
+            return _masking(token_provider_from_extra(auth, self.extra))
+        except AuthError as err:  # a missing or bad setting, before any request
+            raise self._error(str(err)) from None
 
     # -- Google identity ---------------------------------------------------------
     @cached_property

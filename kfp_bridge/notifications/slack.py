@@ -27,6 +27,7 @@ DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
 MAX_ERROR_CHARS = 300
 
+
 def scrub(text: str) -> str:
     """Remove registered secrets and secret shapes from ``text`` (one rule: redaction.py)."""
     return airflow_redact(text)

@@ -194,10 +194,9 @@ def test_test_connection_reports_health_and_auth(make_conn, kfp_server, kfp_serv
         host=kfp_server_multi_user.url,
         extra={"namespace": "team-a", "user": "alice@example.com"},
     )
-    assert multi.test_connection() == (
-        True,
-        f"KFP API at {kfp_server_multi_user.url} is healthy (multi-user)",
-    )
+    ok, message = multi.test_connection()
+    assert ok is True
+    assert message.startswith(f"KFP API at {kfp_server_multi_user.url} is healthy (multi-user); ")
 
     kfp_server.require_token("right")
     ok, message = make_conn("wrong", host=kfp_server.url, password="wrong").test_connection()
@@ -262,7 +261,9 @@ def test_connection_type_is_registered_with_a_form():
 
     manager = ProvidersManager()
     widgets = manager.connection_form_widgets
-    for field in ("backend", "auth", "namespace", "ui_host", "project_id", "local_python"):
+    fields = ("backend", "auth", "namespace", "ui_host", "project_id", "local_python")
+    fields += ("credentials_path", "kubernetes_conn_id", "serviceaccount", "expiration_seconds")
+    for field in fields:
         assert widgets[f"extra__kfp__{field}"].hook_class_name == (
             "kfp_bridge.hooks.kfp.KubeflowPipelineHook"
         )

@@ -470,3 +470,105 @@ def test_retry_reruns_only_the_failed_task_of_the_same_run(client, server):
     (view,) = [r for r in server.runs() if r["run_id"] == run.run_id]
     assert "greet" in view["reruns"] and "greet-driver" not in view["reruns"]
     assert len(server.runs()) == 1
+
+
+# -- multi-user Kubeflow behind Istio (profile multi-user-istio: kfp_bridge/testing/kfp_api/
+# istio.py), and the bridge's token options where kfp.Client has the same one -------------------
+SA_USER = "system:serviceaccount:team-a:airflow-runner"
+
+
+@pytest.fixture
+def istio_server():
+    with KfpApiStandIn(profile="multi-user-istio") as stand_in:
+        stand_in.set_schedule(pending=1, running=1)
+        stand_in.set_multi_user(access={SA_USER: ["team-a"]})
+        yield stand_in
+
+
+@pytest.fixture
+def context_file(tmp_path, monkeypatch):
+    context = tmp_path / "context.json"
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(context))
+    return context
+
+
+def test_istio_refuses_the_identity_header_with_envoys_plain_403(istio_server, context_file):
+    context_file.write_text(
+        json.dumps(
+            {
+                "namespace": "team-a",
+                "client_authentication_header_name": "kubeflow-userid",
+                "client_authentication_header_value": SA_USER,
+            }
+        )
+    )
+    with pytest.raises(ApiException) as err:
+        kfp.Client(host=istio_server.url).list_experiments()
+    body = err.value.body.decode() if isinstance(err.value.body, bytes) else err.value.body
+    assert (err.value.status, body) == (403, "RBAC: access denied")
+    assert istio_server.runs() == [] and istio_server.stored("experiments") == []
+
+
+def test_existing_token_works_until_it_expires_and_needs_a_namespace(istio_server, context_file):
+    token = istio_server.issue_token(SA_USER)
+    client = kfp.Client(host=istio_server.url, namespace="team-a", existing_token=token)
+    assert client.get_kfp_healthz().multi_user is True
+    run = client.create_run_from_pipeline_package(
+        str(TINY), {"message": "m"}, run_name="istio-1", experiment_name="mu", namespace="team-a"
+    )
+    assert client.get_run(run.run_id).display_name == "istio-1"
+    with pytest.raises(ApiException) as err:
+        kfp.Client(host=istio_server.url, existing_token=token).list_runs()
+    assert err.value.status == 400 and "namespace" in error_body(err.value)["message"]
+    wrong = istio_server.issue_token(SA_USER, audiences=("https://kubernetes.default.svc",))
+    with pytest.raises(ApiException) as err:
+        kfp.Client(host=istio_server.url, namespace="team-a", existing_token=wrong).list_runs(
+            namespace="team-a"
+        )
+    assert err.value.status == 401 and "audience" in error_body(err.value)["message"]
+    istio_server.expire_tokens(token)
+    with pytest.raises(ApiException) as err:
+        client.get_run(run.run_id)
+    assert err.value.status == 401
+    assert "Review.Status.Authenticated is false" in error_body(err.value)["message"]
+
+
+def test_volume_credentials_and_the_bridge_read_the_same_renewed_token_file(
+    istio_server, context_file, tmp_path, monkeypatch
+):
+    """kfp.Client's ServiceAccountTokenVolumeCredentials and auth=sa_token_file: same default
+    path, and both follow the kubelet's rewrite across the old token's expiry."""
+    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    from kfp_bridge.hooks import kube_tokens
+
+    assert (kube_tokens.SA_TOKEN_ENV, kube_tokens.DEFAULT_SA_TOKEN_PATH) == (
+        KF_PIPELINES_SA_TOKEN_ENV,
+        KF_PIPELINES_SA_TOKEN_PATH,
+    )
+    path = tmp_path / "token"
+    monkeypatch.setenv(KF_PIPELINES_SA_TOKEN_ENV, str(path))
+
+    def kubelet_writes(token: str) -> None:
+        (tmp_path / "new").write_text(token)
+        (tmp_path / "new").replace(path)
+
+    first = istio_server.issue_token(SA_USER)
+    kubelet_writes(first)
+    sdk = kfp.Client(
+        host=istio_server.url,
+        namespace="team-a",
+        credentials=ServiceAccountTokenVolumeCredentials(),
+    )
+    bridge = kube_tokens.ServiceAccountTokenFile()
+    exp = sdk.create_experiment("volume", namespace="team-a")
+    assert bridge() == first
+
+    istio_server.expire_tokens(first)
+    second = istio_server.issue_token(SA_USER)
+    kubelet_writes(second)
+    assert sdk.get_experiment(experiment_id=exp.experiment_id).namespace == "team-a"
+    assert bridge() == second
+    sent = [r["authorization"] for r in istio_server.requests()]
+    assert sent[-1] == f"Bearer {second}" and f"Bearer {first}" in sent

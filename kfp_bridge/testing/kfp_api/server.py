@@ -17,7 +17,9 @@ versions (multipart upload, JSON create, list/get/delete); recurring runs
 Single-user by default; ``multi_user=True`` authenticates like multi-user
 Kubeflow (identity header or reviewed bearer token, namespaces required).
 
-Two deployment profiles (``profile=`` / ``--profile``): ``api-server`` (default:
+Deployment profiles (``profile=`` / ``--profile``): ``multi-user-istio`` (multi-user
+Kubeflow with Istio in front, expiring service-account tokens: :mod:`.istio`),
+``api-server`` (default:
 the API server itself, ``ml-pipeline:8888``) and ``ui-proxy`` (the host users are
 given: the UI server ``ml-pipeline-ui`` behind the AI Platform Pipelines inverse
 proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
@@ -71,7 +73,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from kfp_bridge.testing.kfp_api import cron, listing, wire
+from kfp_bridge.testing.kfp_api import cron, istio, listing, wire
 from kfp_bridge.testing.processes import stop
 
 API = "/apis/v2beta1"
@@ -79,7 +81,7 @@ LOG_PATH = re.compile(r"^/apis/v1alpha1/runs/([^/]+)/nodes/([^/]+)/log$")
 CONTROL = "/_standin"
 EPOCH = "1970-01-01T00:00:00Z"
 SERVER_VERSIONS = ("head", "2.5.0", "1.8.5")
-PROFILES = ("api-server", "ui-proxy")
+PROFILES = ("api-server", "ui-proxy", istio.PROFILE)
 UI_LOG_PATH = "/k8s/pod/logs"
 # Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
 # container.go: the driver pod and the executor pod "system-container-impl").
@@ -253,6 +255,14 @@ class MultiUser:
     user_prefix: str = ""
     tokens: dict[str, tuple[str, list[str]]] = dataclasses.field(default_factory=dict)
     access: dict[str, list[str]] | None = None
+    # token -> expiry (epoch seconds) of tokens issued with one (:mod:`.istio`)
+    expires: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def review(self, token: str) -> tuple[str, list[str]] | None:
+        """The TokenReview answer; an expired token is not authenticated."""
+        if self.expires.get(token, float("inf")) <= time.time():
+            return None
+        return self.tokens.get(token)
 
 
 class ApiError(Exception):
@@ -363,7 +373,8 @@ class _State:
             raise ValueError(f"profile must be one of {PROFILES}")
         self.profile = profile
         self.lock = threading.RLock()
-        self.initial = (multi_user, server_version)
+        # multi-user-istio is multi-user Kubeflow (istio.py)
+        self.initial = (multi_user or profile == istio.PROFILE, server_version)
         self.initial_schedule = schedule or Schedule()
         self.reset()
 
@@ -413,7 +424,7 @@ class _State:
         # auth/authenticator_token_review.go: Authorization "Bearer <token>", TokenReview.
         bearer = req.headers.get_all("Authorization") or []
         if len(bearer) == 1 and bearer[0].startswith("Bearer "):
-            review = self.auth.tokens.get(bearer[0][len("Bearer ") :])
+            review = self.auth.review(bearer[0][len("Bearer ") :])
             if review is None:
                 errors.append(
                     "Authentication failure: Review.Status.Authenticated is false. Error "
@@ -1548,6 +1559,10 @@ def _run_view(run: _Run) -> dict[str, Any]:
 
 def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any:
     """The admin API behind :class:`StandInControl` (JSON in, JSON out)."""
+    if path.startswith("/tokens"):
+        answer = istio.control(state, method, path, body)
+        if answer is not None:
+            return answer
     if method == "POST" and path == "/reset":
         state.reset()
         return {}
@@ -1762,6 +1777,8 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                     return
             with state.lock:
+                if istio.envoy_denies(state.profile, self.headers):
+                    raise PlainError(403, istio.DENIAL, "text/plain")
                 self._check_proxy_token(state)
                 self._serve(state, method, path, query, raw)
         except ApiError as err:
@@ -1932,6 +1949,27 @@ class _Controls:
                 "access": access,
             },
         )
+
+    def issue_token(
+        self,
+        user: str,
+        audiences: tuple[str, ...] = (TOKEN_REVIEW_AUDIENCE,),
+        lifetime: float = 3600,
+    ) -> str:
+        """A service-account token the TokenReview accepts for ``lifetime`` seconds."""
+        body = {"user": user, "audiences": list(audiences), "lifetime": lifetime}
+        return self._call("POST", "/tokens", body)["token"]
+
+    def register_token(
+        self, token: str, user: str, audiences: list[str], expires_at: float
+    ) -> None:
+        """A token minted elsewhere (the Kubernetes stand-in's TokenRequest) is reviewable."""
+        body = {"token": token, "user": user, "audiences": audiences, "expires_at": expires_at}
+        self._call("POST", "/tokens/register", body)
+
+    def expire_tokens(self, token: str | None = None) -> None:
+        """``token`` (default: every issued token) has expired: its review fails (401)."""
+        self._call("POST", "/tokens/expire", {"token": token})
 
     def set_server_version(self, version: str) -> None:
         """``head``, ``2.5.0`` or ``1.8.5`` (KFP 1.x: no v2beta1 API)."""
@@ -2151,7 +2189,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=PROFILES,
         default="api-server",
-        help="api-server: the API server itself; ui-proxy: the UI server (ml-pipeline-ui)",
+        help="api-server: the API server itself; ui-proxy: the UI server (ml-pipeline-ui); "
+        "multi-user-istio: multi-user Kubeflow behind Istio (istio.py)",
     )
     parser.add_argument("--pending", type=float, default=1)
     parser.add_argument("--running", type=float, default=1)

@@ -1,0 +1,144 @@
+"""What a KFP host is, for the connection test, and Istio's refusal, for every call.
+
+The connection test names the topology it found, so a person knows what will and will
+not work before a task runs:
+
+* **API server or UI server.** The API server's top mux answers an unknown path with the
+  Go text ``404 page not found`` (kubeflow/pipelines ``backend/src/apiserver/main.go``);
+  the UI server ``ml-pipeline-ui`` (the host behind the AI Platform Pipelines inverse
+  proxy and Kubeflow's ``/pipeline`` ingress) answers ``/`` with HTML: its index page or
+  Express's HTML 404 (``frontend/server/app.ts``).
+* **Single- or multi-user, and the KFP version**: ``GET /apis/v2beta1/healthz``
+  (``multi_user``; ``tag_name`` of the build, ``main.go``).
+* **Istio in front** (multi-user Kubeflow): the ``ml-pipeline`` AuthorizationPolicy
+  (``manifests/kustomize/base/installs/multi-user/istio-authorization-config.yaml``)
+  allows a request carrying ``kubeflow-userid`` only from KFP's own service accounts;
+  Envoy refuses the rest with a plain-text 403 ``RBAC: access denied`` (Istio's
+  authorization-policy tasks show that answer) before the API server sees them. So the
+  ``user`` header option cannot work there; a service-account token can. The test sends
+  the header once to healthz (read-only, unauthenticated) to find out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from kfp_server_api.exceptions import ApiException
+
+from kfp_bridge.exceptions import AuthError
+
+if TYPE_CHECKING:
+    from kfp_bridge.backends.kfp_api import KfpApiBackend
+
+ISTIO_DENIAL = "RBAC: access denied"
+PROBE_USER = "kfp-bridge-connection-test"
+TOKEN_AUTH_HINT = (
+    "use a service-account token with audience pipelines.kubeflow.org instead: "
+    "auth=sa_token_file (a projected token file, in the cluster) or "
+    "auth=kubernetes_token_request (minted through a kubernetes_conn_id, outside it)"
+)
+
+
+def _text(body: Any) -> str:
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "replace")
+    return str(body or "")
+
+
+def is_istio_denial(status: int, body: Any) -> bool:
+    """Envoy's RBAC filter refused the request (not the KFP API, whose 403s are JSON)."""
+    return status == 403 and _text(body).strip() == ISTIO_DENIAL
+
+
+def istio_denial_error(what: str, host: str, user: str | None) -> AuthError:
+    """The error for an Istio refusal: says why, and what works instead."""
+    if user:
+        why = (
+            f"Istio in front of the KFP API refuses the identity header sent for user {user!r}: "
+            "multi-user Kubeflow's ml-pipeline AuthorizationPolicy accepts kubeflow-userid "
+            "only from KFP's own service accounts, so the connection's `user` header option "
+            "does not work behind Istio; remove extra.user and "
+        )
+    else:
+        why = "Istio's authorization policy refused the request; "
+    return AuthError(f"{what}: {host} answered HTTP 403 {ISTIO_DENIAL!r}: {why}{TOKEN_AUTH_HINT}.")
+
+
+def _get(backend: KfpApiBackend, path: str, headers: dict[str, str] | None = None) -> tuple:
+    """``(status, content type, body text)`` of a GET with the backend's credentials."""
+    client = backend._api_client
+    timeout = (backend.request_timeout, backend.request_timeout)
+    try:
+        response = client.call_api(
+            path,
+            "GET",
+            header_params=dict(headers or {}),
+            auth_settings=["Bearer"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=timeout,
+        )
+    except ApiException as err:
+        content_type = (err.headers or {}).get("Content-Type", "") if err.headers else ""
+        return err.status or 0, content_type, _text(err.body)
+    return response.status, response.headers.get("Content-Type", ""), _text(response.data)
+
+
+def _front(backend: KfpApiBackend) -> str:
+    try:
+        status, content_type, body = _get(backend, "/")
+    except Exception as err:  # best effort: the test already reached healthz
+        return f"front not identified ({type(err).__name__})"
+    head = body.lstrip().lower()
+    if "html" in content_type.lower() or head.startswith(("<!doctype html", "<html")):
+        return "UI server (ml-pipeline-ui: proxies the API, serves pod logs at /k8s/pod/logs)"
+    if 300 <= status < 400:
+        return f"a login front (HTTP {status} redirect on /)"
+    if status == 404 and body.strip() == "404 page not found":
+        return "API server (ml-pipeline)"
+    return f"front not identified (HTTP {status} on /)"
+
+
+def _version(backend: KfpApiBackend) -> str:
+    try:
+        _, _, body = _get(backend, "/apis/v2beta1/healthz")
+        tag = str(json.loads(body).get("tag_name") or "")
+    except Exception:
+        tag = ""
+    if tag and tag != "unknown":
+        return f"KFP {tag}"
+    return "KFP 2.x (v2beta1 API; build tag not reported)"
+
+
+def _istio_in_front(backend: KfpApiBackend) -> bool:
+    header = backend.user_header or "kubeflow-userid"
+    try:
+        status, _, body = _get(backend, "/apis/v2beta1/healthz", {header: PROBE_USER})
+    except Exception:
+        return False
+    return is_istio_denial(status, body)
+
+
+def describe(backend: KfpApiBackend, health: dict[str, Any]) -> str:
+    """One line for the connection test: host kind, users, version, identity, caveats."""
+    multi = bool(health.get("multi_user"))
+    parts = [
+        f"KFP API at {backend.host} is healthy ({'multi-user' if multi else 'single-user'})",
+        _front(backend),
+        _version(backend),
+    ]
+    if backend.user:
+        parts.append(f"identity: header {backend.user_header or 'kubeflow-userid'}")
+    elif backend._token_provider is not None:
+        parts.append("identity: bearer token")
+    else:
+        parts.append("identity: none sent")
+    if backend.namespace:
+        parts.append(f"namespace {backend.namespace} accepted")
+    if multi and _istio_in_front(backend):
+        parts.append(
+            "Istio in front: the `user` header option will not work here (Istio refuses "
+            "kubeflow-userid from outside KFP); a service-account token does"
+        )
+    return "; ".join(parts)

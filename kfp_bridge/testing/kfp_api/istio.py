@@ -1,0 +1,80 @@
+"""The ``multi-user-istio`` profile: multi-user Kubeflow with Istio in front of ``ml-pipeline``.
+
+Each behaviour names the upstream file it reproduces (kubeflow/pipelines unless it says
+otherwise):
+
+* **Envoy's RBAC refusal.** ``manifests/kustomize/base/installs/multi-user/
+  istio-authorization-config.yaml``, AuthorizationPolicy ``ml-pipeline``: a request is
+  allowed when it comes from one of KFP's own service accounts (``ml-pipeline``,
+  ``ml-pipeline-ui``, the persistence agent, ...) or carries no ``kubeflow-userid``
+  header. The stand-in's callers are never KFP's own pods, so any request with that
+  header is refused by the sidecar before the API server sees it: HTTP 403, body
+  ``RBAC: access denied``, ``text/plain`` (Envoy's RBAC filter; istio/istio.io
+  ``content/en/docs/tasks/security/authorization/`` show the same answer). Every path,
+  healthz included, goes through the sidecar.
+* **Tokens.** ``backend/src/apiserver/auth/authenticator_token_review.go``: a bearer
+  token is sent to a Kubernetes TokenReview with audience ``pipelines.kubeflow.org``
+  (``common/const.go``); the identity is the reviewed user
+  (``system:serviceaccount:<ns>:<name>`` for a service-account token). Tokens here are
+  issued with an expiry, as Kubernetes issues them (TokenRequest ``expirationSeconds``);
+  the review of an expired token is not authenticated, which the API server reports as
+  401 ``Review.Status.Authenticated is false``.
+* **Authorization and namespaces** are the multi-user behaviour of ``server.py``
+  (``resource/resource_manager.go`` ``IsAuthorized`` -> SubjectAccessReview; a namespace
+  is required on list and create).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from typing import Any
+
+PROFILE = "multi-user-istio"
+ISTIO_USER_HEADER = "kubeflow-userid"  # the header the AuthorizationPolicy names
+DENIAL = b"RBAC: access denied"
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def make_token(user: str, audiences: list[str], expires_at: float) -> str:
+    """A JWT-shaped service-account token (claims as Kubernetes writes them; not signed)."""
+    now = int(time.time())
+    claims = {"aud": audiences, "exp": int(expires_at), "iat": now, "iss": ISSUER, "sub": user}
+    signature = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    return f"{_b64({'alg': 'RS256', 'kid': 'standin'})}.{_b64(claims)}.{signature}"
+
+
+def envoy_denies(profile: str, headers: Any) -> bool:
+    """The ``ml-pipeline`` AuthorizationPolicy refuses this request (see the module doc)."""
+    return profile == PROFILE and bool(headers.get_all(ISTIO_USER_HEADER))
+
+
+def register(state: Any, token: str, user: str, audiences: list[str], expires_at: float) -> None:
+    """What a TokenReview of ``token`` answers until ``expires_at``."""
+    state.auth.tokens[token] = (user, list(audiences))
+    state.auth.expires[token] = float(expires_at)
+
+
+def control(state: Any, method: str, path: str, body: dict[str, Any]) -> Any:
+    """``/tokens`` control endpoints: issue, register (minted elsewhere), expire."""
+    if method == "POST" and path == "/tokens":
+        expires_at = time.time() + float(body.get("lifetime", 3600))
+        audiences = list(body.get("audiences") or ["pipelines.kubeflow.org"])
+        token = make_token(body["user"], audiences, expires_at)
+        register(state, token, body["user"], audiences, expires_at)
+        return {"token": token, "expires_at": expires_at}
+    if method == "POST" and path == "/tokens/register":
+        register(state, body["token"], body["user"], body["audiences"], body["expires_at"])
+        return {}
+    if method == "POST" and path == "/tokens/expire":
+        token = body.get("token")
+        for known in [token] if token else list(state.auth.tokens):
+            state.auth.expires[known] = 0.0
+        return {}
+    return None
