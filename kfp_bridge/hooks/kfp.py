@@ -47,7 +47,7 @@ from kfp_bridge.hooks.kube_tokens import KUBERNETES_AUTH_MODES
 from kfp_bridge.redaction import airflow_redact
 
 BACKENDS = ("kfp", "vertex", "local")
-AUTH_MODES = ("none", "token", "google", *KUBERNETES_AUTH_MODES)
+AUTH_MODES = ("none", "token", "google", *KUBERNETES_AUTH_MODES, "dex", "iap")
 # Backend settings -> the connection field that holds them.
 SETTING_FIELDS = {
     "host": "host",
@@ -187,6 +187,8 @@ class KubeflowPipelineHook(BaseHook):
             return _masking(kfp_api.google_token_provider(self.google_credentials()))
         if auth in KUBERNETES_AUTH_MODES:
             return self._kubernetes_token_provider(auth)
+        if auth == "iap":
+            return self._iap_token_provider()
         return None
 
     def _kubernetes_token_provider(self, auth: str) -> Callable[[], str]:
@@ -202,6 +204,46 @@ class KubeflowPipelineHook(BaseHook):
             return _masking(token_provider_from_extra(auth, self.extra))
         except AuthError as err:  # a missing or bad setting, before any request
             raise self._error(str(err)) from None
+
+    # -- ingress logins: Dex (Kubeflow's oauth2-proxy) and Google IAP ---------------
+    def _iap_token_provider(self) -> Any:
+        """``auth=iap``: ID tokens whose audience is ``extra.iap_client_id`` (hooks/_iap.py)."""
+        from kfp_bridge.backends import kfp_api
+        from kfp_bridge.hooks._iap import id_token_credentials
+
+        client_id = str(self.extra.get("iap_client_id") or "").strip()
+        if not client_id:  # before any Google call
+            raise self._error(
+                "extra.auth is 'iap' but extra.iap_client_id is empty (the OAuth client id "
+                "of the IAP-secured resource, ...apps.googleusercontent.com)"
+            )
+        credentials = id_token_credentials(self.google_credentials(), client_id)
+        return _masking(kfp_api.google_token_provider(credentials))
+
+    def _cookie_session(self) -> Any:
+        """``auth=dex``: a Dex login with the connection's login and password (hooks/_dex.py)."""
+        if self._choice("auth", AUTH_MODES, "none") != "dex":
+            return None
+        from kfp_bridge.backends import kfp_api
+        from kfp_bridge.hooks._dex import CONNECTORS, DexSession
+
+        conn = self.connection
+        if not conn.login or not conn.password:
+            raise self._error(
+                "extra.auth is 'dex' but the login or the password is empty (the Dex user, "
+                "e.g. user@example.com, and its password)"
+            )
+        connector = self._choice("dex_connector", CONNECTORS, "local")
+        url = kfp_api._endpoint("host", conn.host, scheme=conn.schema or None, port=conn.port)
+        return DexSession(
+            url,
+            conn.login,
+            conn.password,
+            connector=connector,
+            verify_ssl=self._bool("verify_ssl", True),
+            timeout=float(self.extra.get("request_timeout", 30.0)),
+            on_secret=mask_secret,
+        )
 
     # -- Google identity ---------------------------------------------------------
     @cached_property
@@ -265,6 +307,7 @@ class KubeflowPipelineHook(BaseHook):
             request_timeout=self.extra.get("request_timeout", 30.0),
             user=self.extra.get("user"),
             user_header=self.extra.get("user_header"),
+            cookie_session=self._cookie_session(),
         )
 
     def _vertex_backend(self) -> Backend:
