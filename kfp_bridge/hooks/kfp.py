@@ -9,9 +9,12 @@ deprecated there, so this hook does not define them.
 Connection fields:
 
 - ``host``: KFP API endpoint (``backend=kfp``), e.g. the AI Platform Pipelines URL;
-- ``password``: static bearer token (``auth=token``);
+- ``password``: static bearer token (``auth=token``), or the Dex password (``auth=dex``);
+- ``login``: the Dex user (``auth=dex``, e.g. ``user@example.com``);
 - extra: ``backend`` (kfp | vertex | local), ``auth`` (none | token | google |
-  sa_token_file | kubernetes_token_request), ``namespace``, ``user`` and ``user_header``
+  sa_token_file | kubernetes_token_request | dex | iap), ``iap_client_id`` (``auth=iap``:
+  the audience of the ID token), ``dex_connector`` (``auth=dex``: local or ldap),
+  ``namespace``, ``user`` and ``user_header``
   (the identity header, default ``kubeflow-userid``: only for the API server reached
   without Istio; multi-user Kubeflow's Istio refuses it from other callers), ``ui_host``,
   ``credentials_path`` (sa_token_file), ``kubernetes_conn_id``, ``serviceaccount``,

@@ -249,3 +249,18 @@ def test_iap_through_impersonation_uses_iam_generate_id_token():
     made = id_token_credentials(target, iap.CLIENT_ID)
     assert isinstance(made, imp.IDTokenCredentials)
     assert made._target_audience == iap.CLIENT_ID
+
+
+# -- the connection form ------------------------------------------------------------------
+def test_the_form_offers_the_ingress_logins():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    for field in ("iap_client_id", "dex_connector"):
+        assert widgets[f"extra__kfp__{field}"].hook_class_name == (
+            "kfp_bridge.hooks.kfp.KubeflowPipelineHook"
+        )
+    behaviour = manager.field_behaviours["kfp"]
+    assert "login" not in behaviour["hidden_fields"]  # the Dex user
+    assert "Dex" in behaviour["relabeling"]["login"]
