@@ -290,7 +290,7 @@ class KfpApiBackend(Backend):
             hint = "missing or expired credentials" if status == 401 else "no access"
             return AuthError(
                 f"{what}: KFP API at {self.host} answered HTTP {status} ({hint}): {message}. "
-                "Check the connection's auth setting (google/token/none), the token, "
+                "Check the connection's auth setting (none/token/google/dex/iap), the token, "
                 "and the namespace."
             )
         if 300 <= status < 400:
@@ -298,7 +298,7 @@ class KfpApiBackend(Backend):
             return AuthError(
                 f"{what}: KFP API at {self.host} answered HTTP {status} (a redirect, usually to "
                 "a login page): the endpoint needs credentials; check the connection's auth "
-                "setting (google/token/none)."
+                "setting (none/token/google/dex/iap)."
             )
         if status == 404 and _is_html(err.body):
             # A web server without this route (the KFP UI server, an ingress): not a version

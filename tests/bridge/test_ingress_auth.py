@@ -114,6 +114,35 @@ def test_dex_log_reading_logs_in_again_too(make_conn, dex_server):
     assert dex_server.dex_stats()["logins"] == 2
 
 
+def test_dex_relogin_is_bounded_when_the_ingress_keeps_refusing(make_conn, dex_server):
+    backend = dex_hook(make_conn, dex_server).get_conn()
+    backend.healthz()
+    dex_server.inject("status", times=2, status=401, path="healthz$")
+    with pytest.raises(AuthError, match="HTTP 401"):
+        backend.healthz()
+    assert dex_server.dex_stats()["logins"] == 2  # one new login, then the error
+
+
+def test_dex_cookie_expiring_on_arrival_is_a_clear_error(make_conn, dex_server):
+    dex_server.configure_dex(session_seconds=0)  # Set-Cookie already expired: no cookie kept
+    with pytest.raises(AuthError, match="ended without a session cookie"):
+        dex_hook(make_conn, dex_server).get_conn().healthz()
+
+
+def test_dex_profile_in_a_separate_process_is_driven_over_http(make_conn):
+    from kfp_bridge.testing.kfp_api.server import standin_process
+
+    with standin_process(profile="dex") as control:
+        control.configure_dex(users={"local": {"ops@example.com": "s3cret-pw"}})
+        backend = make_conn(
+            host=control.url, login="ops@example.com", password="s3cret-pw", extra={"auth": "dex"}
+        ).get_conn()
+        backend.healthz()
+        control.expire_dex_sessions()
+        backend.check_access()
+        assert control.dex_stats()["logins"] == 2
+
+
 def test_dex_ldap_connector_is_chosen_when_dex_offers_several(make_conn, dex_server):
     dex_server.configure_dex(users={"local": {"admin@example.com": "x"}, "ldap": {"jane": "pw"}})
     backend = make_conn(
