@@ -293,3 +293,64 @@ def test_the_form_offers_the_ingress_logins():
     behaviour = manager.field_behaviours["kfp"]
     assert "login" not in behaviour["hidden_fields"]  # the Dex user
     assert "Dex" in behaviour["relabeling"]["login"]
+
+
+# -- the operator and its trigger behind the ingress ---------------------------------------
+def _run_trigger(trigger) -> dict:
+    import asyncio
+
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(asyncio.wait_for(first(), 30))
+
+
+def _deferred_run(conn_id: str) -> dict:
+    """Submit in the 'worker', wait in the 'triggerer' (a new hook, as there), complete."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+    from tests.bridge._helpers import TINY_PIPELINE, TaskInstance, TaskStateStore, task_context
+
+    def operator():
+        return KubeflowPipelineRunOperator(
+            task_id="predict",
+            pipeline_file=str(TINY_PIPELINE),
+            parameters={"message": "2026-11-27", "repeat": "2"},
+            kfp_conn_id=conn_id,
+            poll_interval=0.01,
+            deferrable=True,
+        )
+
+    context = task_context(
+        TaskInstance(), TaskStateStore(), datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(context)
+    event = _run_trigger(deferred.value.trigger)
+    return operator().execute_complete(context, event)
+
+
+def test_a_dex_session_expiring_in_the_middle_of_a_wait_is_renewed(make_conn, dex_server):
+    dex_server.set_schedule(pending=3, running=3)
+    dex_server.configure_dex(session_requests=2)  # a session serves two requests only
+    dex_hook(make_conn, dex_server)
+    result = _deferred_run("test_kfp")
+    [run] = dex_server.runs()
+    assert result["run_id"] == run["run_id"] and run["state"] == "SUCCEEDED"
+    stats = dex_server.dex_stats()
+    assert stats["logins"] >= 4 and stats["failed_logins"] == 0  # renewed mid-wait, no failure
+
+
+def test_an_iap_id_token_expiring_in_the_middle_of_a_wait_is_renewed(make_conn, iap_server):
+    iap_server.set_schedule(pending=3, running=3)
+    iap_server.configure_iap(token_seconds=60)  # stale for google-auth at once: minted again
+    make_conn(host=iap_server.url, extra={"auth": "iap", "iap_client_id": iap.CLIENT_ID})
+    result = _deferred_run("test_kfp")
+    [run] = iap_server.runs()
+    assert result["run_id"] == run["run_id"] and run["state"] == "SUCCEEDED"
+    stats = iap_server.iap_stats()
+    assert stats["minted"] >= 6 and stats["refused"] == []

@@ -94,16 +94,20 @@ class DexGate:
         session_seconds: float = COOKIE_EXPIRE,
         api_routes: bool = True,
         skip_provider_button: bool = False,
+        session_requests: int | None = None,
     ) -> None:
         """Users per connector (``local`` static passwords, ``ldap``), session lifetime,
         and oauth2-proxy's ``api_routes`` / ``skip_provider_button`` (both off: an API
-        request without a session is a 302 to the login page)."""
+        request without a session is a 302 to the login page). ``session_requests``: a
+        session expires after serving that many requests (a long wait's expiry, counted
+        in requests as :class:`~.server.Schedule` counts polls, so no test sleeps)."""
         with self.lock:
             self.users = {k: dict(v) for k, v in (users or DEFAULT_USERS).items()}
             self.session_seconds = float(session_seconds)
             self.api_routes = bool(api_routes)
             self.skip_provider_button = bool(skip_provider_button)
-            self.sessions: dict[str, tuple[str, float]] = {}
+            self.session_requests = session_requests
+            self.sessions: dict[str, tuple[str, float, int]] = {}
             self.auth_requests: dict[str, dict[str, str]] = {}
             self.codes: dict[str, tuple[str, str]] = {}
             self.logins = 0
@@ -144,7 +148,10 @@ class DexGate:
             if session is not None:
                 entry = self.sessions.get(session.value)
                 if entry is not None and entry[1] > time.time():
-                    return None
+                    user, expires, used = entry
+                    if self.session_requests is None or used < self.session_requests:
+                        self.sessions[session.value] = (user, expires, used + 1)
+                        return None
             self.refused += 1
             if self.api_routes and API_ROUTES.search(path):
                 # oauthproxy.go: isAPIPath -> errorJSON(rw, 401)
@@ -189,7 +196,7 @@ class DexGate:
         if code is None:
             return Reply(500, _html("Error", "Internal Server Error"))
         value = secrets.token_urlsafe(48)
-        self.sessions[value] = (code[0], time.time() + self.session_seconds)
+        self.sessions[value] = (code[0], time.time() + self.session_seconds, 0)
         self.logins += 1
         expires = time.strftime(
             "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + self.session_seconds)

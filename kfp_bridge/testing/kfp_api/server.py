@@ -2064,8 +2064,10 @@ class _Controls:
         session_seconds: float = dex.COOKIE_EXPIRE,
         api_routes: bool = True,
         skip_provider_button: bool = False,
+        session_requests: int | None = None,
     ) -> None:
-        """Profile ``dex``: users per connector, session lifetime, oauth2-proxy options."""
+        """Profile ``dex``: users per connector, session lifetime (seconds, or requests
+        served), oauth2-proxy options (see :meth:`.dex.DexGate.configure`)."""
         self._call(
             "POST",
             "/dex/configure",
@@ -2074,6 +2076,7 @@ class _Controls:
                 "session_seconds": session_seconds,
                 "api_routes": api_routes,
                 "skip_provider_button": skip_provider_button,
+                "session_requests": session_requests,
             },
         )
 
