@@ -354,3 +354,54 @@ def test_an_iap_id_token_expiring_in_the_middle_of_a_wait_is_renewed(make_conn, 
     assert result["run_id"] == run["run_id"] and run["state"] == "SUCCEEDED"
     stats = iap_server.iap_stats()
     assert stats["minted"] >= 6 and stats["refused"] == []
+
+
+def test_behind_kubeflows_ingress_the_ui_servers_log_route_logs_in_again(make_conn, dex_server):
+    """Kubeflow routes ``/pipeline`` to ml-pipeline-ui; its ``/k8s/pod/logs`` is no API route,
+    so an expired session there meets oauth2-proxy's sign-in page (HTTP 403), not a 401."""
+    dex_server.set_ui_routes()
+    dex_server.set_schedule(outcome="FAILED", error="ValueError: asked to fail")
+    backend = dex_hook(make_conn, dex_server).get_conn()
+    run_id = backend.submit(RunRequest(display_name="dex-ui", pipeline_spec=SPEC)).run_id
+    for _ in range(5):
+        if backend.get_run(run_id).state.is_terminal:
+            break
+    [run] = dex_server.runs()
+    node = next(
+        c["pod_name"]
+        for d in run["run_details"]["task_details"]
+        if d["display_name"] == "train"
+        for c in d["child_tasks"]
+    )
+    assert "ValueError: asked to fail" in backend.task_log_tail(run_id, node)
+    dex_server.expire_dex_sessions()
+    logins, seen = dex_server.dex_stats()["logins"], len(dex_server.requests())
+
+    assert "ValueError: asked to fail" in backend.task_log_tail(run_id, node)
+
+    assert dex_server.dex_stats()["logins"] == logins + 1
+    paths = [r["path"] for r in dex_server.requests()[seen:]]
+    # refused (the sign-in page); the login starts at the host's root and oauth2-proxy's
+    # callback sends it back there; the read again
+    assert [p for p in paths if not p.startswith(("/dex/", "/oauth2/"))] == [
+        "/k8s/pod/logs",
+        "/",
+        "/",
+        "/k8s/pod/logs",
+    ]
+    page = requests.get(f"{dex_server.url}/k8s/pod/logs?podname=x", allow_redirects=False)
+    assert page.status_code == 403  # what the expired session met there
+
+
+def test_neither_the_cookie_nor_the_password_is_logged(make_conn, dex_server, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    backend = dex_hook(make_conn, dex_server).get_conn()
+    backend.healthz()
+    dex_server.expire_dex_sessions()
+    backend.healthz()
+    value = backend._cookie_session.cookie().split("=", 1)[1]
+    assert "Dex" in caplog.text  # the logins are logged ...
+    assert value not in caplog.text and PASSWORD not in caplog.text  # ... without secrets
+    assert value not in repr(backend._cookie_session) and PASSWORD not in repr(backend)

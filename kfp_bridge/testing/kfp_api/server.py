@@ -414,6 +414,8 @@ class _State:
             self.iap = iap.IapGate()
             self.log_archive = True  # argo-gc: ARCHIVE_CONFIG_LOG_* set, Argo archiveLogs on
             self.collected: set[str] = set()  # argo-gc: runs whose workflow was deleted
+            # dex/iap: the ingress routes to the UI server (Kubeflow's /pipeline), not the API
+            self.ui_routes = False
 
     # -- multi-user ------------------------------------------------------
     def _identity(self, req: _Request) -> str:
@@ -1639,6 +1641,9 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
             return module.control(gate, method, path[4:], body)
         except LookupError as err:
             raise ApiError(404, str(err)) from err
+    if method == "POST" and path == "/ui_routes":
+        state.ui_routes = bool(body.get("enabled", True))
+        return {}
     if method == "POST" and path == "/log_archive":
         state.log_archive = bool(body.get("enabled", True))
         return {}
@@ -1866,7 +1871,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(
         self, state: _State, method: str, path: str, query: dict[str, str], raw: bytes
     ) -> None:
-        if state.profile == "ui-proxy":
+        if state.profile == "ui-proxy" or state.ui_routes:
             # frontend/server/app.ts createUIServer: /apis/v1beta1 is rewritten to the
             # v2beta1 prefix and /apis/v2beta1/* proxied to the API server; /k8s/pod/logs
             # is the UI server's own handler; any other path falls through the static
@@ -2101,6 +2106,11 @@ class _Controls:
     def iap_stats(self) -> dict[str, Any]:
         """Profile ``iap``: ``minted`` ID tokens and the reasons of ``refused`` requests."""
         return self._call("GET", "/iap/stats")
+
+    def set_ui_routes(self, enabled: bool = True) -> None:
+        """Behind ``dex``/``iap``: the ingress reaches the UI server (``ml-pipeline-ui``, the
+        ``ui-proxy`` routes), as Kubeflow's ``/pipeline`` route does, not the API server."""
+        self._call("POST", "/ui_routes", {"enabled": enabled})
 
     def set_log_archive(self, enabled: bool) -> None:
         """Profile ``argo-gc``: whether a log archive is configured."""
