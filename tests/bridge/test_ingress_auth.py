@@ -258,6 +258,32 @@ def test_google_access_tokens_do_not_pass_iap(make_conn, iap_server):
         backend.healthz()
 
 
+def test_iap_through_the_google_connection_and_an_impersonation_chain(
+    make_conn, iap_server, monkeypatch
+):
+    """The Google provider's hook impersonates; IAM generateIdToken mints for the client id."""
+    from tests.bridge.google_fakes import google_apis, google_connection, service_account_key
+
+    runner = "runner@run-proj.iam.gserviceaccount.com"
+    source = service_account_key("deployer@src-proj.iam.gserviceaccount.com", "src-proj")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")  # the connection's key, not ADC
+    make_conn(
+        "google_cloud_default", **json.loads(google_connection(source, impersonation_chain=runner))
+    )
+    make_conn(host=iap_server.url, extra={"auth": "iap", "iap_client_id": iap.CLIENT_ID})
+    with google_apis(id_token_minter=iap_server.mint_id_token) as google:
+        backend = KubeflowPipelineHook("test_kfp").get_conn()
+        backend.healthz()
+        backend.check_access()
+    [call] = google.of("generateIdToken")
+    assert f"/serviceAccounts/{runner}:generateIdToken" in call.url
+    assert call.body["audience"] == iap.CLIENT_ID and call.body["includeEmail"] is True
+    assert call.authorization == "Bearer source-token-1"  # asked as the source identity
+    tokens = {r["authorization"] for r in iap_server.requests()}
+    [token] = tokens
+    assert iap.jwt_claims(token.split(" ", 1)[1])["email"] == runner
+
+
 def test_iap_from_user_credentials_names_what_to_use_instead():
     from google.oauth2.credentials import Credentials
 
