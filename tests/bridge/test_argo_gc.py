@@ -110,3 +110,22 @@ def test_without_a_log_archive_the_missing_log_is_said_and_the_outcome_stands(
     assert ok_state is RunState.SUCCEEDED and gc_backend.get_run(ok_id).error is None
     with pytest.raises(BackendError, match="the log of task greet is not available through"):
         gc_backend.task_report(ok_id, "greet")
+
+
+def test_through_the_ui_server_a_collected_runs_logs_come_from_the_archive_by_pod_name(
+    gc_server, gc_backend, tiny_spec
+):
+    """frontend/server/handlers/pod-logs.ts: Kubernetes, then the workflow's archive record
+    (gone with the workflow), then the archive by key format when ARGO_ARCHIVE_LOGS is set."""
+    gc_server.set_ui_routes()
+    gc_server.set_schedule(outcome="FAILED", error="ValueError: asked to fail")
+    run_id, _ = finish(gc_backend, tiny_spec)
+    status = gc_backend.get_run(run_id)
+    assert status.error.splitlines()[0] == "task greet failed: ValueError: asked to fail"
+    assert "/k8s/pod/logs" in [r["path"] for r in gc_server.requests()]
+
+    gc_server.set_log_archive(False)
+    status = gc_backend.get_run(run_id)
+    first = status.error.splitlines()[0]
+    assert f"the log of task greet is not available through {gc_server.url}" in first
+    assert status.state is RunState.FAILED and first.endswith(status.url)

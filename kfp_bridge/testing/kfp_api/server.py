@@ -1181,8 +1181,11 @@ class _State:
                     continue
                 if namespace and namespace != (run.namespace or "kubeflow"):
                     break
-                if run.run_id in self.pods_gone or (run.run_id, node) not in self.logs:
+                gone = run.run_id in self.pods_gone and not self._archived(run.run_id)
+                if gone or (run.run_id, node) not in self.logs:
                     break
+                # argo-gc: the workflow is gone too, so getPodLogsStreamFromWorkflow fails and
+                # the archive is read by pod name (ARGO_ARCHIVE_LOGS, pod-logs.ts handler order)
                 return self.logs[(run.run_id, node)].encode()
         message = (
             f'Could not get main container logs: Error: pods "{pod}" not found '
