@@ -114,6 +114,7 @@ def test_dags_test_behind_iap_with_id_tokens_renewed_mid_wait(airflow_home, tmp_
         )
         [run] = server.runs()
         assert run["state"] == "SUCCEEDED"
+        assert "new_state=deferred" in output
         stats = server.iap_stats()
         assert stats["minted"] >= 3 and stats["refused"] == []
         tokens = {r["authorization"].split(" ", 1)[1] for r in server.requests()}
