@@ -431,3 +431,27 @@ def test_neither_the_cookie_nor_the_password_is_logged(make_conn, dex_server, ca
     assert "Dex" in caplog.text  # the logins are logged ...
     assert value not in caplog.text and PASSWORD not in caplog.text  # ... without secrets
     assert value not in repr(backend._cookie_session) and PASSWORD not in repr(backend)
+
+
+def test_behind_kubeflows_ingress_at_its_pipeline_path(make_conn, dex_server):
+    """The host users are given is ``https://<kubeflow>/pipeline``: the UI server serves every
+    route under that base path too (frontend/server/app.ts getRegisterHandler)."""
+    dex_server.set_ui_routes()
+    dex_server.set_schedule(outcome="FAILED", error="ValueError: asked to fail")
+    hook = make_conn(
+        host=f"{dex_server.url}/pipeline",
+        login=USER,
+        password=PASSWORD,
+        extra={"auth": "dex"},
+    )
+    backend = hook.get_conn()
+    assert "healthy" in backend.check()
+    run_id = backend.submit(RunRequest(display_name="at-pipeline", pipeline_spec=SPEC)).run_id
+    assert backend.run_url(run_id) == f"{dex_server.url}/pipeline/#/runs/details/{run_id}"
+    for _ in range(5):
+        status = backend.get_run(run_id)
+        if status.state.is_terminal:
+            break
+    assert status.error.splitlines()[0] == "task train failed: ValueError: asked to fail"
+    paths = {r["path"] for r in dex_server.requests()}
+    assert "/pipeline/k8s/pod/logs" in paths and "/pipeline/apis/v2beta1/runs" in paths

@@ -70,6 +70,20 @@ def test_dex_cookies_from_the_docs_flow_open_the_api_to_kfp_client():
         assert err.value.status == 401
 
 
+def test_dex_at_kubeflows_pipeline_path_as_the_docs_connect():
+    """The docs' example ``api_url="http://localhost:8080/pipeline"``: the UI server's basePath."""
+    with KfpApiStandIn(profile="dex") as server:
+        server.set_ui_routes()
+        api_url = f"{server.url}/pipeline"
+        client = kfp.Client(
+            host=api_url, cookies=dex_cookies(api_url, "user@example.com", "12341234")
+        )
+        created = client.create_experiment("at-pipeline")
+        listed = client.list_experiments().experiments
+        assert [e.experiment_id for e in listed] == [created.experiment_id]
+        assert any(r["path"] == "/pipeline/apis/v2beta1/experiments" for r in server.requests())
+
+
 def test_dex_ldap_connector_and_wrong_password_as_the_docs_flow_sees_them():
     with KfpApiStandIn(profile="dex") as server:
         server.configure_dex(users={"local": {"a@example.com": "x"}, "ldap": {"jane": "pw"}})

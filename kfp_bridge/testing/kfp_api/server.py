@@ -93,6 +93,8 @@ PROFILES = ("api-server", "ui-proxy", istio.PROFILE)
 FRONT_PROFILES = ("dex", "iap", "argo-gc")
 PROFILES += FRONT_PROFILES
 UI_LOG_PATH = "/k8s/pod/logs"
+# frontend/server/configs.ts: the UI server's basePath (Kubeflow's ingress route /pipeline)
+UI_BASE_PATH = "/pipeline"
 # Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
 # container.go: the driver pod and the executor pod "system-container-impl").
 POD_TEMPLATES = {"driver": "system-container-driver", "executor": "system-container-impl"}
@@ -1874,6 +1876,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(
         self, state: _State, method: str, path: str, query: dict[str, str], raw: bytes
     ) -> None:
+        if (state.profile == "ui-proxy" or state.ui_routes) and (
+            path == UI_BASE_PATH or path.startswith(f"{UI_BASE_PATH}/")
+        ):
+            # app.ts getRegisterHandler: every route is served at route and basePath+route;
+            # the API proxy under basePath strips it (pathRewrite) before the API server
+            path = path[len(UI_BASE_PATH) :] or "/"
         if state.profile == "ui-proxy" or state.ui_routes:
             # frontend/server/app.ts createUIServer: /apis/v1beta1 is rewritten to the
             # v2beta1 prefix and /apis/v2beta1/* proxied to the API server; /k8s/pod/logs
