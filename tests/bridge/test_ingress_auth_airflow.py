@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from kfp_bridge.testing.kfp_api import iap
-from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, write_google_credentials
+from kfp_bridge.testing.kfp_api.server import (
+    KfpApiStandIn,
+    airflow_connection_json,
+    write_google_credentials,
+)
 from tests.bridge._helpers import AIRFLOW_BIN, TINY_PIPELINE, airflow_env
 
 PASSWORD = "dex-Pa55word-e2e"
@@ -76,13 +80,11 @@ def test_dags_test_behind_dex_with_sessions_expiring_mid_wait(airflow_home):
     with KfpApiStandIn(profile="dex") as server:
         server.set_schedule(pending=3, running=3)
         server.configure_dex(users={"local": {"airflow@example.com": PASSWORD}}, session_requests=2)
-        connection = {
-            "conn_type": "kfp",
-            "host": server.url,
-            "login": "airflow@example.com",
-            "password": PASSWORD,
-            "extra": {"backend": "kfp", "auth": "dex"},
-        }
+        connection = json.loads(
+            airflow_connection_json(
+                server.url, login="airflow@example.com", password=PASSWORD, auth="dex"
+            )
+        )
         output = _dags_test(airflow_home, connection, "2026-11-26T21:00:00+00:00")
         [run] = server.runs()
         assert run["state"] == "SUCCEEDED"

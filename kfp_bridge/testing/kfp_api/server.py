@@ -2287,11 +2287,16 @@ def standin_process(
             proc.stdout.close()
 
 
-def airflow_connection_json(url: str, *, password: str | None = None, **extra: Any) -> str:
-    """An ``AIRFLOW_CONN_<ID>`` value (JSON) for a ``kfp`` connection to the stand-in."""
+def airflow_connection_json(
+    url: str, *, password: str | None = None, login: str | None = None, **extra: Any
+) -> str:
+    """An ``AIRFLOW_CONN_<ID>`` value (JSON) for a ``kfp`` connection to the stand-in
+    (``login``/``password``: the Dex user of the ``dex`` profile with ``auth="dex"``)."""
     conn: dict[str, Any] = {"conn_type": "kfp", "host": url, "extra": {"backend": "kfp", **extra}}
     if password is not None:
         conn["password"] = password
+    if login is not None:
+        conn["login"] = login
     return json.dumps(conn)
 
 
