@@ -71,7 +71,8 @@ def test_dex_profile_refuses_api_calls_without_a_session_as_oauth2_proxy_does(de
 # -- auth=dex -------------------------------------------------------------------------
 def test_dex_login_gives_the_session_cookie_and_the_api_answers(make_conn, dex_server):
     backend = dex_hook(make_conn, dex_server).get_conn()
-    assert "healthy" in backend.check()
+    checked = backend.check()
+    assert "healthy" in checked and "identity: the ingress's session cookie" in checked
     run = backend.submit(RunRequest(display_name="dex-run", pipeline_spec=SPEC))
     assert backend.get_run(run.run_id).run_id == run.run_id
     assert dex_server.dex_stats()["logins"] == 1  # one login for every call so far
