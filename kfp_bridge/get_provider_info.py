@@ -88,8 +88,12 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Kubeflow Pipelines",
                 "connection-type": "kfp",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port"],
-                    "relabeling": {"host": "KFP API endpoint", "password": "Bearer token"},
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "KFP API endpoint",
+                        "login": "Dex user (auth=dex)",
+                        "password": "Bearer token (auth=token) or Dex password (auth=dex)",
+                    },
                     "placeholders": {
                         "host": "https://xxxx-dot-asia-northeast1.pipelines.googleusercontent.com",
                         "backend": "kfp",
@@ -108,16 +112,32 @@ def get_provider_info() -> dict[str, Any]:
                         "string",
                         "none, token (the password field), google (the task's Google Cloud "
                         "connection, gcp_conn_id, impersonated when asked), sa_token_file (a "
-                        "projected service-account token file, re-read when it changes) or "
-                        "kubernetes_token_request (a token minted through kubernetes_conn_id)",
+                        "projected service-account token file, re-read when it changes), "
+                        "kubernetes_token_request (a token minted through kubernetes_conn_id), "
+                        "dex (Kubeflow's ingress login: login and password) or iap (a Google "
+                        "ID token for the IAP client id)",
                         enum=[
                             "none",
                             "token",
                             "google",
                             "sa_token_file",
                             "kubernetes_token_request",
+                            "dex",
+                            "iap",
                             None,
                         ],
+                    ),
+                    "iap_client_id": _field(
+                        "IAP client id",
+                        "string",
+                        "auth=iap: the OAuth client id of the IAP-secured Kubeflow "
+                        "(...apps.googleusercontent.com), the ID token's audience",
+                    ),
+                    "dex_connector": _field(
+                        "Dex connector",
+                        "string",
+                        "auth=dex: local (static users, default) or ldap, when Dex offers both",
+                        enum=["local", "ldap", None],
                     ),
                     "namespace": _field("Namespace", "string", "Kubeflow profile namespace"),
                     "user": _field(

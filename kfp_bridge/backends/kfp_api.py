@@ -26,7 +26,7 @@ import urllib3
 from kfp_server_api.exceptions import ApiException, ApiValueError
 
 from kfp_bridge import run_report
-from kfp_bridge.backends import argo_pods, kfp_failures, kfp_models, kfp_topology
+from kfp_bridge.backends import _ingress_auth, argo_pods, kfp_failures, kfp_models, kfp_topology
 from kfp_bridge.backends.base import (
     Backend,
     FailedTask,
@@ -167,8 +167,11 @@ class KfpApiBackend(Backend):
         request_timeout: float | str = 30.0,
         user: str | None = None,
         user_header: str | None = None,
+        cookie_session: _ingress_auth.CookieSession | None = None,
     ) -> None:
         self.host = _endpoint("host", host, scheme=scheme, port=port)
+        # an ingress login (auth=dex): its cookie on every call, a new login when refused
+        self._cookie_session = cookie_session
         self.namespace = namespace or None
         self.ui_host = _endpoint("ui_host", ui_host, explicit_scheme=True) if ui_host else self.host
         self.request_timeout = positive_seconds("request_timeout", request_timeout)
@@ -213,17 +216,50 @@ class KfpApiBackend(Backend):
             raise AuthError("the token provider returned an empty bearer token")
         config.api_key["authorization"] = token
 
+    def _session_cookie(self) -> str | None:
+        """Put the ingress session's cookie on the client; the value sent (``None``: no session)."""
+        if self._cookie_session is None:
+            return None
+        cookie = self._cookie_session.cookie()
+        self._api_client.cookie = cookie or None
+        return cookie
+
+    def _session_refused(self, sent: str | None, err: ApiException) -> bool:
+        """The ingress wants a new login: renew the session (the caller retries once).
+
+        Safe to retry: the ingress answered, so the API server never saw the request.
+        """
+        if sent is None or not _ingress_auth.login_challenge(err.status, err.headers, err.body):
+            return False
+        log.info(
+            "The ingress of %s refused the session (HTTP %s): logging in again",
+            self.host,
+            err.status,
+        )
+        self._cookie_session.renew(sent)  # type: ignore[union-attr]
+        return True
+
     def _call(
-        self, what: str, fn: Callable[..., T], *args: Any, run_scoped: bool = False, **kwargs: Any
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        run_scoped: bool = False,
+        relogin: bool = True,
+        **kwargs: Any,
     ) -> T:
         """Call the generated client and translate every failure into the bridge's errors.
 
         ``run_scoped``: a JSON 404 means "this object does not exist" (``RunNotFoundError``).
+        ``relogin``: with an ingress session, one new login when the ingress refuses it.
         """
         kwargs["_request_timeout"] = (self.request_timeout, self.request_timeout)
         try:
+            sent = self._session_cookie()
             return fn(*args, **kwargs)
         except ApiException as err:
+            if relogin and self._session_refused(sent, err):
+                return self._call(what, fn, *args, run_scoped=run_scoped, relogin=False, **kwargs)
             raise self._map_api_error(what, err, run_scoped) from err
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
             raise TransientBackendError(
@@ -254,7 +290,7 @@ class KfpApiBackend(Backend):
             hint = "missing or expired credentials" if status == 401 else "no access"
             return AuthError(
                 f"{what}: KFP API at {self.host} answered HTTP {status} ({hint}): {message}. "
-                "Check the connection's auth setting (google/token/none), the token, "
+                "Check the connection's auth setting (none/token/google/dex/iap), the token, "
                 "and the namespace."
             )
         if 300 <= status < 400:
@@ -262,7 +298,7 @@ class KfpApiBackend(Backend):
             return AuthError(
                 f"{what}: KFP API at {self.host} answered HTTP {status} (a redirect, usually to "
                 "a login page): the endpoint needs credentials; check the connection's auth "
-                "setting (google/token/none)."
+                "setting (none/token/google/dex/iap)."
             )
         if status == 404 and _is_html(err.body):
             # A web server without this route (the KFP UI server, an ingress): not a version
@@ -415,10 +451,17 @@ class KfpApiBackend(Backend):
         raise BackendError("; ".join(reasons))
 
     def _read_log(
-        self, path: str, query: list[tuple[str, str]], max_lines: int, max_bytes: int
+        self,
+        path: str,
+        query: list[tuple[str, str]],
+        max_lines: int,
+        max_bytes: int,
+        relogin: bool = True,
     ) -> str:
-        """GET a log (streamed, tail kept); its failure as a ``BackendError``, never retried."""
+        """GET a log (streamed, tail kept); its failure as a ``BackendError``, never retried
+        (except once after a new ingress login)."""
         try:
+            sent = self._session_cookie()
             response = self._api_client.call_api(
                 path,
                 "GET",
@@ -428,6 +471,8 @@ class KfpApiBackend(Backend):
                 _request_timeout=(self.request_timeout, self.request_timeout),
             )
         except ApiException as err:
+            if relogin and self._session_refused(sent, err):
+                return self._read_log(path, query, max_lines, max_bytes, relogin=False)
             message = _server_message(err)
             if err.status == 404 and not _is_json(err.body):
                 kind = "HTML page" if _is_html(err.body) else repr(message)

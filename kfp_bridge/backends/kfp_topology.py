@@ -130,6 +130,8 @@ def describe(backend: KfpApiBackend, health: dict[str, Any]) -> str:
     ]
     if backend.user:
         parts.append(f"identity: header {backend.user_header or 'kubeflow-userid'}")
+    elif backend._cookie_session is not None:
+        parts.append("identity: the ingress's session cookie (auth=dex login)")
     elif backend._token_provider is not None:
         parts.append("identity: bearer token")
     else:

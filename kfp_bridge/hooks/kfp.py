@@ -9,9 +9,12 @@ deprecated there, so this hook does not define them.
 Connection fields:
 
 - ``host``: KFP API endpoint (``backend=kfp``), e.g. the AI Platform Pipelines URL;
-- ``password``: static bearer token (``auth=token``);
+- ``password``: static bearer token (``auth=token``), or the Dex password (``auth=dex``);
+- ``login``: the Dex user (``auth=dex``, e.g. ``user@example.com``);
 - extra: ``backend`` (kfp | vertex | local), ``auth`` (none | token | google |
-  sa_token_file | kubernetes_token_request), ``namespace``, ``user`` and ``user_header``
+  sa_token_file | kubernetes_token_request | dex | iap), ``iap_client_id`` (``auth=iap``:
+  the audience of the ID token), ``dex_connector`` (``auth=dex``: local or ldap),
+  ``namespace``, ``user`` and ``user_header``
   (the identity header, default ``kubeflow-userid``: only for the API server reached
   without Istio; multi-user Kubeflow's Istio refuses it from other callers), ``ui_host``,
   ``credentials_path`` (sa_token_file), ``kubernetes_conn_id``, ``serviceaccount``,
@@ -47,7 +50,7 @@ from kfp_bridge.hooks.kube_tokens import KUBERNETES_AUTH_MODES
 from kfp_bridge.redaction import airflow_redact
 
 BACKENDS = ("kfp", "vertex", "local")
-AUTH_MODES = ("none", "token", "google", *KUBERNETES_AUTH_MODES)
+AUTH_MODES = ("none", "token", "google", *KUBERNETES_AUTH_MODES, "dex", "iap")
 # Backend settings -> the connection field that holds them.
 SETTING_FIELDS = {
     "host": "host",
@@ -187,6 +190,8 @@ class KubeflowPipelineHook(BaseHook):
             return _masking(kfp_api.google_token_provider(self.google_credentials()))
         if auth in KUBERNETES_AUTH_MODES:
             return self._kubernetes_token_provider(auth)
+        if auth == "iap":
+            return self._iap_token_provider()
         return None
 
     def _kubernetes_token_provider(self, auth: str) -> Callable[[], str]:
@@ -202,6 +207,46 @@ class KubeflowPipelineHook(BaseHook):
             return _masking(token_provider_from_extra(auth, self.extra))
         except AuthError as err:  # a missing or bad setting, before any request
             raise self._error(str(err)) from None
+
+    # -- ingress logins: Dex (Kubeflow's oauth2-proxy) and Google IAP ---------------
+    def _iap_token_provider(self) -> Any:
+        """``auth=iap``: ID tokens whose audience is ``extra.iap_client_id`` (hooks/_iap.py)."""
+        from kfp_bridge.backends import kfp_api
+        from kfp_bridge.hooks._iap import id_token_credentials
+
+        client_id = str(self.extra.get("iap_client_id") or "").strip()
+        if not client_id:  # before any Google call
+            raise self._error(
+                "extra.auth is 'iap' but extra.iap_client_id is empty (the OAuth client id "
+                "of the IAP-secured resource, ...apps.googleusercontent.com)"
+            )
+        credentials = id_token_credentials(self.google_credentials(), client_id)
+        return _masking(kfp_api.google_token_provider(credentials))
+
+    def _cookie_session(self) -> Any:
+        """``auth=dex``: a Dex login with the connection's login and password (hooks/_dex.py)."""
+        if self._choice("auth", AUTH_MODES, "none") != "dex":
+            return None
+        from kfp_bridge.backends import kfp_api
+        from kfp_bridge.hooks._dex import CONNECTORS, DexSession
+
+        conn = self.connection
+        if not conn.login or not conn.password:
+            raise self._error(
+                "extra.auth is 'dex' but the login or the password is empty (the Dex user, "
+                "e.g. user@example.com, and its password)"
+            )
+        connector = self._choice("dex_connector", CONNECTORS, "local")
+        url = kfp_api._endpoint("host", conn.host, scheme=conn.schema or None, port=conn.port)
+        return DexSession(
+            url,
+            conn.login,
+            conn.password,
+            connector=connector,
+            verify_ssl=self._bool("verify_ssl", True),
+            timeout=float(self.extra.get("request_timeout", 30.0)),
+            on_secret=mask_secret,
+        )
 
     # -- Google identity ---------------------------------------------------------
     @cached_property
@@ -265,6 +310,7 @@ class KubeflowPipelineHook(BaseHook):
             request_timeout=self.extra.get("request_timeout", 30.0),
             user=self.extra.get("user"),
             user_header=self.extra.get("user_header"),
+            cookie_session=self._cookie_session(),
         )
 
     def _vertex_backend(self) -> Backend:

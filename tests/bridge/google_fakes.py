@@ -13,6 +13,9 @@ formats, as the real clients parse them:
   ``{"accessToken", "expireTime"}`` with ``expireTime`` as ``%Y-%m-%dT%H:%M:%SZ``
   (``google/auth/impersonated_credentials.py`` ``_make_iam_token_request``; IAM
   Credentials API reference);
+- IAM Credentials ``projects/-/serviceAccounts/{sa}:generateIdToken``: ``{"token"}``, a
+  JWT whose ``exp`` google-auth reads (``impersonated_credentials.IDTokenCredentials``);
+  ``id_token_minter(audience, email)`` signs it (e.g. the KFP stand-in's IAP);
 - Cloud Storage JSON API media download ``/download/storage/v1/b/{b}/o/{o}?alt=media``
   and its errors ``{"error": {"code", "message", "errors": [{"reason"}]}}``
   (cloud.google.com/storage/docs/json_api/v1/status-codes; the client turns them into
@@ -40,6 +43,9 @@ from google.auth import _helpers
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 IAM_GENERATE = re.compile(
     r"https://iamcredentials\.googleapis\.com/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken"
+)
+IAM_GENERATE_ID = re.compile(
+    r"https://iamcredentials\.googleapis\.com/v1/projects/-/serviceAccounts/([^/:]+):generateIdToken"
 )
 GCS_MEDIA = re.compile(r"https://storage\.googleapis\.com/download/storage/v1/b/([^/]+)/o/([^?]+)")
 VERTEX = re.compile(r"https://([a-z0-9-]+)-aiplatform\.googleapis\.com(?::443)?/v1/(.*)")
@@ -99,6 +105,7 @@ class GoogleApis:
     objects: dict[str, bytes] = field(default_factory=dict)  # "bucket/name" -> content
     forbidden: set[str] = field(default_factory=set)  # "bucket/name" refused with 403
     vertex_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # job name -> JSON
+    id_token_minter: Any = None  # (audience, email) -> ID token, for generateIdToken
     calls: list[Call] = field(default_factory=list)
     _source_tokens: int = 0
     _impersonated_tokens: int = 0
@@ -146,6 +153,12 @@ class GoogleApis:
         body = {"accessToken": token, "expireTime": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}
         return 200, {}, json.dumps(body)
 
+    def _generate_id(self, request: Any):
+        self._record(request)
+        email = IAM_GENERATE_ID.match(request.url).group(1)
+        audience = json.loads(request.body)["audience"]
+        return 200, {}, json.dumps({"token": self.id_token_minter(audience, email)})
+
     def _gcs(self, request: Any):
         self._record(request)
         bucket, name = GCS_MEDIA.match(request.url).groups()
@@ -187,6 +200,7 @@ def google_apis(**knobs: Any) -> Iterator[GoogleApis]:
         mock.add_passthru(re.compile(r"http://(127\.0\.0\.1|localhost)[:/]"))
         mock.add_callback(responses.POST, TOKEN_URI, callback=apis._token)
         mock.add_callback(responses.POST, IAM_GENERATE, callback=apis._generate)
+        mock.add_callback(responses.POST, IAM_GENERATE_ID, callback=apis._generate_id)
         mock.add_callback(responses.GET, GCS_MEDIA, callback=apis._gcs)
         mock.add_callback(responses.GET, VERTEX, callback=apis._vertex)
         yield apis

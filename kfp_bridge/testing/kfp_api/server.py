@@ -27,6 +27,12 @@ proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
 by the API server, pod logs only at ``/k8s/pod/logs`` by Argo v2 pod name, every
 other path an HTML 404.
 
+Three more profiles put a deployment's own layer around the API server:
+``dex`` (Kubeflow's oauth2-proxy + Dex ingress login, :mod:`.dex`), ``iap``
+(Google IAP and its ID tokens, :mod:`.iap`) and ``argo-gc`` (a finished run's
+workflow and pods are deleted; its pod logs come from the log archive only,
+``_State._collect``).
+
 Runs move PENDING -> RUNNING -> outcome on a :class:`Schedule` counted in polls
 (``GET /runs/{id}``) or in seconds since creation. Faults are injected per
 request (HTTP status bursts, slow responses, dropped connections); runs can be
@@ -73,7 +79,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from kfp_bridge.testing.kfp_api import cron, istio, listing, wire
+from kfp_bridge.testing.kfp_api import cron, dex, iap, istio, listing, wire
 from kfp_bridge.testing.processes import stop
 
 API = "/apis/v2beta1"
@@ -82,7 +88,13 @@ CONTROL = "/_standin"
 EPOCH = "1970-01-01T00:00:00Z"
 SERVER_VERSIONS = ("head", "2.5.0", "1.8.5")
 PROFILES = ("api-server", "ui-proxy", istio.PROFILE)
+# Deployments in front of (or behind) the API server: the ingress login of Kubeflow
+# (:mod:`.dex`), Google IAP (:mod:`.iap`), and workflows garbage-collected after they end.
+FRONT_PROFILES = ("dex", "iap", "argo-gc")
+PROFILES += FRONT_PROFILES
 UI_LOG_PATH = "/k8s/pod/logs"
+# frontend/server/configs.ts: the UI server's basePath (Kubeflow's ingress route /pipeline)
+UI_BASE_PATH = "/pipeline"
 # Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
 # container.go: the driver pod and the executor pod "system-container-impl").
 POD_TEMPLATES = {"driver": "system-container-driver", "executor": "system-container-impl"}
@@ -400,6 +412,12 @@ class _State:
             self.oauth_expires_in = 3600
             self.seq = 0
             self.default_schedule = self.initial_schedule
+            self.dex = dex.DexGate()
+            self.iap = iap.IapGate()
+            self.log_archive = True  # argo-gc: ARCHIVE_CONFIG_LOG_* set, Argo archiveLogs on
+            self.collected: set[str] = set()  # argo-gc: runs whose workflow was deleted
+            # dex/iap: the ingress routes to the UI server (Kubeflow's /pipeline), not the API
+            self.ui_routes = False
 
     # -- multi-user ------------------------------------------------------
     def _identity(self, req: _Request) -> str:
@@ -506,6 +524,22 @@ class _State:
         if state in TERMINAL_STATES and data["finished_at"] == EPOCH:
             data["finished_at"] = now
         self._update_tasks(run, state, now)
+        if self.profile == "argo-gc" and state in TERMINAL_STATES:
+            self._collect(run)
+
+    def _collect(self, run: _Run) -> None:
+        """Profile ``argo-gc``: the finished workflow and its pods are deleted.
+
+        The persistence agent reports the finished workflow and then lets it go
+        (``backend/src/agent/persistence/main.go`` ``ttlSecondsAfterWorkflowFinish``,
+        ``TTL_SECONDS_AFTER_WORKFLOW_FINISH`` in the manifests' persistence agent), and
+        Argo's ``podGC`` (``OnWorkflowCompletion``/``OnPodCompletion``) deletes the pods.
+        The run, its ``WorkflowRuntimeManifest`` and task details stay in the database,
+        so the run API still answers; pod logs come from the log archive only
+        (:meth:`read_log`), or from nowhere when no archive is configured.
+        """
+        self.collected.add(run.run_id)
+        self.pods_gone.add(run.run_id)
 
     def _update_tasks(self, run: _Run, state: str, now: str) -> None:
         """Task details as the persistence agent reports Argo's nodes.
@@ -1105,6 +1139,10 @@ class _State:
                 f"Failed to read logs for run {run_id} due to run fetching error: Failed to get "
                 f"a run {run_id}: ResourceNotFoundError: Run {run_id} not found"
             )
+        elif (run_id, node_id) in self.logs and self._archived(run_id):
+            # resource_manager.go ReadLog: the pod failed, readRunLogFromArchive reads the
+            # node's "main-logs" artifact named in the stored WorkflowRuntimeManifest
+            return self.logs[(run_id, node_id)].encode()
         elif run_id in self.pods_gone or (run_id, node_id) not in self.logs:
             message = (
                 f"Failed to read logs for run {run_id}: InternalServerError: Failed to read logs "
@@ -1117,6 +1155,10 @@ class _State:
             json.dumps({"error_message": message, "error_details": message}).encode(),
             "text/plain",
         )
+
+    def _archived(self, run_id: str) -> bool:
+        """``argo-gc`` with a log archive: a collected run's pod logs are still readable."""
+        return self.profile == "argo-gc" and self.log_archive and run_id in self.collected
 
     def read_pod_log(self, query: dict[str, str]) -> bytes:
         """The UI server's ``GET /k8s/pod/logs?podname=&runid=&podnamespace=``.
@@ -1141,8 +1183,11 @@ class _State:
                     continue
                 if namespace and namespace != (run.namespace or "kubeflow"):
                     break
-                if run.run_id in self.pods_gone or (run.run_id, node) not in self.logs:
+                gone = run.run_id in self.pods_gone and not self._archived(run.run_id)
+                if gone or (run.run_id, node) not in self.logs:
                     break
+                # argo-gc: the workflow is gone too, so getPodLogsStreamFromWorkflow fails and
+                # the archive is read by pod name (ARGO_ARCHIVE_LOGS, pod-logs.ts handler order)
                 return self.logs[(run.run_id, node)].encode()
         message = (
             f'Could not get main container logs: Error: pods "{pod}" not found '
@@ -1595,6 +1640,18 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
             raise ApiError(400, f"server_version must be one of {SERVER_VERSIONS}")
         state.server_version = body["version"]
         return {}
+    if path.startswith(("/dex/", "/iap/")):
+        gate, module = (state.dex, dex) if path.startswith("/dex/") else (state.iap, iap)
+        try:
+            return module.control(gate, method, path[4:], body)
+        except LookupError as err:
+            raise ApiError(404, str(err)) from err
+    if method == "POST" and path == "/ui_routes":
+        state.ui_routes = bool(body.get("enabled", True))
+        return {}
+    if method == "POST" and path == "/log_archive":
+        state.log_archive = bool(body.get("enabled", True))
+        return {}
     if method == "POST" and path == "/oauth2":
         state.oauth_expires_in = int(body["expires_in"])
         return {}
@@ -1776,6 +1833,8 @@ class _Handler(BaseHTTPRequestHandler):
                         )
                     )
                     return
+            if state.profile in ("dex", "iap") and self._front(state, method, raw):
+                return
             with state.lock:
                 if istio.envoy_denies(state.profile, self.headers):
                     raise PlainError(403, istio.DENIAL, "text/plain")
@@ -1788,10 +1847,42 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _front(self, state: _State, method: str, raw: bytes) -> bool:
+        """Profiles ``dex`` and ``iap``: the proxy in front answers, or lets the request by."""
+        if state.profile == "dex":
+            reply = state.dex.handle(method, self.path, self.headers, raw)
+            if reply is None:
+                return False
+            status, body, content_type, headers = (
+                reply.status,
+                reply.body,
+                reply.content_type,
+                reply.headers,
+            )
+        else:
+            denied = state.iap.check(self.headers)
+            if denied is None:
+                return False
+            status, body, content_type, headers = denied
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
     def _serve(
         self, state: _State, method: str, path: str, query: dict[str, str], raw: bytes
     ) -> None:
-        if state.profile == "ui-proxy":
+        if (state.profile == "ui-proxy" or state.ui_routes) and (
+            path == UI_BASE_PATH or path.startswith(f"{UI_BASE_PATH}/")
+        ):
+            # app.ts getRegisterHandler: every route is served at route and basePath+route;
+            # the API proxy under basePath strips it (pathRewrite) before the API server
+            path = path[len(UI_BASE_PATH) :] or "/"
+        if state.profile == "ui-proxy" or state.ui_routes:
             # frontend/server/app.ts createUIServer: /apis/v1beta1 is rewritten to the
             # v2beta1 prefix and /apis/v2beta1/* proxied to the API server; /k8s/pod/logs
             # is the UI server's own handler; any other path falls through the static
@@ -1860,7 +1951,10 @@ class _Handler(BaseHTTPRequestHandler):
         Each refresh returns a new token, ``standin-google-token-<n>``, and the
         proxy accepts it from then on (if tokens are required at all).
         """
-        self._read_body()
+        id_token = state.iap.token_response(self._read_body())
+        if id_token is not None:  # service_account.IDTokenCredentials: target_audience grant
+            self._send(200, id_token)
+            return
         with state.lock:
             state.oauth_refreshes += 1
             token = f"standin-google-token-{state.oauth_refreshes}"
@@ -1978,6 +2072,60 @@ class _Controls:
     def set_token_lifetime(self, seconds: int) -> None:
         """``expires_in`` of tokens from the OAuth2 endpoint (short: clients refresh each call)."""
         self._call("POST", "/oauth2", {"expires_in": seconds})
+
+    def configure_dex(
+        self,
+        *,
+        users: dict[str, dict[str, str]] | None = None,
+        session_seconds: float = dex.COOKIE_EXPIRE,
+        api_routes: bool = True,
+        skip_provider_button: bool = False,
+        session_requests: int | None = None,
+    ) -> None:
+        """Profile ``dex``: users per connector, session lifetime (seconds, or requests
+        served), oauth2-proxy options (see :meth:`.dex.DexGate.configure`)."""
+        self._call(
+            "POST",
+            "/dex/configure",
+            {
+                "users": users,
+                "session_seconds": session_seconds,
+                "api_routes": api_routes,
+                "skip_provider_button": skip_provider_button,
+                "session_requests": session_requests,
+            },
+        )
+
+    def expire_dex_sessions(self) -> None:
+        """Profile ``dex``: every session cookie issued so far has expired."""
+        self._call("POST", "/dex/expire", {})
+
+    def dex_stats(self) -> dict[str, Any]:
+        """Profile ``dex``: ``logins``, ``failed_logins``, ``refused`` requests, ``sessions``."""
+        return self._call("GET", "/dex/stats")
+
+    def configure_iap(self, *, client_id: str = iap.CLIENT_ID, token_seconds: int = 3600) -> None:
+        """Profile ``iap``: the IAP OAuth client id (expected ``aud``), ID token lifetime."""
+        self._call(
+            "POST", "/iap/configure", {"client_id": client_id, "token_seconds": token_seconds}
+        )
+
+    def mint_id_token(self, audience: str, email: str = "standin@example.com") -> str:
+        """Profile ``iap``: a Google-style ID token for ``audience`` (as Google would sign it)."""
+        return self._call("POST", "/iap/mint", {"audience": audience, "email": email})["id_token"]
+
+    def iap_stats(self) -> dict[str, Any]:
+        """Profile ``iap``: ``minted`` ID tokens and the reasons of ``refused`` requests."""
+        return self._call("GET", "/iap/stats")
+
+    def set_ui_routes(self, enabled: bool = True) -> None:
+        """Behind ``dex``/``iap``: the ingress reaches the UI server (``ml-pipeline-ui``, the
+        ``ui-proxy`` routes), as Kubeflow's ``/pipeline`` route does, not the API server."""
+        self._call("POST", "/ui_routes", {"enabled": enabled})
+
+    def set_log_archive(self, enabled: bool) -> None:
+        """Profile ``argo-gc``: whether a log archive is configured."""
+        self._call("POST", "/log_archive", {"enabled": enabled})
 
     def add_pipeline_version(
         self,
@@ -2139,11 +2287,16 @@ def standin_process(
             proc.stdout.close()
 
 
-def airflow_connection_json(url: str, *, password: str | None = None, **extra: Any) -> str:
-    """An ``AIRFLOW_CONN_<ID>`` value (JSON) for a ``kfp`` connection to the stand-in."""
+def airflow_connection_json(
+    url: str, *, password: str | None = None, login: str | None = None, **extra: Any
+) -> str:
+    """An ``AIRFLOW_CONN_<ID>`` value (JSON) for a ``kfp`` connection to the stand-in
+    (``login``/``password``: the Dex user of the ``dex`` profile with ``auth="dex"``)."""
     conn: dict[str, Any] = {"conn_type": "kfp", "host": url, "extra": {"backend": "kfp", **extra}}
     if password is not None:
         conn["password"] = password
+    if login is not None:
+        conn["login"] = login
     return json.dumps(conn)
 
 
@@ -2190,7 +2343,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=PROFILES,
         default="api-server",
         help="api-server: the API server itself; ui-proxy: the UI server (ml-pipeline-ui); "
-        "multi-user-istio: multi-user Kubeflow behind Istio (istio.py)",
+        "multi-user-istio: multi-user Kubeflow behind Istio (istio.py); "
+        "dex: Kubeflow's oauth2-proxy/Dex login in front; iap: Google IAP in front; "
+        "argo-gc: finished workflows deleted, pod logs from the archive only",
     )
     parser.add_argument("--pending", type=float, default=1)
     parser.add_argument("--running", type=float, default=1)
