@@ -76,7 +76,11 @@ def _echoing_server() -> KfpApiStandIn:
     # A resumed run (try 2 asks the service to retry try 1's FAILED run) fails again the
     # same way, so the second try waits in the triggerer and meets the echo too.
     server.set_schedule(
-        pending=0, running=4, unit="seconds", outcome="FAILED", retry_outcome="FAILED",
+        pending=0,
+        running=4,
+        unit="seconds",
+        outcome="FAILED",
+        retry_outcome="FAILED",
         error=f"predict: {ECHO}",
     )
     return server
