@@ -1,4 +1,4 @@
-"""Parse time of the DAG files (daily_prediction, deliver_predictions) against a trivial DAG.
+"""Parse time of the DAG files (prediction_workflows, deliver_predictions) against a trivial DAG.
 
 Two figures, each the median over N fresh interpreters per file (interleaved):
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILES = {
-    name: REPO / "dags" / f"{name}.py" for name in ("daily_prediction", "deliver_predictions")
+    name: REPO / "dags" / f"{name}.py" for name in ("prediction_workflows", "deliver_predictions")
 }
 
 TRIVIAL_DAG = """

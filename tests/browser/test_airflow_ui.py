@@ -55,7 +55,7 @@ class UiStack:
         digest = demo_inputs(self.warehouse, model)
         dags = self.root / "dags"
         dags.mkdir()
-        (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
+        (dags / "prediction_workflows.py").symlink_to(REPO / "dags" / "prediction_workflows.py")
         (dags / "ui_failing_prediction.py").write_text(
             failing_dag(FAILING_DAG_ID, warehouse=self.warehouse, model=model)
         )
