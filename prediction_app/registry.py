@@ -37,7 +37,9 @@ from pydantic import (
 
 # The repository root locally; set where prediction_app/ is deployed inside dags/
 # (docker-compose.yaml, Cloud Composer) so workflows/, pipelines/ and var/ are found.
-PROJECT_ROOT = Path(os.environ.get("PREDICTION_PROJECT_ROOT") or Path(__file__).resolve().parent.parent)
+PROJECT_ROOT = Path(
+    os.environ.get("PREDICTION_PROJECT_ROOT") or Path(__file__).resolve().parent.parent
+)
 REGISTRY_DIR = PROJECT_ROOT / "workflows"
 TEAMS_FILE = "teams.yaml"
 # Where the registry lives when it is not the repository's ``workflows/`` (tests, Composer).
@@ -321,7 +323,8 @@ def load_registry(directory: str | os.PathLike[str] | None = None) -> Registry:
             workflow = load_workflow(path, teams)
             if workflow.name in seen:
                 raise WorkflowError(
-                    f"{path}: workflow {workflow.name!r}: name: already used by {seen[workflow.name]}"
+                    f"{path}: workflow {workflow.name!r}: name: "
+                    f"already used by {seen[workflow.name]}"
                 )
         except WorkflowError as exc:
             registry.errors[path] = str(exc)
@@ -381,9 +384,7 @@ def _check_pipeline_inputs(workflow: Workflow, where: str) -> None:
         )
     missing = sorted(set(compiled.required_parameters) - set(workflow.parameters))
     if missing:
-        raise WorkflowError(
-            f"{where}: parameters.{missing[0]}: required by {local} and not given"
-        )
+        raise WorkflowError(f"{where}: parameters.{missing[0]}: required by {local} and not given")
     literals = {
         k: v
         for k, v in workflow.parameters.items()
@@ -446,7 +447,8 @@ def _fields_hint(model_name: str, loc: tuple[Any, ...]) -> str:
             return ""
         info = model.model_fields.get(part) if hasattr(model, "model_fields") else None
         annotation = info.annotation if info else None
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_model else None
     if model is None:
         return ""
     names = [info.alias or key for key, info in model.model_fields.items()]

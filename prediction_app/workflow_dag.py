@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import DAG, Asset
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+from airflow.sdk.exceptions import AirflowFailException
 
 from kfp_bridge.assets import table_uri
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
