@@ -17,19 +17,23 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -47,7 +51,19 @@ REGISTRY_ENV = "PREDICTION_WORKFLOWS_DIR"
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 ConnId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
-Literal_ = str | int | float | bool
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError(
+        f"got {type(value).__name__}; a parameter is a literal (string, number, true/false), "
+        "a '{{ template }}', or a mapping with variable, default, path or from"
+    )
+
+
+# A literal as YAML gives it (str, int, float, bool): checked, kept as it is.
+Literal_ = Annotated[Any, AfterValidator(_scalar)]
 STEPS = ("features", "predict")
 # Kubernetes quantities, as the compile script passes them on (kfp_prediction.compile).
 _CPU = r"^\d+(\.\d+)?m?$"
@@ -149,6 +165,18 @@ class ParameterSource(_Strict):
         return self
 
 
+def _parameter_kind(value: Any) -> str:
+    return "ParameterSource" if isinstance(value, (Mapping, ParameterSource)) else "Literal"
+
+
+# A mapping is a ParameterSource, anything else a literal: one error per bad value, not one
+# per member of a union.
+ParameterValue = Annotated[
+    Annotated[Literal_, Tag("Literal")] | Annotated[ParameterSource, Tag("ParameterSource")],
+    Discriminator(_parameter_kind),
+]
+
+
 class Warehouse(_Strict):
     """Where the pipeline reads and writes: ``env`` names an environment setting read at
     parse time (the task declares its tables as Assets); ``default`` when it is unset."""
@@ -224,7 +252,7 @@ class Workflow(_Strict):
     pipeline: PipelineSource
     schedule: Schedule
     target_date: TargetDateRule
-    parameters: dict[Name, Literal_ | ParameterSource]
+    parameters: dict[Name, ParameterValue]
     identity: Identity = Identity()
     placement: Placement = Placement()
     output: Output
@@ -249,10 +277,22 @@ class Workflow(_Strict):
                 changes[key] = float(value) * scale
         return self.operations.model_copy(update=changes)
 
+    def node_selectors(self) -> dict[str, dict[str, str]]:
+        """Each step's node selector labels, as compiled into the pipeline's platform spec."""
+        return {
+            step: {
+                **self.placement.node_selector,
+                **self.placement.steps.get(step, StepResources()).node_selector,
+            }
+            for step in STEPS
+        }
+
     def compile_args(self) -> list[str]:
         """The ``python -m kfp_prediction.compile`` flags that put this workflow's steps on
-        its node pool with its resources (the how-to runs this)."""
+        its node pool with its resources, into the folder of ``pipeline.file``."""
         args: list[str] = []
+        if self.pipeline.file and "://" not in self.pipeline.file:
+            args += ["--output-dir", str(Path(self.pipeline.file).parent)]
         for key, value in self.placement.node_selector.items():
             args += ["--node-selector", f"{key}={value}"]
         for step, res in self.placement.steps.items():
@@ -359,13 +399,14 @@ def load_workflow(path: Path, teams: Teams | None) -> Workflow:
             f"{where}: identity.kfp_conn_id: team {workflow.team!r} may not use "
             f"{workflow.identity.kfp_conn_id!r}; allowed: {', '.join(access.kfp_conn_ids)}"
         )
-    _check_pipeline_inputs(workflow, where)
+    _check_compiled_pipeline(workflow, where)
     return workflow
 
 
-def _check_pipeline_inputs(workflow: Workflow, where: str) -> None:
-    """Parameters against the compiled pipeline's inputs, when its file is local and readable
-    (``gs://``, uploaded pipelines and Variables are checked by the operator before it submits)."""
+def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
+    """Parameters against the compiled pipeline's inputs, and its node selectors against the
+    placement, when its file is local and readable (``gs://``, uploaded pipelines and a
+    Variable's file are checked by the operator before it submits)."""
     local = workflow.pipeline.resolved_file()
     if not local or "://" in local or not os.path.isfile(local):
         return
@@ -395,6 +436,18 @@ def _check_pipeline_inputs(workflow: Workflow, where: str) -> None:
             coerce_value(compiled.parameters[key], value)
         except ValueError as exc:
             raise WorkflowError(f"{where}: parameters.{key}: {exc}") from None
+    executors = (
+        (((compiled.platform_spec or {}).get("platforms") or {}).get("kubernetes") or {})
+        .get("deploymentSpec", {})
+        .get("executors", {})
+    )
+    for step, wanted in workflow.node_selectors().items():
+        have = executors.get(f"exec-{step}", {}).get("nodeSelector", {}).get("labels", {})
+        if have != wanted:
+            raise WorkflowError(
+                f"{where}: placement: {local} puts step {step!r} on node selector {have}, "
+                f"the entry says {wanted}; compile it with: {shell_compile_command(workflow)}"
+            )
 
 
 def _read_yaml(path: Path) -> Any:
@@ -433,26 +486,41 @@ def _describe(path: Path, name: Any, exc: Exception) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    """pydantic names union members in locations (``str``, ``ParameterSource``): drop them."""
-    return isinstance(part, str) and (
-        part in {"str", "int", "float", "bool"} or part[:1].isupper() or "[" in part
-    )
+    """pydantic names union members in locations (``Literal``, ``ParameterSource``): drop
+    them (field and parameter names are lower case)."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
 
 
 def _fields_hint(model_name: str, loc: tuple[Any, ...]) -> str:
     """The allowed field names at ``loc``'s parent, for an unknown field."""
     model: Any = {"Workflow": Workflow, "Teams": Teams}.get(model_name)
-    for part in loc[:-1]:
-        if model is None:
+    parts = [p for p in loc[:-1] if not _is_union_tag(p)]
+    while parts and model is not None:
+        part = parts.pop(0)
+        info = model.model_fields.get(part)
+        if info is None:
             return ""
-        info = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        annotation = info.annotation if info else None
+        mapped = _MAPPING_VALUES.get((model, part))
+        if mapped is not None:  # a mapping of names to models: skip the name
+            if not parts:
+                return ""
+            parts.pop(0)
+            model = mapped
+            continue
+        annotation = info.annotation
         is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         model = annotation if is_model else None
     if model is None:
         return ""
     names = [info.alias or key for key, info in model.model_fields.items()]
     return f"; allowed: {', '.join(names)}"
+
+
+_MAPPING_VALUES: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
+    (Workflow, "parameters"): ParameterSource,
+    (Placement, "steps"): StepResources,
+    (Teams, "teams"): TeamAccess,
+}
 
 
 def _dedupe(lines: list[str]) -> list[str]:
@@ -466,5 +534,31 @@ def shell_compile_command(workflow: Workflow) -> str:
     )
 
 
-def timedelta_minutes(minutes: float) -> timedelta:
-    return timedelta(minutes=minutes)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prediction_app.registry check|compile-command NAME``: CI and the how-to."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m prediction_app.registry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate every entry; exit 1 listing the bad ones")
+    show = sub.add_parser("compile-command", help="the compile command of one workflow")
+    show.add_argument("name")
+    args = parser.parse_args(argv)
+    registry = load_registry()
+    if args.command == "check":
+        for _, workflow in registry.workflows:
+            print(f"ok {workflow.name}")
+        if registry.errors:
+            print(registry.error_message(), file=sys.stderr)
+            return 1
+        return 0
+    for _, workflow in registry.workflows:
+        if workflow.name == args.name:
+            print(shell_compile_command(workflow))
+            return 0
+    print(registry.error_message() or f"no workflow {args.name!r}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
