@@ -161,12 +161,12 @@ def test_the_how_to_literally(airflow_env, dags, tmp_path):
         airflow_env,
         dags,
         project / "workflows",
-        f"new = {new!r}\n"
-        + """
+        f"""
+        new = {new!r}
         assert not bag.import_errors and new in bag.dag_ids, (bag.import_errors, bag.dag_ids)
         task = bag.get_dag(new).get_task("predict")
-        print(json.dumps({"dags": sorted(bag.dag_ids), "errors": bag.import_errors,
-                          "file": task.pipeline_file, "conn": task.kfp_conn_id}))
+        print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors,
+                          "file": task.pipeline_file, "conn": task.kfp_conn_id}}))
         """,
         PREDICTION_PROJECT_ROOT=str(project),
     )
