@@ -410,11 +410,11 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
     local = workflow.pipeline.resolved_file()
     if not local or "://" in local or not os.path.isfile(local):
         return
-    from kfp_bridge.pipeline_spec import coerce_value, load_pipeline  # no kfp SDK
+    from kfp_bridge.pipeline_spec import coerce_value  # no kfp SDK
 
     try:
-        compiled = load_pipeline(local)
-    except ValueError as exc:
+        compiled = _compiled(local)
+    except (ValueError, OSError, yaml.YAMLError) as exc:
         raise WorkflowError(f"{where}: pipeline.file: {exc}") from None
     declared = set(compiled.parameters)
     unknown = sorted(set(workflow.parameters) - declared)
@@ -450,9 +450,33 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
             )
 
 
+# libyaml's loader when PyYAML has it: a compiled pipeline is ~1,000 lines, and 50 workflows
+# sharing one file are one read (bench_dag_parse.py --workflows 50).
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_COMPILED: dict[tuple[str, int, int], Any] = {}
+
+
+def _compiled(path: str) -> Any:
+    """The compiled pipeline at ``path`` as the provider reads it, parsed once per version."""
+    from kfp_bridge.pipeline_spec import pipeline_from_spec
+
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _COMPILED:
+        with open(path, encoding="utf-8") as f:
+            documents = [d for d in yaml.load_all(f, Loader=_Loader) if d is not None]
+        if not documents or len(documents) > 2:
+            raise ValueError(f"{path}: not a compiled KFP pipeline ({len(documents)} documents)")
+        platform = documents[1] if len(documents) == 2 else None
+        _COMPILED[key] = pipeline_from_spec(
+            {"pipeline_spec": documents[0], "platform_spec": platform}, source=path
+        )
+    return _COMPILED[key]
+
+
 def _read_yaml(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+        data = yaml.load(f, Loader=_Loader)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
     return data
