@@ -225,8 +225,10 @@ class Identity(_Strict):
 
 
 class Slack(_Strict):
+    """The Slack incoming-webhook connection failures go to; a webhook posts to the one
+    channel it was created for, so the connection is the channel."""
+
     conn_id: ConnId = "slack_default"
-    channel: str | None = None
 
 
 class Operations(_Strict):

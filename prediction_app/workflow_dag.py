@@ -32,7 +32,7 @@ from prediction_app.registry import (
     WorkflowError,
     load_registry,
 )
-from prediction_app.target_date import MACROS, target_partition
+from prediction_app.target_date import BUSINESS_TZ, MACROS, target_partition
 from prediction_app.timetables import TargetDateCronTimetable
 
 TASK_ID = "predict"
@@ -105,6 +105,10 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
     rule = workflow.target_date
     warehouse = workflow.output.warehouse.resolved()
     slack = workflow.slack.conn_id
+    # The Slack messages name the run's target partition by the workflow's own rule.
+    rule_kwargs: dict[str, str] = {}
+    if (rule.timezone, rule.partition) != (BUSINESS_TZ, "daily"):
+        rule_kwargs = {"business_tz": rule.timezone, "partition": rule.partition}
     macros = dict(MACROS)
     # The workflow's own target-date rule under the one name templates use.
     macros["target_date"] = functools.partial(
@@ -116,7 +120,9 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
         deadline = DeadlineAlert(
             reference=DeadlineReference.DAGRUN_QUEUED_AT,
             interval=timedelta(minutes=ops.deadline_minutes),
-            callback=AsyncCallback(DeadlineNotifier, kwargs={"slack_webhook_conn_id": slack}),
+            callback=AsyncCallback(
+                DeadlineNotifier, kwargs={"slack_webhook_conn_id": slack, **rule_kwargs}
+            ),
         )
     pipeline = workflow.pipeline
     source: dict[str, Any] = {}
@@ -155,7 +161,7 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
             "max_retry_delay": timedelta(seconds=ops.max_retry_delay_seconds),
             "execution_timeout": timedelta(minutes=ops.execution_timeout_minutes),
         },
-        on_failure_callback=RunFailureNotifier(slack_webhook_conn_id=slack),
+        on_failure_callback=RunFailureNotifier(slack_webhook_conn_id=slack, **rule_kwargs),
         deadline=deadline,
         tags=list(workflow.tags) or ["prediction"],
     ) as dag:
@@ -173,8 +179,12 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
             outlets=[Asset(table_uri(warehouse, workflow.output.table))],
             min_rows=workflow.output.checks.min_rows,
             poll_interval=ops.poll_seconds,
-            on_retry_callback=TaskFailureNotifier(slack_webhook_conn_id=slack, will_retry=True),
-            on_failure_callback=TaskFailureNotifier(slack_webhook_conn_id=slack, will_retry=False),
+            on_retry_callback=TaskFailureNotifier(
+                slack_webhook_conn_id=slack, will_retry=True, **rule_kwargs
+            ),
+            on_failure_callback=TaskFailureNotifier(
+                slack_webhook_conn_id=slack, will_retry=False, **rule_kwargs
+            ),
         )
     return dag
 

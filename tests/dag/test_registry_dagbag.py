@@ -119,12 +119,19 @@ def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_e
             ),
             "rendered": macro({"logical_date": run_after}),
             "summary": scheduler.timetable.summary,
+            "slack": [
+                c.describe_run({"logical_date": run_after})
+                for cbs in (dag.on_failure_callback, dag.get_task("predict").on_failure_callback)
+                for c in (cbs if isinstance(cbs, list) else [cbs])
+            ],
         }))
         """,
     )
     assert info["run_id"] == "scheduled__target-2026-11-30T22__2026-12-01T03:15:00+00:00"
     assert info["rendered"] == "2026-11-30T22"
     assert info["summary"] == "15 * * * * (UTC)"
+    # Slack says the partition the run was for, by the workflow's rule.
+    assert info["slack"] == [["Target hour (America/New_York): 2026-11-30T22"]] * 2
 
 
 HOWTO = REPO / "docs" / "howto" / "add-workflow.md"
