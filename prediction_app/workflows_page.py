@@ -181,7 +181,7 @@ tr.failing.stale { background: #fde2e1; }
 {% for w in rows %}
 <tr id="wf-{{ w.name }}" class="{{ w.flags | join(' ') }}" data-flags="{{ w.flags | join(' ') }}">
 <td>{% for f in w.flags %}<span class="flag flag-{{ f }}">{{ f }}</span>{% endfor %}
-<a class="dag-link" href="{{ base }}dags/{{ w.name }}">{{ w.name }}</a>
+<a class="dag-link" target="_top" href="{{ base }}dags/{{ w.name }}">{{ w.name }}</a>
 <div class="muted">{{ w.description }}</div></td>
 <td class="schedule"><code>{{ w.cron }}</code> {{ w.timezone }}<br>
 <span class="muted">{{ w.partition }} partition</span></td>
@@ -193,8 +193,10 @@ tr.failing.stale { background: #fde2e1; }
 </td>
 <td class="run">{% if w.last_run_id %}<span class="state {{ w.last_run_state }}">
 {{ w.last_run_state }}</span> for {{ w.last_run_target }}<br>
-<a href="{{ base }}dags/{{ w.name }}/runs/{{ w.last_run_id | urlencode }}">Airflow run</a>
-{% if w.kfp_run_url %} · <a class="kfp-link" href="{{ w.kfp_run_url }}">Kubeflow run</a>{% endif %}
+<a target="_top"
+ href="{{ base }}dags/{{ w.name }}/runs/{{ w.last_run_id | urlencode }}">Airflow run</a>
+{% if w.kfp_run_url %} · <a class="kfp-link" target="_top"
+ href="{{ w.kfp_run_url }}">Kubeflow run</a>{% endif %}
 {% else %}<span class="muted">no run yet</span>{% endif %}</td>
 <td class="model">{% if w.model_sha256 %}<code title="{{ w.model_sha256 }}">
 {{ w.model_sha256[:12] }}</code>{% else %}<span class="muted">n/a</span>{% endif %}</td>
@@ -222,13 +224,25 @@ def create_app() -> Any:
     """The app the plugin mounts under ``WORKFLOWS_PREFIX`` (built inside the api-server)."""
     from airflow.api_fastapi.core_api.security import get_user
     from airflow.utils.session import create_session
-    from fastapi import Depends, FastAPI
+    from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse
     from jinja2 import Environment, select_autoescape
 
-    template = Environment(autoescape=select_autoescape(default=True)).from_string(_PAGE)
+    env = Environment(autoescape=select_autoescape(default=True))
+    template = env.from_string(_PAGE)
     app = FastAPI(title="Prediction workflows", docs_url=None, redoc_url=None, openapi_url=None)
     user_dep = Annotated[Any, Depends(get_user)]
+
+    @app.exception_handler(HTTPException)
+    async def _error(request: Request, exc: HTTPException) -> HTMLResponse:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        login = get_auth_manager().get_url_login(next_url=str(request.url))
+        html = env.from_string(
+            "<!doctype html><title>Prediction workflows</title><p>{{ status }}: {{ detail }}</p>"
+            '{% if status == 401 %}<p><a href="{{ login }}">Log in to Airflow</a></p>{% endif %}'
+        ).render(status=exc.status_code, detail=exc.detail, login=login)
+        return HTMLResponse(html, status_code=exc.status_code)
 
     @app.get("/", response_class=HTMLResponse)
     def index(user: user_dep) -> HTMLResponse:

@@ -419,3 +419,37 @@ def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots)
     frame.locator("#target-date").wait_for()
     shots("a local run from the list")
     assert frame.locator("#target-date").inner_text() == RUN_TARGET_DATE
+
+
+def test_workflows_page_in_the_browse_menu_shows_the_daily_workflow(browser, ui, ui_runs, shots):
+    page = login(ui, shots)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_text("Prediction workflows", exact=True).click()
+    page.wait_for_url(re.compile(r".*/plugin/prediction-workflows"))
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="Prediction workflows").wait_for()
+    shots("prediction workflows in the Browse menu")
+    row = frame.locator(f"#wf-{DAG_ID}")
+    assert "0 6 * * *" in row.locator("td.schedule").inner_text()
+    assert "Asia/Tokyo" in row.locator("td.schedule").inner_text()
+    # The UI run wrote RUN_TARGET_DATE: the last partition, its model digest, its run links.
+    assert row.locator("td.written").inner_text().startswith(RUN_TARGET_DATE)
+    assert "success" in row.locator("td.run").inner_text()
+    assert row.locator("td.model code").inner_text().strip()
+    kfp = row.locator("a.kfp-link").get_attribute("href")
+    assert kfp.startswith(f"{ui.url}/kfp-bridge/local-runs/")
+    assert "recommendation / recommendation" in row.locator("td.owner").inner_text()
+    # A partition older than the one due now stands out as stale.
+    due = row.locator("td.written").inner_text().split("due: ")[-1].strip()
+    assert ("stale" in row.get_attribute("class").split()) == (due > RUN_TARGET_DATE)
+    row.locator("a.dag-link").click()
+    page.wait_for_url(re.compile(rf".*/dags/{DAG_ID}$"))
+
+
+def test_workflows_page_refused_without_login(browser, ui, shots):
+    page = shots.page
+    response = page.goto(f"{ui.url}/prediction-workflows/")
+    assert response.status == 401
+    assert DAG_ID not in page.content()
+    page.get_by_role("link", name="Log in to Airflow").click()
+    page.get_by_label("Username").wait_for()
