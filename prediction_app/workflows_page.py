@@ -181,7 +181,7 @@ tr.failing.stale { background: #fde2e1; }
 {% for w in rows %}
 <tr id="wf-{{ w.name }}" class="{{ w.flags | join(' ') }}" data-flags="{{ w.flags | join(' ') }}">
 <td>{% for f in w.flags %}<span class="flag flag-{{ f }}">{{ f }}</span>{% endfor %}
-<a class="dag-link" target="_top" href="{{ base }}dags/{{ w.name }}">{{ w.name }}</a>
+<a class="dag-link" href="{{ base }}dags/{{ w.name }}">{{ w.name }}</a>
 <div class="muted">{{ w.description }}</div></td>
 <td class="schedule"><code>{{ w.cron }}</code> {{ w.timezone }}<br>
 <span class="muted">{{ w.partition }} partition</span></td>
@@ -193,9 +193,9 @@ tr.failing.stale { background: #fde2e1; }
 </td>
 <td class="run">{% if w.last_run_id %}<span class="state {{ w.last_run_state }}">
 {{ w.last_run_state }}</span> for {{ w.last_run_target }}<br>
-<a target="_top"
+<a
  href="{{ base }}dags/{{ w.name }}/runs/{{ w.last_run_id | urlencode }}">Airflow run</a>
-{% if w.kfp_run_url %} · <a class="kfp-link" target="_top"
+{% if w.kfp_run_url %} · <a class="kfp-link"
  href="{{ w.kfp_run_url }}">Kubeflow run</a>{% endif %}
 {% else %}<span class="muted">no run yet</span>{% endif %}</td>
 <td class="model">{% if w.model_sha256 %}<code title="{{ w.model_sha256 }}">
