@@ -26,6 +26,7 @@ from kfp_bridge.assets import table_uri
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 from prediction_app.notifications import DeadlineNotifier, RunFailureNotifier, TaskFailureNotifier
 from prediction_app.registry import (
+    PROJECT_ROOT,
     ParameterSource,
     Registry,
     Workflow,
@@ -73,16 +74,10 @@ def _parameter(workflow: Workflow, value: Any, warehouse: str) -> Any:
     default = value.default
     if value.path is not None:
         path = Path(value.path)
-        default = str(path if path.is_absolute() else Path(_project_root()) / path)
+        default = str(path if path.is_absolute() else PROJECT_ROOT / path)
     if value.variable:
         return _var(value.variable, "" if default is None else default)
     return default
-
-
-def _project_root() -> str:
-    from prediction_app.registry import PROJECT_ROOT
-
-    return str(PROJECT_ROOT)
 
 
 def _doc(workflow: Workflow, path: Path) -> str:
