@@ -4,8 +4,8 @@ Served by the application's plugin on the api-server under ``WORKFLOWS_PREFIX`` 
 api-server's own authentication (Airflow's ``get_user``: JWT cookie or bearer token) and
 each workflow's DAG read permission (``is_authorized_dag``), like the local run page.
 
-Per workflow: schedule in its zone and the next run's target partition; the last partition
-written (the latest asset event of its output table from that DAG) and its age; the last
+Per workflow: schedule in its zone and the next run's target partition; the newest partition
+written (the asset events of its output table from that DAG) and when it was written; the last
 run's state and Kubeflow run link (the operator's XCom); the model digest of that event;
 owner, team, connection, a link to the DAG. A workflow is *failing* when its last run
 failed, *stale* when the partition of the latest scheduled run that should have ended by
@@ -113,17 +113,24 @@ def workflow_statuses(
             next_target=_partition(workflow, upcoming),
             expected_target=_partition(workflow, due) if due else None,
         )
+        # Freshness is the newest partition (a backfill of old dates does not make a
+        # workflow fresher); the model in use is the one of the latest event.
+        newest = session.scalars(
+            select(AssetEvent)
+            .where(AssetEvent.source_dag_id == workflow.name)
+            .order_by(AssetEvent.partition_key.desc(), AssetEvent.timestamp.desc())
+            .limit(1)
+        ).first()
         event = session.scalars(
             select(AssetEvent)
             .where(AssetEvent.source_dag_id == workflow.name)
             .order_by(AssetEvent.timestamp.desc())
             .limit(1)
         ).first()
-        if event is not None:
-            extra = event.extra or {}
-            row.last_target = extra.get("target_date") or event.partition_key
-            row.last_written_at = pendulum.instance(event.timestamp)
-            row.model_sha256 = extra.get("model_sha256")
+        if newest is not None and event is not None:
+            row.last_target = (newest.extra or {}).get("target_date") or newest.partition_key
+            row.last_written_at = pendulum.instance(newest.timestamp)
+            row.model_sha256 = (event.extra or {}).get("model_sha256")
         run = session.scalars(
             select(DagRun)
             .where(DagRun.dag_id == workflow.name)
@@ -146,8 +153,16 @@ def workflow_statuses(
             ).first()
             if xcom is not None:
                 row.kfp_run_url = XComModel.deserialize_value(xcom)
-            elif event is not None and event.source_run_id == run.run_id:
-                row.kfp_run_url = (event.extra or {}).get("run_url")  # the event names it too
+            else:  # the run's asset event names its Kubeflow run too
+                own = session.scalars(
+                    select(AssetEvent)
+                    .where(
+                        AssetEvent.source_dag_id == workflow.name,
+                        AssetEvent.source_run_id == run.run_id,
+                    )
+                    .limit(1)
+                ).first()
+                row.kfp_run_url = (own.extra or {}).get("run_url") if own else None
         if row.last_run_state == "failed":
             row.flags.append("failing")
         if row.expected_target and (

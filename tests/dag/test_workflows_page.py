@@ -64,6 +64,13 @@ with create_session() as session:
                 partition_key=target, timestamp=now.subtract(hours=2),
                 extra={"target_date": target, "rows": 3, "model_sha256": "ab" * 32,
                        "run_url": f"http://kfp.test/#/runs/details/{name}"}))
+    # A backfill of an older date after it, with another model: not fresher, but the model
+    # now in use.
+    old = _partition(workflows["wfpage_fresh"], now.subtract(days=5))
+    session.add(AssetEvent(
+        asset_id=1, source_dag_id="wfpage_fresh", source_task_id="predict",
+        source_run_id="backfill__old", partition_key=old, timestamp=now.subtract(hours=1),
+        extra={"target_date": old, "rows": 3, "model_sha256": "cd" * 32}))
 page = create_app()
 page.dependency_overrides[get_user] = lambda: object()
 root = FastAPI()
@@ -120,7 +127,7 @@ def test_page_lists_every_readable_workflow_and_flags_stale_and_failing(airflow_
     assert "2 h 0" in info["fresh_written"]  # the partition's age
     assert "success" in info["fresh_run"]
     assert 'href="http://kfp.test/#/runs/details/wfpage_fresh">Kubeflow run<' in info["fresh_run"]
-    assert ">abababababab<" in info["fresh_model"].replace(" ", "").replace("\n", "")
+    assert ">cdcdcdcdcdcd<" in info["fresh_model"].replace(" ", "").replace("\n", "")
     assert "<code>0 6 * * *</code> Asia/Tokyo" in info["fresh_schedule"]
     assert "JST" in info["fresh_next"] or "+09" in info["fresh_next"]
     assert info["owner"].startswith(">alice / recommendation")
