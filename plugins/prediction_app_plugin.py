@@ -8,6 +8,9 @@
   UI's Browse menu. The app is built on its first request, so the other Airflow
   processes that import this plugin do not load it.
 
+- Workflows page: every registry workflow (``prediction_app.workflows_page``) under
+  ``/prediction-workflows``, with a "Prediction workflows" entry in the Browse menu.
+
 - Timetable: the daily DAG's ``TargetDateCronTimetable`` (``prediction_app.timetables``);
   Airflow loads a custom timetable only when a plugin registers it.
 """
@@ -26,6 +29,7 @@ from prediction_app.target_date import (
     target_date,
 )
 from prediction_app.timetables import TargetDateCronTimetable
+from prediction_app.workflows_page import WORKFLOWS_PREFIX, LazyWorkflowsApp
 
 
 class KfpBridgePlugin(AirflowPlugin):
@@ -33,7 +37,8 @@ class KfpBridgePlugin(AirflowPlugin):
     macros = [target_date, jst_ds, jst_ds_nodash, local_ds, local_ds_nodash]
     timetables = [TargetDateCronTimetable]
     fastapi_apps = [
-        {"app": LazyRunPageApp(), "url_prefix": RUN_PAGE_PREFIX, "name": "Local Kubeflow runs"}
+        {"app": LazyRunPageApp(), "url_prefix": RUN_PAGE_PREFIX, "name": "Local Kubeflow runs"},
+        {"app": LazyWorkflowsApp(), "url_prefix": WORKFLOWS_PREFIX, "name": "Prediction workflows"},
     ]
     external_views = [
         {
@@ -43,5 +48,12 @@ class KfpBridgePlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "kfp-local-runs",
-        }
+        },
+        {
+            "name": "Prediction workflows",
+            "href": f"{WORKFLOWS_PREFIX.lstrip('/')}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "prediction-workflows",
+        },
     ]

@@ -14,21 +14,34 @@ from kfp_bridge.notifications.slack import (
     KfpSlackNotifier,
     KfpSlackRunSummaryNotifier,
 )
-from prediction_app.target_date import target_date
+from prediction_app.target_date import BUSINESS_TZ, target_partition
 
 
-def target_date_line(dag_run: Any) -> str:
-    """``Target date (JST): D``; ``n/a`` for a run without any date."""
+def target_date_line(dag_run: Any, tz: str = BUSINESS_TZ, partition: str = "daily") -> str:
+    """``Target date (JST): D``; ``n/a`` for a run without any date.
+
+    A registry workflow with another rule says its own: ``Target hour (UTC): D`T`HH``.
+    """
     try:
-        date = target_date(dag_run)
+        date = target_partition(dag_run, tz, partition)
     except (TypeError, ValueError):
         date = "n/a"
-    return f"Target date (JST): {date}"
+    zone = "JST" if tz == BUSINESS_TZ else tz
+    return f"Target {'date' if partition == 'daily' else 'hour'} ({zone}): {date}"
 
 
 class _TargetDateLine:
+    """The run's target partition, by the workflow's rule (the daily JST date by default)."""
+
+    def __init__(
+        self, *, business_tz: str = BUSINESS_TZ, partition: str = "daily", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.business_tz = business_tz
+        self.partition = partition
+
     def describe_run(self, dag_run: Any) -> list[str]:
-        return [target_date_line(dag_run)]
+        return [target_date_line(dag_run, self.business_tz, self.partition)]
 
 
 class TaskFailureNotifier(_TargetDateLine, KfpSlackNotifier):

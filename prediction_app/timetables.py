@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from prediction_app.target_date import target_date
+from prediction_app.target_date import BUSINESS_TZ, target_partition
 
 if TYPE_CHECKING:
     from airflow.timetables.base import DataInterval
@@ -30,12 +30,41 @@ if TYPE_CHECKING:
 class TargetDateCronTimetable(CronTriggerTimetable):
     """``CronTriggerTimetable`` that names its zone and puts the target date in run ids."""
 
-    def __init__(self, cron: str, *, timezone: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        cron: str,
+        *,
+        timezone: Any,
+        business_tz: str = BUSINESS_TZ,
+        partition: str = "daily",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(cron, timezone=timezone, **kwargs)
+        # The target-date rule of a registry workflow (prediction_app.registry): run ids
+        # carry the partition its pipeline writes.
+        self.business_tz = business_tz
+        self.partition = partition
         zone = getattr(self._timezone, "name", str(self._timezone))
         self._zone_name = zone
         if self.description:
             self.description = f"{self.description}, {zone}"
+
+    def serialize(self) -> dict[str, Any]:
+        return {**super().serialize(), "business_tz": self.business_tz, "partition": self.partition}
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> TargetDateCronTimetable:
+        from airflow._shared.timezones.timezone import parse_timezone
+        from airflow.serialization.decoders import decode_interval, decode_run_immediately
+
+        return cls(
+            data["expression"],
+            timezone=parse_timezone(data["timezone"]),
+            interval=decode_interval(data["interval"]),
+            run_immediately=decode_run_immediately(data.get("run_immediately", False)),
+            business_tz=data.get("business_tz", BUSINESS_TZ),
+            partition=data.get("partition", "daily"),
+        )
 
     @property
     def summary(self) -> str:
@@ -55,6 +84,8 @@ class TargetDateCronTimetable(CronTriggerTimetable):
         # The logical date of a cron-trigger run is its data interval's start (== run_after
         # with the default zero interval); the run has no DagRun yet, so the rule gets both.
         logical_date = data_interval.start if data_interval else None
-        day = target_date({"logical_date": logical_date, "run_after": run_after})
+        day = target_partition(
+            {"logical_date": logical_date, "run_after": run_after}, self.business_tz, self.partition
+        )
         prefix, _, rest = run_id.partition("__")
         return f"{prefix}__target-{day}__{rest}"

@@ -55,7 +55,7 @@ class UiStack:
         digest = demo_inputs(self.warehouse, model)
         dags = self.root / "dags"
         dags.mkdir()
-        (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
+        (dags / "prediction_workflows.py").symlink_to(REPO / "dags" / "prediction_workflows.py")
         (dags / "ui_failing_prediction.py").write_text(
             failing_dag(FAILING_DAG_ID, warehouse=self.warehouse, model=model)
         )
@@ -419,3 +419,47 @@ def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots)
     frame.locator("#target-date").wait_for()
     shots("a local run from the list")
     assert frame.locator("#target-date").inner_text() == RUN_TARGET_DATE
+
+
+def test_workflows_page_in_the_browse_menu_shows_the_daily_workflow(browser, ui, ui_runs, shots):
+    page = login(ui, shots)
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_text("Prediction workflows", exact=True).click()
+    page.wait_for_url(re.compile(r".*/plugin/prediction-workflows"))
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="Prediction workflows").wait_for()
+    shots("prediction workflows in the Browse menu")
+    row = frame.locator(f"#wf-{DAG_ID}")
+    assert "0 6 * * *" in row.locator("td.schedule").inner_text()
+    assert "Asia/Tokyo" in row.locator("td.schedule").inner_text()
+    # The last partition written and the last run, as Airflow's REST API has them (the
+    # UI run wrote RUN_TARGET_DATE; other tests of this module may have run more since).
+    events = api(page, ui, f"/assets/events?source_dag_id={DAG_ID}&order_by=-timestamp")
+    events = events["asset_events"]
+    (last_run,) = api(page, ui, f"/dags/{DAG_ID}/dagRuns?order_by=-run_after&limit=1")["dag_runs"]
+    written = max(e["extra"]["target_date"] for e in events)  # the newest partition
+    assert written >= RUN_TARGET_DATE
+    assert row.locator("td.written").inner_text().startswith(written)
+    assert last_run["state"] in row.locator("td.run").inner_text()
+    digest = events[0]["extra"]["model_sha256"]  # the model of the latest run
+    assert row.locator("td.model code").get_attribute("title") == digest
+    kfp = row.locator("a.kfp-link").get_attribute("href")
+    assert kfp.startswith(f"{ui.url}/kfp-bridge/local-runs/")
+    assert "recommendation / recommendation" in row.locator("td.owner").inner_text()
+    # A partition older than the one due now stands out as stale.
+    due = row.locator("td.written").inner_text().split("due: ")[-1].strip()
+    assert ("stale" in row.get_attribute("class").split()) == (due > written)
+    # The UI's plugin iframe is sandboxed without top navigation: the link is the DAG's URL.
+    dag_url = row.locator("a.dag-link").get_attribute("href")
+    assert dag_url == f"{ui.url}/dags/{DAG_ID}"
+    page.goto(dag_url)
+    page.get_by_text(DAG_ID).first.wait_for()
+
+
+def test_workflows_page_refused_without_login(browser, ui, shots):
+    page = shots.page
+    response = page.goto(f"{ui.url}/prediction-workflows/")
+    assert response.status == 401
+    assert DAG_ID not in page.content()
+    page.get_by_role("link", name="Log in to Airflow").click()
+    page.get_by_label("Username").wait_for()

@@ -103,6 +103,8 @@ def airflow_env_vars(home: Path, dags_folder: Path = REPO / "dags") -> dict[str,
     )
     env.pop("DAILY_PREDICTION_DEADLINE_HOURS", None)
     env.pop("DAILY_PREDICTION_RETRY_DELAY_SECONDS", None)
+    env.pop("PREDICTION_WORKFLOWS_DIR", None)  # the repository's workflows/ unless a test says
+    env.pop("PREDICTION_PROJECT_ROOT", None)
     return env
 
 

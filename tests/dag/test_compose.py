@@ -40,6 +40,8 @@ def test_airflow_services_build_the_image_and_run_their_component():
         assert env["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "Asia/Tokyo"
         conn = json.loads(env["AIRFLOW_CONN_KFP_DEFAULT"])
         assert conn["conn_type"] == "kfp" and conn["extra"]["backend"] == "local"
+        # prediction_app/ sits inside dags/ there: the registry is told where the project is.
+        assert env["PREDICTION_PROJECT_ROOT"] == "/opt/airflow"
 
 
 def test_mounts_match_what_the_dag_reads():
@@ -49,6 +51,7 @@ def test_mounts_match_what_the_dag_reads():
         "./prediction_app": "/opt/airflow/dags/prediction_app",
         "./plugins": "/opt/airflow/plugins",
         "./pipelines": "/opt/airflow/pipelines",
+        "./workflows": "/opt/airflow/workflows",
         "./var": "/opt/airflow/var",
     }
     for name in AIRFLOW_SERVICES:

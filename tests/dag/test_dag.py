@@ -261,7 +261,7 @@ def test_dag_files_import_nothing_heavy():
     code = textwrap.dedent(
         """
         import json, runpy, sys
-        runpy.run_path("dags/daily_prediction.py")
+        runpy.run_path("dags/prediction_workflows.py")
         runpy.run_path("dags/deliver_predictions.py")
         heavy = ("pandas", "numpy", "kfp", "sklearn", "duckdb", "pyarrow", "vertexai",
                  "googleapiclient", "openlineage")

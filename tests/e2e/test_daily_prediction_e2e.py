@@ -46,7 +46,7 @@ def stack(tmp_path_factory, metadata_db):
     dags = root / "dags"
     dags.mkdir()
     # The real DAG file (it resolves pipelines/ from its real location).
-    (dags / "daily_prediction.py").symlink_to(REPO / "dags" / "daily_prediction.py")
+    (dags / "prediction_workflows.py").symlink_to(REPO / "dags" / "prediction_workflows.py")
     (dags / "e2e_failing_prediction.py").write_text(
         failing_dag(
             "e2e_failing_prediction",

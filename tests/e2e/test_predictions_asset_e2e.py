@@ -44,7 +44,7 @@ def stack(tmp_path_factory):
     predictions = (warehouse / "predictions").as_uri()
     dags = root / "dags"
     dags.mkdir()
-    for name in ("daily_prediction.py", "deliver_predictions.py"):
+    for name in ("prediction_workflows.py", "deliver_predictions.py"):
         (dags / name).symlink_to(REPO / "dags" / name)
     (dags / "e2e_failing_prediction.py").write_text(
         failing_dag(

@@ -1,0 +1,214 @@
+"""One registry entry -> one DAG: the single code path every prediction workflow goes through.
+
+``dags/prediction_workflows.py`` calls :func:`register_workflows` with its ``globals()``
+(Airflow's documented dynamic-DAG pattern). Bad entries do not stop the good ones: they
+become one :class:`InvalidWorkflows` object, which Airflow's DagBag validates like any DAG
+found in the file; its ``validate`` raises, so the DagBag records ONE import error for the
+DAG file (every bad entry named, with file, workflow and field) and bags the other DAGs.
+Nothing is built, so nothing is submitted, for a bad entry.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import MutableMapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+from airflow.sdk.exceptions import AirflowFailException
+
+from kfp_bridge.assets import table_uri
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from prediction_app.notifications import DeadlineNotifier, RunFailureNotifier, TaskFailureNotifier
+from prediction_app.registry import (
+    PROJECT_ROOT,
+    ParameterSource,
+    Registry,
+    Workflow,
+    WorkflowError,
+    load_registry,
+)
+from prediction_app.target_date import BUSINESS_TZ, MACROS, target_partition
+from prediction_app.timetables import TargetDateCronTimetable
+
+TASK_ID = "predict"
+
+
+class PredictionRunOperator(KubeflowPipelineRunOperator):
+    """The provider's operator plus the workflow's data-quality checks on the run's report."""
+
+    def __init__(self, *, min_rows: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_rows = min_rows
+
+    def _publish_result(self, event: Any) -> None:
+        super()._publish_result(event)
+        if self.min_rows is None:
+            return
+        if self.run_result is None:
+            raise AirflowFailException(
+                f"check min_rows={self.min_rows}: the run's report could not be read"
+            )
+        rows = int(self.run_result.get("rows", 0))
+        if rows < self.min_rows:
+            raise AirflowFailException(
+                f"check min_rows={self.min_rows} failed: the run wrote {rows} rows"
+            )
+
+
+def _var(name: str, default: object) -> str:
+    """Template reading Airflow Variable ``name`` at run time, ``default`` when unset."""
+    return f"{{{{ var.value.get({name!r}, {str(default)!r}) }}}}"
+
+
+def _parameter(workflow: Workflow, value: Any, warehouse: str) -> Any:
+    if not isinstance(value, ParameterSource):
+        return value  # a literal, or a Jinja template rendered when the task runs
+    if value.from_ == "warehouse":
+        return warehouse
+    default = value.default
+    if value.path is not None:
+        path = Path(value.path)
+        default = str(path if path.is_absolute() else PROJECT_ROOT / path)
+    if value.variable:
+        return _var(value.variable, "" if default is None else default)
+    return default
+
+
+def _doc(workflow: Workflow, path: Path) -> str:
+    rule = workflow.target_date
+    return (
+        workflow.doc_md
+        or f"### {workflow.name}\n\n{workflow.description}\n\n"
+        f"Target partition: the {rule.partition} partition of the logical date in "
+        f"{rule.timezone} (`{{{{ target_date(dag_run) }}}}`)."
+    ) + (
+        f"\n\n**Registry entry** `{path.name}`: owner {workflow.owner}, team {workflow.team}, "
+        f"KFP connection `{workflow.identity.kfp_conn_id}`, output table "
+        f"`{workflow.output.table}`."
+    )
+
+
+def build_dag(workflow: Workflow, path: Path) -> DAG:
+    """The DAG of one validated entry; its id is the workflow's name."""
+    ops = workflow.operations_from_env()
+    rule = workflow.target_date
+    warehouse = workflow.output.warehouse.resolved()
+    slack = workflow.slack.conn_id
+    # The Slack messages name the run's target partition by the workflow's own rule.
+    rule_kwargs: dict[str, str] = {}
+    if (rule.timezone, rule.partition) != (BUSINESS_TZ, "daily"):
+        rule_kwargs = {"business_tz": rule.timezone, "partition": rule.partition}
+    macros = dict(MACROS)
+    # The workflow's own target-date rule under the one name templates use.
+    macros["target_date"] = functools.partial(
+        target_partition, tz=rule.timezone, partition=rule.partition
+    )
+    deadline = None
+    if ops.deadline_minutes:
+        # Queued-at, not the logical date: a backfill of old dates must not alert at once.
+        deadline = DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(minutes=ops.deadline_minutes),
+            callback=AsyncCallback(
+                DeadlineNotifier, kwargs={"slack_webhook_conn_id": slack, **rule_kwargs}
+            ),
+        )
+    pipeline = workflow.pipeline
+    source: dict[str, Any] = {}
+    if pipeline.file:
+        file = pipeline.resolved_file()
+        source["pipeline_file"] = _var(pipeline.variable, file) if pipeline.variable else file
+    else:
+        source["pipeline_id"] = pipeline.pipeline_id
+        source["pipeline_version_id"] = pipeline.version_id
+    schedule = workflow.schedule
+    with DAG(
+        dag_id=workflow.name,
+        description=workflow.description,
+        doc_md=_doc(workflow, path),
+        schedule=TargetDateCronTimetable(
+            schedule.cron,
+            timezone=schedule.timezone,
+            business_tz=rule.timezone,
+            partition=rule.partition,
+        ),
+        start_date=pendulum.datetime(
+            schedule.start_date.year,
+            schedule.start_date.month,
+            schedule.start_date.day,
+            tz=schedule.timezone,
+        ),
+        catchup=schedule.catchup,
+        max_active_runs=schedule.max_active_runs,
+        dagrun_timeout=timedelta(minutes=ops.dagrun_timeout_minutes),
+        user_defined_macros=macros,
+        default_args={
+            "owner": workflow.owner,
+            "retries": ops.retries,
+            "retry_delay": timedelta(seconds=ops.retry_delay_seconds),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(seconds=ops.max_retry_delay_seconds),
+            "execution_timeout": timedelta(minutes=ops.execution_timeout_minutes),
+        },
+        on_failure_callback=RunFailureNotifier(slack_webhook_conn_id=slack, **rule_kwargs),
+        deadline=deadline,
+        tags=list(workflow.tags) or ["prediction"],
+    ) as dag:
+        PredictionRunOperator(
+            task_id=TASK_ID,
+            **source,
+            parameters={
+                key: _parameter(workflow, value, warehouse)
+                for key, value in workflow.parameters.items()
+            },
+            kfp_conn_id=workflow.identity.kfp_conn_id,
+            service_account=workflow.identity.service_account,
+            report_task=TASK_ID,
+            inlets=[Asset(table_uri(warehouse, t)) for t in workflow.output.inputs],
+            outlets=[Asset(table_uri(warehouse, workflow.output.table))],
+            min_rows=workflow.output.checks.min_rows,
+            poll_interval=ops.poll_seconds,
+            on_retry_callback=TaskFailureNotifier(
+                slack_webhook_conn_id=slack, will_retry=True, **rule_kwargs
+            ),
+            on_failure_callback=TaskFailureNotifier(
+                slack_webhook_conn_id=slack, will_retry=False, **rule_kwargs
+            ),
+        )
+    return dag
+
+
+class InvalidWorkflows(DAG):
+    """Stands for the registry's bad entries in the DAG file; never scheduled.
+
+    DagBag validates each DAG object of a file and records an exception there as the
+    file's import error while keeping the file's other DAGs (``DagBag.process_file``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(dag_id="invalid_prediction_workflows", schedule=None)
+        self.registry_errors = message
+
+    def validate(self) -> None:
+        raise WorkflowError(self.registry_errors)
+
+
+def register_workflows(
+    namespace: MutableMapping[str, Any], directory: str | Path | None = None
+) -> Registry:
+    """Build one DAG per valid entry into ``namespace`` (a DAG file's ``globals()``)."""
+    registry = load_registry(directory)
+    for path, workflow in registry.workflows:
+        try:
+            namespace[workflow.name] = build_dag(workflow, path)
+        except Exception as exc:  # an entry the schema let through but Airflow refuses
+            registry.errors[path] = f"{path}: workflow {workflow.name!r}: {exc}"
+    if registry.errors:
+        namespace["invalid_prediction_workflows"] = InvalidWorkflows(registry.error_message())
+    return registry

@@ -1,0 +1,207 @@
+"""The registry of prediction workflows (workflows/*.yaml): schema, messages, teams, pipeline.
+
+In-process: only ``prediction_app.registry`` (yaml, pydantic) and the provider's
+pipeline-spec reader. The DagBag tests (one bad entry among three, the how-to) are in
+test_registry_dagbag.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prediction_app.registry import load_registry, main, shell_compile_command
+from tests.dag.helpers import REPO
+
+ENTRY = REPO / "workflows" / "daily_prediction.yaml"
+
+
+def copy_entry(directory: Path, name: str, **changes) -> Path:
+    """``workflows/daily_prediction.yaml`` as ``name``, with top-level or dotted changes."""
+    data = yaml.safe_load(ENTRY.read_text())
+    data["name"] = name
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "workflows" / "teams.yaml", tmp_path / "teams.yaml")
+    return tmp_path
+
+
+def test_repository_registry_is_valid():
+    loaded = load_registry(REPO / "workflows")
+    assert loaded.errors == {}
+    assert [w.name for _, w in loaded.workflows] == ["daily_prediction"]
+    assert main(["check"]) == 0
+
+
+def test_a_copied_entry_is_a_second_workflow(registry: Path):
+    copy_entry(registry, "alpha")
+    copy_entry(registry, "beta", schedule__cron="0 * * * *", target_date__partition="hourly")
+    loaded = load_registry(registry)
+    assert loaded.errors == {}
+    names = {w.name: w for _, w in loaded.workflows}
+    assert set(names) == {"alpha", "beta"}
+    assert names["beta"].target_date.partition == "hourly"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"target_date__partition": "weekly"},
+            "target_date.partition: 'weekly' is not allowed; allowed: 'daily' or 'hourly'",
+        ),
+        (
+            {"colour": "blue"},
+            "colour: unknown field; allowed: name, owner, team, description",
+        ),
+        (
+            {"parameters__lookback_days": {"variabel": "x"}},
+            "parameters.lookback_days.variabel: unknown field; "
+            "allowed: variable, default, path, from",
+        ),
+        (
+            {"schedule__timezone": "Asia/Tokio"},
+            "schedule.timezone: unknown time zone 'Asia/Tokio'",
+        ),
+        ({"schedule__cron": "0 25 * * *"}, "schedule.cron: not a cron expression: '0 25 * * *'"),
+        (
+            {"placement__steps": {"predict": {"cpus": "2"}}},
+            "placement.steps.predict.cpus: unknown field; allowed: node_selector, cpu_request",
+        ),
+        (
+            {"placement__steps": {"train": {"cpu_request": "2"}}},
+            "placement.steps.train: 'train' is not allowed; allowed: 'features' or 'predict'",
+        ),
+        ({"parameters__model_sha256": [1, 2]}, "parameters.model_sha256: got list"),
+        ({"owner": None}, "owner: Input should be a valid string"),
+        # Checked against pipelines/compiled/daily_prediction.yaml's inputs:
+        (
+            {"parameters__colour": "red"},
+            "parameters.colour: not an input of "
+            f"{REPO / 'pipelines/compiled/daily_prediction.yaml'}; allowed: lookback_days, "
+            "model_sha256, model_uri, target_date, warehouse",
+        ),
+        (
+            {"parameters__lookback_days": "many"},
+            "parameters.lookback_days: parameter 'lookback_days' expects NUMBER_INTEGER",
+        ),
+        # The teams' allow-list (teams.yaml):
+        (
+            {"identity__kfp_conn_id": "kfp_search"},
+            "identity.kfp_conn_id: team 'recommendation' may not use 'kfp_search'; "
+            "allowed: kfp_default, kfp_recommendation",
+        ),
+        (
+            {"team": "finance"},
+            "team: 'finance' is not in teams.yaml; allowed: recommendation, search",
+        ),
+        # The compiled file's node selectors against the placement:
+        (
+            {"placement__node_selector": {"cloud.google.com/gke-nodepool": "reco"}},
+            "placement: "
+            f"{REPO / 'pipelines/compiled/daily_prediction.yaml'} puts step 'features' on node "
+            "selector {}, the entry says {'cloud.google.com/gke-nodepool': 'reco'}; compile it "
+            "with: .venv-pipeline/bin/python -m kfp_prediction.compile --output-dir "
+            "pipelines/compiled --node-selector cloud.google.com/gke-nodepool=reco",
+        ),
+    ],
+)
+def test_a_bad_entry_names_file_workflow_and_field(registry: Path, changes, expected):
+    good = copy_entry(registry, "good")
+    bad = copy_entry(registry, "bad", **changes)
+    loaded = load_registry(registry)
+    assert [path for path, _ in loaded.workflows] == [good]  # the others still load
+    assert list(loaded.errors) == [bad]
+    message = loaded.error_message()
+    assert f"{bad}: workflow 'bad': {expected}" in message
+    assert "good" not in message.replace(str(registry), "")
+
+
+def test_name_must_match_the_file_and_be_unique(registry: Path):
+    copy_entry(registry, "alpha")
+    (registry / "alpha.yaml").rename(registry / "other.yaml")
+    loaded = load_registry(registry)
+    assert loaded.workflows == []
+    assert "other.yaml: workflow 'alpha': name: must equal the file name ('other')" in (
+        loaded.error_message()
+    )
+
+
+def test_missing_required_input_and_unreadable_yaml(registry: Path):
+    path = copy_entry(registry, "alpha")
+    data = yaml.safe_load(path.read_text())
+    del data["parameters"]["target_date"]
+    path.write_text(yaml.safe_dump(data))
+    (registry / "broken.yaml").write_text("name: [unclosed\n")
+    loaded = load_registry(registry)
+    message = loaded.error_message()
+    assert "alpha.yaml: workflow 'alpha': parameters.target_date: required by" in message
+    assert f"{registry / 'broken.yaml'}: not valid YAML" in message
+
+
+def test_uploaded_pipeline_and_gcs_files_are_checked_before_submission_not_at_parse(
+    registry: Path,
+):
+    # Not readable at parse time: the schema only (the operator checks before it submits).
+    copy_entry(
+        registry,
+        "uploaded",
+        pipeline={"pipeline_id": "p-123", "version_id": "v-1"},
+        parameters__colour="red",
+    )
+    copy_entry(registry, "on_gcs", pipeline={"file": "gs://bucket/p.yaml"}, parameters__x=1)
+    loaded = load_registry(registry)
+    assert loaded.errors == {}
+    copy_entry(registry, "both", pipeline={"file": "a.yaml", "pipeline_id": "p"})
+    assert "pipeline: give either file (a path or gs://) or pipeline_id" in (
+        load_registry(registry).error_message()
+    )
+
+
+def test_a_bad_teams_file_fails_every_workflow_naming_it(registry: Path):
+    copy_entry(registry, "alpha")
+    (registry / "teams.yaml").write_text("teams:\n  recommendation:\n    kfp_conns: [x]\n")
+    loaded = load_registry(registry)
+    assert loaded.workflows == []
+    message = loaded.error_message()
+    assert "teams.yaml: teams.recommendation.kfp_conns: unknown field; allowed: kfp_conn_ids" in (
+        message
+    )
+    assert "alpha.yaml: workflow 'alpha': team: the teams' allow-list (teams.yaml) is invalid" in (
+        message
+    )
+
+
+def test_compile_command_puts_steps_on_the_node_pool(registry: Path):
+    path = copy_entry(
+        registry,
+        "alpha",
+        pipeline={"file": "pipelines/compiled/alpha/daily_prediction.yaml"},
+        placement={
+            "node_selector": {"cloud.google.com/gke-nodepool": "reco"},
+            "steps": {"predict": {"cpu_request": "2", "memory_limit": "4Gi"}},
+        },
+    )
+    loaded = load_registry(registry)
+    assert loaded.errors == {}, loaded.error_message()
+    ((_, workflow),) = loaded.workflows
+    assert path.exists()
+    assert shell_compile_command(workflow) == (
+        ".venv-pipeline/bin/python -m kfp_prediction.compile --output-dir "
+        "pipelines/compiled/alpha --node-selector cloud.google.com/gke-nodepool=reco "
+        "--cpu-request predict=2 --memory-limit predict=4Gi"
+    )

@@ -1,0 +1,73 @@
+"""prediction_app.workflow_dag in-process: what an entry's fields become on the DAG and task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from prediction_app.registry import load_registry
+from prediction_app.workflow_dag import PredictionRunOperator, build_dag
+from tests.dag.test_registry import copy_entry, registry  # noqa: F401 (fixture)
+
+
+def _dag(registry_dir: Path, name: str, **changes):
+    copy_entry(registry_dir, name, **changes)
+    loaded = load_registry(registry_dir)
+    assert loaded.errors == {}, loaded.error_message()
+    ((path, workflow),) = [(p, w) for p, w in loaded.workflows if w.name == name]
+    return build_dag(workflow, path)
+
+
+def test_uploaded_pipeline_identity_and_operations(registry):  # noqa: F811
+    dag = _dag(
+        registry,
+        "uploaded",
+        pipeline={"pipeline_id": "p-123", "version_id": "v-7"},
+        identity={"kfp_conn_id": "kfp_recommendation", "service_account": "reco@p.iam"},
+        operations={"retries": 1, "execution_timeout_minutes": 30, "poll_seconds": 15},
+        output__warehouse={"default": "bigquery://acme/reco_morning"},
+        output__inputs=["users"],
+    )
+    task = dag.get_task("predict")
+    assert (task.pipeline_file, task.pipeline_id, task.pipeline_version_id) == (
+        None,
+        "p-123",
+        "v-7",
+    )
+    assert (task.kfp_conn_id, task.service_account) == ("kfp_recommendation", "reco@p.iam")
+    assert task.retries == 1 and task.execution_timeout.total_seconds() == 1800
+    assert task.policy.poll_interval == 15
+    assert task.parameters["warehouse"] == "bigquery://acme/reco_morning"
+    assert [a.uri for a in task.outlets] == ["bigquery://acme/reco_morning/predictions"]
+    assert [a.uri for a in task.inlets] == ["bigquery://acme/reco_morning/users"]
+
+
+def test_environment_overrides_operations(registry, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ALPHA_POLL_SECONDS", "2")
+    monkeypatch.setenv("ALPHA_RETRY_DELAY_SECONDS", "5")
+    dag = _dag(registry, "alpha")
+    task = dag.get_task("predict")
+    assert task.policy.poll_interval == 2 and task.retry_delay.total_seconds() == 5
+
+
+@pytest.mark.parametrize(
+    ("report", "fails"),
+    [({"rows": 3}, None), ({"rows": 0}, "check min_rows=1 failed: the run wrote 0 rows"),
+     (None, "check min_rows=1: the run's report could not be read")],
+)  # fmt: skip
+def test_min_rows_check_on_the_run_report(registry, monkeypatch, report, fails):  # noqa: F811
+    def publish(self, event):  # what the provider's operator leaves after reading the report
+        self.run_result = report
+
+    monkeypatch.setattr(KubeflowPipelineRunOperator, "_publish_result", publish)
+    dag = _dag(registry, "checked", output__checks={"min_rows": 1})
+    task = dag.get_task("predict")
+    assert isinstance(task, PredictionRunOperator) and task.min_rows == 1
+    if fails is None:
+        task._publish_result(event=None)
+    else:
+        with pytest.raises(AirflowFailException, match=fails):
+            task._publish_result(event=None)
