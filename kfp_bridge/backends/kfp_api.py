@@ -806,7 +806,13 @@ def pipeline_spec_body(
 
 
 class _NoSuchRoute(Exception):
-    """The host does not serve this path (a non-JSON 404)."""
+    """The host does not serve this path (a non-JSON 404).
+
+    The UI server answers a path it neither proxies nor serves itself, such as the API
+    server's ``/apis/v1alpha1/.../log``, with Express's HTML 404 "Cannot GET ..." (its
+    static handlers fall through; ``frontend/server/app.ts`` at KFP 2.5.0-2.14.0 and
+    HEAD has no index.html fallback); the API server's Go mux with "404 page not found".
+    """
 
 
 def _is_html(body: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from urllib.parse import unquote
@@ -628,8 +629,17 @@ def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
     assert status == 200 and "launcher_v2.go" in text
     status, _, text = _get(f"{ui_server.url}/k8s/pod/logs?podname={executor}&runid={run_id}")
     assert status == 500 and "not found" in text  # the node id is no pod name
-    status, kind, text = _get(f"{ui_server.url}/apis/v1alpha1/runs/{run_id}/nodes/{executor}/log")
-    assert status == 404 and kind.startswith("text/html") and "Cannot GET" in text
+    # app.ts (2.5.0-HEAD) has no index.html fallback: the static handlers fall through to
+    # Express's 404 page, which names the requested URL (basePath and query included)
+    for url in (
+        f"/apis/v1alpha1/runs/{run_id}/nodes/{executor}/log",
+        f"/pipeline/apis/v1alpha1/runs/{run_id}/nodes/{executor}/log?x=<b>",
+        "/apis/v1/unknown",
+    ):
+        status, kind, text = _get(f"{ui_server.url}{url}")
+        assert (status, kind) == (404, "text/html; charset=utf-8"), url
+        assert f"<pre>Cannot GET {html.escape(url)}</pre>" in text
+        assert "KFP_FLAGS" not in text  # not the UI's index.html
 
 
 def test_through_the_ui_proxy_failure_messages_keep_their_log_text(

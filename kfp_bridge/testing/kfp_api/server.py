@@ -25,7 +25,7 @@ given: the UI server ``ml-pipeline-ui`` behind the AI Platform Pipelines inverse
 proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
 ``frontend/server/app.ts``): ``/apis/v1beta1`` and ``/apis/v2beta1`` are served as
 by the API server, pod logs only at ``/k8s/pod/logs`` by Argo v2 pod name, every
-other path an HTML 404.
+other path Express's HTML 404 ("Cannot GET ..."; no index.html fallback since KFP 0.2.4).
 
 Three more profiles put a deployment's own layer around the API server:
 ``dex`` (Kubeflow's oauth2-proxy + Dex ingress login, :mod:`.dex`), ``iap``
@@ -58,6 +58,7 @@ import contextlib
 import dataclasses
 import email.parser
 import email.policy
+import html
 import json
 import re
 import secrets
@@ -1883,20 +1884,26 @@ class _Handler(BaseHTTPRequestHandler):
             # the API proxy under basePath strips it (pathRewrite) before the API server
             path = path[len(UI_BASE_PATH) :] or "/"
         if state.profile == "ui-proxy" or state.ui_routes:
-            # frontend/server/app.ts createUIServer: /apis/v1beta1 is rewritten to the
-            # v2beta1 prefix and /apis/v2beta1/* proxied to the API server; /k8s/pod/logs
-            # is the UI server's own handler; any other path falls through the static
-            # handler to Express's HTML 404 ("Cannot GET /path").
+            # frontend/server/app.ts createUIServer (tags 2.5.0 and 2.14.0, identical:
+            # lines 283-331; HEAD of 2026-08: lines 372-420): /apis/v1beta1/* and
+            # /apis/v2beta1/* (and under basePath) are proxied unchanged to the API server;
+            # /k8s/pod/logs is the UI server's own handler (2.14.0 lines 199-203). Any
+            # other GET (/apis/v1alpha1/.../log included) reaches only the two static
+            # handlers (2.14.0 lines 343-344, HEAD 432-433), which find no file and fall
+            # through to Express's final handler: 404, text/html, "Cannot GET <originalUrl>"
+            # (pillarjs/finalhandler). No index.html fallback: the old app.get('*',
+            # indexHtmlHandler) was removed in 0.2.4 (kubeflow/pipelines 842b0cec, #3116).
             if method == "GET" and path == UI_LOG_PATH:
                 self._send_bytes(200, state.read_pod_log(query), "text/plain; charset=utf-8")
                 return
             if not path.startswith(("/apis/v1beta1/", f"{API}/")):
-                html = (
+                page = (
                     '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-                    f"<title>Error</title>\n</head>\n<body>\n<pre>Cannot {method} {path}</pre>\n"
+                    "<title>Error</title>\n</head>\n<body>\n"
+                    f"<pre>Cannot {html.escape(method)} {html.escape(self.path)}</pre>\n"
                     "</body>\n</html>\n"
                 )
-                raise PlainError(404, html.encode(), "text/html; charset=utf-8")
+                raise PlainError(404, page.encode(), "text/html; charset=utf-8")
         if state.server_version == "1.8.5" and path.startswith(API + "/"):
             # KFP 1.x (backend/src/apiserver/main.go at 1.8.5): no v2beta1 handler is
             # registered, so grpc-gateway v1's ServeMux answers DefaultOtherErrorHandler's
