@@ -16,8 +16,8 @@ from airflow.sdk import DAG, Asset
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from kfp_bridge.assets import table_uri
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from prediction_app.assets import record_result, table_uri
 from prediction_app.notifications import (
     DeadlineNotifier,
     RunFailureNotifier,
@@ -166,6 +166,7 @@ with DAG(
         kfp_conn_id="kfp_default",
         # The predict step's result report becomes the asset event; the sources are inlets.
         report_task="predict",
+        on_result=record_result,  # the report's fields -> asset event (prediction_app/assets.py)
         inlets=SOURCE_TABLES,
         outlets=[PREDICTIONS],
         # Seconds between status polls in the triggerer (a worker slot is not held).

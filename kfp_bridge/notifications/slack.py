@@ -1,4 +1,4 @@
-"""Slack messages for the daily prediction: one per failed task try, one per failed DAG run.
+"""Slack messages for failed pipeline tasks: one per failed task try, one per failed DAG run.
 
 Built on the Slack provider's ``SlackWebhookNotifier`` (the webhook URL and the
 HTTP call are the provider's), created when a message is sent: importing the
@@ -26,6 +26,7 @@ from kfp_bridge.redaction import airflow_redact
 DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
 MAX_ERROR_CHARS = 300
+
 
 def scrub(text: str) -> str:
     """Remove registered secrets and secret shapes from ``text`` (one rule: redaction.py)."""
