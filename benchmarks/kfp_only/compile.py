@@ -20,8 +20,7 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-from kfp import compiler
-from kfp_prediction.compile import COMPILED_DIR
+from kfp_prediction.compile import COMPILED_DIR, write_compiled
 from kfp_prediction.components import CompileOptions
 
 from benchmarks.kfp_only.pipeline import (
@@ -49,14 +48,7 @@ def compile_variants(
         KFP_ONLY_FILE: build_kfp_only_pipeline(kfp, retry_backoff),
         NAIVE_FILE: build_naive_pipeline(kfp, retry_backoff, NAIVE_CLOCKS[naive_clock]),
     }
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in COMPILED_FILES:
-        path = output_dir / name
-        compiler.Compiler().compile(pipelines[name], str(path))
-        written.append(path)
-    return written
+    return write_compiled(pipelines, output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

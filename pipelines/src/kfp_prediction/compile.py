@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from kfp import compiler
@@ -42,18 +42,21 @@ def compile_pipeline(
 ) -> list[Path]:
     """Write every file of ``COMPILED_FILES`` into ``output_dir``; return their paths."""
     options = options or CompileOptions()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     vertex = dataclasses.replace(options, kubernetes_platform=False)
     kfp = dataclasses.replace(options, kubernetes_platform=True)
-    pipelines = {
-        KFP_FILE: build_pipeline(kfp),
-        VERTEX_FILE: build_pipeline(vertex),
-    }
+    return write_compiled(
+        {KFP_FILE: build_pipeline(kfp), VERTEX_FILE: build_pipeline(vertex)}, output_dir
+    )
+
+
+def write_compiled(pipelines: Mapping[str, Callable], output_dir: str | Path) -> list[Path]:
+    """Compile each pipeline function to its file name under ``output_dir``; the paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in COMPILED_FILES:
+    for name, pipeline in pipelines.items():
         path = output_dir / name
-        compiler.Compiler().compile(pipelines[name], str(path))
+        compiler.Compiler().compile(pipeline, str(path))
         written.append(path)
     return written
 
