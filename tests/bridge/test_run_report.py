@@ -26,6 +26,7 @@ from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.backends.vertex import VertexBackend
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 from kfp_bridge.pipeline_spec import load_pipeline
+from kfp_bridge.results import WrittenDataset
 from prediction_app.assets import partition_table_uri, record_result, table_uri
 from tests.bridge._helpers import (
     FIXTURES,
@@ -263,6 +264,20 @@ def test_a_successful_run_puts_what_the_task_reported_on_the_asset_event(local_c
     }
     assert events[asset].partition_keys == {"2026-11-27"}
     assert result["result"] == op.run_result  # the report's fields, for XCom readers
+    # what on_result says the run wrote: the table, the partition and the rows, for lineage
+    assert op.run_written == [WrittenDataset(asset.uri, extra["partition"], 4)]
+
+
+def test_without_on_result_the_report_is_returned_and_no_event_recorded(local_conn, tmp_path):
+    # The provider knows no field of the report: only the DAG's on_result makes events of it.
+    asset = Asset((tmp_path / "predictions").as_uri())
+    op = _operator(local_conn, tmp_path, outlets=[asset], rows=2)
+    op.on_result = None
+    events = OutletEventAccessors()
+    result = op.execute(_context(op, events))
+    assert (result["result"]["kind"], result["result"]["rows"]) == ("result", 2)
+    assert events[asset].extra == {} and not events[asset].partition_keys
+    assert op.run_written == []
 
 
 def test_an_outlet_the_run_did_not_write_fails_without_retries(local_conn, tmp_path):
