@@ -10,7 +10,7 @@ target dates D1..D3, each on its own copy of the same demo warehouse:
   ``faketime 'D0 06:00'`` (D0 = D1 - 1, TZ=Asia/Tokyo), each run under ``faketime 'Dn 06:00'``;
 * **KFP-only, placeholder**: ``daily_prediction_kfp_only.yaml``; kfp.local 2.17 cannot resolve
   the schedule/create time placeholders, so each run's scheduled time (Dn-1 21:00:00Z, what a
-  recurring run on ``0 0 21 * * *`` gets) is fed explicitly (``kfp_prediction.kfp_only_local``);
+  recurring run on ``0 0 21 * * *`` gets) is fed explicitly (``benchmarks/kfp_only/local.py``);
 * **ours**: the real DAG through real Airflow, ``airflow dags test daily_prediction
   DnT06:00:00+09:00`` (the logical date the scheduler gives that run), retries shortened with
   ``DAILY_PREDICTION_RETRY_DELAY_SECONDS`` (the DAG reads it; nothing else differs).
@@ -336,7 +336,7 @@ class Comparison:
         prefix, env = self._faked(dt.datetime.combine(self.compile_day, dt.time(6), tzinfo=JST))
         start = time.monotonic()
         subprocess.run(
-            [*prefix, str(PIPELINE_PY), "-m", "kfp_prediction.compile", "--output-dir",
+            [*prefix, str(PIPELINE_PY), "-m", "benchmarks.kfp_only.compile", "--output-dir",
              str(self.compiled), "--kfp-only-retry-backoff", str(RETRY_DELAY_SECONDS),
              "--naive-clock", "system"],
             cwd=REPO, env=env, check=True, capture_output=True,
@@ -374,7 +374,7 @@ class Comparison:
             else ("daily_prediction_kfp_only.yaml")
         )
         args = [
-            str(PIPELINE_PY), "-m", "kfp_prediction.kfp_only_local",
+            str(PIPELINE_PY), "-m", "benchmarks.kfp_only.local",
             "--pipeline", str(self.compiled / name),
             "--slack-webhook-url", self.webhook.url(way),
             "--warehouse", str(self.warehouses[way]), "--model-uri", str(self.model),

@@ -21,7 +21,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, PartitionedAssetTimetable, task
 
-from kfp_bridge.assets import table_uri
+from prediction_app.assets import table_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The same setting as daily_prediction's: the two DAGs must name the same table.
@@ -46,7 +46,7 @@ def triggering_result(events: list[Any], target_date: str) -> dict[str, Any]:
 
 def read_partition(extra: dict[str, Any]) -> Any:
     """Exactly the reported partition, as an Arrow table, checked against the report."""
-    from kfp_bridge.assets import partition_table_uri
+    from prediction_app.assets import partition_table_uri
 
     partition = str(extra["partition"])
     if Asset(partition_table_uri(partition)).uri != PREDICTIONS.uri:

@@ -5,12 +5,12 @@ A component that fails prints a run report (:mod:`kfp_bridge.run_report`) of kin
 the failure is permanent::
 
     kfp-bridge-report: {"kind": "failure", "step": "predict", "permanent": true,
-      "error": "ModelDigestMismatchError", "input": "model_sha256", "message": "..."}
+      "error": "DigestMismatchError", "input": "input_digest", "message": "..."}
 
-Permanent means bad input that fails the same way on every try: a model digest
-mismatch, a corrupt or truncated pickle, a missing model, warehouse or column, a
-bad lookback, an impossible date. The bridge reads the report from the run's
-error text, which each backend fills with what the service lets it read:
+Permanent means bad input that fails the same way on every try: a digest mismatch,
+a corrupt file, a missing table or column, an impossible parameter value. The
+bridge reads the report from the run's error text, which each backend fills with
+what the service lets it read:
 **local**, the component's output in the run's ``runner.log``; **KFP**, the tail
 of the failed task's pod log; **Vertex**, the job's and failed tasks' error
 messages, which carry the container's exit status ("exited with a non-zero status

@@ -1,4 +1,4 @@
-"""OpenLineage for a pipeline run: its source tables in, the partition it wrote out, the run.
+"""OpenLineage for a pipeline run: its inputs, what it wrote, the run.
 
 The OpenLineage provider's ``DefaultExtractor`` calls the operator's
 ``get_openlineage_facets_on_complete`` / ``_on_failure``, which import this module
@@ -7,17 +7,17 @@ The OpenLineage provider's ``DefaultExtractor`` calls the operator's
 - **inputs**: the task's ``inlets`` (the source tables, declared as Assets), each
   turned into an OpenLineage dataset by the providers' own asset converters
   (``bigquery`` namespace and ``PROJECT.DATASET.TABLE``; ``file`` and the path);
-- **output**: the table the run's result report names, as the same kind of dataset,
-  with ``outputStatistics`` (the reported row count) and ``version`` (the reported
-  partition: lineage graphs key datasets by table, one node per partition would
-  not be a graph); without a report (failure, or no ``report_task``), the outlets;
+- **outputs**: the datasets the DAG's ``on_result`` says the run wrote
+  (:class:`~kfp_bridge.results.WrittenDataset`), as the same kind of dataset, with
+  ``outputStatistics`` (row count) and ``version`` (e.g. the partition written);
+  without them (failure, no ``report_task`` or ``on_result``), the outlets;
 - **run facets**: ``externalQuery`` (the KFP run id, source = the backend) and
   ``kubeflowRun`` (id, name, URL, backend).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import attr
@@ -33,7 +33,7 @@ from airflow.providers.openlineage.utils.utils import translate_airflow_asset
 from airflow.sdk import Asset
 from openlineage.client.generated.dataset_version_dataset import DatasetVersionDatasetFacet
 
-from kfp_bridge.assets import partition_table_uri
+from kfp_bridge.results import WrittenDataset
 
 SOURCE = {"kfp": "kubeflow_pipelines", "vertex": "vertex_ai_pipelines", "local": "kfp_local"}
 
@@ -56,7 +56,7 @@ def operator_lineage(
     *,
     inlets: Iterable[Any],
     outlets: Iterable[Any],
-    result: Mapping[str, Any] | None,
+    written: Iterable[WrittenDataset],
     run_id: str | None,
     run_name: str | None,
     run_url: str | None,
@@ -65,25 +65,26 @@ def operator_lineage(
     """Inputs, outputs and run facets of one task (complete or failed)."""
     inputs = [d for d in (_dataset(a) for a in inlets) if d is not None]
     outputs: list[Any] = []
-    if result:
-        written = _dataset(Asset(partition_table_uri(str(result["partition"]))))
-        if written is not None:
-            facets: dict[str, Any] = {
-                "version": DatasetVersionDatasetFacet(datasetVersion=str(result["partition"]))
-            }
-            output_facets = {}
-            if isinstance(result.get("rows"), int):
-                output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
-                    rowCount=result["rows"]
-                )
-            outputs.append(
-                OutputDataset(
-                    namespace=written.namespace,
-                    name=written.name,
-                    facets=facets,
-                    outputFacets=output_facets,
-                )
+    for item in written:
+        dataset = _dataset(Asset(item.uri))
+        if dataset is None:
+            continue
+        facets: dict[str, Any] = {}
+        if item.version is not None:
+            facets["version"] = DatasetVersionDatasetFacet(datasetVersion=item.version)
+        output_facets: dict[str, Any] = {}
+        if item.row_count is not None:
+            output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
+                rowCount=item.row_count
             )
+        outputs.append(
+            OutputDataset(
+                namespace=dataset.namespace,
+                name=dataset.name,
+                facets=facets,
+                outputFacets=output_facets,
+            )
+        )
     if not outputs:
         outputs = [d for d in (_dataset(a) for a in outlets) if d is not None]
     run_facets: dict[str, Any] = {}

@@ -14,13 +14,13 @@ Standard library only, so the same text can be checked on the pipeline side.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kfp_bridge.backends._kfp_local_log import strip_ansi
+
 PREFIX = "kfp-bridge-report:"
 MAX_LINE_BYTES = 4096
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class RunReport:
 def parse_reports(text: str | None) -> list[RunReport]:
     """Every well-formed report line in ``text``, in order (malformed ones are skipped)."""
     reports = []
-    for line in _ANSI.sub("", text or "").splitlines():
+    for line in strip_ansi(text or "").splitlines():
         start = line.find(PREFIX)
         if start < 0 or len(line.encode()) > MAX_LINE_BYTES + 256:
             continue

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from kfp_bridge.links.local_run import LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 from kfp_bridge.ui import LazyRunPageApp
-from kfp_bridge.ui.urls import LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 from prediction_app.target_date import (
     jst_ds,
     jst_ds_nodash,

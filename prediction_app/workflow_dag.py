@@ -11,7 +11,8 @@ Nothing is built, so nothing is submitted, for a bad entry.
 from __future__ import annotations
 
 import functools
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ import pendulum
 from airflow.sdk import DAG, Asset
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
-from airflow.sdk.exceptions import AirflowFailException
 
-from kfp_bridge.assets import table_uri
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from kfp_bridge.results import RunResult, WrittenDataset
+from prediction_app.assets import record_result, table_uri
 from prediction_app.notifications import DeadlineNotifier, RunFailureNotifier, TaskFailureNotifier
 from prediction_app.registry import (
     PROJECT_ROOT,
@@ -39,26 +40,26 @@ from prediction_app.timetables import TargetDateCronTimetable
 TASK_ID = "predict"
 
 
-class PredictionRunOperator(KubeflowPipelineRunOperator):
-    """The provider's operator plus the workflow's data-quality checks on the run's report."""
+@dataclass(frozen=True)
+class ResultGate:
+    """The workflow's data-quality checks, as the task's ``on_result``.
 
-    def __init__(self, *, min_rows: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.min_rows = min_rows
+    Run on the predict step's report before its asset event is recorded: a failed check
+    fails the task without retries (another try reads the same report) and no event
+    reaches the DAGs scheduled on the table. A report that cannot be read never reaches
+    here: the provider lets the succeeded run's task succeed, with no event and a warning.
+    """
 
-    def _publish_result(self, event: Any) -> None:
-        super()._publish_result(event)
-        if self.min_rows is None:
-            return
-        if self.run_result is None:
-            raise AirflowFailException(
-                f"check min_rows={self.min_rows}: the run's report could not be read"
-            )
-        rows = int(self.run_result.get("rows", 0))
-        if rows < self.min_rows:
-            raise AirflowFailException(
-                f"check min_rows={self.min_rows} failed: the run wrote {rows} rows"
-            )
+    min_rows: int | None = None
+
+    def __call__(self, result: RunResult, context: Mapping[str, Any]) -> list[WrittenDataset]:
+        if self.min_rows is not None:
+            rows = int(result.fields.get("rows") or 0)
+            if rows < self.min_rows:
+                raise ValueError(
+                    f"check min_rows={self.min_rows} failed: {result.where} wrote {rows} rows"
+                )
+        return record_result(result, context)
 
 
 def _var(name: str, default: object) -> str:
@@ -160,7 +161,7 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
         deadline=deadline,
         tags=list(workflow.tags) or ["prediction"],
     ) as dag:
-        PredictionRunOperator(
+        KubeflowPipelineRunOperator(
             task_id=TASK_ID,
             **source,
             parameters={
@@ -172,7 +173,7 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
             report_task=TASK_ID,
             inlets=[Asset(table_uri(warehouse, t)) for t in workflow.output.inputs],
             outlets=[Asset(table_uri(warehouse, workflow.output.table))],
-            min_rows=workflow.output.checks.min_rows,
+            on_result=ResultGate(min_rows=workflow.output.checks.min_rows),
             poll_interval=ops.poll_seconds,
             on_retry_callback=TaskFailureNotifier(
                 slack_webhook_conn_id=slack, will_retry=True, **rule_kwargs

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # Set by the runner for the pipeline's processes: the run's directory. A component that
-# publishes a partition checks, holding LOCK_FILE, that STATE_FILE still says RUNNING and
+# publishes its output checks, holding LOCK_FILE, that STATE_FILE still says RUNNING and
 # that the runner in PID_FILE lives, right before its os.replace (pipelines/ implements it).
 RUN_DIR_ENV = "KFP_BRIDGE_RUN_DIR"
 REQUEST_FILE = "request.json"
@@ -55,18 +55,3 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 def write_state(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
-
-
-def group_members(pgid: int) -> dict[int, int]:
-    """Live (non-zombie) processes of process group ``pgid``: ``{pid: parent pid}`` (Linux)."""
-    members = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members[int(proc.name)] = int(fields[1])
-    return members

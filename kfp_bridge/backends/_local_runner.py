@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -27,11 +26,14 @@ from pathlib import Path
 # Started by path (pipeline environment), this directory is first on sys.path and the
 # shared layout module imports by its file name; nothing here is named like the kfp SDK.
 if __package__:  # imported as kfp_bridge.backends._local_runner (the bridge's tests)
+    from . import _kfp_local_log as kfp_log
     from . import _local_files as files
+    from . import _procfs as procfs
 else:
+    import _kfp_local_log as kfp_log
     import _local_files as files
+    import _procfs as procfs
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MAX_ERROR_LINES = 40
 ORPHAN_CHECK_SECONDS = 0.5
 # The report line a component prints for the bridge (kfp_bridge.run_report.PREFIX, same
@@ -65,16 +67,16 @@ def failing_task_error(log_text: str, summary: str) -> str:
     line is what a person on call needs to see. The last ``kfp-bridge-report:`` line
     the component printed (its failure report: permanent or not) comes second, whole.
     """
-    lines = _ANSI.sub("", log_text).splitlines()
+    lines = kfp_log.strip_ansi(log_text).splitlines()
     end = next(
         (
             i
             for i in range(len(lines) - 1, -1, -1)
-            if "finished with status FAILURE" in lines[i] and "Task " in lines[i]
+            if (kfp_log.task_finished(lines[i]) or ("", ""))[1] == "FAILURE"
         ),
         None,
     )
-    summary = _ANSI.sub("", summary).strip()
+    summary = kfp_log.strip_ansi(summary).strip()
     if end is None:
         return summary
     start = next(
@@ -85,8 +87,8 @@ def failing_task_error(log_text: str, summary: str) -> str:
     block = [line for line in block if line.strip()][-_MAX_ERROR_LINES:]
     # the error's own last line (a failure report after the traceback is not it)
     last = next((ln.strip() for ln in reversed(block) if REPORT_PREFIX not in ln), "")
-    task = re.search(r"Task '([^']+)'", lines[end])
-    head = f"Task {task.group(1)!r} failed: {last}" if task and last else summary
+    task = kfp_log.task_finished(lines[end])[0]  # type: ignore[index]  # end: such a line
+    head = f"Task {task!r} failed: {last}" if last else summary
     # The component's own verdict (printed before its traceback), kept whole for the bridge.
     marker = next((ln.strip() for ln in reversed(lines[:end]) if REPORT_PREFIX in ln), None)
     verdict = [marker] if marker and marker not in block else []
@@ -110,7 +112,7 @@ def _stop_strays(pgid: int, only_orphans: bool) -> list[int]:
     could publish after the run is reported failed. Its death closes the pipe kfp.local
     reads, so kfp.local then sees the task fail.
     """
-    members = files.group_members(pgid)
+    members = procfs.group_members(pgid)
     killed = []
     for pid, parent in members.items():
         if pid == os.getpid() or (only_orphans and parent in members):

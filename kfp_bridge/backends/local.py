@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -43,13 +42,14 @@ from typing import Any
 import yaml
 
 from kfp_bridge import run_report
+from kfp_bridge.backends import _procfs as procfs
+from kfp_bridge.backends._kfp_local_log import task_output
 from kfp_bridge.backends._local_files import (
     LOG_FILE,
     PID_FILE,
     REQUEST_FILE,
     STATE_FILE,
     atomic_write,
-    group_members,
     locked,
     utcnow,
     write_state,
@@ -67,7 +67,6 @@ _AIRFLOW_SIDE_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
 # Airflow's own settings and secrets (AIRFLOW_CONN_* tokens, AIRFLOW_VAR_*, AIRFLOW__*
 # DB URL and keys, _AIRFLOW_* internals): components run pipeline code and must not see them.
 _AIRFLOW_ENV_PREFIXES = ("AIRFLOW_", "_AIRFLOW")
-_HAVE_PROC = Path("/proc/self/stat").exists()
 
 
 def default_pipeline_python() -> str:
@@ -90,24 +89,6 @@ def _runner_env() -> dict[str, str]:
     return env
 
 
-def _proc_start_time(pid: int) -> str | None:
-    """Kernel start time of ``pid`` (Linux), to tell our runner from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name, or None when unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
 def _process_alive(pid: int, start_time: str | None) -> bool:
     """True while ``pid`` runs and, when ``start_time`` is given, is that same process.
 
@@ -116,12 +97,12 @@ def _process_alive(pid: int, start_time: str | None) -> bool:
     """
     with suppress(ChildProcessError):  # reap our own finished child (no zombie)
         os.waitpid(pid, os.WNOHANG)
-    fields = _proc_stat(pid)
+    fields = procfs.stat_fields(pid)
     if fields is not None:
-        if fields[0] in ("Z", "X"):
+        if fields[procfs.STATE] in ("Z", "X"):
             return False
-        return start_time is None or fields[19] == start_time
-    if _HAVE_PROC:
+        return start_time is None or fields[procfs.START_TIME] == start_time
+    if procfs.HAVE_PROC:
         return False  # Linux, and the pid has no /proc entry: gone
     try:
         os.kill(pid, 0)  # not Linux: kill(0) is all we have
@@ -134,7 +115,7 @@ def _process_alive(pid: int, start_time: str | None) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while any live (non-zombie) process is in process group ``pgid`` (Linux)."""
-    return bool(group_members(pgid))
+    return bool(procfs.group_members(pgid))
 
 
 class LocalBackend(Backend):
@@ -236,7 +217,7 @@ class LocalBackend(Backend):
                 close_fds=True,
                 env=_runner_env(),
             )
-        pid_info = {"pid": process.pid, "start_time": _proc_start_time(process.pid)}
+        pid_info = {"pid": process.pid, "start_time": procfs.start_time(process.pid)}
         atomic_write(run_dir / PID_FILE, json.dumps(pid_info))
         return self.get_run(run_id)
 
@@ -361,15 +342,15 @@ class LocalBackend(Backend):
         members but no process ``pid`` is still ours. A live process ``pid`` with another
         start time is a stranger that reused the pid: never signal its group.
         """
-        if not _HAVE_PROC:  # pragma: no cover - not Linux: kill(0) is all we have
+        if not procfs.HAVE_PROC:  # pragma: no cover - not Linux: kill(0) is all we have
             return _process_alive(pid, start_time)
         if start_time is None:
             return False  # nothing to verify against
         with suppress(ChildProcessError):  # reap our own finished runner
             os.waitpid(pid, os.WNOHANG)
-        fields = _proc_stat(pid)
+        fields = procfs.stat_fields(pid)
         if fields is not None:  # alive or a zombie: ours only if the start time matches
-            return fields[19] == start_time
+            return fields[procfs.START_TIME] == start_time
         return group_alive(pid)
 
     @classmethod
@@ -402,31 +383,6 @@ class LocalBackend(Backend):
             raise RunNotFoundError(f"{path} is missing") from None
         except ValueError as exc:
             raise BackendError(f"{path} is not valid JSON: {exc}") from exc
-
-
-_TASK_START = re.compile(r"Executing task '([^']+)'")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def task_output(log_text: str, task: str) -> list[str]:
-    """The lines of ``task``'s output in a kfp.local log.
-
-    ``kfp/local/task_dispatcher.py`` logs ``Executing task 'NAME'`` before running a
-    task (tasks run one at a time), so a task's output is what follows that line up
-    to the next one. A task that ran twice (a retried run dir) gives its last output.
-    """
-    lines: list[str] = []
-    current = None
-    for line in log_text.splitlines():
-        started = _TASK_START.search(_ANSI.sub("", line))
-        if started:
-            current = started.group(1)
-            if current == task:
-                lines = []
-            continue
-        if current == task:
-            lines.append(line)
-    return lines
 
 
 __all__ = ["LocalBackend", "default_pipeline_python", "group_alive", "task_output"]

@@ -332,7 +332,7 @@ class KubeflowPipelineHook(BaseHook):
 
     def _local_backend(self) -> Backend:
         from kfp_bridge.backends.local import LocalBackend
-        from kfp_bridge.ui.urls import api_base_url, local_run_url
+        from kfp_bridge.links.local_run import api_base_url, local_run_url
 
         state_dir = self.extra.get("local_state_dir") or default_local_state_dir()
         base_url = api_base_url()

@@ -1,4 +1,4 @@
-"""Slack messages for the daily prediction: one per failed task try, one per failed DAG run.
+"""Slack messages for failed pipeline tasks: one per failed task try, one per failed DAG run.
 
 Built on the Slack provider's ``SlackWebhookNotifier`` (the webhook URL and the
 HTTP call are the provider's), created when a message is sent: importing the

@@ -14,7 +14,7 @@ when the earlier one ended FAILED/CANCELED/SKIPPED.
 Retries versus clears: Airflow bumps the DAG run's ``clear_number`` when a person
 clears a task, never on an automatic retry. The default run name carries it, so
 a retry reattaches while a deliberate clear re-runs the pipeline (and rewrites
-that date's partition), which is what "Clear" means everywhere else in Airflow.
+that date's output), which is what "Clear" means everywhere else in Airflow.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow.sdk import Asset, BaseOperator, ResumableJobMixin
+from airflow.sdk import BaseOperator, ResumableJobMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from kfp_bridge import run_report
-from kfp_bridge.assets import announce
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus, same_parameters
 from kfp_bridge.exceptions import (
     ApiVersionError,
@@ -52,6 +51,7 @@ from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_source import load_compiled_pipeline
 from kfp_bridge.pipeline_spec import CompiledPipeline, pipeline_from_spec
 from kfp_bridge.redaction import airflow_redact
+from kfp_bridge.results import ResultCallback, RunResult, WrittenDataset
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.supervision import SupervisedClock
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
@@ -189,10 +189,16 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         connection's own "Impersonation Chain" field, as in the Google provider.
     :param report_task: the pipeline task whose result report (a
         ``kfp-bridge-report:`` line, :mod:`kfp_bridge.run_report`) is the run's result:
-        after a successful run it is read, logged, recorded on every outlet's asset
-        event (``extra``: target date, partition, rows, model digest, run id and link;
-        partition key: the target date) and reported to OpenLineage. A successful
-        run without that report fails the try (the retry reattaches and reads again).
+        after a successful run it is read, logged, returned (``return_value["result"]``)
+        and given to ``on_result``. A succeeded run whose report cannot be read still
+        succeeds, without a result, and the log says why.
+    :param on_result: ``on_result(result, context)`` with the
+        :class:`~kfp_bridge.results.RunResult` of ``report_task``, called in the task
+        after a successful run: the DAG's own code turns the pipeline's fields into
+        asset events (``context["outlet_events"]``) and may return the
+        :class:`~kfp_bridge.results.WrittenDataset` list OpenLineage reports as outputs
+        (else the declared outlets). Its ``ValueError`` fails the task without retries.
+        Not called when the report could not be read.
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
     :param on_retry: what a try does when it finds this target's run ended FAILED:
@@ -212,8 +218,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         and the task fails.
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
 
-    XCom: ``return_value`` = ``{"run_id", "run_url"}``; ``kubeflow_run_url`` = the URL
-    (the "Kubeflow run" link), pushed as soon as the run is known.
+    XCom: ``return_value`` = ``{"run_id", "run_url"}``, with ``report_task`` also
+    ``"result"`` (the report's fields, or None when it could not be read);
+    ``kubeflow_run_url`` = the URL (the "Kubeflow run" link), pushed as soon as the run
+    is known.
     """
 
     template_fields: Sequence[str] = (
@@ -248,6 +256,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         gcp_conn_id: str = DEFAULT_GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
         report_task: str | None = None,
+        on_result: ResultCallback | None = None,
         cancel_on_kill: bool = True,
         on_retry: str = "resume",
         deferrable: bool | None = None,
@@ -276,6 +285,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(f"on_retry must be 'resume' or 'new_run', not {on_retry!r}")
         self.on_retry = on_retry
         self.report_task = report_task
+        self.on_result = on_result
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
@@ -286,9 +296,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         )
         self.kfp_run_id: str | None = None
         self.run_result: dict[str, Any] | None = None  # the report_task's result report
+        self.run_written: list[WrittenDataset] = []  # what on_result says the run wrote
         self.kfp_run_url: str | None = None
         self.kfp_run_name: str | None = None
-        self._outlet_events: Any = None
+        self._context: Context | None = None
         self._request: RunRequest | None = None
         self._state_store: Any = None
         self._earlier_names: list[str] = []
@@ -318,9 +329,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
     # -- execute ---------------------------------------------------------------------------
 
-    def execute(self, context: Context) -> dict[str, str | None]:
+    def execute(self, context: Context) -> dict[str, Any]:
         self._state_store = context.get("task_state_store")
-        self._outlet_events = context.get("outlet_events")
+        self._context = context
         try:
             self._request = self._build_request(context)  # validates before anything is submitted
         except AuthError as exc:
@@ -498,7 +509,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """A run under our name with other parameters (a new model, a changed setting).
 
         It is not this task's work: a succeeded one is left as it is, an active one
-        is stopped and waited for, so at most one run writes the partition; then a
+        is stopped and waited for, so at most one run writes the output; then a
         new run starts. Parameter names only in the log: values may be long.
         """
         theirs = dict(run.parameters or {})
@@ -608,7 +619,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return status == RunState.SUCCEEDED.value
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, str | None]:
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
         run_id = str(external_id)
         self.kfp_run_id = run_id
         status = self._waiter.read(run_id)
@@ -642,17 +653,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         )
         return self._conclude(event)
 
-    def get_job_result(self, external_id: Any, context: Context) -> dict[str, str | None]:
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
         status = self._waiter.read(str(external_id))
         self._remember(context, status)
         return self._conclude(RunEvent.ended(status))
 
     # -- finishing -------------------------------------------------------------------------
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, str | None]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
-        self._outlet_events = context.get("outlet_events")
+        self._context = context
         # This process has not read the connection yet: register its secrets before any
         # service text (the run's error, the service's message) is logged or raised.
         self.hook.register_secrets()
@@ -661,7 +672,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=run_event.run_url)
         return self._conclude(run_event)
 
-    def _conclude(self, event: RunEvent) -> dict[str, str | None]:
+    def _conclude(self, event: RunEvent) -> dict[str, Any]:
         """The one path from the end of a wait (worker or trigger) to the task's outcome."""
         self.kfp_run_id = event.run_id
         self.kfp_run_url = event.run_url or self.kfp_run_url
@@ -670,7 +681,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if event.outcome is Outcome.SUCCEEDED:
             self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
             self._publish_result(event)
-            return {"run_id": event.run_id, "run_url": event.run_url}
+            done: dict[str, Any] = {"run_id": event.run_id, "run_url": event.run_url}
+            if self.report_task:
+                done["result"] = self.run_result
+            return done
         if event.outcome is Outcome.FAILED:
             reason = self._terminated_by_us(event.run_id)
             if reason:  # KFP ends a terminated run FAILED: say who stopped it, and why
@@ -728,12 +742,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         )
 
     def _publish_result(self, event: RunEvent) -> None:
-        """Read the run's result report; record it on the outlets' asset events.
+        """Read the run's result report; hand it to ``on_result``.
 
         A SUCCEEDED run never fails its task over the report: when the report cannot
         be read (no log route on this host, pod and archive gone, no report line) the
-        task succeeds without the report's facts and says why. A report that IS read
-        must keep the contract (``announce``), or the task fails.
+        task succeeds without a result and says why. A report that IS read must keep
+        the DAG's contract (``on_result`` raises ``ValueError`` otherwise), or the task fails.
         """
         task = self.report_task
         if not task:
@@ -753,33 +767,20 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             return
         self.run_result = report.fields
         self.log.info("Task %r of run %s reported: %s", task, event.run_id, report.fields)
-        outlets = [o for o in self.outlets if isinstance(o, Asset)]
-        if not outlets:
+        if self.on_result is None:
             return
+        result = RunResult(event.run_id, event.run_url, task, dict(report.fields))
         try:
-            extra = announce(
-                self._outlet_events,
-                outlets,
-                report.fields,
-                run_id=event.run_id,
-                run_url=event.run_url,
-                where=f"task {task!r} of Kubeflow run {event.run_id}",
-            )
-        except ValueError as exc:  # the pipeline broke its contract: retries cannot fix it
+            written = self.on_result(result, self._context)
+        except ValueError as exc:  # the pipeline broke the DAG's contract: retries cannot fix it
             raise AirflowFailException(str(exc)) from exc
-        self.log.info(
-            "Asset event for %s, partition %s: %s",
-            ", ".join(o.uri for o in outlets),
-            extra["target_date"],
-            extra,
-        )
+        self.run_written = list(written or ())
 
     def _report_unavailable(self, task: str, event: RunEvent, reason: str) -> None:
         host = getattr(self.backend, "host", None) or self.backend.name
         self.log.warning(
             "Kubeflow run %s SUCCEEDED; the result report of task %r is not available "
-            "through %s: %s. The task succeeds without the report's facts on its asset "
-            "event. Run: %s",
+            "through %s: %s. The task succeeds without a result. Run: %s",
             event.run_id,
             task,
             host,
@@ -790,14 +791,14 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     # -- OpenLineage (the provider's DefaultExtractor calls these) -----------------------
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Source tables (inlets) in, the reported partition out, the KFP run as facets."""
-        return self._lineage(result=self.run_result)
+        """Inlets in, what ``on_result`` says the run wrote (else the outlets) out, the run."""
+        return self._lineage(written=self.run_written)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion, without a result: the declared outlets, the run if one exists."""
-        return self._lineage(result=None)
+        return self._lineage(written=[])
 
-    def _lineage(self, result: dict[str, Any] | None) -> Any:
+    def _lineage(self, written: list[WrittenDataset]) -> Any:
         from kfp_bridge.lineage import operator_lineage
 
         try:
@@ -807,7 +808,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         return operator_lineage(
             inlets=self.inlets,
             outlets=self.outlets,
-            result=result,
+            written=written,
             run_id=self.kfp_run_id,
             run_name=self.kfp_run_name,
             run_url=self.kfp_run_url,

@@ -26,21 +26,15 @@ from typing import Any
 
 import yaml
 
+from kfp_bridge.backends._kfp_local_log import strip_ansi, task_finished, task_started
 from kfp_bridge.backends.local import LOG_FILE, LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
 
 # The backend names runs str(uuid.uuid4()) (LocalBackend.submit).
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# kfp.local's own progress lines (kfp/local/task_dispatcher.py, logging_utils.py):
-#   Executing task 'NAME'   /   Task 'NAME' finished with status SUCCESS|FAILURE
-_STEP_STARTED = re.compile(r"Executing task '([^']+)'")
-_STEP_FINISHED = re.compile(r"Task '([^']+)' finished with status (SUCCESS|FAILURE)")
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 200
 MAX_JSON_BYTES = 1024 * 1024
-# The metric a predictions step logs for the rows it wrote (kfp_prediction's steps).
-ROWS_WRITTEN_METRIC = "rows_written"
 
 
 class RunNotFound(LookupError):
@@ -63,8 +57,9 @@ class RunSummary:
     name: str
     state: str
     dag_id: str | None
-    target_date: str | None
     created_at: str | None
+    # the run's parameters, secrets hidden (the list shows them: which run is which date)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,11 +68,8 @@ class RunView(RunSummary):
     error: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
-    partition_file: str | None = None
-    partition_rows: int | None = None
     log_tail: str = ""
     log_truncated: bool = False
 
@@ -155,7 +147,7 @@ def log_tail(folder: Path) -> tuple[str, bool]:
         size = os.fstat(handle.fileno()).st_size
         handle.seek(max(0, size - LOG_TAIL_BYTES))
         data = handle.read(LOG_TAIL_BYTES)
-    lines = _ANSI.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    lines = strip_ansi(data.decode("utf-8", errors="replace")).splitlines()
     truncated = size > LOG_TAIL_BYTES
     if truncated and lines:
         lines = lines[1:]  # the first line is cut somewhere in the middle
@@ -175,11 +167,11 @@ def _step_progress(folder: Path) -> tuple[set[str], dict[str, str]]:
         for raw in handle:
             if b"task" not in raw and b"Task" not in raw:
                 continue
-            line = _ANSI.sub("", raw.decode("utf-8", errors="replace"))
-            if match := _STEP_STARTED.search(line):
-                started.add(match.group(1))
-            elif match := _STEP_FINISHED.search(line):
-                finished[match.group(1)] = match.group(2)
+            line = raw.decode("utf-8", errors="replace")
+            if name := task_started(line):
+                started.add(name)
+            elif ended := task_finished(line):
+                finished[ended[0]] = ended[1]
     return started, finished
 
 
@@ -270,15 +262,13 @@ def _summary(backend: LocalBackend, run_id: str) -> tuple[RunSummary, dict[str, 
     except (RunNotFoundError, BackendError) as exc:
         raise RunNotFound(str(exc)) from exc
     labels = request.get("labels") or {}
-    parameters = request.get("parameters") or {}
-    target_date = parameters.get("target_date")
     summary = RunSummary(
         run_id=run_id,
         name=str(request.get("display_name") or ""),
         state=status.state.value,
         dag_id=labels.get("airflow-dag-id"),
-        target_date=str(target_date) if target_date is not None else None,
         created_at=request.get("created_at"),
+        parameters=_redact(dict(request.get("parameters") or {})),
     )
     return summary, {"request": request, "error": status.error}, folder
 
@@ -290,25 +280,14 @@ def read_run(backend: LocalBackend, run_id: str) -> RunView:
     state = _read_json(folder, "state.json")
     tail, truncated = log_tail(folder)
     steps = _steps(folder, summary.state)
-    outputs = _read_json(folder, "outputs.json")
-    files = [v for v in outputs.values() if isinstance(v, str)]
-    partition_file = files[0] if len(files) == 1 else None
-    # The rows are those the step that produced the pipeline's output reports writing
-    # (a features step may log rows_written for its own table).
-    producers = [s for s in steps if partition_file and partition_file in s.outputs.values()]
-    reporting = producers or steps
-    rows = [s.metrics[ROWS_WRITTEN_METRIC] for s in reporting if ROWS_WRITTEN_METRIC in s.metrics]
     return RunView(
         **summary.__dict__,
         task_id=(request.get("labels") or {}).get("airflow-task-id"),
         error=_scrub(extra["error"]) if extra["error"] else None,
         started_at=state.get("started_at"),
         finished_at=state.get("finished_at"),
-        parameters=_redact(dict(request.get("parameters") or {})),
         steps=steps,
-        outputs=outputs,
-        partition_file=partition_file,
-        partition_rows=int(rows[0]) if len(rows) == 1 else None,
+        outputs=whole_numbers(_read_json(folder, "outputs.json")),
         log_tail=tail,
         log_truncated=truncated,
     )

@@ -1,7 +1,7 @@
 """The local run page: a FastAPI app the plugin mounts on the Airflow api-server.
 
 ``GET {RUN_PAGE_PREFIX}/local-runs/`` lists recent local runs, ``.../local-runs/{run_id}``
-shows one (state, name, target date, parameters, times, steps, partition, log tail).
+shows one (state, name, parameters, times, outputs, steps with their metrics, log tail).
 ``?conn_id=`` picks the ``kfp`` connection whose runs folder is read (default
 ``kfp_default``); it must use the local backend.
 
@@ -25,8 +25,8 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from kfp_bridge.links.local_run import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 from kfp_bridge.ui import local_runs
-from kfp_bridge.ui.urls import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 RECENT_RUNS = 50

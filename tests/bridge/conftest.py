@@ -2,7 +2,11 @@
 
 Use them from any test under ``tests/bridge`` by naming them as arguments:
 
-- ``kfp_server``: a :class:`~kfp_bridge.testing.kfp_api.server.KfpApiStandIn` running
+The stand-in comes from the ``kfp_api`` fixture of kfp-bridge's pytest plugin, as in a
+user's CI (``docs/testing.md``); ``kfp_api_options`` below sets its connection.
+
+- ``kfp_api``: the plugin's fixture; a ``kfp_api`` marker picks a profile and the like.
+- ``kfp_server``: its :class:`~kfp_bridge.testing.kfp_api.server.KfpApiStandIn` running
   in this process (``.url``, ``.runs()``, ``.requests()``, ``.set_schedule()``,
   ``.inject()``, ``.set_run_state()``, ``.delete_run()``, ``.require_token()``).
   Runs go PENDING -> RUNNING -> SUCCEEDED, one poll each, unless told otherwise.
@@ -12,9 +16,9 @@ Use them from any test under ``tests/bridge`` by naming them as arguments:
   triggerer/worker runs elsewhere; a :class:`~kfp_bridge.testing.kfp_api.server.StandInControl`
   with the same control methods and ``.url``.
 - ``kfp_backend``: a ``KfpApiBackend`` pointed at ``kfp_server`` (2 s timeout).
-- ``kfp_conn_id``: the id of an Airflow connection of type ``kfp`` to
-  ``kfp_server`` (set as an ``AIRFLOW_CONN_*`` env var, so subprocesses
-  started by the test inherit it).
+- ``kfp_conn_id``: the id of the plugin's Airflow connection of type ``kfp`` to
+  ``kfp_server`` (an ``AIRFLOW_CONN_*`` env var, so subprocesses started by the test
+  inherit it; 2 s request timeout).
 
 Outside pytest (benchmarks, e2e scripts): ``standin_process()`` or
 ``python -m kfp_bridge.testing.kfp_api.server --port 0``, see that module.
@@ -23,23 +27,24 @@ Outside pytest (benchmarks, e2e scripts): ``standin_process()`` or
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from kfp_bridge.testing.kfp_api.server import (
-    KfpApiStandIn,
-    StandInControl,
-    airflow_connection_json,
-    standin_process,
-)
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, StandInControl, standin_process
+from kfp_bridge.testing.pytest_plugin import KfpApi
 
 STANDIN_CONN_ID = "kfp_standin"
 
 
 @pytest.fixture
-def kfp_server() -> Iterator[KfpApiStandIn]:
-    with KfpApiStandIn() as server:
-        yield server
+def kfp_api_options() -> dict[str, Any]:
+    return {"conn_id": STANDIN_CONN_ID, "extra": {"request_timeout": 2}}
+
+
+@pytest.fixture
+def kfp_server(kfp_api: KfpApi) -> KfpApiStandIn:
+    return kfp_api.server
 
 
 @pytest.fixture
@@ -64,9 +69,5 @@ def kfp_backend(kfp_server: KfpApiStandIn):
 
 
 @pytest.fixture
-def kfp_conn_id(kfp_server: KfpApiStandIn, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{STANDIN_CONN_ID.upper()}",
-        airflow_connection_json(kfp_server.url, request_timeout=2),
-    )
-    return STANDIN_CONN_ID
+def kfp_conn_id(kfp_api: KfpApi) -> str:
+    return kfp_api.conn_id

@@ -586,10 +586,14 @@ def test_schedule_in_seconds_for_many_concurrent_runs(kfp_server, kfp_backend, t
 
 
 # -- the UI server as host (ml-pipeline-ui: AI Platform Pipelines proxy, Kubeflow /pipeline) --
+# The plugin's kfp_api fixture with the ui-proxy profile, as a user's test would ask for it.
+ui_proxy = pytest.mark.kfp_api(profile="ui-proxy")
+
+
 @pytest.fixture
-def ui_server():
-    with KfpApiStandIn(profile="ui-proxy") as server:
-        yield server
+def ui_server(kfp_api):
+    assert kfp_api.profile == "ui-proxy", "mark the test with @ui_proxy"
+    return kfp_api.server
 
 
 @pytest.fixture
@@ -610,6 +614,7 @@ def _get(url: str) -> tuple[int, str, str]:
         return err.code, err.headers["Content-Type"], err.read().decode()
 
 
+@ui_proxy
 def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
     ui_server, ui_backend, tiny_spec
 ):
@@ -642,6 +647,7 @@ def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
         assert "KFP_FLAGS" not in text  # not the UI's index.html
 
 
+@ui_proxy
 def test_through_the_ui_proxy_failure_messages_keep_their_log_text(
     ui_server, ui_backend, tiny_spec
 ):
@@ -656,6 +662,7 @@ def test_through_the_ui_proxy_failure_messages_keep_their_log_text(
     assert sum("/v1alpha1/" in p for p in paths) == 1
 
 
+@ui_proxy
 def test_through_the_ui_proxy_a_missing_log_is_said_plainly(ui_server, ui_backend, tiny_spec):
     ui_server.set_schedule(pending=0, running=1, outcome="FAILED")
     run_id = ui_backend.submit(request_for(tiny_spec)).run_id
@@ -669,6 +676,7 @@ def test_through_the_ui_proxy_a_missing_log_is_said_plainly(ui_server, ui_backen
     assert status.url in first
 
 
+@ui_proxy
 def test_the_report_is_read_through_the_ui_proxy(ui_server, ui_backend, tiny_spec):
     from kfp_bridge import run_report
 
@@ -682,6 +690,7 @@ def test_the_report_is_read_through_the_ui_proxy(ui_server, ui_backend, tiny_spe
         ui_backend.task_report(run_id, "greet")
 
 
+@ui_proxy
 def test_an_html_404_is_not_called_a_version_problem(ui_server, ui_backend):
     with pytest.raises(BackendError) as raised:
         ui_backend._call(

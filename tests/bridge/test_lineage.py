@@ -22,6 +22,7 @@ DAG = """
 import pendulum
 from airflow.sdk import DAG, Asset
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from prediction_app.assets import record_result
 
 WAREHOUSE = {warehouse!r}
 with DAG("lineage_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
@@ -36,6 +37,7 @@ with DAG("lineage_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1
         }},
         kfp_conn_id="kfp_local",
         report_task="write-table",
+        on_result=record_result,
         inlets=[Asset("file://" + WAREHOUSE + t) for t in ("/users", "/page_views")],
         outlets=[Asset("file://" + WAREHOUSE + "/predictions")],
         poll_interval=1,

@@ -109,7 +109,7 @@ def test_cancel_kills_the_process_group_and_records_canceled(backend):
 
 def _task_wrapper(pgid: int, timeout: float = 60) -> int:
     """The ``sh -ec ... executor_main`` process kfp.local starts for the running task."""
-    from kfp_bridge.backends._local_files import group_members
+    from kfp_bridge.backends._procfs import group_members
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

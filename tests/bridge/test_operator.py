@@ -29,6 +29,7 @@ from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.backends.vertex import VertexBackend
 from kfp_bridge.exceptions import RunFailedError, TransientBackendError
+from kfp_bridge.links.local_run import FALLBACK_BASE_URL, local_run_url
 from kfp_bridge.operators import kfp as operator_module
 from kfp_bridge.operators.kfp import (
     KubeflowPipelineRunOperator,
@@ -38,7 +39,6 @@ from kfp_bridge.operators.kfp import (
 from kfp_bridge.run_event import Outcome, RunEvent
 from kfp_bridge.run_report import report_line
 from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
-from kfp_bridge.ui.urls import FALLBACK_BASE_URL, local_run_url
 from tests.bridge._helpers import (
     AIRFLOW_BIN,
     PIPELINE_PYTHON,
@@ -360,9 +360,13 @@ def test_a_clear_reruns_while_retries_within_it_reattach(kfp_server, kfp_conn_id
     assert len(kfp_server.runs()) == 2
 
 
-def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
-    """A run still CANCELING (cleared while deferred) would only fail the new try."""
-    kfp_server.set_schedule(pending=0, running=100000, canceling=2)
+def _killed_while_deferred(kfp_server, kfp_conn_id, canceling: int, clear_number: int = 0):
+    """A try defers, the triggerer kills it (a clear); the next try defers again.
+
+    Returns the first run's id and the next try's run id; the first run stays
+    CANCELING for ``canceling`` polls.
+    """
+    kfp_server.set_schedule(pending=0, running=100000, canceling=canceling)
     store = TaskStateStore()
     with pytest.raises(TaskDeferred) as first:
         _operator(kfp_conn_id, deferrable=True).execute(
@@ -372,9 +376,15 @@ def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
     asyncio.run(first.value.trigger.on_kill())  # what the triggerer does on "clear"
     with pytest.raises(TaskDeferred) as retry:  # the new try: stored id is CANCELING
         _operator(kfp_conn_id, deferrable=True).execute(
-            task_context(TaskInstance(), store, LOGICAL_DATE)
+            task_context(TaskInstance(), store, LOGICAL_DATE, clear_number=clear_number)
         )
-    assert retry.value.trigger.run_id != old_id
+    return old_id, retry.value.trigger.run_id
+
+
+def test_canceling_run_is_waited_for_then_replaced(kfp_server, kfp_conn_id):
+    """A run still CANCELING (cleared while deferred) would only fail the new try."""
+    old_id, new_id = _killed_while_deferred(kfp_server, kfp_conn_id, canceling=2)
+    assert new_id != old_id
     states = {r["run_id"]: r["state"] for r in _runs_named(kfp_server)}
     assert states[old_id] == "FAILED" and len(states) == 2  # KFP: terminated ends FAILED
 
@@ -990,19 +1000,7 @@ def test_an_active_run_with_other_parameters_is_stopped_before_the_new_run(kfp_s
 
 def test_a_clears_new_run_starts_only_after_the_earlier_run_ended(kfp_server, kfp_conn_id):
     """Cleared while deferred: the old run is CANCELING for a while; no overlap on the partition."""
-    kfp_server.set_schedule(pending=0, running=100000, canceling=3)
-    store = TaskStateStore()
-    with pytest.raises(TaskDeferred) as first:
-        _operator(kfp_conn_id, deferrable=True).execute(
-            task_context(TaskInstance(), store, LOGICAL_DATE)
-        )
-    old_id = first.value.trigger.run_id
-    asyncio.run(first.value.trigger.on_kill())  # the triggerer, on "clear"
-    with pytest.raises(TaskDeferred) as cleared:
-        _operator(kfp_conn_id, deferrable=True).execute(
-            task_context(TaskInstance(), store, LOGICAL_DATE, clear_number=1)
-        )
-    new_id = cleared.value.trigger.run_id
+    old_id, new_id = _killed_while_deferred(kfp_server, kfp_conn_id, canceling=3, clear_number=1)
     runs = {r["run_id"]: r for r in kfp_server.runs()}
     assert runs[new_id]["display_name"] == f"{RUN_NAME}__c1"
     assert runs[old_id]["state"] == "FAILED"

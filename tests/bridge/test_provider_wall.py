@@ -6,11 +6,16 @@ Read from the source (``ast``), so the check sees every module, imported or not.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "kfp_bridge"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "kfp_bridge"
+# The pipeline's own field names: the predict step's result report (``prediction_result``;
+# the rest of report.py is the bridge's own report format) and its Metrics (predict_step).
+PIPELINE = ROOT / "pipelines/src/kfp_prediction"
 APPLICATION = ("prediction_app", "kfp_prediction", "dags", "plugins")
 # The application's business zone: only DAGs and the application choose a zone.
 APPLICATION_ZONE = ("Asia/Tokyo", "JST")
@@ -42,6 +47,72 @@ def test_no_module_of_the_provider_names_the_applications_zone():
         if word in p.read_text()
     ]
     assert not hits, hits
+
+
+def _dict_keys(tree: ast.AST) -> set[str]:
+    keys = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys.update(k.value for k in node.keys if isinstance(k, ast.Constant))
+    return {k for k in keys if isinstance(k, str)}
+
+
+def application_fields() -> set[str]:
+    """The field names the prediction pipeline reports (its result report, its Metrics)."""
+    report = ast.parse((PIPELINE / "report.py").read_text())
+    [result] = [
+        f for f in ast.walk(report)
+        if isinstance(f, ast.FunctionDef) and f.name == "prediction_result"
+    ]  # fmt: skip
+    return _dict_keys(result) | _dict_keys(ast.parse((PIPELINE / "predict_step.py").read_text()))
+
+
+def _names(tree: ast.AST) -> set[str]:
+    """String constants and identifiers a module uses (not comments or method calls)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, (ast.arg, ast.keyword)) and node.arg:
+            found.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+    return found
+
+
+def _field_hits(path: Path, text: str, fields: set[str]) -> list[str]:
+    # a field with an underscore is a name wherever it appears (docstrings too); a plain
+    # word ("partition") only as a key, a literal or an identifier, or in a template
+    compound = {f for f in fields if "_" in f}
+    words = set(re.findall(r"(?<![\w.])\w+(?!\w)", text)) & compound
+    if path.suffix == ".py":
+        words |= _names(ast.parse(text, filename=str(path))) & fields
+    else:
+        words |= set(re.findall(r"\w+", text)) & fields
+    return sorted(words)
+
+
+def test_no_module_of_the_provider_names_a_field_of_the_predictions():
+    fields = application_fields()
+    hits = {
+        str(p.relative_to(ROOT)): found
+        for p in SOURCES
+        if (found := _field_hits(p, p.read_text(), fields))
+    }
+    assert not hits, f"fields of the prediction pipeline in the provider: {hits}"
+
+
+def test_the_field_check_knows_the_predictions_fields_and_sees_them():
+    fields = application_fields()
+    assert {"target_date", "partition", "model_sha256", "rows_written"} <= fields
+    leaky = 'ROWS = "rows_written"\ndef f(report):\n    return report["partition"]\n'
+    assert _field_hits(Path("x.py"), leaky, fields) == ["partition", "rows_written"]
+    prose = '"""Returns the target_date of a run."""\nname.partition(":")\n'
+    assert _field_hits(Path("x.py"), prose, fields) == ["target_date"]
+    template = "<td>{{ run.partition_file }}</td><th>partition</th>"
+    assert _field_hits(Path("x.html"), template, fields) == ["partition"]
 
 
 def test_the_wall_check_sees_a_leak(tmp_path):

@@ -20,12 +20,14 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from google.cloud import aiplatform_v1
 
 from kfp_bridge import run_report
-from kfp_bridge.assets import partition_table_uri, table_uri
+from kfp_bridge.backends._kfp_local_log import task_output
 from kfp_bridge.backends.base import RunRequest
-from kfp_bridge.backends.local import LocalBackend, task_output
+from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.backends.vertex import VertexBackend
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 from kfp_bridge.pipeline_spec import load_pipeline
+from kfp_bridge.results import WrittenDataset
+from prediction_app.assets import partition_table_uri, record_result, table_uri
 from tests.bridge._helpers import (
     FIXTURES,
     PIPELINE_PYTHON,
@@ -222,6 +224,7 @@ def _operator(
         },
         kfp_conn_id=conn_id,
         report_task="write-table",
+        on_result=record_result,
         outlets=list(outlets),
         poll_interval=0.2,
         deferrable=False,
@@ -235,8 +238,9 @@ def local_conn(tmp_path, monkeypatch) -> str:
     return "kfp_local"
 
 
-def _context(outlet_events=None) -> dict:
+def _context(op: KubeflowPipelineRunOperator, outlet_events=None) -> dict:
     context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    context["task"] = op
     context["outlet_events"] = (
         outlet_events if outlet_events is not None else OutletEventAccessors()
     )
@@ -247,7 +251,7 @@ def test_a_successful_run_puts_what_the_task_reported_on_the_asset_event(local_c
     asset = Asset((tmp_path / "predictions").as_uri())
     op = _operator(local_conn, tmp_path, outlets=[asset], rows=4)
     events = OutletEventAccessors()
-    result = op.execute(_context(events))
+    result = op.execute(_context(op, events))
 
     extra = events[asset].extra
     assert extra == {
@@ -259,6 +263,21 @@ def test_a_successful_run_puts_what_the_task_reported_on_the_asset_event(local_c
         "run_url": result["run_url"],
     }
     assert events[asset].partition_keys == {"2026-11-27"}
+    assert result["result"] == op.run_result  # the report's fields, for XCom readers
+    # what on_result says the run wrote: the table, the partition and the rows, for lineage
+    assert op.run_written == [WrittenDataset(asset.uri, extra["partition"], 4)]
+
+
+def test_without_on_result_the_report_is_returned_and_no_event_recorded(local_conn, tmp_path):
+    # The provider knows no field of the report: only the DAG's on_result makes events of it.
+    asset = Asset((tmp_path / "predictions").as_uri())
+    op = _operator(local_conn, tmp_path, outlets=[asset], rows=2)
+    op.on_result = None
+    events = OutletEventAccessors()
+    result = op.execute(_context(op, events))
+    assert (result["result"]["kind"], result["result"]["rows"]) == ("result", 2)
+    assert events[asset].extra == {} and not events[asset].partition_keys
+    assert op.run_written == []
 
 
 def test_an_outlet_the_run_did_not_write_fails_without_retries(local_conn, tmp_path):
@@ -266,7 +285,7 @@ def test_an_outlet_the_run_did_not_write_fails_without_retries(local_conn, tmp_p
     op = _operator(local_conn, tmp_path, outlets=[elsewhere])
     events = OutletEventAccessors()
     with pytest.raises(AirflowFailException, match=r"declares the outlet .*other/predictions"):
-        op.execute(_context(events))
+        op.execute(_context(op, events))
     assert events[elsewhere].extra == {}
 
 
@@ -274,7 +293,7 @@ def test_a_succeeded_run_without_its_report_succeeds_and_says_why(local_conn, tm
     asset = Asset((tmp_path / "predictions").as_uri())
     op = _operator(local_conn, tmp_path, outlets=[asset], report=False)
     events = OutletEventAccessors()
-    result = op.execute(_context(events))
+    result = op.execute(_context(op, events))
     logged = "".join(capfd.readouterr())
     assert result["run_id"]
     assert op.run_result is None

@@ -323,7 +323,8 @@ def test_run_shows_kubeflow_link_to_the_local_run_page_and_jst_target_date(
     run_page.wait_for_load_state()
     shots("local run page", run_page)
     assert run_page.locator("#run-id").inner_text() == run_id
-    assert run_page.locator("#target-date").inner_text() == RUN_TARGET_DATE
+    target = run_page.locator("#parameters tr", has_text="target_date").locator("td")
+    assert target.inner_text() == RUN_TARGET_DATE
     assert run_page.locator("#run-state").inner_text() == "SUCCEEDED"
     assert run_page.locator("#run-name").inner_text() == (
         f"daily_prediction__predict__{run['logical_date'][:10]}T210000Z"
@@ -332,9 +333,10 @@ def test_run_shows_kubeflow_link_to_the_local_run_page_and_jst_target_date(
         pipeline_module("kfp_prediction.summary", "--target-date", RUN_TARGET_DATE,
                   "--warehouse", str(ui.warehouse), "--json")
     )  # fmt: skip
-    assert run_page.locator("#partition-rows").inner_text() == f"{summary['rows']:,}"
-    assert f"{RUN_TARGET_DATE}.parquet" in run_page.locator("#partition").inner_text()
+    # the page knows no field of ours: the predict step's Metrics and the pipeline's output
     steps = run_page.locator("#steps").inner_text()
+    assert f"rows_written: {summary['rows']:,}" in steps
+    assert f"{RUN_TARGET_DATE}.parquet" in run_page.locator("#outputs").inner_text()
     assert "SUCCEEDED" in steps and "PENDING" not in steps
     if run_page is not page:
         run_page.close()
@@ -412,13 +414,14 @@ def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots)
     frame = page.frame_locator("iframe")
     frame.get_by_role("heading", name="Local Kubeflow runs").wait_for()
     shots("local runs in the Browse menu")
-    row = frame.locator(f'#runs tr:has(td.target-date:text-is("{RUN_TARGET_DATE}"))')
+    row = frame.locator("#runs tr", has_text=f"target_date: {RUN_TARGET_DATE}").first
     assert "SUCCEEDED" in row.inner_text()
     assert "FAILED" in frame.locator("#runs tr", has_text=FAILING_DAG_ID).first.inner_text()
     row.get_by_role("link").click()
-    frame.locator("#target-date").wait_for()
+    target = frame.locator("#parameters tr", has_text="target_date").locator("td")
+    target.wait_for()
     shots("a local run from the list")
-    assert frame.locator("#target-date").inner_text() == RUN_TARGET_DATE
+    assert target.inner_text() == RUN_TARGET_DATE
 
 
 def test_workflows_page_in_the_browse_menu_shows_the_daily_workflow(browser, ui, ui_runs, shots):

@@ -36,17 +36,26 @@ def error_body(err: ApiException) -> dict:
     return json.loads(err.body)
 
 
-@pytest.fixture
-def server():
-    with KfpApiStandIn() as stand_in:
+def _stand_in(profile: str = "api-server"):
+    with KfpApiStandIn(profile=profile) as stand_in:
         stand_in.set_schedule(pending=1, running=1)
         yield stand_in
 
 
+def _client(url: str, tmp_path, monkeypatch):
+    """kfp.Client on ``url``, its local context file kept under ``tmp_path``."""
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
+    return kfp.Client(host=url)
+
+
+@pytest.fixture
+def server():
+    yield from _stand_in()
+
+
 @pytest.fixture
 def client(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
-    return kfp.Client(host=server.url)
+    return _client(server.url, tmp_path, monkeypatch)
 
 
 def wait_state(client: kfp.Client, run_id: str, states: set[str], polls: int = 20) -> str:
@@ -397,15 +406,12 @@ def test_delete_recurring_run_with_a_propagation_policy(client, server):
 # /pipeline ingress give it (frontend/server/app.ts) ------------------------------------------
 @pytest.fixture
 def ui_server():
-    with KfpApiStandIn(profile="ui-proxy") as stand_in:
-        stand_in.set_schedule(pending=1, running=1)
-        yield stand_in
+    yield from _stand_in("ui-proxy")
 
 
 @pytest.fixture
 def ui_client(ui_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "context.json"))
-    return kfp.Client(host=ui_server.url)
+    return _client(ui_server.url, tmp_path, monkeypatch)
 
 
 def test_kfp_client_works_through_the_ui_proxy(ui_client, ui_server):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
-from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
+from kfp_bridge.results import RunResult
+from prediction_app import workflow_dag
 from prediction_app.registry import load_registry
-from prediction_app.workflow_dag import PredictionRunOperator, build_dag
+from prediction_app.workflow_dag import build_dag
 from tests.dag.test_registry import copy_entry, registry  # noqa: F401 (fixture)
 
 
@@ -53,21 +53,21 @@ def test_environment_overrides_operations(registry, monkeypatch):  # noqa: F811
     assert task.policy.poll_interval == 2 and task.retry_delay.total_seconds() == 5
 
 
-@pytest.mark.parametrize(
-    ("report", "fails"),
-    [({"rows": 3}, None), ({"rows": 0}, "check min_rows=1 failed: the run wrote 0 rows"),
-     (None, "check min_rows=1: the run's report could not be read")],
-)  # fmt: skip
-def test_min_rows_check_on_the_run_report(registry, monkeypatch, report, fails):  # noqa: F811
-    def publish(self, event):  # what the provider's operator leaves after reading the report
-        self.run_result = report
-
-    monkeypatch.setattr(KubeflowPipelineRunOperator, "_publish_result", publish)
+@pytest.mark.parametrize(("rows", "fails"), [(3, False), (1, False), (0, True), (None, True)])
+def test_min_rows_gate_runs_before_the_asset_event(registry, monkeypatch, rows, fails):  # noqa: F811
+    recorded = []
+    monkeypatch.setattr(
+        workflow_dag, "record_result", lambda result, context: recorded.append(result) or []
+    )
     dag = _dag(registry, "checked", output__checks={"min_rows": 1})
     task = dag.get_task("predict")
-    assert isinstance(task, PredictionRunOperator) and task.min_rows == 1
-    if fails is None:
-        task._publish_result(event=None)
+    assert task.on_result == workflow_dag.ResultGate(min_rows=1)
+    result = RunResult("run-1", None, "predict", {} if rows is None else {"rows": rows})
+    if fails:
+        # ValueError: the operator fails the task without retries (the same report again)
+        with pytest.raises(ValueError, match=r"check min_rows=1 failed: task 'predict' of Kub"):
+            task.on_result(result, {})
+        assert recorded == []  # no asset event for a partition that failed its check
     else:
-        with pytest.raises(AirflowFailException, match=fails):
-            task._publish_result(event=None)
+        assert task.on_result(result, {}) == []
+        assert recorded == [result]

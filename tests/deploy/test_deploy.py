@@ -20,6 +20,7 @@ import pytest
 import yaml
 from kfp_prediction.deploy import PipelineFile, main
 
+from benchmarks.kfp_only.deploy import main as deploy_variant
 from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, write_google_credentials
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +46,8 @@ def server():
 
 
 def deploy(capsys, *args: str) -> tuple[int, list[str], str]:
-    code = main(list(args))
+    """The product's upload command, or the KFP-only variant's (``--recurring-run``)."""
+    code = (deploy_variant if "--recurring-run" in args else main)(list(args))
     out, err = capsys.readouterr()
     return code, out.splitlines(), err
 
@@ -397,19 +399,24 @@ def test_the_command_line_entry_point(server, tmp_path):
 
 
 def test_the_workflow_calls_the_command_with_flags_it_has():
-    """deploy.yml's two deploy steps use only flags the parser knows, and the file it names."""
+    """deploy.yml's two deploy steps (the product's upload, the KFP-only variant's recurring
+    run) use only flags their command knows, and the file it names."""
     from kfp_prediction.deploy import parser
 
+    from benchmarks.kfp_only.deploy import parser as variant_parser
+
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "deploy.yml").read_text())
-    known = {a for action in parser()._actions for a in action.option_strings}
+    commands = {"kfp_prediction.deploy": parser(), "benchmarks.kfp_only.deploy": variant_parser()}
     scripts = [
-        step["run"]
+        (step["run"], command)
         for job in workflow["jobs"].values()
         for step in job.get("steps", [])
-        if "kfp_prediction.deploy" in step.get("run", "")
+        for command in commands
+        if f"-m {command} " in step.get("run", "")
     ]
-    assert len(scripts) == 2
-    for script in scripts:
+    assert sorted(c for _, c in scripts) == sorted(commands)
+    for script, command in scripts:
+        known = {a for action in commands[command]._actions for a in action.option_strings}
         flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", script))
         assert flags <= known, flags - known
         for path in re.findall(r"pipelines/compiled/[\w.]+\.yaml", script):

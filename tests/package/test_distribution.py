@@ -52,6 +52,11 @@ def test_wheel_holds_the_provider_only(dist):
     assert tops == {"kfp_bridge", f"kfp_bridge-{version}.dist-info"}
     assert {n.rsplit("/", 1)[1] for n in names if "/ui/templates/" in n} == TEMPLATES
     assert "kfp_bridge/testing/kfp_api/server.py" in names
+    # the kfp_api fixture reaches users' pytest through the pytest11 entry point
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        entry_points = wheel.read(f"kfp_bridge-{version}.dist-info/entry_points.txt").decode()
+    assert "[pytest11]\nkfp_bridge = kfp_bridge.testing.pytest_plugin" in entry_points
+    assert "kfp_bridge/testing/pytest_plugin.py" in names
 
 
 def test_sdist_has_templates_and_no_application(dist):

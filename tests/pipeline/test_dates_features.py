@@ -17,9 +17,9 @@ from kfp_prediction.errors import PredictionInputError, TargetDateError
 from kfp_prediction.features import bigquery_user_features_sql, duckdb_user_features_sql
 from kfp_prediction.model import load_verified_model
 from kfp_prediction.schema import CATEGORIES, FEATURE_COLUMNS
-from kfp_prediction.scoring import MODEL_FEATURES, ScoringModel, build_candidates
+from kfp_prediction.scoring import MODEL_FEATURES, ScoringModel
 from kfp_prediction.warehouse.local import LocalWarehouse
-from pipeline_support import Model
+from pipeline_support import Model, build_candidates
 from sqlglot import exp
 
 UTC_TS = pa.timestamp("us", tz="UTC")

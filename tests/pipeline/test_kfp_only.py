@@ -20,21 +20,23 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler, components, dsl, local
-from kfp_prediction.compile import COMPILED_DIR, KFP_ONLY_FILE, NAIVE_FILE
+from kfp_prediction.compile import COMPILED_DIR
 from kfp_prediction.dates import jst_date_of_run_time
 from kfp_prediction.errors import TargetDateError
 from kfp_prediction.final_status import FinalStatus, message, post, run_target_date
-from kfp_prediction.kfp_only import (
+from kfp_prediction.warehouse.local import partition_path
+from pipeline_support import Model
+
+from benchmarks.kfp_only.compile import KFP_ONLY_FILE, NAIVE_FILE
+from benchmarks.kfp_only.local import main as local_main
+from benchmarks.kfp_only.local import run_variant
+from benchmarks.kfp_only.pipeline import (
     NAIVE_COMPILE_CLOCK,
     RETRIES,
     VARIANT_PARAMETERS,
     build_kfp_only_pipeline,
     build_naive_pipeline,
 )
-from kfp_prediction.kfp_only_local import main as local_main
-from kfp_prediction.kfp_only_local import run_variant
-from kfp_prediction.warehouse.local import partition_path
-from pipeline_support import Model
 
 DATE_LIKE = re.compile(r"(19|20)\d\d-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

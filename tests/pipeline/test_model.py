@@ -22,9 +22,9 @@ from kfp_prediction.scoring import (
     MODEL_FEATURES,
     USER_FEATURES,
     ScoringModel,
-    build_candidates,
     linear_form,
 )
+from pipeline_support import build_candidates
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler

@@ -10,10 +10,12 @@ simple auth manager with a real login is exercised in tests/browser.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,8 @@ from fastapi.testclient import TestClient
 from kfp_bridge.backends.base import RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.hooks.kfp import KubeflowPipelineHook
+from kfp_bridge.links.local_run import FALLBACK_BASE_URL, local_run_url
 from kfp_bridge.ui import local_runs
-from kfp_bridge.ui.urls import FALLBACK_BASE_URL, local_run_url
 from tests.bridge._helpers import PIPELINE_PYTHON, local_connection_env, tiny_request, wait_terminal
 
 CONN_ID = "kfp_page"
@@ -228,58 +230,62 @@ def test_symlinked_files_inside_a_run_are_not_read(client, backend, runs, tmp_pa
         shutil.rmtree(copy)
 
 
-def test_partition_comes_from_what_the_run_reports(backend, runs, tmp_path):
-    # A copy of a real run with the outputs a predictions pipeline reports: the pipeline
-    # output (the partition file) and the step's logged Metrics (rows_written).
+@contextlib.contextmanager
+def _run_with_outputs(
+    backend, runs, pipeline_output: str, steps: dict[str, tuple[dict, dict]]
+) -> Iterator[str]:
+    """A copy of a real run whose pipeline output and steps' executor outputs are given:
+    ``steps``: step name -> (output parameters, Metrics metadata)."""
     run_id = str(uuid.uuid4())
     copy = backend.state_dir / run_id
     shutil.copytree(backend.state_dir / runs["ok"].run_id, copy)
     try:
-        partition = "/warehouse/predictions/2026-12-01.parquet"
-        (copy / "outputs.json").write_text(json.dumps({"Output": partition}))
+        (copy / "outputs.json").write_text(json.dumps({"Output": pipeline_output}))
         pipeline_run = next((copy / "outputs").iterdir())
-        # Both steps log rows_written; only "greet" (the first) produced the pipeline's output.
-        for step, output, rows in (
-            ("greet", partition, 9997.0),
-            ("shout", "/warehouse/user_features/2026-12-01.parquet", 10000.0),
-        ):
+        for step, (parameters, metadata) in steps.items():
             (pipeline_run / step).mkdir(parents=True, exist_ok=True)
             (pipeline_run / step / "executor_output.json").write_text(
                 json.dumps(
                     {
-                        "parameterValues": {"Output": output},
-                        "artifacts": {
-                            "metrics": {"artifacts": [{"metadata": {"rows_written": rows}}]}
-                        },
+                        "parameterValues": parameters,
+                        "artifacts": {"metrics": {"artifacts": [{"metadata": metadata}]}},
                     }
                 )
             )
-        view = local_runs.read_run(backend, run_id)
-        assert (view.partition_file, view.partition_rows) == (partition, 9997)
+        yield run_id
     finally:
         shutil.rmtree(copy)
+
+
+PARTITION = "/warehouse/predictions/2026-12-01.parquet"
+
+
+def test_outputs_and_metrics_are_shown_as_the_run_reports_them(client, backend, runs):
+    # A copy of a real run with the outputs a predictions pipeline reports: the pipeline
+    # output (a file) and each step's logged Metrics; the page names no field of its own.
+    steps = {
+        "greet": ({"Output": PARTITION}, {"rows_written": 9997.0}),
+        "shout": ({"Output": "/warehouse/user_features/2026-12-01.parquet"}, {"rows_written": 1e4}),
+    }
+    with _run_with_outputs(backend, runs, PARTITION, steps) as run_id:
+        view = local_runs.read_run(backend, run_id)
+        assert view.outputs == {"Output": PARTITION}
+        metrics = {s.name: s.metrics for s in view.steps}
+        assert (metrics["greet"], metrics["shout"]) == (
+            {"rows_written": 9997},
+            {"rows_written": 10000},
+        )
+        html = _get(client, run_id).text
+        assert f"<tr><th>Output</th><td><code>{PARTITION}</code></td></tr>" in html
+        assert "<div>rows_written: 9,997</div>" in html
 
 
 def test_counts_show_as_integers_with_thousands_separators(client, backend, runs):
     # KFP stores every number as a float: a step's Metrics and output parameters
     # arrive as 10000.0; the page shows 10,000 (and a real fraction as it is).
-    run_id = str(uuid.uuid4())
-    copy = backend.state_dir / run_id
-    shutil.copytree(backend.state_dir / runs["ok"].run_id, copy)
-    try:
-        partition = "/warehouse/predictions/2026-12-01.parquet"
-        (copy / "outputs.json").write_text(json.dumps({"Output": partition}))
-        step = next((copy / "outputs").iterdir()) / "greet"
-        step.mkdir(parents=True, exist_ok=True)
-        metadata = {"users_rows": 10000.0, "rows_written": 1234567.0, "auc": 0.8125}
-        (step / "executor_output.json").write_text(
-            json.dumps(
-                {
-                    "parameterValues": {"Output": partition, "row_count": 10000.0},
-                    "artifacts": {"metrics": {"artifacts": [{"metadata": metadata}]}},
-                }
-            )
-        )
+    metadata = {"users_rows": 10000.0, "rows_written": 1234567.0, "auc": 0.8125}
+    steps = {"greet": ({"Output": PARTITION, "row_count": 10000.0}, metadata)}
+    with _run_with_outputs(backend, runs, PARTITION, steps) as run_id:
         view = local_runs.read_run(backend, run_id)
         greet = next(s for s in view.steps if s.name == "greet")
         assert greet.metrics == {"users_rows": 10000, "rows_written": 1234567, "auc": 0.8125}
@@ -291,10 +297,7 @@ def test_counts_show_as_integers_with_thousands_separators(client, backend, runs
         assert "<div>rows_written: 1,234,567</div>" in html
         assert "<div>auc: 0.8125</div>" in html
         assert "<div>row_count: <code>10,000</code></div>" in html
-        assert 'id="partition-rows">1,234,567<' in html
         assert "10000.0" not in html and "1234567.0" not in html
-    finally:
-        shutil.rmtree(copy)
 
 
 def test_log_tail_is_bounded(tmp_path):

@@ -1,10 +1,8 @@
-"""Compile the pipeline (KFP/Kubeflow file, single-document Vertex AI file) and the KFP-only
-variants of the comparison.
+"""Compile the pipeline: the KFP/Kubeflow file and the single-document Vertex AI file.
 
     python -m kfp_prediction.compile [--output-dir pipelines/compiled] [--image IMAGE]
         [--node-selector [STEP=]KEY=VALUE] [--cpu-request STEP=N] [--cpu-limit STEP=N]
         [--memory-request STEP=SIZE] [--memory-limit STEP=SIZE]
-        [--kfp-only-retry-backoff SECONDS] [--naive-clock fixed|system]
 
 STEP is ``features`` or ``predict``; a node selector without ``STEP=`` applies to both (e.g.
 ``--node-selector features=cloud.google.com/gke-nodepool=etl --node-selector
@@ -14,67 +12,51 @@ YAML document (the kfp-kubernetes platform spec: image pull policy, node selecto
 ``yaml.safe_load`` and rejects multi-document files. The checked-in files are compiled with
 the defaults; a test fails when they are stale.
 
-``daily_prediction_kfp_only.yaml`` and ``daily_prediction_kfp_only_naive.yaml`` are the
-KFP-only way (``kfp_only.py``), KFP files with the same placement. The naive one holds the
-date its pipeline function computed when it was compiled: with ``--naive-clock fixed`` (the
-default, what the checked-in file uses) that is ``kfp_only.NAIVE_COMPILE_CLOCK``, so a fresh
-compile on any day reproduces the file; ``--naive-clock system`` reads the real clock, which
-is the trap itself (``benchmarks/compare.py`` compiles it so under ``faketime``).
+The KFP-only variants of the comparison beside them are compiled by
+``benchmarks/kfp_only/compile.py`` (not part of this package).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from kfp import compiler
 
 from kfp_prediction.components import DEFAULT_IMAGE, CompileOptions, StepOptions
-from kfp_prediction.kfp_only import (
-    DEFAULT_RETRY_BACKOFF_SECONDS,
-    NAIVE_COMPILE_CLOCK,
-    build_kfp_only_pipeline,
-    build_naive_pipeline,
-)
 from kfp_prediction.parameters import STEPS
 from kfp_prediction.pipeline import build_pipeline
 
 COMPILED_DIR = Path(__file__).resolve().parents[2] / "compiled"
 KFP_FILE = "daily_prediction.yaml"
 VERTEX_FILE = "daily_prediction.vertex.yaml"
-KFP_ONLY_FILE = "daily_prediction_kfp_only.yaml"
-NAIVE_FILE = "daily_prediction_kfp_only_naive.yaml"
-COMPILED_FILES = (KFP_FILE, VERTEX_FILE, KFP_ONLY_FILE, NAIVE_FILE)
-NAIVE_CLOCKS = {"fixed": lambda: NAIVE_COMPILE_CLOCK, "system": dt.datetime.now}
+COMPILED_FILES = (KFP_FILE, VERTEX_FILE)
 RESOURCE_FLAGS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
 def compile_pipeline(
     output_dir: str | Path,
     options: CompileOptions | None = None,
-    *,
-    kfp_only_retry_backoff: int = DEFAULT_RETRY_BACKOFF_SECONDS,
-    naive_clock: str = "fixed",
 ) -> list[Path]:
     """Write every file of ``COMPILED_FILES`` into ``output_dir``; return their paths."""
     options = options or CompileOptions()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     vertex = dataclasses.replace(options, kubernetes_platform=False)
     kfp = dataclasses.replace(options, kubernetes_platform=True)
-    pipelines = {
-        KFP_FILE: build_pipeline(kfp),
-        VERTEX_FILE: build_pipeline(vertex),
-        KFP_ONLY_FILE: build_kfp_only_pipeline(kfp, kfp_only_retry_backoff),
-        NAIVE_FILE: build_naive_pipeline(kfp, kfp_only_retry_backoff, NAIVE_CLOCKS[naive_clock]),
-    }
+    return write_compiled(
+        {KFP_FILE: build_pipeline(kfp), VERTEX_FILE: build_pipeline(vertex)}, output_dir
+    )
+
+
+def write_compiled(pipelines: Mapping[str, Callable], output_dir: str | Path) -> list[Path]:
+    """Compile each pipeline function to its file name under ``output_dir``; the paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in COMPILED_FILES:
+    for name, pipeline in pipelines.items():
         path = output_dir / name
-        compiler.Compiler().compile(pipelines[name], str(path))
+        compiler.Compiler().compile(pipeline, str(path))
         written.append(path)
     return written
 
@@ -138,26 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             metavar="STEP=VALUE",
             help=f"{flag.replace('_', ' ')} of one step (repeatable)",
         )
-    parser.add_argument(
-        "--kfp-only-retry-backoff",
-        type=int,
-        default=DEFAULT_RETRY_BACKOFF_SECONDS,
-        metavar="SECONDS",
-        help="first retry delay of the KFP-only variants' steps (set_retry backoff)",
-    )
-    parser.add_argument(
-        "--naive-clock",
-        choices=sorted(NAIVE_CLOCKS),
-        default="fixed",
-        help="clock of the naive variant's compile-time date (fixed: reproducible file)",
-    )
     args = parser.parse_args(argv)
-    written = compile_pipeline(
-        args.output_dir,
-        options_from_args(args),
-        kfp_only_retry_backoff=args.kfp_only_retry_backoff,
-        naive_clock=args.naive_clock,
-    )
+    written = compile_pipeline(args.output_dir, options_from_args(args))
     for path in written:
         print(f"wrote {path}")
 

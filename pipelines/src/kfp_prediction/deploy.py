@@ -1,25 +1,11 @@
-"""Deploy a compiled pipeline to a KFP API: the pipeline, a version per file content, and
-(for the KFP-only variant) its recurring run.
+"""Deploy a compiled pipeline to a KFP API: the pipeline and a version per file content.
 
     python -m kfp_prediction.deploy --host URL --pipeline-file FILE --pipeline-name NAME
         [--auth none|token|google] [--namespace NS]
-        [--recurring-run NAME --cron "0 0 21 * * *" --experiment EXP [--param KEY=VALUE ...]
-         [--cluster-timezone UTC]]
 
 * The pipeline is created when missing; the version is named after the file's content
   (``sha256-`` and the first 12 hex digits of its SHA-256), so deploying the same file twice
   uploads nothing the second time.
-* The recurring run is found by name in the experiment. KFP v2beta1 has no update call for
-  recurring runs (``backend/api/v2beta1/recurring_run.proto``: create, get, list, enable,
-  disable, delete), so a changed one is deleted with propagation policy ``ORPHAN`` (the
-  Argo Workflows of its past and *running* runs are kept instead of being garbage-collected
-  with the ScheduledWorkflow) and created again, pinned to the version just uploaded.
-* **Cron and time zone.** The cron has six fields, seconds first (robfig/cron v1.2.0, as the
-  API server parses it); five fields would mean *second minute hour day month*, so they are
-  refused. The API has no time zone per recurring run: the ScheduledWorkflow controller reads
-  every cron in its own zone (``CRON_SCHEDULE_TIMEZONE``, ``cronScheduleTimezone: UTC`` on a
-  standard install). 06:00 JST daily is therefore ``0 0 21 * * *`` on a UTC cluster; tell
-  this command the cluster's zone with ``--cluster-timezone`` and it prints the JST time.
 * ``--auth token`` reads the bearer token from ``KFP_TOKEN`` (never from the command line,
   which ``ps`` and CI logs show); ``--auth google`` uses Application Default Credentials.
 * Prints one line per object (``created``, ``updated`` or ``unchanged``); a bad host, refused
@@ -28,12 +14,13 @@
 
 It uses the real ``kfp.Client`` (kfp 2.17) and so runs in the pipeline environment: the
 Airflow side must not import the kfp SDK, and deploying is the pipeline side's job anyway.
+The KFP-only variant of the comparison also gets a recurring run: ``benchmarks/kfp_only/
+deploy.py`` extends this command (``deploy(args, after_upload=...)``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -42,21 +29,17 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 TOKEN_ENV = "KFP_TOKEN"
 GOOGLE_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-MAX_CONCURRENCY = 1  # one run at a time: runs of a date-keyed job must not overlap
 TIMEOUT_SECONDS = 15
-JST = ZoneInfo("Asia/Tokyo")
 
 
 class DeployError(Exception):
@@ -105,80 +88,6 @@ class PipelineFile:
             str(info.get("description", "")),
             inputs if isinstance(inputs, dict) else {},
         )
-
-    def parameter_values(self, pairs: Sequence[str]) -> dict[str, Any]:
-        """``KEY=VALUE`` texts as typed root parameter values; every required one present."""
-        values: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or not key:
-                raise DeployError(f"--param expects KEY=VALUE, got {key or pair!r}")
-            if key not in self.inputs:
-                raise DeployError(
-                    f"--param {key}: {self.path.name} has no such root parameter "
-                    f"(it has {', '.join(sorted(self.inputs)) or 'none'})"
-                )
-            values[key] = _typed(key, text, self.inputs[key].get("parameterType", "STRING"))
-        missing = sorted(
-            name
-            for name, spec in self.inputs.items()
-            if name not in values and "defaultValue" not in spec and not spec.get("isOptional")
-        )
-        if missing:
-            raise DeployError(
-                f"the recurring run needs a value for {', '.join(missing)} "
-                f"(required root parameters of {self.path.name}): add --param NAME=VALUE"
-            )
-        return values
-
-
-def _typed(key: str, text: str, kind: str) -> Any:
-    try:
-        if kind == "NUMBER_INTEGER":
-            return int(text)
-        if kind == "NUMBER_DOUBLE":
-            return float(text)
-        if kind == "BOOLEAN":
-            if text.lower() not in ("true", "false"):
-                raise ValueError(text)
-            return text.lower() == "true"
-        if kind in ("LIST", "STRUCT"):
-            return json.loads(text)
-    except ValueError:
-        raise DeployError(f"--param {key}: expected a {kind.lower()} value") from None
-    return text
-
-
-# -- cron ---------------------------------------------------------------------------------------
-def check_cron(cron: str) -> str:
-    """Six fields, seconds first, or a descriptor; the server checks the fields themselves."""
-    cron = " ".join(cron.split())
-    if cron.startswith("@"):
-        if cron in DESCRIPTORS or re.fullmatch(r"@every \S+", cron):
-            return cron
-        raise DeployError(f"--cron {cron!r}: unknown descriptor (robfig/cron v1: {DESCRIPTORS})")
-    fields = cron.split(" ")
-    if len(fields) == 5:
-        raise DeployError(
-            f"--cron {cron!r} has 5 fields: KFP reads them as second minute hour day month "
-            "(robfig/cron v1.2.0), i.e. not once a day. Give 6 fields, seconds first: "
-            "'0 0 21 * * *' is 06:00 JST on a cluster whose cron time zone is UTC"
-        )
-    if len(fields) != 6:
-        raise DeployError(f"--cron {cron!r}: expected 6 fields (second minute hour dom month dow)")
-    return cron
-
-
-def describe_cron(cron: str, cluster_zone: str) -> str:
-    """Where a daily cron falls in JST, when its time fields are plain numbers."""
-    fields = cron.split(" ")
-    note = f"cron {cron!r} runs in the cluster's time zone ({cluster_zone})"
-    if len(fields) == 6 and all(f.isdigit() for f in fields[:3]) and fields[3:] == ["*"] * 3:
-        second, minute, hour = (int(f) for f in fields[:3])
-        today = dt.datetime.now(ZoneInfo(cluster_zone)).date()
-        at = dt.datetime.combine(today, dt.time(hour, minute, second), ZoneInfo(cluster_zone))
-        return f"{note}: daily {at:%H:%M:%S} {cluster_zone} = {at.astimezone(JST):%H:%M:%S} JST"
-    return note
 
 
 # -- credentials and reachability ----------------------------------------------------------------
@@ -247,7 +156,7 @@ def connect(host: str, token: str | None, namespace: str | None) -> Any:
         return kfp.Client(host=host, existing_token=token, namespace=namespace or "kubeflow")
 
 
-def _filter(key: str, value: str) -> str:
+def equals_filter(key: str, value: str) -> str:
     """A filter that survives the API server's second URL decode (``parseAPIFilter``)."""
     text = json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
     return quote(text, safe="")
@@ -268,7 +177,7 @@ class Deployer:
     def pipeline(self, name: str, description: str) -> str:
         api = self.client.pipelines
         found = api.pipeline_service_list_pipelines(
-            namespace=self.namespace, filter=_filter("name", name), page_size=10
+            namespace=self.namespace, filter=equals_filter("name", name), page_size=10
         )
         matches = [p for p in found.pipelines or [] if p.name == name]
         if matches:
@@ -309,141 +218,29 @@ class Deployer:
 
     def _find_version(self, pipeline_id: str, name: str) -> str | None:
         found = self.client.pipelines.pipeline_service_list_pipeline_versions(
-            pipeline_id, filter=_filter("name", name), page_size=10
+            pipeline_id, filter=equals_filter("name", name), page_size=10
         )
         for version in found.pipeline_versions or []:
             if version.name == name:
                 return version.pipeline_version_id
         return None
 
-    def experiment(self, name: str) -> str:
-        api = self.client.experiments
-        found = api.experiment_service_list_experiments(
-            namespace=self.namespace, filter=_filter("display_name", name), page_size=10
-        )
-        for experiment in found.experiments or []:
-            if experiment.display_name == name:
-                self._say(f"experiment {name}: unchanged ({experiment.experiment_id})")
-                return experiment.experiment_id
-        import kfp_server_api
 
-        body = kfp_server_api.V2beta1Experiment(display_name=name, namespace=self.namespace)
-        created = api.experiment_service_create_experiment(experiment=body)
-        self._say(f"experiment {name}: created ({created.experiment_id})")
-        return created.experiment_id
+def deploy(
+    args: argparse.Namespace,
+    *,
+    after_upload: Callable[[Deployer, PipelineFile, str, str], Iterator[str]] | None = None,
+) -> list[str]:
+    """The whole deploy; returns the printed lines. Raises DeployError.
 
-    def recurring_run(self, want: WantedRecurringRun) -> str:
-        api = self.client.recurring_runs
-        found = api.recurring_run_service_list_recurring_runs(
-            experiment_id=want.experiment_id,
-            namespace=self.namespace,
-            filter=_filter("display_name", want.name),
-            page_size=10,
-        )
-        matches = [r for r in found.recurring_runs or [] if r.display_name == want.name]
-        if len(matches) > 1:
-            ids = ", ".join(r.recurring_run_id for r in matches)
-            raise DeployError(
-                f"{len(matches)} recurring runs are named {want.name!r} in the experiment "
-                f"({ids}): KFP does not keep names unique; delete all but one and deploy again"
-            )
-        if not matches:
-            created = self._create(want)
-            self._say(f"recurring run {want.name}: created ({created})")
-            return created
-        current = matches[0]
-        changed = want.differences(current)
-        if not changed:
-            self._say(f"recurring run {want.name}: unchanged ({current.recurring_run_id})")
-            return current.recurring_run_id
-        if changed == ["enabled"]:
-            api.recurring_run_service_enable_recurring_run(current.recurring_run_id)
-            self._say(f"recurring run {want.name}: updated: enabled ({current.recurring_run_id})")
-            return current.recurring_run_id
-        # No update call: delete first (keeping its workflows), then create. If this command
-        # dies in between, the next deploy finds none and creates it; the other order could
-        # leave two schedules firing.
-        api.recurring_run_service_delete_recurring_run(
-            current.recurring_run_id, propagation_policy="ORPHAN"
-        )
-        created = self._create(want)
-        self._say(
-            f"recurring run {want.name}: updated: {', '.join(changed)} "
-            f"(replaced {current.recurring_run_id} by {created})"
-        )
-        return created
-
-    def _create(self, want: WantedRecurringRun) -> str:
-        created = self.client.create_recurring_run(
-            experiment_id=want.experiment_id,
-            job_name=want.name,
-            description=want.description,
-            cron_expression=want.cron,
-            max_concurrency=MAX_CONCURRENCY,
-            # Catch-up runs would all take the catch-up moment's date (KFP 2.17 sets the
-            # schedule time of a run to its creation): run only the latest missed slot.
-            no_catchup=True,
-            params=want.parameters,
-            pipeline_id=want.pipeline_id,
-            version_id=want.version_id,
-            enabled=True,
-        )
-        return created.recurring_run_id
-
-
-@dataclass(frozen=True)
-class WantedRecurringRun:
-    name: str
-    experiment_id: str
-    pipeline_id: str
-    version_id: str
-    cron: str
-    parameters: dict[str, Any]
-    description: str = ""
-
-    def differences(self, current: Any) -> list[str]:
-        """Names (never values: parameters may hold secrets) of what differs."""
-        cron = getattr(getattr(current.trigger, "cron_schedule", None), "cron", None)
-        reference = current.pipeline_version_reference
-        current_params = (
-            current.runtime_config.parameters if current.runtime_config else None
-        ) or {}
-        checks = {
-            "pipeline version": reference is None
-            or (reference.pipeline_id, reference.pipeline_version_id)
-            != (self.pipeline_id, self.version_id),
-            "cron": cron != self.cron or getattr(current.trigger, "periodic_schedule", None),
-            "parameters": current_params != self.parameters,
-            "max concurrency": str(current.max_concurrency) != str(MAX_CONCURRENCY),
-            "catch-up": current.no_catchup is not True,
-        }
-        changed = [name for name, differs in checks.items() if differs]
-        if not changed and current.mode != "ENABLE":
-            return ["enabled"]
-        return changed
-
-
-def deploy(args: argparse.Namespace) -> list[str]:
-    """The whole deploy; returns the printed lines. Raises DeployError."""
+    ``after_upload(deployer, file, pipeline_id, version_id)`` continues the deploy: a
+    generator that yields the name of each step before it makes its calls, so a refused
+    call is named like the upload's own steps.
+    """
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError as TransportError
 
     file = PipelineFile.read(args.pipeline_file)
-    wanted_params: dict[str, Any] = {}
-    cron = ""
-    if args.recurring_run:
-        if not args.cron or not args.experiment:
-            raise DeployError("--recurring-run needs --cron and --experiment")
-        cron = check_cron(args.cron)
-        wanted_params = file.parameter_values(args.param)
-        try:
-            cron_note = describe_cron(cron, args.cluster_timezone)
-        except ZoneInfoNotFoundError:
-            raise DeployError(
-                f"--cluster-timezone {args.cluster_timezone!r}: unknown zone"
-            ) from None
-    elif args.param or args.cron or args.experiment:
-        raise DeployError("--param, --cron and --experiment belong to --recurring-run")
     if not re.match(r"^https?://[^/\s]+", args.host):
         raise DeployError(f"--host {args.host!r}: expected http(s)://HOST[:PORT][/PATH]")
     token = bearer_token(args.auth)
@@ -455,22 +252,8 @@ def deploy(args: argparse.Namespace) -> list[str]:
         pipeline_id = deployer.pipeline(args.pipeline_name, file.description)
         step = f"upload version {file.version_name}"
         version_id = deployer.version(pipeline_id, file)
-        if args.recurring_run:
-            step = f"look up or create experiment {args.experiment!r}"
-            experiment_id = deployer.experiment(args.experiment)
-            step = f"create or update recurring run {args.recurring_run!r}"
-            deployer.recurring_run(
-                WantedRecurringRun(
-                    args.recurring_run,
-                    experiment_id,
-                    pipeline_id,
-                    version_id,
-                    cron,
-                    wanted_params,
-                    f"{args.pipeline_name} {file.version_name}, deployed by kfp_prediction.deploy",
-                )
-            )
-            deployer._say(cron_note)
+        for name in after_upload(deployer, file, pipeline_id, version_id) if after_upload else ():
+            step = name  # its calls run when the loop asks for the next name
     except ApiException as exc:
         raise DeployError(f"{step}: {_api_error(exc)}") from None
     except TransportError as exc:
@@ -487,30 +270,27 @@ def _api_error(exc: Any) -> str:
     return f"HTTP {exc.status}: {message}{hint}"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kfp_prediction.deploy",
-        description=__doc__.split("\n\n")[0].replace("\n", " "),
-        epilog="Cron: 6 fields, seconds first, read in the KFP cluster's time zone (UTC on a "
-        "standard install; the API has no zone per recurring run): 06:00 JST = '0 0 21 * * *'.",
-    )
+def parser(prog: str = "python -m kfp_prediction.deploy", **kwargs: Any) -> argparse.ArgumentParser:
+    """The upload's flags; ``kwargs`` (description, epilog) for a command that extends it."""
+    kwargs.setdefault("description", __doc__.split("\n\n")[0].replace("\n", " "))
+    p = argparse.ArgumentParser(prog=prog, **kwargs)
     p.add_argument("--host", required=True, help="KFP API endpoint, http(s)://...")
     p.add_argument("--pipeline-file", required=True, help="a compiled pipeline .yaml")
     p.add_argument("--pipeline-name", required=True)
     p.add_argument("--auth", choices=("none", "token", "google"), default="none")
     p.add_argument("--namespace", help="multi-user Kubeflow: the profile namespace")
-    p.add_argument("--recurring-run", metavar="NAME", help="create or update this recurring run")
-    p.add_argument("--cron", help="6 fields, seconds first, in the cluster's time zone")
-    p.add_argument("--experiment", help="the recurring run's experiment (created when missing)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--cluster-timezone", default="UTC", help="for the JST note only")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return exit_status(lambda: deploy(args))
+
+
+def exit_status(deploy_command: Callable[[], object]) -> int:
+    """0, or 1 with the DeployError on stderr as one line."""
     try:
-        deploy(args)
+        deploy_command()
     except DeployError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
         return 1

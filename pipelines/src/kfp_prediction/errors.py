@@ -25,22 +25,22 @@ class LookbackDaysError(PredictionInputError):
     input = "lookback_days"
 
 
-class WarehouseUnreachableError(PredictionInputError):
+class WarehouseInputError(PredictionInputError):
+    """Base class: the ``warehouse`` (its location or the tables in it) is at fault."""
+
+    input = "warehouse"
+
+
+class WarehouseUnreachableError(WarehouseInputError):
     """The warehouse location cannot be opened (missing directory, bad URI, no access)."""
 
-    input = "warehouse"
 
-
-class MissingSourceColumnError(PredictionInputError):
+class MissingSourceColumnError(WarehouseInputError):
     """A source table lacks a column the feature query needs."""
 
-    input = "warehouse"
 
-
-class NoSourceDataError(PredictionInputError):
+class NoSourceDataError(WarehouseInputError):
     """A source table (or a features partition) is absent or empty."""
-
-    input = "warehouse"
 
 
 class LateSourceDataError(NoSourceDataError):
@@ -53,16 +53,18 @@ class LateSourceDataError(NoSourceDataError):
     permanent = False
 
 
-class InvalidSourceDataError(PredictionInputError):
+class InvalidSourceDataError(WarehouseInputError):
     """A source table holds rows the pipeline cannot use, such as a NULL user_id."""
 
-    input = "warehouse"
 
-
-class ModelUnreadableError(PredictionInputError):
-    """``model_uri`` is empty or names no readable file (missing, no access)."""
+class ModelInputError(PredictionInputError):
+    """Base class: the model ``model_uri`` names is at fault."""
 
     input = "model_uri"
+
+
+class ModelUnreadableError(ModelInputError):
+    """``model_uri`` is empty or names no readable file (missing, no access)."""
 
 
 class ModelDigestMismatchError(PredictionInputError):
@@ -71,20 +73,16 @@ class ModelDigestMismatchError(PredictionInputError):
     input = "model_sha256"
 
 
-class ModelFeatureMismatchError(PredictionInputError):
+class ModelFeatureMismatchError(ModelInputError):
     """The model expects features the pipeline does not produce."""
-
-    input = "model_uri"
 
 
 class ModelContractError(ModelFeatureMismatchError):
     """The model is not of a shape the pipeline scores (see "Model contract" in the README)."""
 
 
-class ModelLoadError(PredictionInputError):
+class ModelLoadError(ModelInputError):
     """The model file's digest matched, but unpickling it failed (a missing library...)."""
-
-    input = "model_uri"
 
 
 class SourceUnavailableError(RuntimeError):

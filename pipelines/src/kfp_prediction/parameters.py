@@ -75,7 +75,6 @@ ROOT_PARAMETERS: tuple[Parameter, ...] = (
         28,
     ),
 )
-BY_NAME: dict[str, Parameter] = {p.name: p for p in ROOT_PARAMETERS}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in ROOT_PARAMETERS if not p.required}
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,9 +29,6 @@ import pyarrow.compute as pc
 
 from kfp_prediction.errors import ModelContractError, ModelFeatureMismatchError
 from kfp_prediction.schema import AGE_BANDS, CATEGORIES, CHANNELS, MEMBER_RANKS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # Features of the user alone (a content model may ask for these).
 USER_FEATURES: tuple[str, ...] = (
@@ -151,16 +148,6 @@ def candidate_matrix(
     for j, name in enumerate(feature_names):
         matrix[:, :, j] = columns[name]
     return matrix.reshape(n_users * n_contents, len(feature_names))
-
-
-def build_candidates(
-    users: pa.Table, contents: pa.Table, feature_names: Sequence[str] = PAIR_FEATURES
-) -> pd.DataFrame:
-    """``candidate_matrix`` wrapped (not copied) in a DataFrame with the feature names."""
-    import pandas as pd
-
-    matrix = candidate_matrix(users, contents, feature_names)
-    return pd.DataFrame(matrix, columns=list(feature_names), copy=False)
 
 
 def user_matrix(users: pa.Table, feature_names: Sequence[str], dtype: type) -> np.ndarray:

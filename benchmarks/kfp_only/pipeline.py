@@ -13,7 +13,7 @@ For the comparison with the Airflow way (README, "KFP-only vs this, measured"):
   the date is a constant of the compiled file and every run writes the compile day's
   partition (the trap of ``../shared/design.md``).
 
-Neither is what this project recommends; ``pipeline.py`` is.
+Neither is what this project recommends; ``kfp_prediction/pipeline.py`` is.
 """
 
 # No "from __future__ import annotations": KFP reads the component annotations as types.
@@ -22,7 +22,6 @@ import datetime as dt
 from collections.abc import Callable
 
 from kfp import dsl
-
 from kfp_prediction import parameters
 from kfp_prediction.components import CompileOptions, build_components, place
 from kfp_prediction.parameters import (

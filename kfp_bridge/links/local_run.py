@@ -1,7 +1,8 @@
-"""Where the local run page lives, so the backend's run URL and the plugin agree.
+"""The link to a local run: where the run page lives, so the run URL and the page agree.
 
-The plugin mounts the page under ``RUN_PAGE_PREFIX`` on the Airflow api-server;
-the local backend's run URL points there, on ``[api] base_url``.
+The plugin mounts the page (``kfp_bridge.ui``) under ``RUN_PAGE_PREFIX`` on the Airflow
+api-server; the hook gives the local backend run URLs that point there, on ``[api]
+base_url``. Here, beside the "Kubeflow run" link, so the hook never imports the UI.
 """
 
 from __future__ import annotations

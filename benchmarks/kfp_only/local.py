@@ -1,6 +1,6 @@
 """Run a compiled KFP-only variant with ``kfp.local``, feeding the run's time explicitly.
 
-    python -m kfp_prediction.kfp_only_local \
+    python -m benchmarks.kfp_only.local \
         --pipeline pipelines/compiled/daily_prediction_kfp_only.yaml --slack-webhook-url URL \
         --scheduled-time 2026-11-26T21:00:00Z \
         [--create-time T] [--warehouse var/warehouse] [--model-uri ...] [--model-sha256 HEX] \
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from kfp_prediction.kfp_only import TIME_PLACEHOLDERS, VARIANT_PARAMETERS
 from kfp_prediction.local_run import run_compiled
 from kfp_prediction.parameters import add_arguments
+
+from benchmarks.kfp_only.pipeline import TIME_PLACEHOLDERS, VARIANT_PARAMETERS
 
 SCHEDULE_TIME, CREATE_TIME = TIME_PLACEHOLDERS
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

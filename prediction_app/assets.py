@@ -9,6 +9,10 @@ from a partition the pipeline reports (``PROJECT.DATASET.TABLE$YYYYMMDD`` or
 ``/ABS/DIR/TABLE/YYYY-MM-DD.parquet``), so the operator can check that the run
 wrote the table the task declares.
 
+:func:`record_result` is the ``on_result`` callback of the prediction task: the provider
+hands it what the predict step reported (``kfp_bridge.results``), and it alone knows the
+report's fields.
+
 Cheap to import (no provider, no Google client): DAG files use it.
 """
 
@@ -21,6 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import Asset
+
+from kfp_bridge.results import RunResult, WrittenDataset
 
 # What a step's result report must hold to become an asset event (see ``result_event``).
 RESULT_FIELDS = ("target_date", "partition", "rows", "model_sha256")
@@ -126,3 +132,40 @@ def announce(
         event.extra.update(extra)
         event.add_partitions(extra["target_date"])
     return extra
+
+
+def record_result(result: RunResult, context: Mapping[str, Any]) -> list[WrittenDataset]:
+    """``on_result`` of the prediction task: the asset events, and the partition written.
+
+    Each warehouse outlet of the task gets the report (plus the run) as ``extra`` and the
+    target date as partition key; OpenLineage gets the table, the partition and the rows.
+    ``ValueError`` when the report breaks the contract (the operator fails the task).
+    """
+    task = context["task"]
+    outlets = [o for o in task.outlets if isinstance(o, Asset)]
+    if outlets:
+        extra = announce(
+            context["outlet_events"],
+            outlets,
+            result.fields,
+            run_id=result.run_id,
+            run_url=result.run_url,
+            where=result.where,
+        )
+        task.log.info(
+            "Asset event for %s, partition %s: %s",
+            ", ".join(o.uri for o in outlets),
+            extra["target_date"],
+            extra,
+        )
+    else:
+        extra = result_event(
+            result.fields, run_id=result.run_id, run_url=result.run_url, where=result.where
+        )
+    return [
+        WrittenDataset(
+            uri=partition_table_uri(extra["partition"]),
+            version=extra["partition"],
+            row_count=extra["rows"],
+        )
+    ]
