@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from kfp_bridge import try_history
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
 from kfp_bridge.notifications import reported_tries
 from kfp_bridge.redaction import airflow_redact
@@ -26,6 +27,7 @@ from kfp_bridge.redaction import airflow_redact
 DEFAULT_CONN_ID = "slack_default"
 DEFAULT_TIMEOUT = 10
 MAX_ERROR_CHARS = 300
+
 
 def scrub(text: str) -> str:
     """Remove registered secrets and secret shapes from ``text`` (one rule: redaction.py)."""
@@ -238,7 +240,37 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         run_url = _kubeflow_run_url(ti) if ti is not None else None
         if run_url:
             lines.append(f"Kubeflow run: {run_url}")
+        history = _try_history(context)
+        if history and isinstance(try_number, int):
+            lines += self.describe_tries(history, try_number, total_tries)
         return "\n".join(lines)
+
+    def describe_tries(
+        self, history: list[try_history.TryEntry], try_number: int, total_tries: int
+    ) -> list[str]:
+        """Lines from the task's try history (:mod:`kfp_bridge.try_history`).
+
+        Default: what this try did (``try 2/3, resumed run R after FAILED at step
+        predict``), then one line per earlier try. Override to say it another way;
+        keep it total, as :meth:`describe_run`.
+        """
+        lines = []
+        now = try_history.summary(history, try_number, total_tries)
+        if now:
+            lines.append(f"This try: {now}")
+        earlier = try_history.earlier(history, try_number)
+        if earlier:
+            lines.append("Earlier tries:")
+            lines += [f"- {try_history.line(e)}" for e in earlier]
+        return lines
+
+
+def _try_history(context: Any) -> list[try_history.TryEntry]:
+    """The task's try history, when the context has its state store (the task runner's)."""
+    try:
+        return try_history.load(context.get("task_state_store"))
+    except Exception:  # a callback run elsewhere (dag-processor) or a store that fails
+        return []
 
 
 class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):

@@ -31,7 +31,7 @@ from airflow.configuration import conf
 from airflow.sdk import Asset, BaseOperator, ResumableJobMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from kfp_bridge import run_report
+from kfp_bridge import run_report, try_history
 from kfp_bridge.assets import announce
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus, same_parameters
 from kfp_bridge.exceptions import (
@@ -292,6 +292,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self._request: RunRequest | None = None
         self._state_store: Any = None
         self._earlier_names: list[str] = []
+        self._try_number: int | None = None  # this try's number, keying its history entry
+        self._resumed = False  # this try resumed an earlier try's run (KFP :retry)
+        self._try_started: str | None = None
 
     @cached_property
     def backend(self) -> Backend:
@@ -321,6 +324,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, str | None]:
         self._state_store = context.get("task_state_store")
         self._outlet_events = context.get("outlet_events")
+        self._begin_try(context)
         try:
             self._request = self._build_request(context)  # validates before anything is submitted
         except AuthError as exc:
@@ -485,6 +489,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         status = self._waiter.call(
             f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
         )
+        self._resumed = True
         self.log.info(
             "Resumed run %s (%s) after FAILED (%s): only its failed tasks rerun. Run: %s",
             run.run_id,
@@ -653,6 +658,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
         self._outlet_events = context.get("outlet_events")
+        self._try_number = _try_number(context)
         # This process has not read the connection yet: register its secrets before any
         # service text (the run's error, the service's message) is logged or raised.
         self.hook.register_secrets()
@@ -667,6 +673,13 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_url = event.run_url or self.kfp_run_url
         self.kfp_run_name = event.run_name or self.kfp_run_name
         state = event.state.value if event.state else "unknown"
+        self._record_try(
+            run_id=event.run_id,
+            state=state,
+            end=try_history.now_iso(),
+            failed_tasks=list(event.failed_tasks),
+            **({"url": event.run_url} if event.run_url else {}),
+        )
         if event.outcome is Outcome.SUCCEEDED:
             self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
             self._publish_result(event)
@@ -821,6 +834,47 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_name = status.display_name or None
         if status.url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
+        self._record_try(
+            run_id=status.run_id,
+            state=status.state.value,
+            resumed=self._resumed,
+            url=status.url,
+            failed_tasks=[t.name for t in status.failed_tasks],
+        )
+
+    def _begin_try(self, context: Context) -> None:
+        """Log the earlier tries' runs (one line each) and open this try's history entry."""
+        self._try_number = _try_number(context)
+        self._resumed = False
+        self._try_started = try_history.now_iso()
+        if self._state_store is None or self._try_number is None:
+            return
+        try:
+            history = try_history.load(self._state_store)
+        except Exception:
+            self.log.warning("Could not read the try history", exc_info=True)
+            return
+        earlier = try_history.earlier(history, self._try_number)
+        if earlier:
+            self.log.info(
+                "Try %s; the runs of earlier tries:\n%s",
+                self._try_number,
+                "\n".join(try_history.line(e) for e in earlier),
+            )
+
+    def _record_try(self, **fields: Any) -> None:
+        """Merge ``fields`` into this try's entry of the history (task state store)."""
+        if self._state_store is None or self._try_number is None:
+            return
+        entry: dict[str, Any] = {"try_number": self._try_number, **fields}
+        if self._try_started:
+            entry.setdefault("start", self._try_started)
+        try:
+            try_history.record(self._state_store, entry)  # type: ignore[arg-type]
+        except Exception:  # the history never fails a try
+            self.log.warning(
+                "Could not record try %s in the history", self._try_number, exc_info=True
+            )
 
     def _cancel(self, run_id: str, *, reason: str, record: str) -> None:
         """Cancel and confirm; never sent to a run that already ended, never raises.
@@ -902,6 +956,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             )
         elif self.kfp_run_id:
             self._cancel(self.kfp_run_id, reason="Task killed", record="the task was killed")
+
+
+def _try_number(context: Context) -> int | None:
+    number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) and number > 0 else None
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:

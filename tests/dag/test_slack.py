@@ -71,6 +71,34 @@ def test_task_failure_message_content(slack_conn):
     assert "Kubeflow run: http://kfp.test/#/runs/details/run-123" in text
 
 
+def test_failed_try_message_shows_the_try_history(slack_conn):
+    """The task's try history (task state store) is said: this try, then each earlier one."""
+    store = SimpleNamespace(
+        get=lambda key, default=None: {
+            "kfp_bridge_try_history": [
+                {
+                    "try_number": 1,
+                    "run_id": "R",
+                    "state": "FAILED",
+                    "start": "2026-11-26T21:00:05Z",
+                    "end": "2026-11-26T21:09:00Z",
+                    "resumed": False,
+                    "url": "http://kfp.test/#/runs/details/R",
+                    "failed_tasks": ["predict"],
+                },
+                {"try_number": 2, "run_id": "R", "state": "FAILED", "resumed": True},
+            ]
+        }.get(key, default)
+    )
+    TaskFailureNotifier()({**_context(), "task_state_store": store})
+    lines = slack_conn.texts()[0].splitlines()
+    assert "This try: try 2/4, resumed run R after FAILED at step predict" in lines
+    assert lines[lines.index("Earlier tries:") + 1] == (
+        "- try 1: run R, FAILED at step predict "
+        "(2026-11-26T21:00:05Z - 2026-11-26T21:09:00Z) http://kfp.test/#/runs/details/R"
+    )
+
+
 def test_final_failure_without_run_link(slack_conn):
     ti = FakeTI(try_number=4, max_tries=3, state="failed", run_url=None)
     TaskFailureNotifier()(_context(ti=ti))
