@@ -164,6 +164,9 @@ with DAG(
             "lookback_days": _var("daily_prediction_lookback_days", 28),
         },
         kfp_conn_id="kfp_default",
+        # KFP run name: daily_prediction__predict__<target date> (+ run type and time for a
+        # manual run), so the KFP UI is searched by business date; same for every try.
+        run_key="{{ kfp_run_key(dag_run) }}",
         # The predict step's result report becomes the asset event; the sources are inlets.
         report_task="predict",
         inlets=SOURCE_TABLES,

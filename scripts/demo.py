@@ -215,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from kfp_bridge.hooks.kfp import KubeflowPipelineHook
     from kfp_bridge.operators.kfp import run_name_for
+    from prediction_app.target_date import kfp_run_key
 
     logical = pendulum.datetime(date.year, date.month, date.day, 6, tz="Asia/Tokyo")
-    run_name = run_name_for(args.dag_id, args.task_id, logical)
+    # `airflow dags test` makes a manual run: the DAG's run_key is the target date plus that
+    key = kfp_run_key({"logical_date": logical, "run_after": logical, "run_type": "manual"})
+    run_name = run_name_for(args.dag_id, args.task_id, key)
     backend = KubeflowPipelineHook(kfp_conn_id="kfp_default").get_conn()
     watch = RunWatch(backend, run_name)
     news = LogNews(Path(args.log))

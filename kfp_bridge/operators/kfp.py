@@ -98,25 +98,27 @@ def default_deferrable() -> bool:
     )
 
 
-def default_run_name(context: Context) -> str:
-    """``{dag_id}__{task_id}__{logical date, UTC}`` (+ ``__{map_index}``, ``__c{clear}``).
+def default_run_name(context: Context, run_key: str | None = None) -> str:
+    """``{dag_id}__{task_id}__{key}`` (+ ``__{map_index}``, ``__c{clear}``).
 
-    The same for every try of a task instance, which is what makes reattach work;
-    a clear (``dag_run.clear_number`` > 0) gets a new name and so a new run.
-    Without a logical date (manual runs may have none) the dag run id stands in.
+    ``key`` is ``run_key`` when given (what the DAG means by this run, such as its
+    business date), else the logical date in UTC. The same for every try of a task
+    instance, which is what makes reattach work; a clear (``dag_run.clear_number``
+    > 0) gets a new name and so a new run. Without a logical date (manual runs may
+    have none) the dag run id stands in.
     """
     ti = context["ti"]
     dag_run = context.get("dag_run")
     return run_name_for(
         ti.dag_id,
         ti.task_id,
-        context.get("logical_date") or getattr(dag_run, "run_id", None),
+        _name_key(context, run_key),
         map_index=getattr(ti, "map_index", -1),
         clear_number=getattr(dag_run, "clear_number", None) or 0,
     )
 
 
-def earlier_run_names(context: Context) -> list[str]:
+def earlier_run_names(context: Context, run_key: str | None = None) -> list[str]:
     """The default run names of this task instance's earlier clears (newest first)."""
     dag_run = context.get("dag_run")
     clears = getattr(dag_run, "clear_number", None) or 0
@@ -125,12 +127,18 @@ def earlier_run_names(context: Context) -> list[str]:
         run_name_for(
             ti.dag_id,
             ti.task_id,
-            context.get("logical_date") or getattr(dag_run, "run_id", None),
+            _name_key(context, run_key),
             map_index=getattr(ti, "map_index", -1),
             clear_number=n,
         )
         for n in range(clears - 1, -1, -1)
     ]
+
+
+def _name_key(context: Context, run_key: str | None) -> datetime | str:
+    if run_key:
+        return run_key
+    return context.get("logical_date") or getattr(context.get("dag_run"), "run_id", None)
 
 
 def run_name_for(
@@ -176,6 +184,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param experiment: experiment name, created when missing.
     :param run_name: run display name (templated). Default: ``default_run_name``.
         Keep it the same across tries, or reattach cannot work.
+    :param run_key: what names this DAG run in the default run name, in place of the
+        UTC logical date (templated), e.g. the business date the run is for; the
+        name keeps the dag id, task id, map index and clear suffix, so a clear still
+        gets a new run. It must be unique per DAG run and the same for every try.
+        Names over 128 characters are shortened with a hash (KFP's UI shows 255).
     :param pipeline_root: where the run writes artifacts.
     :param service_account: service account the run's pods use.
     :param enable_caching: override the compiled caching settings.
@@ -223,6 +236,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         "parameters",
         "experiment",
         "run_name",
+        "run_key",
         "pipeline_root",
         "service_account",
         "impersonation_chain",
@@ -241,6 +255,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         parameters: Mapping[str, Any] | None = None,
         experiment: str | None = None,
         run_name: str | None = None,
+        run_key: str | None = None,
         pipeline_root: str | None = None,
         service_account: str | None = None,
         enable_caching: bool | None = None,
@@ -265,6 +280,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.parameters = dict(parameters or {})
         self.experiment = experiment
         self.run_name = run_name
+        self.run_key = run_key
+        if run_name and run_key:
+            raise ValueError(
+                "give run_name or run_key, not both (run_key is part of the default name)"
+            )
         self.pipeline_root = pipeline_root
         self.service_account = service_account
         self.enable_caching = enable_caching
@@ -376,8 +396,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         except _FINAL_ERRORS as exc:
             # Retrying cannot fix a wrong parameter, a broken file or a missing pipeline.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        run_name = sanitize_run_name(self.run_name) if self.run_name else default_run_name(context)
-        self._earlier_names = [] if self.run_name else earlier_run_names(context)
+        if self.run_name:
+            run_name, self._earlier_names = sanitize_run_name(self.run_name), []
+        else:
+            key = str(self.run_key).strip() if self.run_key else None
+            if self.run_key is not None and not key:
+                raise AirflowFailException(
+                    f"run_key rendered empty ({self.run_key!r}): it names the DAG run in the "
+                    "Kubeflow run name"
+                )
+            run_name = default_run_name(context, key)
+            self._earlier_names = earlier_run_names(context, key)
         return RunRequest(
             display_name=run_name,
             pipeline_spec=compiled.pipeline_spec if compiled else {},

@@ -124,6 +124,27 @@ def test_default_run_name_is_the_same_for_every_try():
     assert len(sanitize_run_name("x" * 300)) == 128
 
 
+def test_run_key_names_the_run_in_place_of_the_utc_logical_date(kfp_server, kfp_conn_id):
+    """The DAG's key (e.g. its business date) replaces the UTC stamp; clears still count."""
+    ti = TaskInstance()
+    context = task_context(ti, None, LOGICAL_DATE, clear_number=1)
+    assert default_run_name(context, "2026-11-27") == "daily_prediction__predict__2026-11-27__c1"
+    kfp_server.set_schedule(pending=0, running=1)
+    op = _operator(kfp_conn_id, run_key="2026-11-27")
+    result = op.execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server, "daily_prediction__predict__2026-11-27")
+    assert run["run_id"] == result["run_id"]
+    again = _operator(kfp_conn_id, run_key="2026-11-27").execute(
+        task_context(TaskInstance(try_number=2), None, LOGICAL_DATE)
+    )  # a retry without the state store finds the run by name: nothing resubmitted
+    assert again["run_id"] == result["run_id"]
+    assert len(_runs_named(kfp_server, "daily_prediction__predict__2026-11-27")) == 1
+    with pytest.raises(ValueError, match="run_name or run_key"):
+        _operator(kfp_conn_id, run_key="k", run_name="n")
+    with pytest.raises(AirflowFailException, match="run_key rendered empty"):
+        _operator(kfp_conn_id, run_key=" ").execute(task_context(ti, None, LOGICAL_DATE))
+
+
 # -- deferrable ------------------------------------------------------------------------------
 
 
