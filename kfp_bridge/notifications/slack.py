@@ -240,10 +240,26 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         run_url = _kubeflow_run_url(ti) if ti is not None else None
         if run_url:
             lines.append(f"Kubeflow run: {run_url}")
-        history = _try_history(context)
+        history = self._try_history(context)
         if history and isinstance(try_number, int):
             lines += self.describe_tries(history, try_number, total_tries)
         return "\n".join(lines)
+
+    def _try_history(self, context: Any) -> list[try_history.TryEntry]:
+        """The task's try history (:mod:`kfp_bridge.try_history`), when there is one.
+
+        First as the operator holds it (the callback runs in the task's process, after
+        the try's end was recorded; by then Airflow has given the next try a new task
+        instance id, which the state store answers), else from the state store.
+        """
+        held = getattr(context.get("task"), "try_history", None)
+        if isinstance(held, list) and held:
+            return held
+        try:
+            return try_history.load(context.get("task_state_store"))
+        except Exception as exc:  # a store that fails: the message goes out without it
+            self.log.warning("No try history in this message: %s", scrub(str(exc)))
+            return []
 
     def describe_tries(
         self, history: list[try_history.TryEntry], try_number: int, total_tries: int
@@ -251,26 +267,18 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         """Lines from the task's try history (:mod:`kfp_bridge.try_history`).
 
         Default: what this try did (``try 2/3, resumed run R after FAILED at step
-        predict``), then one line per earlier try. Override to say it another way;
-        keep it total, as :meth:`describe_run`.
+        predict``), then one line per try so far, this one included. Override to say
+        it another way; keep it total, as :meth:`describe_run`.
         """
         lines = []
         now = try_history.summary(history, try_number, total_tries)
         if now:
             lines.append(f"This try: {now}")
-        earlier = try_history.earlier(history, try_number)
-        if earlier:
-            lines.append("Earlier tries:")
-            lines += [f"- {try_history.line(e)}" for e in earlier]
+        tries = [e for e in history if e.get("try_number", 0) <= try_number]
+        if tries:
+            lines.append("Tries:")
+            lines += [f"- {try_history.line(e)}" for e in tries]
         return lines
-
-
-def _try_history(context: Any) -> list[try_history.TryEntry]:
-    """The task's try history, when the context has its state store (the task runner's)."""
-    try:
-        return try_history.load(context.get("task_state_store"))
-    except Exception:  # a callback run elsewhere (dag-processor) or a store that fails
-        return []
 
 
 class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):

@@ -315,6 +315,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self._try_number: int | None = None  # this try's number, keying its history entry
         self._resumed = False  # this try resumed an earlier try's run (KFP :retry)
         self._try_started: str | None = None
+        # The try history as this process last read or wrote it (kfp_bridge.try_history).
+        # Failure callbacks read it here: once a try fails, Airflow gives the next try a
+        # new task instance id, and the state store no longer answers the old one.
+        self.try_history: list[try_history.TryEntry] = []
 
     @cached_property
     def backend(self) -> Backend:
@@ -879,7 +883,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if self._state_store is None or self._try_number is None:
             return
         try:
-            history = try_history.load(self._state_store)
+            history = self.try_history = try_history.load(self._state_store)
         except Exception:
             self.log.warning("Could not read the try history", exc_info=True)
             return
@@ -899,7 +903,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         if self._try_started:
             entry.setdefault("start", self._try_started)
         try:
-            try_history.record(self._state_store, entry)  # type: ignore[arg-type]
+            self.try_history = try_history.record(self._state_store, entry)  # type: ignore[arg-type]
         except Exception:  # the history never fails a try
             self.log.warning(
                 "Could not record try %s in the history", self._try_number, exc_info=True
