@@ -226,7 +226,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
 
     XCom: ``return_value`` = ``{"run_id", "run_url"}``; ``kubeflow_run_url`` = the URL
-    (the "Kubeflow run" link), pushed as soon as the run is known.
+    (the "Kubeflow run" link), pushed as soon as the run is known. Task state store:
+    the run id, and the try history (:mod:`kfp_bridge.try_history`: each try's run,
+    state, start, end, whether it resumed), which each try logs first and the task's
+    Slack message shows; Airflow clears XCom before each try, the state store it keeps.
     """
 
     template_fields: Sequence[str] = (

@@ -97,10 +97,10 @@ def _db(env: AirflowEnv, sql: str) -> list[tuple]:
 
 def _run_dirs(env: AirflowEnv, date: str) -> list[Path]:
     """Local runs of the demo task for the 06:00 JST run of ``date``."""
-    name = f"__{date}__manual-060000"  # `dags test` of D 06:00 JST: a manual run of target D
+    logical = f"{int(date[-2:]) - 1:02d}T210000Z"  # D 06:00 JST = D-1 21:00 UTC (mid-month)
     runs = []
     for request in (env.home / "runs").glob("*/request.json"):
-        if json.loads(request.read_text())["display_name"].endswith(name):
+        if json.loads(request.read_text())["display_name"].endswith(logical):
             runs.append(request.parent)
     return runs
 
