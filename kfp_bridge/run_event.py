@@ -34,7 +34,8 @@ class RunEvent:
     """The end of a wait on one run.
 
     ``state`` is the run's last known state (None when it was never read);
-    ``message`` is the run's own error (FAILED) or the error that ended the wait.
+    ``message`` is the run's own error (FAILED) or the error that ended the wait;
+    ``failed_tasks`` names the pipeline tasks that failed (data, for the try history).
     """
 
     outcome: Outcome
@@ -43,6 +44,7 @@ class RunEvent:
     run_url: str | None = None
     state: RunState | None = None
     message: str | None = None
+    failed_tasks: tuple[str, ...] = ()
 
     @classmethod
     def ended(cls, status: RunStatus) -> RunEvent:
@@ -56,6 +58,7 @@ class RunEvent:
             run_url=status.url,
             state=status.state,
             message=None if status.state.is_success else status.error,
+            failed_tasks=tuple(t.name for t in status.failed_tasks),
         )
 
     @classmethod
@@ -80,8 +83,8 @@ class RunEvent:
             outcome = Outcome.BACKEND_ERROR
         return cls(outcome, run_id, run_name, run_url, state, message or str(error))
 
-    def to_payload(self) -> dict[str, str | None]:
-        """Plain strings for the ``TriggerEvent`` (stored by Airflow as ``next_kwargs``)."""
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON for the ``TriggerEvent`` (stored by Airflow as ``next_kwargs``)."""
         return {
             "outcome": self.outcome.value,
             "run_id": self.run_id,
@@ -89,6 +92,7 @@ class RunEvent:
             "run_url": self.run_url,
             "state": self.state.value if self.state else None,
             "message": self.message,
+            "failed_tasks": list(self.failed_tasks),
         }
 
     @classmethod
@@ -105,6 +109,7 @@ class RunEvent:
                 run_url=payload.get("run_url"),
                 state=RunState(state) if state else None,
                 message=payload.get("message"),
+                failed_tasks=tuple(str(t) for t in payload.get("failed_tasks") or ()),
             )
         except (KeyError, ValueError, TypeError) as exc:
             keys = ", ".join(sorted(map(str, payload)))

@@ -11,6 +11,7 @@ disagree. Nothing here is evaluated when a DAG file is parsed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,9 +99,41 @@ def _field(dag_run: Any, name: str) -> Any:
     return getattr(dag_run, name, None)
 
 
+# Run types whose logical date is a tick of the DAG's schedule: one such run per target date.
+_ON_SCHEDULE = ("scheduled", "backfill")
+
+
+def kfp_run_key(dag_run: Any, tz: str = BUSINESS_TZ, partition: str = "daily") -> str:
+    """What names a DAG run in its Kubeflow run's name: the target date, made unique.
+
+    A run on the schedule (scheduled, backfill) is the only one for its target date:
+    ``2026-12-04``. Any other run for that date (a manual trigger) adds its run type
+    and the JST time of its logical date (unique per DAG: Airflow allows one run per
+    logical date), ``2026-12-04__manual-143005``, or without a logical date a digest
+    of its run id. Deterministic per DAG run, so every try finds its run by name; at
+    most 35 characters, so the whole name stays well inside KFP's limits. A registry
+    workflow passes its own rule (``tz``, ``partition``: see :func:`target_partition`).
+    """
+    day = target_partition(dag_run, tz, partition)
+    run_type = _field(dag_run, "run_type")
+    run_type = str(getattr(run_type, "value", run_type) or "run").lower()
+    if run_type in _ON_SCHEDULE:
+        return day
+    logical = _field(dag_run, "logical_date")
+    if logical is not None:
+        moment = _as_aware(logical).in_timezone(tz)
+        stamp = moment.strftime("%H%M%S") + (
+            f"{moment.microsecond:06d}" if moment.microsecond else ""
+        )
+    else:
+        stamp = hashlib.sha256(str(_field(dag_run, "run_id")).encode()).hexdigest()[:8]
+    return f"{day}__{run_type}-{stamp}"
+
+
 # Everything a template may call, by name (the DAG's user_defined_macros, the plugin).
 MACROS = {
     "target_date": target_date,
+    "kfp_run_key": kfp_run_key,
     "jst_ds": jst_ds,
     "jst_ds_nodash": jst_ds_nodash,
     "local_ds": local_ds,

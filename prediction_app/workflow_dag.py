@@ -34,7 +34,7 @@ from prediction_app.registry import (
     WorkflowError,
     load_registry,
 )
-from prediction_app.target_date import BUSINESS_TZ, MACROS, target_partition
+from prediction_app.target_date import BUSINESS_TZ, MACROS, kfp_run_key, target_partition
 from prediction_app.timetables import TargetDateCronTimetable
 
 TASK_ID = "predict"
@@ -110,6 +110,9 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
     macros["target_date"] = functools.partial(
         target_partition, tz=rule.timezone, partition=rule.partition
     )
+    macros["kfp_run_key"] = functools.partial(
+        kfp_run_key, tz=rule.timezone, partition=rule.partition
+    )
     deadline = None
     if ops.deadline_minutes:
         # Queued-at, not the logical date: a backfill of old dates must not alert at once.
@@ -169,6 +172,9 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
                 for key, value in workflow.parameters.items()
             },
             kfp_conn_id=workflow.identity.kfp_conn_id,
+            # KFP run name: <dag>__predict__<target partition> (+ run type and time for a
+            # manual run), so the KFP UI is searched by business date; same for every try.
+            run_key="{{ kfp_run_key(dag_run) }}",
             service_account=workflow.identity.service_account,
             report_task=TASK_ID,
             inlets=[Asset(table_uri(warehouse, t)) for t in workflow.output.inputs],

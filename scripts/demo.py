@@ -73,16 +73,19 @@ def parse_date(text: str) -> dt.date:
 class RunWatch:
     """Follows the pipeline runs of one task instance on the local backend and reports."""
 
-    def __init__(self, backend, run_name: str) -> None:
+    def __init__(self, backend, run_names: list[str]) -> None:
         self.backend = backend
-        self.run_name = run_name
-        self.before = {r.run_id for r in backend.find_runs(run_name)}
+        self.run_names = run_names
+        self.before = {r.run_id for r in self._find()}
         self.seen: dict[str, tuple[str, str | None]] = {}
         self.started = time.monotonic()
         self.last_said = time.monotonic()
 
+    def _find(self) -> list:
+        return [r for name in self.run_names for r in self.backend.find_runs(name)]
+
     def new_runs(self) -> list:
-        return [r for r in self.backend.find_runs(self.run_name) if r.run_id not in self.before]
+        return [r for r in self._find() if r.run_id not in self.before]
 
     def _step(self, run_id: str) -> str | None:
         try:
@@ -215,11 +218,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from kfp_bridge.hooks.kfp import KubeflowPipelineHook
     from kfp_bridge.operators.kfp import run_name_for
+    from prediction_app.target_date import kfp_run_key
 
     logical = pendulum.datetime(date.year, date.month, date.day, 6, tz="Asia/Tokyo")
-    run_name = run_name_for(args.dag_id, args.task_id, logical)
+    # The task's run name: daily_prediction's run_key (the target date of this manual run,
+    # `airflow dags test` makes one), or the provider's default for a DAG without one.
+    key = kfp_run_key({"logical_date": logical, "run_after": logical, "run_type": "manual"})
+    run_names = [
+        run_name_for(args.dag_id, args.task_id, key),
+        run_name_for(args.dag_id, args.task_id, logical),
+    ]
     backend = KubeflowPipelineHook(kfp_conn_id="kfp_default").get_conn()
-    watch = RunWatch(backend, run_name)
+    watch = RunWatch(backend, run_names)
     news = LogNews(Path(args.log))
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
 

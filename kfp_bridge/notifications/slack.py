@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from kfp_bridge import try_history
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY
 from kfp_bridge.notifications import reported_tries
 from kfp_bridge.redaction import airflow_redact
@@ -239,7 +240,45 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         run_url = _kubeflow_run_url(ti) if ti is not None else None
         if run_url:
             lines.append(f"Kubeflow run: {run_url}")
+        history = self._try_history(context)
+        if history and isinstance(try_number, int):
+            lines += self.describe_tries(history, try_number, total_tries)
         return "\n".join(lines)
+
+    def _try_history(self, context: Any) -> list[try_history.TryEntry]:
+        """The task's try history (:mod:`kfp_bridge.try_history`), when there is one.
+
+        First as the operator holds it (the callback runs in the task's process, after
+        the try's end was recorded; by then Airflow has given the next try a new task
+        instance id, which the state store answers), else from the state store.
+        """
+        held = getattr(context.get("task"), "try_history", None)
+        if isinstance(held, list) and held:
+            return held
+        try:
+            return try_history.load(context.get("task_state_store"))
+        except Exception as exc:  # a store that fails: the message goes out without it
+            self.log.warning("No try history in this message: %s", scrub(str(exc)))
+            return []
+
+    def describe_tries(
+        self, history: list[try_history.TryEntry], try_number: int, total_tries: int
+    ) -> list[str]:
+        """Lines from the task's try history (:mod:`kfp_bridge.try_history`).
+
+        Default: what this try did (``try 2/3, resumed run R after FAILED at step
+        predict``), then one line per try so far, this one included. Override to say
+        it another way; keep it total, as :meth:`describe_run`.
+        """
+        lines = []
+        now = try_history.summary(history, try_number, total_tries)
+        if now:
+            lines.append(f"This try: {now}")
+        tries = [e for e in history if e.get("try_number", 0) <= try_number]
+        if tries:
+            lines.append("Tries:")
+            lines += [f"- {try_history.line(e)}" for e in tries]
+        return lines
 
 
 class KfpSlackRunSummaryNotifier(_SafeSlackNotifier):

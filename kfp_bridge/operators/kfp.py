@@ -31,7 +31,7 @@ from airflow.configuration import conf
 from airflow.sdk import BaseOperator, ResumableJobMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from kfp_bridge import run_report
+from kfp_bridge import run_report, try_history
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus, same_parameters
 from kfp_bridge.exceptions import (
     ApiVersionError,
@@ -98,25 +98,27 @@ def default_deferrable() -> bool:
     )
 
 
-def default_run_name(context: Context) -> str:
-    """``{dag_id}__{task_id}__{logical date, UTC}`` (+ ``__{map_index}``, ``__c{clear}``).
+def default_run_name(context: Context, run_key: str | None = None) -> str:
+    """``{dag_id}__{task_id}__{key}`` (+ ``__{map_index}``, ``__c{clear}``).
 
-    The same for every try of a task instance, which is what makes reattach work;
-    a clear (``dag_run.clear_number`` > 0) gets a new name and so a new run.
-    Without a logical date (manual runs may have none) the dag run id stands in.
+    ``key`` is ``run_key`` when given (what the DAG means by this run, such as its
+    business date), else the logical date in UTC. The same for every try of a task
+    instance, which is what makes reattach work; a clear (``dag_run.clear_number``
+    > 0) gets a new name and so a new run. Without a logical date (manual runs may
+    have none) the dag run id stands in.
     """
     ti = context["ti"]
     dag_run = context.get("dag_run")
     return run_name_for(
         ti.dag_id,
         ti.task_id,
-        context.get("logical_date") or getattr(dag_run, "run_id", None),
+        _name_key(context, run_key),
         map_index=getattr(ti, "map_index", -1),
         clear_number=getattr(dag_run, "clear_number", None) or 0,
     )
 
 
-def earlier_run_names(context: Context) -> list[str]:
+def earlier_run_names(context: Context, run_key: str | None = None) -> list[str]:
     """The default run names of this task instance's earlier clears (newest first)."""
     dag_run = context.get("dag_run")
     clears = getattr(dag_run, "clear_number", None) or 0
@@ -125,12 +127,18 @@ def earlier_run_names(context: Context) -> list[str]:
         run_name_for(
             ti.dag_id,
             ti.task_id,
-            context.get("logical_date") or getattr(dag_run, "run_id", None),
+            _name_key(context, run_key),
             map_index=getattr(ti, "map_index", -1),
             clear_number=n,
         )
         for n in range(clears - 1, -1, -1)
     ]
+
+
+def _name_key(context: Context, run_key: str | None) -> datetime | str:
+    if run_key:
+        return run_key
+    return context.get("logical_date") or getattr(context.get("dag_run"), "run_id", None)
 
 
 def run_name_for(
@@ -176,6 +184,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param experiment: experiment name, created when missing.
     :param run_name: run display name (templated). Default: ``default_run_name``.
         Keep it the same across tries, or reattach cannot work.
+    :param run_key: what names this DAG run in the default run name, in place of the
+        UTC logical date (templated), e.g. the business date the run is for; the
+        name keeps the dag id, task id, map index and clear suffix, so a clear still
+        gets a new run. It must be unique per DAG run and the same for every try.
+        Names over 128 characters are shortened with a hash (KFP's UI shows 255).
     :param pipeline_root: where the run writes artifacts.
     :param service_account: service account the run's pods use.
     :param enable_caching: override the compiled caching settings.
@@ -221,7 +234,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     XCom: ``return_value`` = ``{"run_id", "run_url"}``, with ``report_task`` also
     ``"result"`` (the report's fields, or None when it could not be read);
     ``kubeflow_run_url`` = the URL (the "Kubeflow run" link), pushed as soon as the run
-    is known.
+    is known. Task state store: the run id, and the try history
+    (:mod:`kfp_bridge.try_history`: each try's run, state, start, end, whether it
+    resumed), which each try logs first and the task's Slack message shows; Airflow
+    clears XCom before each try, the state store it keeps.
     """
 
     template_fields: Sequence[str] = (
@@ -231,6 +247,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         "parameters",
         "experiment",
         "run_name",
+        "run_key",
         "pipeline_root",
         "service_account",
         "impersonation_chain",
@@ -249,6 +266,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         parameters: Mapping[str, Any] | None = None,
         experiment: str | None = None,
         run_name: str | None = None,
+        run_key: str | None = None,
         pipeline_root: str | None = None,
         service_account: str | None = None,
         enable_caching: bool | None = None,
@@ -274,6 +292,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.parameters = dict(parameters or {})
         self.experiment = experiment
         self.run_name = run_name
+        self.run_key = run_key
+        if run_name and run_key:
+            raise ValueError(
+                "give run_name or run_key, not both (run_key is part of the default name)"
+            )
         self.pipeline_root = pipeline_root
         self.service_account = service_account
         self.enable_caching = enable_caching
@@ -303,6 +326,13 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self._request: RunRequest | None = None
         self._state_store: Any = None
         self._earlier_names: list[str] = []
+        self._try_number: int | None = None  # this try's number, keying its history entry
+        self._resumed = False  # this try resumed an earlier try's run (KFP :retry)
+        self._try_started: str | None = None
+        # The try history as this process last read or wrote it (kfp_bridge.try_history).
+        # Failure callbacks read it here: once a try fails, Airflow gives the next try a
+        # new task instance id, and the state store no longer answers the old one.
+        self.try_history: list[try_history.TryEntry] = []
 
     @cached_property
     def backend(self) -> Backend:
@@ -332,6 +362,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         self._state_store = context.get("task_state_store")
         self._context = context
+        self._begin_try(context)
         try:
             self._request = self._build_request(context)  # validates before anything is submitted
         except AuthError as exc:
@@ -383,8 +414,17 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         except _FINAL_ERRORS as exc:
             # Retrying cannot fix a wrong parameter, a broken file or a missing pipeline.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        run_name = sanitize_run_name(self.run_name) if self.run_name else default_run_name(context)
-        self._earlier_names = [] if self.run_name else earlier_run_names(context)
+        if self.run_name:
+            run_name, self._earlier_names = sanitize_run_name(self.run_name), []
+        else:
+            key = str(self.run_key).strip() if self.run_key else None
+            if self.run_key is not None and not key:
+                raise AirflowFailException(
+                    f"run_key rendered empty ({self.run_key!r}): it names the DAG run in the "
+                    "Kubeflow run name"
+                )
+            run_name = default_run_name(context, key)
+            self._earlier_names = earlier_run_names(context, key)
         return RunRequest(
             display_name=run_name,
             pipeline_spec=compiled.pipeline_spec if compiled else {},
@@ -496,6 +536,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         status = self._waiter.call(
             f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
         )
+        self._resumed = True
         self.log.info(
             "Resumed run %s (%s) after FAILED (%s): only its failed tasks rerun. Run: %s",
             run.run_id,
@@ -664,6 +705,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Resume after the trigger fired: the same ending as a wait in the worker."""
         self._state_store = context.get("task_state_store")
         self._context = context
+        self._try_number = _try_number(context)
         # This process has not read the connection yet: register its secrets before any
         # service text (the run's error, the service's message) is logged or raised.
         self.hook.register_secrets()
@@ -678,6 +720,13 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_url = event.run_url or self.kfp_run_url
         self.kfp_run_name = event.run_name or self.kfp_run_name
         state = event.state.value if event.state else "unknown"
+        self._record_try(
+            run_id=event.run_id,
+            state=state,
+            end=try_history.now_iso(),
+            failed_tasks=list(event.failed_tasks),
+            **({"url": event.run_url} if event.run_url else {}),
+        )
         if event.outcome is Outcome.SUCCEEDED:
             self.log.info("Run %s SUCCEEDED: %s", event.run_id, event.run_url)
             self._publish_result(event)
@@ -822,6 +871,47 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_name = status.display_name or None
         if status.url:
             context["ti"].xcom_push(key=RUN_URL_XCOM_KEY, value=status.url)
+        self._record_try(
+            run_id=status.run_id,
+            state=status.state.value,
+            resumed=self._resumed,
+            url=status.url,
+            failed_tasks=[t.name for t in status.failed_tasks],
+        )
+
+    def _begin_try(self, context: Context) -> None:
+        """Log the earlier tries' runs (one line each) and open this try's history entry."""
+        self._try_number = _try_number(context)
+        self._resumed = False
+        self._try_started = try_history.now_iso()
+        if self._state_store is None or self._try_number is None:
+            return
+        try:
+            history = self.try_history = try_history.load(self._state_store)
+        except Exception:
+            self.log.warning("Could not read the try history", exc_info=True)
+            return
+        earlier = try_history.earlier(history, self._try_number)
+        if earlier:
+            self.log.info(
+                "Try %s; the runs of earlier tries:\n%s",
+                self._try_number,
+                "\n".join(try_history.line(e) for e in earlier),
+            )
+
+    def _record_try(self, **fields: Any) -> None:
+        """Merge ``fields`` into this try's entry of the history (task state store)."""
+        if self._state_store is None or self._try_number is None:
+            return
+        entry: dict[str, Any] = {"try_number": self._try_number, **fields}
+        if self._try_started:
+            entry.setdefault("start", self._try_started)
+        try:
+            self.try_history = try_history.record(self._state_store, entry)  # type: ignore[arg-type]
+        except Exception:  # the history never fails a try
+            self.log.warning(
+                "Could not record try %s in the history", self._try_number, exc_info=True
+            )
 
     def _cancel(self, run_id: str, *, reason: str, record: str) -> None:
         """Cancel and confirm; never sent to a run that already ended, never raises.
@@ -903,6 +993,11 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             )
         elif self.kfp_run_id:
             self._cancel(self.kfp_run_id, reason="Task killed", record="the task was killed")
+
+
+def _try_number(context: Context) -> int | None:
+    number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) and number > 0 else None
 
 
 def _auth_failure_message(conn_id: str, detail: object) -> str:

@@ -3,7 +3,9 @@
 ``GET {RUN_PAGE_PREFIX}/local-runs/`` lists recent local runs, ``.../local-runs/{run_id}``
 shows one (state, name, parameters, times, outputs, steps with their metrics, log tail).
 ``?conn_id=`` picks the ``kfp`` connection whose runs folder is read (default
-``kfp_default``); it must use the local backend.
+``kfp_default``); it must use the local backend. When the task that ran it kept a try
+history (:mod:`kfp_bridge.try_history`, in Airflow's ``task_state_store`` table, read
+from the metadata database the api-server already holds), the page lists every try.
 
 Access follows the api-server's own: the user comes from Airflow's ``get_user``
 dependency (JWT cookie or bearer token; ``airflow/api_fastapi/core_api/security.py``),
@@ -16,7 +18,10 @@ the operator puts on every run; a run without one needs access to all DAGs.
 # No "from __future__ import annotations": FastAPI reads the route annotations, which
 # refer to names local to create_app.
 
+import json
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,11 +30,13 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from kfp_bridge import try_history
 from kfp_bridge.links.local_run import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
 from kfp_bridge.ui import local_runs
 
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 RECENT_RUNS = 50
+log = logging.getLogger(__name__)
 
 
 def _display_tz() -> str:
@@ -100,6 +107,50 @@ def _backend(conn_id: str):
     return hook.get_conn()
 
 
+def stored_history(session: Any, dag_id: str, task_id: str, run_id: str) -> list[Mapping]:
+    """The try history of ``dag_id.task_id`` that names ``run_id``, from ``task_state_store``.
+
+    One row per DAG run of the task; the value is the JSON list the operator wrote.
+    Rows are narrowed by the run id's text, then the list is parsed and must hold an
+    entry with that run id.
+    """
+    from airflow.models.task_state_store import TaskStateStoreModel as Row
+    from sqlalchemy import select
+
+    values = session.scalars(
+        select(Row.value).where(
+            Row.dag_id == dag_id,
+            Row.task_id == task_id,
+            Row.key == try_history.HISTORY_KEY,
+            Row.value.contains(run_id, autoescape=True),
+        )
+    ).all()
+    for value in values:
+        try:
+            entries = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(entries, list) and any(
+            isinstance(e, Mapping) and e.get("run_id") == run_id for e in entries
+        ):
+            return [e for e in entries if isinstance(e, Mapping)]
+    return []
+
+
+def _tries_of(run: Any) -> list[Mapping]:
+    """The try history for the page; none when unknown (the page never fails over it)."""
+    if not run.dag_id or not run.task_id:
+        return []
+    try:
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            return stored_history(session, run.dag_id, run.task_id, run.run_id)
+    except Exception:
+        log.warning("Could not read the try history of run %s", run.run_id, exc_info=True)
+        return []
+
+
 def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = _templates.get_template(name).render(
         prefix=RUN_PAGE_PREFIX + LOCAL_RUNS_PATH, display_tz=_display_tz(), **context
@@ -151,6 +202,6 @@ def create_app() -> FastAPI:
         if not _can_read(user, run.dag_id):
             raise HTTPException(403, f"not allowed to read runs of DAG {run.dag_id!r}")
         show_log = _can_read(user, run.dag_id, "TASK_LOGS")
-        return _page("run.html", run=run, show_log=show_log, conn_id=conn_id)
+        return _page("run.html", run=run, show_log=show_log, conn_id=conn_id, tries=_tries_of(run))
 
     return app

@@ -98,10 +98,17 @@ class TaskStateStore:
 class TaskInstance:
     """The few task-instance attributes the operator uses; records XCom pushes."""
 
-    def __init__(self, dag_id: str = "daily_prediction", task_id: str = "predict", map_index=-1):
+    def __init__(
+        self,
+        dag_id: str = "daily_prediction",
+        task_id: str = "predict",
+        map_index=-1,
+        try_number: int = 1,
+    ):
         self.dag_id = dag_id
         self.task_id = task_id
         self.map_index = map_index
+        self.try_number = try_number
         self.run_id = "scheduled__2026-11-26T21:00:00+00:00"
         self.stats_tags: dict[str, str] = {}
         self.xcom: dict[str, object] = {}

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from kfp_bridge import try_history
 from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.backends.vertex import VertexBackend
@@ -121,6 +122,27 @@ def test_default_run_name_is_the_same_for_every_try():
     assert default_run_name(cleared) == f"{RUN_NAME}__c2"
     assert sanitize_run_name("a b/c:d") == "a-b-c-d"
     assert len(sanitize_run_name("x" * 300)) == 128
+
+
+def test_run_key_names_the_run_in_place_of_the_utc_logical_date(kfp_server, kfp_conn_id):
+    """The DAG's key (e.g. its business date) replaces the UTC stamp; clears still count."""
+    ti = TaskInstance()
+    context = task_context(ti, None, LOGICAL_DATE, clear_number=1)
+    assert default_run_name(context, "2026-11-27") == "daily_prediction__predict__2026-11-27__c1"
+    kfp_server.set_schedule(pending=0, running=1)
+    op = _operator(kfp_conn_id, run_key="2026-11-27")
+    result = op.execute(task_context(ti, TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server, "daily_prediction__predict__2026-11-27")
+    assert run["run_id"] == result["run_id"]
+    again = _operator(kfp_conn_id, run_key="2026-11-27").execute(
+        task_context(TaskInstance(try_number=2), None, LOGICAL_DATE)
+    )  # a retry without the state store finds the run by name: nothing resubmitted
+    assert again["run_id"] == result["run_id"]
+    assert len(_runs_named(kfp_server, "daily_prediction__predict__2026-11-27")) == 1
+    with pytest.raises(ValueError, match="run_name or run_key"):
+        _operator(kfp_conn_id, run_key="k", run_name="n")
+    with pytest.raises(AirflowFailException, match="run_key rendered empty"):
+        _operator(kfp_conn_id, run_key=" ").execute(task_context(ti, None, LOGICAL_DATE))
 
 
 # -- deferrable ------------------------------------------------------------------------------
@@ -929,6 +951,55 @@ def test_a_refused_retry_falls_back_to_a_new_run_and_says_why(kfp_server, kfp_co
     out = capsys.readouterr().out
     assert f"Not resuming run {failed['run_id']}: KFP refused to retry" in out
     assert "garbage-collected" in out and "starting a new run" in out
+
+
+def test_the_try_history_keeps_each_tries_run_and_the_log_shows_it(kfp_server, kfp_conn_id, capsys):
+    """Try 1's run fails in its second task; try 2 resumes it: two entries, one run."""
+    kfp_server.set_schedule(outcome="FAILED", failed_task="shout", error="MemoryError")
+    store = TaskStateStore()
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+    capsys.readouterr()
+
+    _operator(kfp_conn_id).execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+
+    [run] = _runs_named(kfp_server)
+    assert run["executions"] == {"greet": 1, "shout": 2}  # greet succeeded: not rerun
+    history = store.get(try_history.HISTORY_KEY)
+    assert [(e["try_number"], e["run_id"], e["state"], e["resumed"]) for e in history] == [
+        (1, failed["run_id"], "FAILED", False),
+        (2, failed["run_id"], "SUCCEEDED", True),
+    ]
+    assert history[0]["failed_tasks"] == ["shout"] and history[1]["failed_tasks"] == []
+    assert all(e["start"] <= e["end"] and e["url"].endswith(failed["run_id"]) for e in history)
+    json.dumps(history)  # data the state store can hold as it is
+    logged = capsys.readouterr().out
+    assert f"try 1: run {failed['run_id']}, FAILED at step shout (" in logged
+    assert "try 2:" not in logged  # only earlier tries are listed at the start
+    assert try_history.summary(history, 2, 3) == (
+        f"try 2/3, resumed run {failed['run_id']} after FAILED at step shout"
+    )
+
+
+def test_the_try_history_survives_a_deferral(kfp_server, kfp_conn_id):
+    """The worker that resumes after the trigger closes the entry the first one opened."""
+    kfp_server.set_schedule(pending=0, running=2)
+    store = TaskStateStore()
+    context = task_context(TaskInstance(), store, LOGICAL_DATE)
+    op = _operator(kfp_conn_id, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    [opened] = store.get(try_history.HISTORY_KEY)
+    assert opened.get("end") is None
+    assert opened["state"] in ("PENDING", "RUNNING")
+
+    fresh = _operator(kfp_conn_id, deferrable=True)  # a new process after deferral
+    fresh.execute_complete(context, _run_trigger(deferred.value.trigger))
+
+    [entry] = store.get(try_history.HISTORY_KEY)
+    assert entry["state"] == "SUCCEEDED" and entry["start"] == opened["start"]
+    assert entry["end"] and entry["resumed"] is False
 
 
 # -- reuse only for the same work (issue 21: a changed model, overlapping clears) ---------------

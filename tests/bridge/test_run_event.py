@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kfp_bridge.backends.base import RunState, RunStatus
@@ -14,11 +16,19 @@ from kfp_bridge.exceptions import (
 from kfp_bridge.run_event import Outcome, RunEvent
 
 
-def test_payload_round_trip_is_plain_strings():
-    event = RunEvent(Outcome.FAILED, "r-1", "name", "http://ui/r-1", RunState.SKIPPED, "why")
+def test_payload_round_trip_is_plain_json():
+    """Strings, and the failed tasks' names as a list of strings (issue 20: try history)."""
+    event = RunEvent(
+        Outcome.FAILED, "r-1", "name", "http://ui/r-1", RunState.FAILED, "why", ("predict",)
+    )
     payload = event.to_payload()
-    assert all(v is None or isinstance(v, str) for v in payload.values())
-    assert RunEvent.from_payload(payload) == event
+    assert payload["failed_tasks"] == ["predict"]
+    assert all(v is None or isinstance(v, str) for k, v in payload.items() if k != "failed_tasks")
+    assert RunEvent.from_payload(json.loads(json.dumps(payload))) == event
+    older = {
+        k: v for k, v in payload.items() if k != "failed_tasks"
+    }  # an event stored before the field existed
+    assert RunEvent.from_payload(older).failed_tasks == ()
 
 
 @pytest.mark.parametrize(

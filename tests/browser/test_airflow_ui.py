@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from prediction_app.target_date import jst_ds
+from prediction_app.target_date import jst_ds, kfp_run_key
 from tests.dag.helpers import home_env
 from tests.e2e.airflow_stack import REPO, free_port
 from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
@@ -326,8 +326,14 @@ def test_run_shows_kubeflow_link_to_the_local_run_page_and_jst_target_date(
     target = run_page.locator("#parameters tr", has_text="target_date").locator("td")
     assert target.inner_text() == RUN_TARGET_DATE
     assert run_page.locator("#run-state").inner_text() == "SUCCEEDED"
+    # the JST target date, plus run type and time for this manual run (issue 20)
     assert run_page.locator("#run-name").inner_text() == (
-        f"daily_prediction__predict__{run['logical_date'][:10]}T210000Z"
+        f"daily_prediction__predict__{kfp_run_key(run)}"
+    )
+    assert (
+        run_page.locator("#run-name")
+        .inner_text()
+        .startswith(f"daily_prediction__predict__{RUN_TARGET_DATE}__manual-")
     )
     summary = json.loads(
         pipeline_module("kfp_prediction.summary", "--target-date", RUN_TARGET_DATE,

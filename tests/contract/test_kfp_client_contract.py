@@ -578,3 +578,31 @@ def test_volume_credentials_and_the_bridge_read_the_same_renewed_token_file(
     assert bridge() == second
     sent = [r["authorization"] for r in istio_server.requests()]
     assert sent[-1] == f"Bearer {second}" and f"Bearer {first}" in sent
+
+
+def test_task_details_follow_the_pipeline_dag_and_retry_keeps_succeeded_tasks(client, server):
+    """Every pipeline task has driver + DAG + executor nodes; ``:retry`` reruns only ``predict``."""
+    server.set_schedule(pending=0, running=1, outcome="FAILED", failed_task="predict")
+    params = {"target_date": "2026-12-04", "source_table": "p.d.t", "output_table": "p.d.o"}
+    run = client.create_run_from_pipeline_package(str(PRODUCTION), params, run_name="dag")
+    failed = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+    states = {t.display_name: t.state for t in failed.run_details.task_details}
+    assert states["features-driver"] == states["features"] == "SUCCEEDED"
+    assert states["predict-driver"] == "SUCCEEDED" and states["predict"] == "FAILED"
+    pods = {
+        t.display_name: [c.pod_name for c in t.child_tasks or []]
+        for t in failed.run_details.task_details
+    }
+    assert (
+        len(pods["features"]) == len(pods["predict"]) == 1 and pods["features"] != pods["predict"]
+    )
+
+    kfp_server_api.RunServiceApi(client._run_api.api_client).run_service_retry_run(run.run_id)
+    final = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
+
+    assert final.state == "SUCCEEDED"
+    tasks = {t.display_name: t for t in final.run_details.task_details}
+    assert [h.state for h in tasks["features"].state_history] == ["RUNNING", "SUCCEEDED"]
+    (view,) = server.runs()
+    assert view["reruns"] == ["predict"]
+    assert view["executions"] == {"features": 1, "predict": 2}

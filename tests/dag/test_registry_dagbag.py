@@ -118,6 +118,10 @@ def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_e
                 run_type=DagRunType.SCHEDULED, run_after=run_after, data_interval=None
             ),
             "rendered": macro({"logical_date": run_after}),
+            "run_key": dag.user_defined_macros["kfp_run_key"](
+                {"logical_date": run_after, "run_type": "scheduled"}
+            ),
+            "run_key_template": dag.get_task("predict").run_key,
             "summary": scheduler.timetable.summary,
             "slack": [
                 c.describe_run({"logical_date": run_after})
@@ -129,6 +133,9 @@ def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_e
     )
     assert info["run_id"] == "scheduled__target-2026-11-30T22__2026-12-01T03:15:00+00:00"
     assert info["rendered"] == "2026-11-30T22"
+    # The KFP run name carries the partition by the workflow's own rule, not the UTC stamp.
+    assert info["run_key"] == "2026-11-30T22"
+    assert info["run_key_template"] == "{{ kfp_run_key(dag_run) }}"
     assert info["summary"] == "15 * * * * (UTC)"
     # Slack says the partition the run was for, by the workflow's rule.
     assert info["slack"] == [["Target hour (America/New_York): 2026-11-30T22"]] * 2

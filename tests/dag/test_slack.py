@@ -71,6 +71,54 @@ def test_task_failure_message_content(slack_conn):
     assert "Kubeflow run: http://kfp.test/#/runs/details/run-123" in text
 
 
+def test_failed_try_message_shows_the_try_history(slack_conn):
+    """The task's try history (task state store) is said: this try, then each earlier one."""
+    store = SimpleNamespace(
+        get=lambda key, default=None: {
+            "kfp_bridge_try_history": [
+                {
+                    "try_number": 1,
+                    "run_id": "R",
+                    "state": "FAILED",
+                    "start": "2026-11-26T21:00:05Z",
+                    "end": "2026-11-26T21:09:00Z",
+                    "resumed": False,
+                    "url": "http://kfp.test/#/runs/details/R",
+                    "failed_tasks": ["predict"],
+                },
+                {"try_number": 2, "run_id": "R", "state": "FAILED", "resumed": True},
+            ]
+        }.get(key, default)
+    )
+    TaskFailureNotifier()({**_context(), "task_state_store": store})
+    lines = slack_conn.texts()[0].splitlines()
+    assert "This try: try 2/4, resumed run R after FAILED at step predict" in lines
+    tries = lines[lines.index("Tries:") + 1 :]
+    assert tries == [
+        "- try 1: run R, FAILED at step predict "
+        "(2026-11-26T21:00:05Z - 2026-11-26T21:09:00Z) http://kfp.test/#/runs/details/R",
+        "- try 2: resumed run R, FAILED (? - running)",
+    ]
+
+
+def test_the_history_the_operator_holds_wins_over_the_state_store(slack_conn):
+    """After a failed try the store no longer answers for it; the task object still holds it."""
+
+    def store_gone(key, default=None):
+        return default  # Airflow's answer once the next try has a new task instance id
+
+    held = [{"try_number": 2, "run_id": "R", "state": "FAILED", "failed_tasks": ["predict"]}]
+    context = {
+        **_context(),
+        "task": SimpleNamespace(try_history=held),
+        "task_state_store": SimpleNamespace(get=store_gone),
+    }
+    TaskFailureNotifier()(context)
+    lines = slack_conn.texts()[0].splitlines()
+    assert "This try: try 2/4, run R" in lines
+    assert "- try 2: run R, FAILED at step predict (? - running)" in lines
+
+
 def test_final_failure_without_run_link(slack_conn):
     ti = FakeTI(try_number=4, max_tries=3, state="failed", run_url=None)
     TaskFailureNotifier()(_context(ti=ti))

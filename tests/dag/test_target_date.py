@@ -8,8 +8,10 @@ import pendulum
 import pytest
 
 from prediction_app.target_date import (
+    MACROS,
     jst_ds,
     jst_ds_nodash,
+    kfp_run_key,
     local_ds,
     local_ds_nodash,
     target_date,
@@ -63,3 +65,38 @@ def test_target_date_of_a_run_falls_back_to_run_after():
     assert target_date({"logical_date": None, "run_after": "2026-11-26T15:00:00Z"}) == "2026-11-27"
     with pytest.raises(ValueError, match="neither a logical date nor a run_after"):
         target_date({})
+
+
+@pytest.mark.parametrize(
+    ("dag_run", "key"),
+    [
+        # the 06:00 JST run of 2026-12-04 has logical date 2026-12-03 21:00 UTC
+        ({"logical_date": "2026-12-03T21:00:00+00:00", "run_type": "scheduled"}, "2026-12-04"),
+        ({"logical_date": "2026-10-30T21:00:00+00:00", "run_type": "backfill"}, "2026-10-31"),
+        (
+            {"logical_date": "2026-12-04T05:30:05+00:00", "run_type": "manual"},
+            "2026-12-04__manual-143005",
+        ),
+        (
+            {"logical_date": "2026-12-04T05:30:05.250000+00:00", "run_type": "manual"},
+            "2026-12-04__manual-143005250000",
+        ),
+    ],
+)
+def test_kfp_run_key_says_the_target_date(dag_run, key):
+    assert kfp_run_key(dag_run) == key
+    assert MACROS["kfp_run_key"] is kfp_run_key
+
+
+def test_kfp_run_key_is_unique_and_deterministic_per_run():
+    """Two manual runs for one target date differ; the same run always gets the same key."""
+    after = pendulum.datetime(2026, 12, 4, 1, tz="UTC")
+    a = {"logical_date": None, "run_after": after, "run_type": "manual", "run_id": "manual__a"}
+    b = {**a, "run_id": "manual__b"}
+    assert kfp_run_key(a) == kfp_run_key(dict(a)) != kfp_run_key(b)
+    assert kfp_run_key(a).startswith("2026-12-04__manual-") and len(kfp_run_key(a)) <= 35
+    scheduled = {
+        "logical_date": pendulum.datetime(2026, 12, 3, 21, tz="UTC"),
+        "run_type": "scheduled",
+    }
+    assert kfp_run_key(scheduled) != kfp_run_key({**scheduled, "run_type": "manual"})

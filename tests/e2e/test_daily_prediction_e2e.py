@@ -134,8 +134,9 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
     assert set(TARGET_DATES) <= partitions
     assert partitions - set(TARGET_DATES) <= {jst_ds(r[0]) for r in scheduled}
     runs_before = _runs_by_name(stack.runs)
-    backfill_names = [n for n in runs_before if any(n.endswith(f"{d}T210000Z") for d in (
-        "2026-10-29", "2026-10-30", "2026-10-31"))]  # fmt: skip
+    # KFP run names say the JST target date, not the UTC logical date (issue 20)
+    backfill_names = [n for n in runs_before if n in {
+        f"daily_prediction__predict__{d}" for d in TARGET_DATES}]  # fmt: skip
     assert len(backfill_names) == 3 and all(runs_before[n] == 1 for n in backfill_names)
 
     rows_before = {d: _rows(stack.warehouse, d) for d in TARGET_DATES}
@@ -158,7 +159,7 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
     ]
     assert tries == [2], tries  # the cleared task really ran again
     after = _runs_by_name(stack.runs)
-    cleared = "daily_prediction__predict__2026-10-30T210000Z"
+    cleared = "daily_prediction__predict__2026-10-31"
     assert after - runs_before == Counter({f"{cleared}__c1": 1})  # one new run, for the clear
     assert {d: _rows(stack.warehouse, d) for d in TARGET_DATES} == rows_before
 

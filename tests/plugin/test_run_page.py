@@ -343,3 +343,98 @@ def test_backend_outside_airflow_keeps_the_file_url(state_dir):
     backend = LocalBackend(state_dir, python=str(PIPELINE_PYTHON))
     assert backend.run_url("r1") == (state_dir.resolve() / "r1" / "runner.log").as_uri()
     assert os.path.isabs(backend.run_url("r1").removeprefix("file://"))
+
+
+def _history(run_id: str) -> list[dict]:
+    return [
+        {
+            "try_number": 1,
+            "run_id": "earlier-run",
+            "state": "FAILED",
+            "start": "2026-12-03T21:00:04Z",
+            "end": "2026-12-03T21:05:00Z",
+            "resumed": False,
+            "url": None,
+            "failed_tasks": ["shout"],
+        },
+        {
+            "try_number": 2,
+            "run_id": run_id,
+            "state": "SUCCEEDED",
+            "start": "2026-12-03T21:06:00Z",
+            "end": None,
+            "resumed": True,
+            "url": f"http://airflow/kfp-bridge/local-runs/{run_id}",
+            "failed_tasks": [],
+        },
+    ]
+
+
+def test_try_history_is_read_from_the_task_state_store_table(runs):
+    """The query the page makes, against the table Airflow's model defines."""
+    import airflow.models.dagrun  # noqa: F401  (the table its foreign key names)
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from kfp_bridge.try_history import HISTORY_KEY
+    from kfp_bridge.ui.run_page import stored_history
+
+    run_id = runs["ok"].run_id
+    engine = create_engine("sqlite://")
+    TaskStateStoreModel.__table__.create(engine)  # SQLite: dag_run need not exist
+    with Session(engine) as session:
+        for i, (task_id, key, value) in enumerate(
+            [
+                ("predict", HISTORY_KEY, _history("another-run")),  # another DAG run
+                ("predict", "kfp_run_id", run_id),  # another key naming the run
+                ("predict", HISTORY_KEY, _history(run_id)),
+            ]
+        ):
+            session.add(
+                TaskStateStoreModel(
+                    dag_run_id=i + 1, task_id=task_id, map_index=-1, key=key,
+                    dag_id=ALLOWED_DAG, run_id=f"manual__{i}", value=json.dumps(value),
+                )
+            )  # fmt: skip
+        session.commit()
+
+        assert stored_history(session, ALLOWED_DAG, "predict", run_id) == _history(run_id)
+        assert stored_history(session, ALLOWED_DAG, "other_task", run_id) == []
+        assert stored_history(session, ALLOWED_DAG, "predict", "no-such-run") == []
+
+
+def test_run_page_lists_the_tasks_tries(client, runs, monkeypatch):
+    from kfp_bridge.ui import run_page
+
+    run_id = runs["ok"].run_id
+    asked = []
+    monkeypatch.setattr(
+        run_page,
+        "stored_history",
+        lambda session, dag_id, task_id, rid: asked.append((dag_id, task_id, rid)) or _history(rid),
+    )
+    monkeypatch.setattr("airflow.utils.session.create_session", _no_session)
+    html = _get(client, run_id).text
+    assert asked == [(ALLOWED_DAG, "predict", run_id)]
+    assert '<table id="tries">' in html
+    assert "FAILED</span> at step shout" in html
+    assert '<tr class="this-run">\n  <td>2</td>\n  <td>resumed <a href=' in html
+    assert "<td>running</td>" in html
+
+
+def test_run_page_without_a_readable_history_has_no_tries(client, runs, monkeypatch):
+    def broken():
+        raise RuntimeError("no metadata database here")
+
+    monkeypatch.setattr("airflow.utils.session.create_session", broken)
+    response = _get(client, runs["ok"].run_id)
+    assert response.status_code == 200 and 'id="tries"' not in response.text
+
+
+class _no_session:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -312,12 +312,16 @@ class _Run:
     seq: int
     created: float
     workflow: str
-    task_name: str
-    node_ids: dict[str, str]
+    tasks: list[str]  # the pipeline's tasks in dependency order
+    task_name: str  # the task that fails on a FAILED outcome
+    node_ids: dict[str, str]  # "root" and "<task>/driver|dag|executor" -> Argo node id
     polls: int = 0
     forced: str | None = None
     terminated_at: float | None = None  # poll count or time when terminate was called
-    reruns: list[str] = dataclasses.field(default_factory=list)  # task nodes rerun by :retry
+    reruns: list[str] = dataclasses.field(default_factory=list)  # tasks rerun by :retry
+    # how many times each task's executor pod ran (a task kept by :retry is not rerun)
+    executions: dict[str, int] = dataclasses.field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # key -> detail
 
     @property
     def run_id(self) -> str:
@@ -346,6 +350,13 @@ def _argo_pod_name_v2(workflow: str, template: str, node_id: str) -> str:
     return f"{prefix}-{node_id.rsplit('-', 1)[-1]}"
 
 
+def _pod_templates(run: _Run) -> list[tuple[str, str]]:
+    """(node key, Argo template) of every pod node of the run's tasks."""
+    return [
+        (f"{t}/{kind}", template) for t in run.tasks for kind, template in POD_TEMPLATES.items()
+    ]
+
+
 def _random_suffix(n: int = 5) -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(n))
 
@@ -363,10 +374,26 @@ def _spec_root(spec: Any) -> dict[str, Any] | None:
     return None
 
 
-def _first_task(spec: Any) -> str:
+def _pipeline_tasks(spec: Any) -> list[str]:
+    """The root DAG's tasks in dependency order (``dependentTasks``), ties by name.
+
+    Key order does not survive every client, so the order is computed, not read. The
+    v2 compiler turns each root task into Argo DAG tasks with the same dependencies
+    (``backend/src/v2/compiler/argocompiler/dag.go``), so Argo runs them in this order.
+    """
     root = _spec_root(spec) or {}
     tasks = (root.get("root") or {}).get("dag", {}).get("tasks", {}) or {}
-    return min(tasks, default="task")  # deterministic: key order does not survive every client
+    after = {
+        name: set((task or {}).get("dependentTasks") or []) & set(tasks)
+        for name, task in tasks.items()
+    }
+    order: list[str] = []
+    while len(order) < len(after):
+        ready = sorted(n for n, deps in after.items() if n not in order and deps <= set(order))
+        if not ready:  # a cycle (the compiler never makes one): keep the rest by name
+            ready = sorted(n for n in after if n not in order)
+        order.append(ready[0])
+    return order or ["task"]
 
 
 class _State:
@@ -550,31 +577,54 @@ class _State:
         display name = node display name, children = child node ids, shown as
         ``child_tasks[].pod_name`` by ``toApiPipelineTaskDetail`` (which sets no
         ``error`` and no top-level ``pod_name``). The node tree is the one the v2
-        compiler makes for a container task (``backend/src/v2/compiler/argocompiler/
-        container.go``, ``dag.go``): ``<task>-driver`` pod -> ``<task>`` DAG ->
-        ``executor`` pod. Pod names equal node ids here (Argo's v1 pod names).
+        compiler makes for each container task of the pipeline's root DAG
+        (``backend/src/v2/compiler/argocompiler/container.go``, ``dag.go``):
+        ``<task>-driver`` pod -> ``<task>`` DAG -> ``executor`` pod, the tasks in
+        dependency order. Argo creates a DAG task's nodes only once its dependencies
+        succeeded, so the tasks after a failed one have no entry. Pod names are the
+        node ids (Argo's v1 names); Argo v2 pod names: :func:`_argo_pod_name_v2`.
         """
         if state == "PENDING" or state == "RUNTIME_STATE_UNSPECIFIED":
             return
-        ids = run.node_ids
-        task = run.task_name
-        if state in ("RUNNING", "CANCELING", "PAUSED"):
-            node_states = {"root": "RUNNING", "driver": "SUCCEEDED", "task": "RUNNING"}
-            node_states["executor"] = "RUNNING"
-        elif state == "SUCCEEDED":
-            node_states = dict.fromkeys(("root", "driver", "task", "executor"), "SUCCEEDED")
-        elif state == "SKIPPED":
-            node_states = dict.fromkeys(("root", "driver", "task", "executor"), "SKIPPED")
-        else:  # FAILED, CANCELED: the component task failed (or was killed)
-            node_states = {"root": state, "driver": "SUCCEEDED", "task": state}
-            node_states["executor"] = state
-        names = {"root": run.workflow, "driver": f"{task}-driver", "task": task}
-        names["executor"] = "executor"
-        children = {"root": ["driver"], "driver": ["task"], "task": ["executor"], "executor": []}
-        details = {d["display_name"]: d for d in run.data["run_details"]["task_details"]}
+        # The task running: the first that has not succeeded (a retried run goes on from
+        # its failed task). A scheduled failure fails ``task_name``, after the ones before.
+        done = [run.nodes.get(f"{t}/dag", {}).get("state") == "SUCCEEDED" for t in run.tasks]
+        pivot = done.index(False) if False in done else len(run.tasks) - 1
+        if state == "SUCCEEDED":
+            pivot = len(run.tasks)
+        elif (
+            state in ("FAILED", "CANCELED")
+            and run.terminated_at is None
+            and run.schedule.outcome == state
+            and run.task_name in run.tasks
+        ):
+            pivot = run.tasks.index(run.task_name)
+        node_states: dict[str, str] = {"root": state if state in TERMINAL_STATES else "RUNNING"}
+        for i, task in enumerate(run.tasks):
+            if state == "SKIPPED":
+                task_state = "SKIPPED"
+            elif i < pivot:
+                task_state = "SUCCEEDED"
+            elif i > pivot:
+                continue  # not started: its dependencies have not succeeded
+            elif state in ("RUNNING", "CANCELING", "PAUSED"):
+                task_state = "RUNNING"
+            else:  # FAILED, CANCELED: this component task failed (or was killed)
+                task_state = state
+            driver = "SKIPPED" if task_state == "SKIPPED" else "SUCCEEDED"
+            node_states |= {f"{task}/driver": driver, f"{task}/dag": task_state}
+            node_states[f"{task}/executor"] = task_state
+        names = {"root": run.workflow}
+        children = {"root": [f"{t}/driver" for t in run.tasks]}
+        for task in run.tasks:
+            names |= {f"{task}/driver": f"{task}-driver", f"{task}/dag": task}
+            names[f"{task}/executor"] = "executor"
+            children |= {f"{task}/driver": [f"{task}/dag"], f"{task}/dag": [f"{task}/executor"]}
         out = []
-        for key in ("root", "driver", "task", "executor"):
-            detail = details.get(names[key]) or {
+        for key in run.node_ids:
+            if key not in node_states:
+                continue
+            detail = run.nodes.get(key) or {
                 "run_id": run.run_id,
                 "task_id": str(uuid.uuid4()),
                 "display_name": names[key],
@@ -582,29 +632,41 @@ class _State:
                 "start_time": now,
                 "end_time": EPOCH,
                 "state_history": [],
-                "child_tasks": [{"pod_name": ids[c]} for c in children[key]],
+                "child_tasks": [{"pod_name": run.node_ids[c]} for c in children.get(key, [])],
             }
+            run.nodes[key] = detail
             new = node_states[key]
             if detail.get("state") != new:
+                # a pod that starts, or ends without having been seen running, ran once more
+                ran = new == "RUNNING" or detail.get("state") != "RUNNING"
+                if key.endswith("/executor") and ran:
+                    task = key.rsplit("/", 1)[0]
+                    run.executions[task] = run.executions.get(task, 0) + 1
                 detail["state"] = new
                 detail["state_history"].append({"update_time": now, "state": new})
                 if new in TERMINAL_STATES:
                     detail["end_time"] = now
             out.append(detail)
         run.data["run_details"]["task_details"] = out
-        self._default_logs(run, state)
+        self._default_logs(run, state, node_states)
 
-    def _default_logs(self, run: _Run, state: str) -> None:
+    def _default_logs(self, run: _Run, state: str, node_states: dict[str, str]) -> None:
         """Pod logs the way a KFP v2 launcher writes them (``main`` container)."""
-        for key in ("driver", "executor"):
+        for key, node_state in node_states.items():
+            if key == "root":
+                continue
+            task, kind = key.rsplit("/", 1)
+            if kind == "dag":
+                continue
             node = run.node_ids[key]
             if (run.run_id, node) in self.custom_logs:
                 continue
             lines = [
                 f"I1127 06:00:01.000000      20 launcher_v2.go:96] pod name: {node}",
-                f"I1127 06:00:01.000001      20 launcher_v2.go:97] task: {run.task_name}",
+                f"I1127 06:00:01.000001      20 launcher_v2.go:97] task: {task}",
             ]
-            if key == "executor" and state == "FAILED" and run.terminated_at is None:
+            failed = node_state in ("FAILED", "CANCELED")
+            if kind == "executor" and failed and run.terminated_at is None:
                 error = run.schedule.error or "The pipeline run failed."
                 lines += [
                     "Traceback (most recent call last):",
@@ -615,9 +677,9 @@ class _State:
                     "F1127 06:00:09.000000      20 main.go:49] failed to execute component: "
                     "exit status 1",
                 ]
-            elif key == "executor" and run.terminated_at is not None:
+            elif kind == "executor" and run.terminated_at is not None:
                 lines.append("I1127 06:00:05.000000      20 launcher_v2.go:151] running ...")
-            elif key == "executor" and state == "SUCCEEDED":
+            elif kind == "executor" and node_state == "SUCCEEDED":
                 lines.append("I1127 06:00:09.000000      20 launcher_v2.go:178] succeeded")
             self.logs[(run.run_id, node)] = "\n".join(lines) + "\n"
 
@@ -1012,11 +1074,15 @@ class _State:
             "state_history": [{"update_time": _iso(now), "state": "PENDING"}],
         }
         schedule = self.name_schedules.get(name, self.default_schedule)
-        task = schedule.failed_task or _first_task(spec_for_tasks)
+        tasks = _pipeline_tasks(spec_for_tasks)
+        if schedule.failed_task and schedule.failed_task not in tasks:
+            tasks = [schedule.failed_task]  # a pipeline the schedule does not describe
+        task = schedule.failed_task or tasks[0]
         # Argo node ids: <workflow>-<FNV-32a of the node name> (a uint32 in decimal)
-        node_ids = {k: f"{workflow}-{secrets.randbelow(2**32)}" for k in ("driver", "task")}
-        node_ids["executor"] = f"{workflow}-{secrets.randbelow(2**32)}"
-        node_ids["root"] = workflow
+        node_ids = {"root": workflow}
+        for t in tasks:
+            for kind in ("driver", "dag", "executor"):
+                node_ids[f"{t}/{kind}"] = f"{workflow}-{secrets.randbelow(2**32)}"
         run = _Run(
             data=data,
             schedule=schedule,
@@ -1024,6 +1090,7 @@ class _State:
             seq=self.seq,
             created=now,
             workflow=workflow,
+            tasks=tasks,
             task_name=task,
             node_ids=node_ids,
         )
@@ -1092,9 +1159,13 @@ class _State:
         ``server/run_server.go`` ``RetryRun`` authorizes verb ``retry`` on runs, then
         ``resource/resource_manager.go`` ``RetryRun``: an archived run is refused; the
         workflow must be Failed/Error (``util/workflow.go`` ``CanRetry``, answered as a
-        500 "does not allow retries"); ``GenerateRetryExecution`` keeps succeeded nodes
-        and resets failed/error ones (their pods deleted, rerun), and the run row goes
-        back to PENDING then the workflow's Running, with ``finished_at`` cleared.
+        500 "does not allow retries"); ``common/util/workflow.go``
+        ``GenerateRetryExecution`` keeps Succeeded/Skipped nodes as they are (their
+        tasks do not run again), sets failed DAG nodes back to Running and drops failed
+        pod nodes (their pods deleted, so they run again under the same node id), and
+        the run row goes back to PENDING then the workflow's Running, with
+        ``finished_at`` cleared. The tasks that had not started run after the rerun one.
+        Recorded for tests: ``reruns`` (tasks rerun) and ``executions`` (pod runs per task).
         """
         run = self._run(run_id, f"Failed to retry run {run_id} due to error fetching the run")
         self.authorize(req, run.namespace, "retry", "runs")
@@ -1108,11 +1179,13 @@ class _State:
                 "InternalServerError: workflow must be Failed/Error to retry",
             )
         failed = [
-            d["display_name"]
-            for d in run.data["run_details"]["task_details"]
-            if d.get("state") in ("FAILED", "CANCELED")
+            t
+            for t in run.tasks
+            if run.nodes.get(f"{t}/dag", {}).get("state") in ("FAILED", "CANCELED")
         ]
         run.reruns.extend(failed)
+        if failed:
+            run.task_name = failed[0]
         run.schedule = dataclasses.replace(
             run.schedule, pending=0, outcome=run.schedule.retry_outcome
         )
@@ -1178,7 +1251,7 @@ class _State:
         for run in self.runs.values():
             if query.get("runid") and run.run_id != query["runid"]:
                 continue
-            for key, template in POD_TEMPLATES.items():
+            for key, template in _pod_templates(run):
                 node = run.node_ids[key]
                 if _argo_pod_name_v2(run.workflow, template, node) != pod:
                     continue
@@ -1201,7 +1274,7 @@ class _State:
         run = self._run(run_id)
         return {
             run.node_ids[key]: _argo_pod_name_v2(run.workflow, template, run.node_ids[key])
-            for key, template in POD_TEMPLATES.items()
+            for key, template in _pod_templates(run)
         }
 
     # -- recurring runs ----------------------------------------------------
@@ -1600,7 +1673,13 @@ def _response(type_name: str, payload: Any) -> Any:
 
 
 def _run_view(run: _Run) -> dict[str, Any]:
-    return {**run.data, "polls": run.polls, "namespace": run.namespace, "reruns": run.reruns}
+    return {
+        **run.data,
+        "polls": run.polls,
+        "namespace": run.namespace,
+        "reruns": run.reruns,
+        "executions": dict(run.executions),
+    }
 
 
 def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any:
@@ -1701,10 +1780,12 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
         if method == "DELETE":
             state.pods_gone.add(run.run_id)
             return {}
-        key = {run.task_name: "executor", f"{run.task_name}-driver": "driver"}.get(
-            body["task"], body["task"]
-        )
-        node = run.node_ids.get(key, key)
+        task = body["task"]  # "<task>" (its executor pod) or "<task>-driver"
+        if task.endswith("-driver") and task[: -len("-driver")] in run.tasks:
+            key = f"{task[: -len('-driver')]}/driver"
+        else:
+            key = f"{task}/executor"
+        node = run.node_ids.get(key, task)
         state.logs[(run.run_id, node)] = body["text"]
         state.custom_logs.add((run.run_id, node))
         return {"node_id": node}
