@@ -59,6 +59,16 @@ class ResultGate:
                 raise ValueError(
                     f"check min_rows={self.min_rows} failed: {result.where} wrote {rows} rows"
                 )
+        # The partition must come from the model this run was given (the rendered
+        # model_sha256 parameter), never from another model's run reused or mixed in.
+        task = context.get("task")
+        expected = (getattr(task, "parameters", None) or {}).get("model_sha256")
+        written = result.fields.get("model_sha256")
+        if expected and written and str(written).lower() != str(expected).lower():
+            raise ValueError(
+                f"check model_sha256 failed: {result.where} wrote predictions of model "
+                f"{written}, the task was given {expected}"
+            )
         return record_result(result, context)
 
 

@@ -71,3 +71,22 @@ def test_min_rows_gate_runs_before_the_asset_event(registry, monkeypatch, rows, 
     else:
         assert task.on_result(result, {}) == []
         assert recorded == [result]
+
+
+def test_model_gate_refuses_a_partition_of_another_model(registry, monkeypatch):  # noqa: F811
+    recorded = []
+    monkeypatch.setattr(
+        workflow_dag, "record_result", lambda result, context: recorded.append(result) or []
+    )
+    gate = _dag(registry, "checked").get_task("predict").on_result
+
+    class Task:
+        parameters = {"model_sha256": "A" * 64}
+
+    same = RunResult("run-1", None, "predict", {"rows": 5, "model_sha256": "a" * 64})
+    assert gate(same, {"task": Task()}) == [] and recorded == [same]
+    other = RunResult("run-2", None, "predict", {"rows": 5, "model_sha256": "b" * 64})
+    refused = r"check model_sha256 failed: .* model b{64}, the task was given A{64}"
+    with pytest.raises(ValueError, match=refused):
+        gate(other, {"task": Task()})
+    assert recorded == [same]
