@@ -191,7 +191,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         Names over 128 characters are shortened with a hash (KFP's UI shows 255).
     :param pipeline_root: where the run writes artifacts.
     :param service_account: service account the run's pods use.
-    :param enable_caching: override the compiled caching settings.
+    :param enable_caching: override the compiled caching settings (every task's
+        ``cachingOptions.enableCache``). With ``pipeline_id`` the version's spec is then
+        sent inline with the run, as KFP honours the choice only there, and the KFP UI
+        does not link the run to the version (the task log says so).
     :param kfp_conn_id: connection of type ``kfp``.
     :param gcp_conn_id: Google Cloud connection whose identity reaches Google
         (``auth=google`` on the kfp connection, the vertex backend, ``gs://`` pipeline
@@ -411,6 +414,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     self.pipeline_id,
                     version_id,
                 )
+                if self.enable_caching is not None:
+                    compiled = self._inline_version(uploaded, version_id)
         except _FINAL_ERRORS as exc:
             # Retrying cannot fix a wrong parameter, a broken file or a missing pipeline.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
@@ -431,8 +436,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             platform_spec=compiled.platform_spec if compiled else None,
             pipeline_path=compiled.path if compiled else None,
             parameters=parameters,
-            pipeline_id=self.pipeline_id,
-            pipeline_version_id=version_id,
+            # An uploaded version with a caching override travels inline (_inline_version).
+            pipeline_id=None if compiled else self.pipeline_id,
+            pipeline_version_id=None if compiled else version_id,
             experiment=self.experiment,
             pipeline_root=self.pipeline_root,
             service_account=self.service_account,
@@ -442,6 +448,24 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 "airflow-task-id": context["ti"].task_id,
             },
         )
+
+    def _inline_version(self, uploaded: CompiledPipeline, version_id: str) -> CompiledPipeline:
+        """An uploaded version's spec, to be sent with the run so ``enable_caching`` holds.
+
+        KFP applies a caching choice only to a spec sent with the run: a run that references
+        an uploaded version runs the version's spec as compiled (the SDK drops the choice
+        there without a word, kubeflow/pipelines#10352). The cost: the KFP UI does not
+        link the run to the version.
+        """
+        self.log.warning(
+            "enable_caching=%s: KFP applies a caching choice only to a pipeline spec sent "
+            "with the run, so this run carries pipeline %s version %s's spec inline "
+            "(unchanged but for the caching) and the KFP UI will not link it to that version",
+            self.enable_caching,
+            self.pipeline_id,
+            version_id,
+        )
+        return uploaded
 
     # -- ResumableJobMixin -----------------------------------------------------------------
 

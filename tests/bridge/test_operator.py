@@ -819,6 +819,27 @@ def test_pipeline_id_alone_checks_parameters_against_the_latest_version(kfp_serv
     assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
 
 
+@pytest.mark.parametrize("enable_caching", [True, False])
+def test_caching_override_holds_for_an_uploaded_version(
+    kfp_server, kfp_conn_id, enable_caching, capsys
+):
+    """The override reaches every task: the version's spec goes inline (issue 20)."""
+    spec = _tiny_spec()
+    kfp_server.add_pipeline_version("pipe-1", "ver-1", spec)
+    op = _operator(
+        kfp_conn_id, pipeline_file=None, pipeline_id="pipe-1", enable_caching=enable_caching
+    )
+    op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    [run] = _runs_named(kfp_server)
+    assert not run.get("pipeline_version_reference")
+    tasks = run["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks and all(
+        t["cachingOptions"]["enableCache"] is enable_caching for t in tasks.values()
+    )
+    assert run["pipeline_spec"]["pipelineInfo"] == spec["pipelineInfo"]
+    assert "carries pipeline pipe-1 version ver-1's spec inline" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("pipeline_id", "version_id", "named"),
     [("pipe-1", "ver-9", "'ver-9'"), ("pipe-9", None, "'pipe-9'")],
