@@ -8,6 +8,7 @@ name must fail before anything is read or written, naming the parameter.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -126,7 +127,9 @@ def test_two_outputs_in_one_warehouse_keep_their_own_partitions(
     assert set(ranking["run_id"].to_pylist()) == {"ranking"}
     assert set(pq.read_table(partition_path(warehouse, DAY))["run_id"].to_pylist()) == {"daily"}
     # The summary `make demo` prints reads the table it is given.
-    assert summarize_partition(str(warehouse), TARGET_DATE, table=OTHER)["run_ids"] == ["ranking"]
+    summary = summarize_partition(str(warehouse), TARGET_DATE, table=OTHER)
+    assert (summary["table"], summary["run_ids"]) == (OTHER, ["ranking"])
+    assert json.loads(json.dumps(summary))["path"] == str(partition_path(warehouse, DAY, OTHER))
     assert summarize_partition(str(warehouse), TARGET_DATE)["run_ids"] == ["daily"]
 
 

@@ -32,14 +32,14 @@ def summarize_partition(
     path = partition_path(resolve_local_path(warehouse), day, check_predictions_table(table))
     if not path.exists():
         raise FileNotFoundError(f"no {table} for target_date {target_date} at {path}")
-    table = pq.read_table(path)
+    name, table = table, pq.read_table(path)
     counts = pc.value_counts(table["content_id"]).to_pylist()
     counts.sort(key=lambda item: (-item["counts"], item["values"]))
     score = table["score"]
     empty = table.num_rows == 0
     return {
         "target_date": target_date,
-        "table": table,
+        "table": name,
         "path": str(path),
         "rows": table.num_rows,
         "users": pc.count_distinct(table["user_id"]).as_py(),
