@@ -1,5 +1,5 @@
 # kfp-bridge: two commands do everything on a fresh machine with Python 3.11 and make.
-#   make demo   set up both environments, demo data, model, compiled pipeline; run the DAG once
+#   make demo   set up both environments, demo data, models, compiled pipeline; run both workflows once
 #   make test   set up both environments; run the whole test suite and ruff
 #   make test-fast  the inner loop: all but the e2e, browser and compare tests (minutes)
 #   make bench  the benchmarks (prints figures; large data, takes minutes)
