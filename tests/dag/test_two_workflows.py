@@ -135,8 +135,8 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     # Each submitted through its own connection: its own local backend's state directory.
     [daily_run] = _runs(root / "runs_default")
     [ranking_run] = _runs(root / "runs_recommendation")
-    assert daily_run == "daily_prediction__predict__2026-12-31T210000Z"
-    assert ranking_run == "morning_ranking__predict__2027-01-01T000000Z"
+    assert daily_run == "daily_prediction__predict__2027-01-01__manual-060000"
+    assert ranking_run == "morning_ranking__predict__2027-01-01__manual-090000"
 
     # Each asset event names its own table and the partition its run wrote.
     [(uri, key, extra)] = _asset_events(airflow_env, "daily_prediction")[-1:]
@@ -180,13 +180,17 @@ def test_make_demo_runs_each_workflow_at_its_own_time_on_its_own_connection():
     spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    assert demo.workflow_settings("daily_prediction") == ("06:00", "Asia/Tokyo", "kfp_default")
-    assert demo.workflow_settings("morning_ranking") == (
+    daily = demo.workflow_settings("daily_prediction")
+    ranking = demo.workflow_settings("morning_ranking")
+    assert (daily.at, daily.zone, daily.kfp_conn_id) == ("06:00", "Asia/Tokyo", "kfp_default")
+    assert (ranking.at, ranking.zone, ranking.kfp_conn_id) == (
         "09:00",
         "Asia/Tokyo",
         "kfp_recommendation",
     )
-    assert demo.workflow_settings("demo_tiny") == ("06:00", "Asia/Tokyo", "kfp_default")
+    assert (ranking.target_tz, ranking.partition) == ("Asia/Tokyo", "daily")
+    other = demo.workflow_settings("demo_tiny")
+    assert (other.at, other.zone, other.kfp_conn_id) == ("06:00", "Asia/Tokyo", "kfp_default")
     logical = demo.scheduled_at(dt.date(2027, 1, 1), "09:00", "Asia/Tokyo")
     assert logical.in_timezone("UTC").isoformat() == "2027-01-01T00:00:00+00:00"
     with pytest.raises(SystemExit, match="--at '9h' is not a time HH:MM"):
