@@ -1,5 +1,5 @@
 # kfp-bridge: two commands do everything on a fresh machine with Python 3.11 and make.
-#   make demo   set up both environments, demo data, model, compiled pipeline; run the DAG once
+#   make demo   set up both environments, demo data, models, compiled pipeline; run both workflows once
 #   make test   set up both environments; run the whole test suite and ruff
 #   make test-fast  the inner loop: all but the e2e, browser and compare tests (minutes)
 #   make bench  the benchmarks (prints figures; large data, takes minutes)
@@ -71,9 +71,14 @@ $(WAREHOUSE)/.generated-$(DATE): | check-date $(PVENV)/.installed
 	$(PIPELINE_PY) -m kfp_prediction.demo_data --warehouse $(WAREHOUSE) --size demo --end-date $(DATE)
 	touch $@
 
-model: $(MODEL)
+# The second demo workflow (workflows/morning_ranking.yaml) has a model of its own: a
+# gradient-boosted tree from the same code and data (a few seconds).
+RANKING_MODEL := $(VAR)/models/ranking_model.pkl
+model: $(MODEL) $(RANKING_MODEL)
 $(MODEL): | $(WAREHOUSE)/.generated-$(DATE)
 	$(PIPELINE_PY) -m kfp_prediction.demo_model --warehouse $(WAREHOUSE) --out $(MODEL)
+$(RANKING_MODEL): | $(WAREHOUSE)/.generated-$(DATE)
+	$(PIPELINE_PY) -m kfp_prediction.demo_model --warehouse $(WAREHOUSE) --out $(RANKING_MODEL) --kind tree
 
 # Recompiles the checked-in pipeline YAML when its sources changed (a test fails when stale):
 # the product's files, then the KFP-only variants of the comparison (benchmarks/kfp_only/).
@@ -97,10 +102,13 @@ AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/$(VAR)/airflow \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(CURDIR)/$(VAR)/airflow/airflow.db \
 	AIRFLOW_CONN_KFP_DEFAULT='{"conn_type": "kfp", "extra": {"backend": "local"}}' \
+	AIRFLOW_CONN_KFP_RECOMMENDATION='{"conn_type": "kfp", "extra": {"backend": "local"}}' \
 	AIRFLOW_VAR_DAILY_PREDICTION_MODEL_SHA256=$$(cut -d' ' -f1 $(MODEL).sha256) \
+	AIRFLOW_VAR_MORNING_RANKING_MODEL_SHA256=$$(cut -d' ' -f1 $(RANKING_MODEL).sha256) \
 	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
 	KFP_BRIDGE_HOME=$(CURDIR) \
-	DAILY_PREDICTION_POLL_SECONDS=1
+	DAILY_PREDICTION_POLL_SECONDS=1 \
+	MORNING_RANKING_POLL_SECONDS=1
 
 # The main job for one target date: the 06:00 JST run of DATE, through real Airflow.
 AIRFLOW_DB := $(VAR)/airflow/airflow.db
@@ -118,14 +126,20 @@ check-date:
 
 # scripts/demo.py runs `airflow dags test`, shows progress and the failing step's error,
 # stops everything it started on Ctrl-C/SIGTERM and tidies the metadata DB afterwards.
+# Both demo workflows of the registry, each at its own time for DATE, each with its summary:
+# WORKFLOW:TABLE (the table is the entry's output.table).
+DEMO_WORKFLOWS := daily_prediction:predictions morning_ranking:ranking_predictions
 demo: check-date setup data model compile $(AIRFLOW_DB)
-	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo.py --date $(DATE) --log $(VAR)/airflow/dags-test.log
-	@echo
-	@echo "== daily_prediction for target date $(DATE) (JST) =="
-	@$(PIPELINE_PY) -m kfp_prediction.summary --target-date $(DATE) --warehouse $(WAREHOUSE)
-	@$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo_run_link.py $(DATE)
-	@echo "Airflow log of this run: $(VAR)/airflow/dags-test.log"
-	@echo "Query all dates: $(PIPELINE_PY) -c \"import duckdb; duckdb.sql(\\\"FROM read_parquet('$(WAREHOUSE)/predictions/*.parquet')\\\").show()\""
+	@set -e; for entry in $(DEMO_WORKFLOWS); do \
+		dag=$${entry%%:*}; table=$${entry#*:}; log=$(VAR)/airflow/dags-test-$$dag.log; \
+		$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo.py --date $(DATE) --dag-id $$dag --log $$log; \
+		echo; echo "== $$dag for target date $(DATE) (JST): table $$table =="; \
+		$(PIPELINE_PY) -m kfp_prediction.summary --target-date $(DATE) --warehouse $(WAREHOUSE) --table $$table; \
+		$(AIRFLOW_ENV) $(AIRFLOW_PY) scripts/demo_run_link.py $(DATE) $$dag; \
+		echo "Airflow log of this run: $$log"; \
+		echo "Query all dates: $(PIPELINE_PY) -c \"import duckdb; duckdb.sql(\\\"FROM read_parquet('$(WAREHOUSE)/$$table/*.parquet')\\\").show()\""; \
+		echo; \
+	done
 
 # api-server, scheduler, dag-processor and triggerer on 127.0.0.1:$(AIRFLOW_PORT) with the
 # demo's settings; prints the URL and the login. Ctrl-C stops every process it started.

@@ -121,7 +121,7 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
     import pyarrow.parquet as pq
     from kfp_prediction.dates import TargetWindow
     from kfp_prediction.model import load_verified_model
-    from kfp_prediction.predict_step import predictions_table
+    from kfp_prediction.predict_step import prediction_rows
     from kfp_prediction.scoring import ScoringModel, candidate_matrix
     from kfp_prediction.warehouse import open_warehouse
 
@@ -156,7 +156,7 @@ def floor(warehouse: str, model_uri: str, sha256: str) -> dict[str, dict[str, fl
         best, score = phase("predict", predict)
 
         def write():
-            rows = predictions_table(
+            rows = prediction_rows(
                 window.target_date,
                 users,
                 contents,

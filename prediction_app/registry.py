@@ -438,6 +438,7 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
             coerce_value(compiled.parameters[key], value)
         except ValueError as exc:
             raise WorkflowError(f"{where}: parameters.{key}: {exc}") from None
+    _check_output_table(workflow, compiled, where, local)
     executors = (
         (((compiled.platform_spec or {}).get("platforms") or {}).get("kubernetes") or {})
         .get("deploymentSpec", {})
@@ -450,6 +451,29 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
                 f"{where}: placement: {local} puts step {step!r} on node selector {have}, "
                 f"the entry says {wanted}; compile it with: {shell_compile_command(workflow)}"
             )
+
+
+# The pipeline input that names its output table (kfp_prediction.parameters): where the run
+# writes must be the table the task declares as its Asset and the page shows.
+OUTPUT_TABLE_PARAMETER = "predictions_table"
+
+
+def _check_output_table(workflow: Workflow, compiled: Any, where: str, local: str) -> None:
+    """``output.table`` is the table the pipeline writes (its ``predictions_table``)."""
+    spec = compiled.parameters.get(OUTPUT_TABLE_PARAMETER)
+    if spec is None:
+        return
+    value = workflow.parameters.get(OUTPUT_TABLE_PARAMETER, spec.default)
+    if isinstance(value, ParameterSource) or (isinstance(value, str) and "{{" in value):
+        raise WorkflowError(
+            f"{where}: parameters.{OUTPUT_TABLE_PARAMETER}: must be a literal table name "
+            f"(the output table {workflow.output.table!r} is declared at parse time)"
+        )
+    if value != workflow.output.table:
+        raise WorkflowError(
+            f"{where}: output.table: {workflow.output.table!r}, but {local} writes "
+            f"{value!r}; set parameters.{OUTPUT_TABLE_PARAMETER}: {workflow.output.table}"
+        )
 
 
 # libyaml's loader when PyYAML has it: a compiled pipeline is ~1,000 lines, and 50 workflows

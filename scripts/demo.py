@@ -17,7 +17,12 @@ What `airflow dags test` alone does not do, and this wrapper adds:
 The DAG stays paused: a demo must not switch on a daily production schedule behind
 the user's back; `airflow dags unpause daily_prediction` does that deliberately.
 
-    python scripts/demo.py --date 2026-11-27   (Airflow environment, AIRFLOW_HOME set)
+A workflow of the registry (workflows/*.yaml) runs at its own scheduled time for the target
+date (its daily cron, in its zone) and is watched on its own KFP connection; any other DAG
+at 06:00 Asia/Tokyo on kfp_default unless --at / --kfp-conn-id say otherwise.
+
+    python scripts/demo.py --date 2026-11-27 [--dag-id morning_ranking]
+        (Airflow environment, AIRFLOW_HOME set)
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import NamedTuple
 
 BIN = Path(sys.executable).parent
 PROGRESS_SECONDS = 15.0  # a "still running" line at least this often
@@ -61,6 +67,53 @@ class Interrupted(Exception):
 
 def say(text: str) -> None:
     print(f"make demo: {text}", flush=True)
+
+
+DEFAULT_AT, DEFAULT_ZONE, DEFAULT_CONN = "06:00", "Asia/Tokyo", "kfp_default"
+_DAILY_CRON = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
+
+
+class DemoSettings(NamedTuple):
+    """How the demo runs one DAG: its daily time and zone, connection, target-date rule."""
+
+    at: str
+    zone: str
+    kfp_conn_id: str
+    target_tz: str = DEFAULT_ZONE
+    partition: str = "daily"
+
+
+def workflow_settings(dag_id: str) -> DemoSettings:
+    """A registry workflow's daily run (HH:MM in its zone), connection and target-date rule;
+    the defaults for any other DAG.
+
+    The target date D's run is the one scheduled on D (the registry's daily rule); a
+    workflow whose cron is not daily has no ``at`` (the caller needs --at).
+    """
+    from prediction_app.registry import load_registry
+
+    for _, workflow in load_registry().workflows:
+        if workflow.name == dag_id:
+            match = _DAILY_CRON.match(workflow.schedule.cron.strip())
+            return DemoSettings(
+                f"{int(match[2]):02d}:{int(match[1]):02d}" if match else "",
+                workflow.schedule.timezone,
+                workflow.identity.kfp_conn_id,
+                workflow.target_date.timezone,
+                workflow.target_date.partition,
+            )
+    return DemoSettings(DEFAULT_AT, DEFAULT_ZONE, DEFAULT_CONN)
+
+
+def scheduled_at(date: dt.date, at: str, zone: str):
+    """The logical date of the run scheduled at ``at`` (HH:MM) in ``zone`` on ``date``."""
+    import pendulum
+
+    try:
+        hour, minute = (int(part) for part in at.split(":"))
+        return pendulum.datetime(date.year, date.month, date.day, hour, minute, tz=zone)
+    except ValueError as exc:
+        raise SystemExit(f"make demo: --at {at!r} is not a time HH:MM: {exc}") from None
 
 
 def parse_date(text: str) -> dt.date:
@@ -210,25 +263,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", required=True, help="target date YYYY-MM-DD (JST)")
     parser.add_argument("--dag-id", default="daily_prediction")
     parser.add_argument("--task-id", default="predict")
+    parser.add_argument("--at", help="scheduled time HH:MM (default: the workflow's, or 06:00)")
+    parser.add_argument("--kfp-conn-id", help="default: the workflow's, or kfp_default")
     parser.add_argument("--log", default="var/airflow/dags-test.log")
     args = parser.parse_args(argv)
     date = parse_date(args.date)
-
-    import pendulum
 
     from kfp_bridge.hooks.kfp import KubeflowPipelineHook
     from kfp_bridge.operators.kfp import run_name_for
     from prediction_app.target_date import kfp_run_key
 
-    logical = pendulum.datetime(date.year, date.month, date.day, 6, tz="Asia/Tokyo")
-    # The task's run name: daily_prediction's run_key (the target date of this manual run,
-    # `airflow dags test` makes one), or the provider's default for a DAG without one.
-    key = kfp_run_key({"logical_date": logical, "run_after": logical, "run_type": "manual"})
+    settings = workflow_settings(args.dag_id)
+    if not (args.at or settings.at):
+        raise SystemExit(f"make demo: {args.dag_id} does not run daily; give --at HH:MM")
+    logical = scheduled_at(date, args.at or settings.at, settings.zone)
+    # The task's run name: the workflow's run_key (the target date of this manual run,
+    # `airflow dags test` makes one, by its own target-date rule), or the provider's
+    # default for a DAG without one.
+    key = kfp_run_key(
+        {"logical_date": logical, "run_after": logical, "run_type": "manual"},
+        settings.target_tz,
+        settings.partition,
+    )
     run_names = [
         run_name_for(args.dag_id, args.task_id, key),
         run_name_for(args.dag_id, args.task_id, logical),
     ]
-    backend = KubeflowPipelineHook(kfp_conn_id="kfp_default").get_conn()
+    backend = KubeflowPipelineHook(kfp_conn_id=args.kfp_conn_id or settings.kfp_conn_id).get_conn()
     watch = RunWatch(backend, run_names)
     news = LogNews(Path(args.log))
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)

@@ -43,7 +43,7 @@ def registry(tmp_path: Path) -> Path:
 def test_repository_registry_is_valid():
     loaded = load_registry(REPO / "workflows")
     assert loaded.errors == {}
-    assert [w.name for _, w in loaded.workflows] == ["daily_prediction"]
+    assert [w.name for _, w in loaded.workflows] == ["daily_prediction", "morning_ranking"]
     assert main(["check"]) == 0
 
 
@@ -93,11 +93,29 @@ def test_a_copied_entry_is_a_second_workflow(registry: Path):
             {"parameters__colour": "red"},
             "parameters.colour: not an input of "
             f"{REPO / 'pipelines/compiled/daily_prediction.yaml'}; allowed: lookback_days, "
-            "model_sha256, model_uri, target_date, warehouse",
+            "model_sha256, model_uri, predictions_table, target_date, warehouse",
         ),
         (
             {"parameters__lookback_days": "many"},
             "parameters.lookback_days: parameter 'lookback_days' expects NUMBER_INTEGER",
+        ),
+        # The table the pipeline writes (its predictions_table) is the declared output:
+        (
+            {"output__table": "ranking"},
+            "output.table: 'ranking', but "
+            f"{REPO / 'pipelines/compiled/daily_prediction.yaml'} writes 'predictions'; "
+            "set parameters.predictions_table: ranking",
+        ),
+        (
+            {"output__table": "ranking", "parameters__predictions_table": "other"},
+            "output.table: 'ranking', but "
+            f"{REPO / 'pipelines/compiled/daily_prediction.yaml'} writes 'other'; "
+            "set parameters.predictions_table: ranking",
+        ),
+        (
+            {"parameters__predictions_table": "{{ var.value.table }}"},
+            "parameters.predictions_table: must be a literal table name (the output table "
+            "'predictions' is declared at parse time)",
         ),
         # The teams' allow-list (teams.yaml):
         (
@@ -129,6 +147,21 @@ def test_a_bad_entry_names_file_workflow_and_field(registry: Path, changes, expe
     message = loaded.error_message()
     assert f"{bad}: workflow 'bad': {expected}" in message
     assert "good" not in message.replace(str(registry), "")
+
+
+def test_the_second_demo_workflow_writes_its_own_table():
+    """morning_ranking (issue 19): another model, schedule, lookback and output table."""
+    loaded = load_registry(REPO / "workflows")
+    names = {w.name: w for _, w in loaded.workflows}
+    daily, ranking = names["daily_prediction"], names["morning_ranking"]
+    assert (daily.output.table, ranking.output.table) == ("predictions", "ranking_predictions")
+    assert ranking.parameters["predictions_table"] == "ranking_predictions"
+    assert "predictions_table" not in daily.parameters  # the pipeline's default: predictions
+    assert (daily.schedule.cron, ranking.schedule.cron) == ("0 6 * * *", "0 9 * * *")
+    assert ranking.schedule.timezone == ranking.target_date.timezone == "Asia/Tokyo"
+    assert ranking.parameters["lookback_days"] == 7
+    assert ranking.parameters["model_uri"].path != daily.parameters["model_uri"].path
+    assert ranking.identity.kfp_conn_id != daily.identity.kfp_conn_id
 
 
 def test_name_must_match_the_file_and_be_unique(registry: Path):

@@ -90,7 +90,10 @@ def test_repository_dags_folder_has_no_import_error(airflow_env):
         BAG.replace("sys.argv[1]", repr("dags"))
         + 'print(json.dumps({"dags": sorted(bag.dag_ids), "errors": bag.import_errors}))'
     )
-    assert info == {"dags": ["daily_prediction", "deliver_predictions"], "errors": {}}
+    assert info == {
+        "dags": ["daily_prediction", "deliver_predictions", "morning_ranking"],
+        "errors": {},
+    }
 
 
 def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_env, dags, registry):
@@ -185,7 +188,7 @@ def test_the_how_to_literally(airflow_env, dags, tmp_path):
         PREDICTION_PROJECT_ROOT=str(project),
     )
     assert info["errors"] == {}
-    assert info["dags"] == sorted(["daily_prediction", new])
+    assert info["dags"] == sorted(["daily_prediction", "morning_ranking", new])
     compiled = project / "pipelines" / "compiled" / new / "daily_prediction.yaml"
     assert compiled.is_file()  # step 3 compiled it, with the entry's node pool (step 4 checked)
     assert str(compiled) in info["file"]

@@ -343,3 +343,34 @@ def test_emulator_gap_load_job_refuses_null_in_required(bigquery_emulator: Emula
     except BadRequest:
         return
     raise AssertionError("a NULL was loaded into a REQUIRED column")
+
+
+def test_two_outputs_in_one_dataset_write_their_own_tables(
+    bigquery_emulator: Emulator, source_warehouse: Path
+) -> None:
+    """``predictions_table`` (issue 19): each output's features query job and predictions load
+    go to that output's own tables. Table names are compared without a ``$`` suffix, so this
+    holds with and without the emulator's decorator gap (DECORATOR_GAP)."""
+    location = _dataset(bigquery_emulator, source_warehouse)
+    daily = open_warehouse(location)
+    ranking = open_warehouse(location, predictions_table="ranking_predictions")
+    written = []
+    for wh in (daily, ranking):
+        features, rows = wh.materialize_features(WINDOW)
+        written += [features, wh.write_predictions(WINDOW.target_date, [_prediction_rows(2)])]
+        assert rows > 0
+    stamp = f"{WINDOW.target_date:%Y%m%d}"
+    assert [w.rsplit(".", 1)[1] for w in written] == [
+        f"user_features${stamp}",
+        f"predictions${stamp}",
+        f"ranking_predictions_user_features${stamp}",
+        f"ranking_predictions${stamp}",
+    ]
+    tables = daily.client.list_tables(f"{daily.project}.{daily.dataset}")
+    names = {t.table_id.split("$")[0] for t in tables} - set(SOURCE_TABLES)
+    assert names == {
+        "user_features",
+        "predictions",
+        "ranking_predictions_user_features",
+        "ranking_predictions",
+    }

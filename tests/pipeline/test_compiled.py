@@ -50,7 +50,14 @@ def test_no_date_is_compiled_in(name: str) -> None:
     assert "defaultValue" not in params["target_date"]
     assert not params["target_date"].get("isOptional", False)
     assert params["target_date"]["parameterType"] == "STRING"
-    assert set(params) == {"target_date", "warehouse", "model_uri", "model_sha256", "lookback_days"}
+    assert set(params) == {
+        "target_date",
+        "warehouse",
+        "model_uri",
+        "model_sha256",
+        "lookback_days",
+        "predictions_table",
+    }
     assert params["lookback_days"]["defaultValue"] == 28
 
 

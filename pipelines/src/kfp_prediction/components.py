@@ -40,7 +40,12 @@ STEP_EXTRA_INPUTS = {
 
 
 def features(
-    target_date: str, warehouse: str, lookback_days: int, run_id: str, metrics: Output[Metrics]
+    target_date: str,
+    warehouse: str,
+    lookback_days: int,
+    predictions_table: str,
+    run_id: str,
+    metrics: Output[Metrics],
 ) -> str:
     """Check the sources, materialize the target date's features; returns the partition."""
     from kfp_prediction.report import reporting_failures
@@ -52,7 +57,9 @@ def features(
             from kfp_prediction.components import log_metrics
             from kfp_prediction.feature_step import materialize_features
 
-            result = materialize_features(target_date, warehouse, lookback_days, run_id)
+            result = materialize_features(
+                target_date, warehouse, lookback_days, run_id, predictions_table=predictions_table
+            )
         log_metrics(metrics, result)
     return str(result["features"])
 
@@ -63,6 +70,7 @@ def predict(
     features: str,
     model_uri: str,
     model_sha256: str,
+    predictions_table: str,
     run_id: str,
     run_name: str,
     metrics: Output[Metrics],
@@ -85,7 +93,14 @@ def predict(
             from kfp_prediction.report import emit, prediction_result
 
             result = run(
-                target_date, warehouse, features, model_uri, model_sha256, run_id, run_name
+                target_date,
+                warehouse,
+                features,
+                model_uri,
+                model_sha256,
+                run_id,
+                run_name,
+                predictions_table=predictions_table,
             )
         log_metrics(metrics, result)
         with open(report, "w") as out:

@@ -25,6 +25,12 @@ class LookbackDaysError(PredictionInputError):
     input = "lookback_days"
 
 
+class PredictionsTableError(PredictionInputError):
+    """``predictions_table`` is not a table name the pipeline may write (see ``schema``)."""
+
+    input = "predictions_table"
+
+
 class WarehouseInputError(PredictionInputError):
     """Base class: the ``warehouse`` (its location or the tables in it) is at fault."""
 

@@ -19,7 +19,7 @@ from kfp_prediction.errors import (
     NoSourceDataError,
 )
 from kfp_prediction.metrics import Clock
-from kfp_prediction.schema import SOURCE_COLUMNS
+from kfp_prediction.schema import PREDICTIONS_TABLE, SOURCE_COLUMNS
 from kfp_prediction.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,17 @@ def check_sources(warehouse: Warehouse, window: TargetWindow) -> dict[str, float
 
 
 def materialize_features(
-    target_date: str, warehouse: str, lookback_days: int, run_id: str = ""
+    target_date: str,
+    warehouse: str,
+    lookback_days: int,
+    run_id: str = "",
+    *,
+    predictions_table: str = PREDICTIONS_TABLE,
 ) -> dict[str, Any]:
     """Replace the target date's features partition; returns metrics and ``features``.
+
+    The partition is of ``predictions_table``'s own features table (``schema.features_table``),
+    so workflows with different outputs in one warehouse never overwrite each other's.
 
     ``run_id`` is not used for the data: it is an input so that the step's cache key (the
     component and its inputs) differs on every run, and a rerun after late source data
@@ -75,7 +83,7 @@ def materialize_features(
     """
     clock = Clock()
     window = TargetWindow.build(target_date, lookback_days)
-    wh = open_warehouse(warehouse)
+    wh = open_warehouse(warehouse, predictions_table=predictions_table)
     metrics: dict[str, Any] = dict(check_sources(wh, window))
     clock.lap(metrics, "checks")
     reference, rows = wh.materialize_features(window)

@@ -74,6 +74,14 @@ ROOT_PARAMETERS: tuple[Parameter, ...] = (
         (FEATURES_STEP,),
         28,
     ),
+    Parameter(
+        "predictions_table",
+        str,
+        "Output table of this workflow (and its own features table): a lower-case identifier; "
+        "workflows sharing a warehouse each write their own.",
+        STEPS,
+        "predictions",
+    ),
 )
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in ROOT_PARAMETERS if not p.required}
 

@@ -25,7 +25,7 @@ from kfp_prediction.dates import parse_target_date
 from kfp_prediction.errors import InvalidSourceDataError, NoSourceDataError
 from kfp_prediction.metrics import Clock
 from kfp_prediction.model import load_verified_model
-from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_SCHEMA
+from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
 from kfp_prediction.scoring import ScoringModel
 from kfp_prediction.streaming import ordered_map, read_ahead
 from kfp_prediction.warehouse import Warehouse, open_warehouse
@@ -45,7 +45,7 @@ def one_openmp_thread() -> None:
     threadpool_limits(1, user_api="openmp")
 
 
-def predictions_table(
+def prediction_rows(
     target_date: dt.date,
     users: pa.Table,
     contents: pa.Table,
@@ -141,15 +141,18 @@ def predict(
     run_id: str = "",
     run_name: str = "",
     *,
+    predictions_table: str = PREDICTIONS_TABLE,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Scores for every user of the features partition into the predictions partition.
 
-    Returns metrics and ``partition`` (where the predictions went).
+    ``predictions_table`` is the output table (``schema.check_predictions_table``); the
+    features must be that table's own partition. Returns metrics and ``partition`` (where
+    the predictions went).
     """
     clock = Clock()
     day = parse_target_date(target_date)
-    wh = open_warehouse(warehouse)
+    wh = open_warehouse(warehouse, predictions_table=predictions_table)
     wh.check_reachable()
     check_features_reference(wh, features, day)
     contents = wh.contents()
@@ -178,7 +181,7 @@ def predict(
                 "row(s) with a NULL user_id"
             )
         best, best_score = scoring.score(part, contents)
-        rows = predictions_table(
+        rows = prediction_rows(
             day, part, contents, best, best_score, digest, run_id, run_name, created_at
         )
         return part, best, best_score, rows

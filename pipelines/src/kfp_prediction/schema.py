@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
+
+from kfp_prediction.errors import PredictionsTableError
 
 CATEGORIES = ("tops", "bottoms", "outerwear", "shoes", "bags", "accessories")
 MEMBER_RANKS = ("regular", "silver", "gold", "platinum")
@@ -38,6 +42,43 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 )
 
 PREDICTIONS_TABLE = "predictions"
+# An output table name: one lower-case identifier, the same on a file system (a directory of
+# the local warehouse) and in BigQuery (a table of the dataset); no quoting, no path.
+PREDICTIONS_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
+FEATURES_SUFFIX = "_" + FEATURES_TABLE
+
+
+def check_predictions_table(name: object) -> str:
+    """``name`` if the pipeline may write its predictions there, else ``PredictionsTableError``.
+
+    Several workflows share one warehouse, each with its own output table; a name that is a
+    source table or a features table would overwrite another workflow's input.
+    """
+    if not isinstance(name, str) or not PREDICTIONS_TABLE_NAME.fullmatch(name):
+        raise PredictionsTableError(
+            f"predictions_table {name!r} is not a table name: use lower-case letters, digits "
+            "and underscores, starting with a letter, at most 128 characters"
+        )
+    if name in SOURCE_TABLES or name == FEATURES_TABLE or name.endswith(FEATURES_SUFFIX):
+        raise PredictionsTableError(
+            f"predictions_table {name!r} is reserved: it is a source table "
+            f"({', '.join(SOURCE_TABLES)}) or a features table (*{FEATURES_SUFFIX})"
+        )
+    return name
+
+
+def features_table(predictions_table: str = PREDICTIONS_TABLE) -> str:
+    """The features table of one output: its own, so two workflows never share a partition.
+
+    ``predictions`` keeps the historical ``user_features``; any other output ``T`` gets
+    ``T_user_features`` (no output may end in ``_user_features``, so no two collide).
+    """
+    check_predictions_table(predictions_table)
+    if predictions_table == PREDICTIONS_TABLE:
+        return FEATURES_TABLE
+    return predictions_table + FEATURES_SUFFIX
+
+
 PREDICTIONS_SCHEMA = pa.schema(
     [
         ("target_date", pa.date32()),

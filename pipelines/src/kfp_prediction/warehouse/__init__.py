@@ -6,11 +6,17 @@ from urllib.parse import urlparse
 
 from kfp_prediction.errors import WarehouseUnreachableError
 from kfp_prediction.paths import resolve_local_path
+from kfp_prediction.schema import PREDICTIONS_TABLE, check_predictions_table
 from kfp_prediction.warehouse.base import Warehouse
 
 
-def open_warehouse(location: str) -> Warehouse:
-    """Pick the implementation from the location's scheme."""
+def open_warehouse(location: str, *, predictions_table: str = PREDICTIONS_TABLE) -> Warehouse:
+    """Pick the implementation from the location's scheme.
+
+    ``predictions_table`` is the output table the warehouse writes (and its own features
+    table); it is checked first, so a bad name fails before anything is read or written.
+    """
+    check_predictions_table(predictions_table)
     if not isinstance(location, str) or not location.strip():
         raise WarehouseUnreachableError("warehouse location is empty")
     parsed = urlparse(location)
@@ -23,11 +29,13 @@ def open_warehouse(location: str) -> Warehouse:
         from kfp_prediction.warehouse.bigquery import BigQuerySettings, BigQueryWarehouse
 
         settings = BigQuerySettings.from_query(parsed.query, location)
-        return BigQueryWarehouse(parsed.netloc, dataset, settings=settings)
+        return BigQueryWarehouse(
+            parsed.netloc, dataset, settings=settings, predictions_table=predictions_table
+        )
     if parsed.scheme in ("", "file"):
         from kfp_prediction.warehouse.local import LocalWarehouse
 
-        return LocalWarehouse(resolve_local_path(location))
+        return LocalWarehouse(resolve_local_path(location), predictions_table=predictions_table)
     raise WarehouseUnreachableError(
         f"warehouse location {location!r} has an unsupported scheme {parsed.scheme!r} "
         "(use a directory, file://PATH or bigquery://PROJECT/DATASET)"

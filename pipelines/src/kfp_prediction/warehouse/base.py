@@ -9,6 +9,12 @@ from collections.abc import Iterable
 import pyarrow as pa
 
 from kfp_prediction.dates import TargetWindow
+from kfp_prediction.schema import (
+    FEATURES_TABLE,
+    PREDICTIONS_TABLE,
+    check_predictions_table,
+    features_table,
+)
 
 
 class Warehouse(ABC):
@@ -16,9 +22,19 @@ class Warehouse(ABC):
 
     ``materialize_features`` and ``write_predictions`` are all-or-nothing per partition: either
     the new rows replace that date's partition completely, or the previous partition stays.
+    Both go to the tables of one output: ``predictions_table`` and its own
+    ``features_table`` (``schema.features_table``), so workflows sharing a warehouse with
+    different outputs never touch each other's partitions.
     """
 
     location: str
+    predictions_table: str = PREDICTIONS_TABLE
+    features_table: str = FEATURES_TABLE
+
+    def _set_output(self, predictions_table: str) -> None:
+        """Check the output table's name and derive its features table (before any I/O)."""
+        self.predictions_table = check_predictions_table(predictions_table)
+        self.features_table = features_table(predictions_table)
 
     @abstractmethod
     def check_reachable(self) -> None:

@@ -10,6 +10,9 @@ Location ``bigquery://PROJECT/DATASET`` with optional settings (``BigQuerySettin
   batches (one stream, a row restriction on ``target_date``), so memory is bounded by the
   batch, and loads the predictions into ``predictions$YYYYMMDD`` with WRITE_TRUNCATE.
 
+A workflow whose output is ``T`` (the ``predictions_table`` parameter) writes ``T$YYYYMMDD``
+and its own ``T_user_features$YYYYMMDD`` instead (``schema.features_table``).
+
 Both tables are day-partitioned on ``target_date``; BigQuery applies a WRITE_TRUNCATE job to a
 partition atomically: it holds the old rows until the job succeeds, then exactly the new ones.
 """
@@ -35,7 +38,7 @@ from kfp_prediction.errors import (
     WarehouseUnreachableError,
 )
 from kfp_prediction.features import REGISTERED_USERS_SQL, bigquery_user_features_sql
-from kfp_prediction.schema import FEATURES_TABLE, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
+from kfp_prediction.schema import PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
 from kfp_prediction.warehouse.base import Warehouse
 
 _BQ_TYPES = {
@@ -158,7 +161,9 @@ class BigQueryWarehouse(Warehouse):
         client: Any = None,
         read_client: Any = None,
         timeout: float = 60.0,
+        predictions_table: str = PREDICTIONS_TABLE,
     ) -> None:
+        self._set_output(predictions_table)
         self.project = project
         self.dataset = dataset
         self.settings = settings or BigQuerySettings()
@@ -314,7 +319,7 @@ class BigQueryWarehouse(Warehouse):
 
     # -- features -------------------------------------------------------------------------
     def features_partition(self, target_date: dt.date) -> str:
-        return self.partition_id(target_date, FEATURES_TABLE)
+        return self.partition_id(target_date, self.features_table)
 
     def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
         destination = self.features_partition(window.target_date)
@@ -387,7 +392,7 @@ class BigQueryWarehouse(Warehouse):
             for part in parts:
                 writer.write_table(part)
         buffer.seek(0)
-        destination = self.partition_id(target_date)
+        destination = self.partition_id(target_date, self.predictions_table)
         liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "predictions load",

@@ -5,6 +5,8 @@ Layout under the warehouse root::
     users/*.parquet  page_views/*.parquet  purchases/*.parquet  contents/*.parquet
     user_features/YYYY-MM-DD.parquet    one file per target date: the features step's output
     predictions/YYYY-MM-DD.parquet      one file per target date (JST), all columns inside
+    T/YYYY-MM-DD.parquet, T_user_features/YYYY-MM-DD.parquet
+                                        the same for a workflow whose output table is T
 
 DuckDB runs in memory and only reads the source files, so any number of runs can query at
 once. Each features or predictions partition is one Parquet file, written to a temporary name
@@ -32,7 +34,6 @@ from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.features import REGISTERED_USERS_SQL, duckdb_user_features_sql
 from kfp_prediction.liveness import publishing
 from kfp_prediction.schema import (
-    FEATURES_TABLE,
     PREDICTIONS_SCHEMA,
     PREDICTIONS_TABLE,
     SOURCE_TABLES,
@@ -66,8 +67,14 @@ class LocalWarehouse(Warehouse):
     """DuckDB/Parquet warehouse rooted at a directory."""
 
     def __init__(
-        self, root: str | Path, *, threads: int | None = None, memory_limit: str = MEMORY_LIMIT
+        self,
+        root: str | Path,
+        *,
+        threads: int | None = None,
+        memory_limit: str = MEMORY_LIMIT,
+        predictions_table: str = PREDICTIONS_TABLE,
     ) -> None:
+        self._set_output(predictions_table)
         self.root = Path(root)
         self.memory_limit = memory_limit
         self.location = str(self.root)
@@ -151,7 +158,7 @@ class LocalWarehouse(Warehouse):
 
     # -- features -------------------------------------------------------------------------
     def features_partition(self, target_date: dt.date) -> str:
-        return str(partition_path(self.root, target_date, FEATURES_TABLE))
+        return str(partition_path(self.root, target_date, self.features_table))
 
     def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
         """DuckDB writes the query result straight into a Parquet file, renamed into place."""
@@ -167,7 +174,7 @@ class LocalWarehouse(Warehouse):
             sql = f"COPY ({query}) TO '{_quote(str(tmp))}' ({options})"
             rows = int(con.execute(sql).fetchone()[0])
 
-        final = partition_path(self.root, window.target_date, FEATURES_TABLE)
+        final = partition_path(self.root, window.target_date, self.features_table)
         return str(replace_file(final, copy)), rows
 
     def feature_batches(self, reference: str, rows_per_batch: int) -> pa.RecordBatchReader:
@@ -189,7 +196,8 @@ class LocalWarehouse(Warehouse):
                 for part in parts:
                     writer.write_table(part)
 
-        return str(replace_file(partition_path(self.root, target_date), write))
+        final = partition_path(self.root, target_date, self.predictions_table)
+        return str(replace_file(final, write))
 
 
 def replace_file(final: Path, write: Callable[[Path], None]) -> Path:
