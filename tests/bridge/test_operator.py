@@ -974,6 +974,43 @@ def test_a_refused_retry_falls_back_to_a_new_run_and_says_why(kfp_server, kfp_co
     assert "garbage-collected" in out and "starting a new run" in out
 
 
+class _EndingPipelineService(RecordingPipelineServiceClient):
+    """Vertex jobs that end at once: the first FAILED, later ones SUCCEEDED."""
+
+    def create_pipeline_job(self, request, timeout=None):
+        from google.cloud import aiplatform_v1
+
+        job = super().create_pipeline_job(request, timeout)
+        first = len(self.jobs) == 1
+        job.state = aiplatform_v1.PipelineState[
+            "PIPELINE_STATE_FAILED" if first else "PIPELINE_STATE_SUCCEEDED"
+        ]
+        return job
+
+
+def test_vertex_has_no_retry_in_place_so_a_new_job_starts_and_the_log_says_so(capsys):
+    """Issue 20: on Vertex the resume option falls back to a new job, said in the log."""
+    gapic = _EndingPipelineService()
+    store = TaskStateStore()
+
+    def vertex_operator():
+        op = _operator("unused")
+        op.__dict__["backend"] = VertexBackend("my-proj", "asia-northeast1", client=gapic)
+        return op
+
+    assert vertex_operator().on_retry == "resume"
+    with pytest.raises(RunFailedError):
+        vertex_operator().execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = list(gapic.jobs)
+    capsys.readouterr()
+
+    vertex_operator().execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+
+    assert len(gapic.jobs) == 2 and failed in gapic.jobs
+    out = capsys.readouterr().out
+    assert "the vertex backend cannot retry a run in place; starting a new run" in out
+
+
 def test_the_try_history_keeps_each_tries_run_and_the_log_shows_it(kfp_server, kfp_conn_id, capsys):
     """Try 1's run fails in its second task; try 2 resumes it: two entries, one run."""
     kfp_server.set_schedule(outcome="FAILED", failed_task="shout", error="MemoryError")
