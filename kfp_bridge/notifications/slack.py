@@ -246,20 +246,17 @@ class KfpSlackNotifier(_SafeSlackNotifier):
         return "\n".join(lines)
 
     def _try_history(self, context: Any) -> list[try_history.TryEntry]:
-        """The task's try history (:mod:`kfp_bridge.try_history`), when there is one.
+        """The task's try history (:mod:`kfp_bridge.try_history`), as the operator holds it.
 
-        First as the operator holds it (the callback runs in the task's process, after
-        the try's end was recorded; by then Airflow has given the next try a new task
-        instance id, which the state store answers), else from the state store.
+        The callback of a try that ended in the task's own process runs there, after the
+        try's end was recorded on the operator. The task state store is not read: by then
+        Airflow has given the next try a new task instance id, which the store answers,
+        and the dag-processor (which runs the callbacks of a worker that died) does not
+        serve state-store requests at all (Airflow 3.3 refuses ``GetTaskStateStore``
+        there), so asking would only stall the message.
         """
         held = getattr(context.get("task"), "try_history", None)
-        if isinstance(held, list) and held:
-            return held
-        try:
-            return try_history.load(context.get("task_state_store"))
-        except Exception as exc:  # a store that fails: the message goes out without it
-            self.log.warning("No try history in this message: %s", scrub(str(exc)))
-            return []
+        return list(held) if isinstance(held, list) else []
 
     def describe_tries(
         self, history: list[try_history.TryEntry], try_number: int, total_tries: int
