@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import pendulum
 
+from kfp_bridge.ui import LazyApp
 from prediction_app.registry import Workflow, load_registry
 from prediction_app.target_date import target_partition
 
@@ -276,13 +277,8 @@ def create_app() -> Any:
     return app
 
 
-class LazyWorkflowsApp:
-    """ASGI app that builds :func:`create_app` on its first request (the api-server's)."""
+class LazyWorkflowsApp(LazyApp):
+    """The workflows page (:func:`create_app`), built on the api-server's first request."""
 
     def __init__(self) -> None:
-        self._app: Any = None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if self._app is None:
-            self._app = create_app()
-        await self._app(scope, receive, send)
+        super().__init__(f"{__name__}:create_app")

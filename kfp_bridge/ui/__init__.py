@@ -6,18 +6,30 @@ page is imported by every Airflow process, and only the api-server serves it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
-class LazyRunPageApp:
-    """ASGI app that builds ``kfp_bridge.ui.run_page.create_app()`` on its first request."""
+class LazyApp:
+    """ASGI app that imports and builds ``module:factory`` on its first request.
 
-    def __init__(self) -> None:
+    The plugin is loaded by every Airflow process; FastAPI, Jinja and the page's own
+    imports are paid only by the api-server, when a page is first asked for.
+    """
+
+    def __init__(self, target: str) -> None:
+        self._target = target
         self._app: Any = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self._app is None:
-            from kfp_bridge.ui.run_page import create_app
-
-            self._app = create_app()
+            module, _, factory = self._target.partition(":")
+            self._app = getattr(importlib.import_module(module), factory)()
         await self._app(scope, receive, send)
+
+
+class LazyRunPageApp(LazyApp):
+    """The local run page (``kfp_bridge.ui.run_page.create_app``), built on first request."""
+
+    def __init__(self) -> None:
+        super().__init__("kfp_bridge.ui.run_page:create_app")
