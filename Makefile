@@ -17,7 +17,7 @@ VAR := var
 # Target date of the demo: yesterday in Japan time unless DATE=YYYY-MM-DD is given.
 DATE ?= $(shell TZ=Asia/Tokyo date -d yesterday +%F)
 
-.PHONY: docs setup setup-pipeline check-compiled check-date demo airflow test test-fast lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
+.PHONY: docs setup setup-pipeline check-compiled check-date demo airflow test test-airflow test-pipeline test-fast lint compare faketime bench bench-pipeline bench-scale bench-triggerer bench-triggerer-stack bench-dag-parse compile data model bigquery-emulator clean
 
 setup: $(VENV)/.installed $(PVENV)/.installed
 
@@ -157,21 +157,34 @@ lint: setup
 # tests/e2e and tests/browser start their own PostgreSQL and Airflow stacks; the browser tests
 # need Debian's chromium (.ci/run installs it and postgresql; without CI they are skipped);
 # tests/compare needs faketime.
-# Both sides print their 20 slowest tests (where the suite's time goes).
 # The docs site (Sphinx, as Airflow's providers use; docs/conf.py says why), warnings as errors.
 docs: setup
 	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs $(VAR)/docs
 
-test: setup lint docs bigquery-emulator faketime
-	$(AIRFLOW_PY) -m pytest --durations=20 tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
-	$(PIPELINE_PY) -m pytest --durations=20 tests/pipeline tests/contract tests/deploy
+# Both cores (pytest-xdist): a worker takes a whole module at a time (its stack or Airflow home
+# is set up once), the e2e modules first (tests/conftest.py), so the long waits of one Airflow
+# stack overlap the other worker's work. The two environments' suites run side by side.
+# Each side prints its 20 slowest tests (where the suite's time goes).
+AIRFLOW_TESTS := tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
+PIPELINE_TESTS := tests/pipeline tests/contract tests/deploy
+PYTEST_PARALLEL := -p no:cacheprovider -n 2 --dist loadscope --no-loadscope-reorder
 
-# The inner loop: everything but the Airflow stacks (e2e, browser) and the comparison.
+test: setup lint docs bigquery-emulator faketime
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow test-pipeline
+
+test-airflow: setup
+	$(AIRFLOW_PY) -m pytest $(PYTEST_PARALLEL) --durations=20 $(AIRFLOW_TESTS)
+
+test-pipeline: setup bigquery-emulator
+	$(PIPELINE_PY) -m pytest $(PYTEST_PARALLEL) --durations=20 $(PIPELINE_TESTS)
+
+# The inner loop: every test not marked e2e (no Airflow stack, `airflow dags test`, browser,
+# fresh virtualenv or comparison; see tests/conftest.py), both sides side by side.
 # Before a push, `make test` (what CI runs) still runs everything.
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
-	$(AIRFLOW_PY) -m pytest -q --durations=10 tests/package tests/bridge tests/dag tests/plugin tests/ci
-	$(PIPELINE_PY) -m pytest -q --durations=10 tests/pipeline tests/contract tests/deploy
+	@$(MAKE) --no-print-directory -j2 --output-sync=target \
+		PYTEST_PARALLEL='$(PYTEST_PARALLEL) -q -m "not e2e"' test-airflow test-pipeline
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and
 # run the naive KFP-only variant): apt-get as root or with passwordless sudo; otherwise one

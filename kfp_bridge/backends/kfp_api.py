@@ -119,7 +119,18 @@ def _endpoint(
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BackendConfigError(setting, f"must be an http(s) URL, got {value!r}")
-    if port and parts.port is None:
+    try:
+        explicit_port = parts.port
+    except ValueError:  # urllib's own words: "Port could not be cast to integer value ..."
+        explicit_port = None
+        bad_port = True
+    else:
+        bad_port = parts.netloc.endswith(":")  # "host:" parses as no port at all
+    if bad_port:
+        raise BackendConfigError(
+            setting, f"has a ':' after the host but no port number, got {value!r}"
+        )
+    if port and explicit_port is None:
         parts = parts._replace(netloc=f"{parts.netloc}:{port}")
     return urlunsplit(parts).rstrip("/")
 

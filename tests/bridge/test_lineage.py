@@ -18,6 +18,8 @@ import pytest
 from tests.bridge._helpers import FIXTURES, local_connection_env
 from tests.dag.helpers import AirflowEnv, airflow_env_vars
 
+pytestmark = pytest.mark.e2e  # real `airflow dags test` runs with OpenLineage on
+
 DAG = """
 import pendulum
 from airflow.sdk import DAG, Asset

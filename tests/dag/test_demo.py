@@ -23,6 +23,8 @@ import pytest
 from tests.bridge._helpers import PIPELINE_PYTHON, process_group_alive
 from tests.dag.helpers import REPO, AirflowEnv, airflow_env_vars
 
+pytestmark = pytest.mark.e2e  # scripts/demo.py drives real `airflow dags test` runs
+
 TINY = REPO / "tests" / "bridge" / "fixtures" / "tiny_pipeline.yaml"
 DAG = """
 from datetime import timedelta

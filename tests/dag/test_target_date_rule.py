@@ -16,6 +16,8 @@ import pytest
 
 from tests.dag.helpers import AirflowEnv, airflow_env_vars
 
+pytestmark = pytest.mark.e2e  # real Airflow runs (triggered and scheduled) in their own home
+
 SCHEDULED_LOGICAL_DATE = "2026-11-26T21:00:00+00:00"  # the 2026-11-27 06:00 JST run
 
 RENDER_AND_NOTIFY = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -429,3 +430,31 @@ def test_content_model_runs_through_both_steps(warehouse: Path, tmp_path: Path) 
     )
     assert table["score"].to_pylist() == pytest.approx(expected.max(axis=1).tolist())
     assert table["content_id"].to_pylist() == list(loaded.classes_[expected.argmax(axis=1)])
+
+
+def test_spill_folders_of_killed_steps_are_removed_and_live_ones_kept(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    """DuckDB removes its temp_directory when its session closes, so a step killed mid-query
+    leaves its ``kfp-prediction-duckdb-<pid>`` folder (and spill files) behind; the next step
+    removes those of processes that are gone and leaves a running step's alone."""
+    temp = tmp_path / "tmp"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (temp / f"kfp-prediction-duckdb-{gone.pid}").mkdir(parents=True)
+    (temp / f"kfp-prediction-duckdb-{gone.pid}" / "duckdb_temp_block-1.block").write_bytes(b"x")
+    live = temp / f"kfp-prediction-duckdb-{os.getppid()}"
+    live.mkdir()
+    code = (
+        "import sys; from kfp_prediction.feature_step import materialize_features; "
+        "print(materialize_features(sys.argv[1], sys.argv[2], 28)['features_rows'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, TARGET_DATE, str(warehouse)],
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(done.stdout.split()[-1]) > 0
+    assert list(temp.iterdir()) == [live]

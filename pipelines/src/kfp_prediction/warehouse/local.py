@@ -21,6 +21,7 @@ import datetime as dt
 import fcntl
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -107,7 +108,7 @@ class LocalWarehouse(Warehouse):
             # Bound DuckDB's buffer pool (MEMORY_LIMIT) so a step stays under 2 GiB at 10M
             # users; what does not fit spills to a directory of this process's own.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
-            spill = Path(tempfile.gettempdir()) / f"kfp-prediction-duckdb-{os.getpid()}"
+            spill = _spill_directory()
             con.execute(f"SET temp_directory = '{_quote(str(spill))}'")
             con.execute("SET preserve_insertion_order = false")
             if self._threads:
@@ -247,6 +248,33 @@ def _locked_temp_file(final: Path) -> tuple[int, Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+_SPILL_PREFIX = "kfp-prediction-duckdb-"
+
+
+def _spill_directory() -> Path:
+    """This process's DuckDB spill folder, after removing those of processes that are gone.
+
+    DuckDB creates the folder with the session and removes it when the session closes; a step
+    killed mid-query (a task's on_kill, an OOM kill) leaves it behind, with any spill files.
+    """
+    temp = Path(tempfile.gettempdir())
+    for folder in temp.glob(f"{_SPILL_PREFIX}*"):
+        pid = folder.name.removeprefix(_SPILL_PREFIX)
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return temp / f"{_SPILL_PREFIX}{os.getpid()}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _timestamptz(value: dt.datetime) -> str:
