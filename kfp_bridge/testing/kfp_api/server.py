@@ -440,6 +440,7 @@ class _State:
             self.oauth_expires_in = 3600
             self.seq = 0
             self.default_schedule = self.initial_schedule
+            self.kubelet: dict[str, Any] | None = None  # istio.kubelet_tick
             self.dex = dex.DexGate()
             self.iap = iap.IapGate()
             self.log_archive = True  # argo-gc: ARCHIVE_CONFIG_LOG_* set, Argo archiveLogs on
@@ -1106,6 +1107,7 @@ class _State:
         run = self._run(run_id)  # run_server.go canAccessRun looks the run up first
         self.authorize(req, run.namespace, "get", "runs")
         self._progress(run, poll=True)
+        istio.kubelet_tick(self)  # a token file the kubelet rotates (istio.py)
         return run.data
 
     def list_runs(self, req: _Request) -> dict[str, Any]:
@@ -2148,6 +2150,16 @@ class _Controls:
         """A token minted elsewhere (the Kubernetes stand-in's TokenRequest) is reviewable."""
         body = {"token": token, "user": user, "audiences": audiences, "expires_at": expires_at}
         self._call("POST", "/tokens/register", body)
+
+    def rotate_token_file(self, path: str | Path, user: str, every_polls: int = 2) -> None:
+        """Play the kubelet for a projected token file: write a token for ``user`` now, and
+        after every ``every_polls`` run polls write its successor and expire it (istio.py)."""
+        body = {"path": str(path), "user": user, "every_polls": every_polls}
+        self._call("POST", "/tokens/kubelet", body)
+
+    def kubelet_stats(self) -> dict[str, Any]:
+        """``rotate_token_file``'s ``polls`` seen and ``rotations`` made."""
+        return self._call("GET", "/tokens/kubelet")
 
     def expire_tokens(self, token: str | None = None) -> None:
         """``token`` (default: every issued token) has expired: its review fails (401)."""
