@@ -381,13 +381,16 @@ class KfpApiBackend(Backend):
 
         The task's entry in ``run_details.task_details`` is the component's DAG node;
         its children (``child_tasks[].pod_name``) are the executor pods, the last one
-        the latest attempt (``server/api_converter.go`` ``toModelTask``).
+        the latest attempt (``server/api_converter.go`` ``toModelTask``); an Argo retry
+        node among them stands for its attempts, the last one read first
+        (:func:`.argo_pods.pod_nodes`).
         """
         run = self._call(
             f"get run {run_id}", self._runs.run_service_get_run, run_id, run_scoped=True
         )
         details = getattr(getattr(run, "run_details", None), "task_details", None) or []
-        pods = [
+        known = {c.pod_name for d in details for c in d.child_tasks or [] if c.pod_name}
+        children = [
             child.pod_name
             for detail in details
             if detail.display_name == task
@@ -395,7 +398,7 @@ class KfpApiBackend(Backend):
             if child.pod_name
         ]
         unreadable = []
-        for pod in reversed(pods):
+        for pod in argo_pods.pod_nodes(children, known):
             try:
                 tail = self.task_log_tail(run_id, pod)
             except Exception as exc:  # a missing log is no answer about the report
