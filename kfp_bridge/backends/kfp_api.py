@@ -168,8 +168,11 @@ class KfpApiBackend(Backend):
         user: str | None = None,
         user_header: str | None = None,
         cookie_session: _ingress_auth.CookieSession | None = None,
+        token_source: str | None = None,
     ) -> None:
         self.host = _endpoint("host", host, scheme=scheme, port=port)
+        # a provider that can renew (``invalidate``): one renewal and retry after a 401
+        self._token_source = token_source or "the connection's token"
         # an ingress login (auth=dex): its cookie on every call, a new login when refused
         self._cookie_session = cookie_session
         self.namespace = namespace or None
@@ -224,6 +227,26 @@ class KfpApiBackend(Backend):
         self._api_client.cookie = cookie or None
         return cookie
 
+    def _token_refused(self, err: ApiException) -> bool:
+        """A 401 to a renewable token: renew it (the caller retries once).
+
+        Safe to retry, a POST too: the API server authenticates before it acts
+        (``resource/resource_manager.go`` ``IsAuthorized`` first in every handler), so a
+        refused request changed nothing. A token can be refused before its stated expiry:
+        revoked (its service account or bound pod deleted, which TokenReview checks,
+        kubernetes ``pkg/serviceaccount/claims.go``) or rotated unseen.
+        """
+        renew = getattr(self._token_provider, "invalidate", None)
+        if err.status != 401 or renew is None:
+            return False
+        log.info(
+            "KFP API at %s refused the token (HTTP 401): renewing it (%s) and retrying once",
+            self.host,
+            self._token_source,
+        )
+        renew()
+        return True
+
     def _session_refused(self, sent: str | None, err: ApiException) -> bool:
         """The ingress wants a new login: renew the session (the caller retries once).
 
@@ -251,7 +274,9 @@ class KfpApiBackend(Backend):
         """Call the generated client and translate every failure into the bridge's errors.
 
         ``run_scoped``: a JSON 404 means "this object does not exist" (``RunNotFoundError``).
-        ``relogin``: with an ingress session, one new login when the ingress refuses it.
+        ``relogin``: with an ingress session, one new login when the ingress refuses it;
+        with a renewable token (service-account token file or TokenRequest), one new
+        token when the API server answers 401.
         """
         kwargs["_request_timeout"] = (self.request_timeout, self.request_timeout)
         try:
@@ -260,6 +285,22 @@ class KfpApiBackend(Backend):
         except ApiException as err:
             if relogin and self._session_refused(sent, err):
                 return self._call(what, fn, *args, run_scoped=run_scoped, relogin=False, **kwargs)
+            if relogin and self._token_refused(err):
+                try:
+                    return self._call(
+                        what, fn, *args, run_scoped=run_scoped, relogin=False, **kwargs
+                    )
+                except AuthError as again:
+                    cause = again.__cause__
+                    if not isinstance(cause, ApiException) or cause.status != 401:
+                        raise
+                    raise AuthError(
+                        f"{what}: KFP API at {self.host} refused a renewed token too (HTTP 401 "
+                        f"twice; the token came from {self._token_source}): "
+                        f"{_server_message(cause)}. The service account's token is revoked, "
+                        "or lacks the audience pipelines.kubeflow.org: check the connection's "
+                        "auth settings."
+                    ) from None
             raise self._map_api_error(what, err, run_scoped) from err
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
             raise TransientBackendError(
