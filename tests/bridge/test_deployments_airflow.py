@@ -2,8 +2,9 @@
 profile of the stand-in: the API server; the UI server (AI Platform Pipelines proxy,
 Kubeflow's ``/pipeline``); multi-user Kubeflow behind Istio with a service-account token
 file the kubelet rotates mid-wait; Argo's workflow garbage collection with and without a
-log archive; Kubeflow's Dex login and Google IAP, whose sessions and ID tokens run out
-several times during the wait.
+log archive; the same Istio deployment reached with tokens minted through the Kubernetes
+TokenRequest API (cncf-kubernetes hook, a kubeconfig) and revoked mid-wait; Kubeflow's Dex
+login and Google IAP, whose sessions and ID tokens run out several times during the wait.
 
 Airflow starts once for all of them: one interpreter runs every DAG through the CLI's own
 ``db migrate`` and ``dags test`` commands (``_dags_test_many.py``); the stand-ins run in
@@ -32,6 +33,7 @@ from kfp_bridge.testing.kfp_api.server import (
     airflow_connection_json,
     write_google_credentials,
 )
+from kfp_bridge.testing.kube_api import KubeApiStandIn
 from tests.bridge._helpers import AIRFLOW_BIN, TINY_PIPELINE, airflow_env
 
 DRIVER = Path(__file__).with_name("_dags_test_many.py")
@@ -66,6 +68,7 @@ CASES = {
     "ui_proxy_ok": ("ui_proxy", "ok"),
     "ui_proxy_fails": ("ui_proxy", "fails"),
     "istio_ok": ("istio", "ok"),
+    "istio_minted_ok": ("istio_minted", "ok"),
     "argo_gc_ok": ("argo_gc", "ok"),
     "argo_gc_fails": ("argo_gc", "fails"),
     "argo_gc_fails_no_archive": ("argo_gc_no_archive", "fails"),
@@ -76,6 +79,7 @@ PROFILES = {
     "api_server": "api-server",
     "ui_proxy": "ui-proxy",
     "istio": "multi-user-istio",
+    "istio_minted": "multi-user-istio",
     "argo_gc": "argo-gc",
     "argo_gc_no_archive": "argo-gc",
     "dex": "dex",
@@ -115,6 +119,9 @@ def _configure(servers: dict[str, KfpApiStandIn], token_file: Path) -> None:
     # the kubelet writes the token file now and a successor every 2 run polls, the old
     # token expiring at once: the wait crosses expiries
     servers["istio"].rotate_token_file(token_file, SA_USER, every_polls=2)
+    # minted tokens are revoked every 3 run polls: the hook mints again after one 401
+    servers["istio_minted"].set_multi_user(access={SA_USER: ["team-a"]})
+    servers["istio_minted"].revoke_tokens_every(3)
     # the Dex session lasts 2 requests; google-auth finds a 60 s ID token stale at once
     servers["dex"].configure_dex(
         users={"local": {"airflow@example.com": DEX_PASSWORD}}, session_requests=2
@@ -127,6 +134,11 @@ def _configure(servers: dict[str, KfpApiStandIn], token_file: Path) -> None:
 def _connections(servers: dict[str, KfpApiStandIn], token_file: Path) -> dict[str, str]:
     extra = {
         "istio": {"auth": "sa_token_file", "credentials_path": str(token_file)},
+        "istio_minted": {
+            "auth": "kubernetes_token_request",
+            "kubernetes_conn_id": "kube_standin",
+            "serviceaccount": "airflow-runner",
+        },
         "dex": {"auth": "dex", "login": "airflow@example.com", "password": DEX_PASSWORD},
         "iap": {"auth": "iap", "iap_client_id": iap.CLIENT_ID},
     }
@@ -134,7 +146,7 @@ def _connections(servers: dict[str, KfpApiStandIn], token_file: Path) -> dict[st
     for name, server in servers.items():
         fields = dict(extra.get(name, {}))
         login, password = fields.pop("login", None), fields.pop("password", None)
-        if name == "istio":
+        if name.startswith("istio"):
             fields["namespace"] = "team-a"
         out[f"AIRFLOW_CONN_KFP_{name.upper()}"] = airflow_connection_json(
             server.url, login=login, password=password, **fields
@@ -156,6 +168,15 @@ def test_dags_test_against_each_deployment_profile(tmp_path):
         }
         _configure(servers, token_file)
         env |= _connections(servers, token_file)
+        kube = stack.enter_context(
+            KubeApiStandIn(
+                [("team-a", "airflow-runner")], on_mint=servers["istio_minted"].register_token
+            )
+        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        env["AIRFLOW_CONN_KUBE_STANDIN"] = json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
+        )
         env["GOOGLE_APPLICATION_CREDENTIALS"] = str(
             write_google_credentials(servers["iap"].url, tmp_path / "sa.json")
         )
@@ -173,12 +194,14 @@ def test_dags_test_against_each_deployment_profile(tmp_path):
         hosts = {name: server.url for name, server in servers.items()}
         kubelet = servers["istio"].kubelet_stats()
         istio_auth = {r["authorization"] for r in servers["istio"].requests()}
+        revocations = servers["istio_minted"].revocation_stats()["revocations"]
+        minted = len(kube.minted)
         dex_stats = servers["dex"].dex_stats()
         dex_cookies = list(servers["dex"].state.dex.sessions)
         iap_stats = servers["iap"].iap_stats()
         tokens = {
             r["authorization"].split(" ", 1)[1]
-            for name in ("istio", "iap")
+            for name in ("istio", "istio_minted", "iap")
             for r in servers[name].requests()
             if r["authorization"]
         }
@@ -195,6 +218,7 @@ def test_dags_test_against_each_deployment_profile(tmp_path):
         "api_server": ["SUCCEEDED"],
         "ui_proxy": ["FAILED", "SUCCEEDED"],
         "istio": ["SUCCEEDED"],
+        "istio_minted": ["SUCCEEDED"],
         "argo_gc": ["FAILED", "SUCCEEDED"],
         "argo_gc_no_archive": ["FAILED"],
         "dex": ["SUCCEEDED"],
@@ -218,6 +242,12 @@ def test_dags_test_against_each_deployment_profile(tmp_path):
     # Istio: the token file was rotated mid-wait, the old token expiring; each successor read.
     assert kubelet["rotations"] >= 2
     assert len(istio_auth) >= 3 and None not in istio_auth
+    # TokenRequest: each revocation met by one new token, minted through the kubeconfig
+    renewals = _dag_output(output, "istio_minted_ok").count(
+        "refused the token (HTTP 401): renewing it"
+    )
+    assert revocations >= 1 and renewals >= 1
+    assert minted >= 1 + renewals  # the first token, then one per renewal
     # Dex: logged in again as sessions ran out, never refused; IAP: ID tokens minted again.
     assert dex_stats["logins"] >= 3 and dex_stats["failed_logins"] == 0
     assert iap_stats["minted"] >= 3 and iap_stats["refused"] == []

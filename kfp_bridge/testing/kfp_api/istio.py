@@ -27,6 +27,11 @@ otherwise):
   :func:`kubelet_tick` plays that part for a token file the test names, counted in run
   polls rather than seconds, so a wait sees the token expire at a known point: the
   successor is written first, then the old token's review fails.
+* **Revocation.** A token can fail its review before its ``exp``: TokenReview checks
+  that the service account (and the pod a token is bound to) still exists (kubernetes
+  ``pkg/serviceaccount/claims.go`` ``Validate``). ``revoke_every_polls`` revokes every
+  token issued so far after each N run polls, so a wait meets such a refusal at a known
+  point (:func:`kubelet_tick`).
 * **Authorization and namespaces** are the multi-user behaviour of ``server.py``
   (``resource/resource_manager.go`` ``IsAuthorized`` -> SubjectAccessReview; a namespace
   is required on list and create).
@@ -92,6 +97,11 @@ def control(state: Any, method: str, path: str, body: dict[str, Any]) -> Any:
             "rotations": 0,
         }
         return {}
+    if method == "POST" and path == "/tokens/revoke_every":
+        state.revoker = {"every": int(body["every_polls"]), "polls": 0, "revocations": 0}
+        return {}
+    if method == "GET" and path == "/tokens/revoke_every":
+        return dict(getattr(state, "revoker", None) or {})
     if method == "GET" and path == "/tokens/kubelet":
         return {k: v for k, v in (getattr(state, "kubelet", None) or {}).items() if k != "token"}
     if method == "POST" and path == "/tokens/expire":
@@ -115,7 +125,15 @@ def _rotate(state: Any, path: str, user: str, old: str | None) -> str:
 
 
 def kubelet_tick(state: Any) -> None:
-    """After each run poll: every ``every`` polls the token file is rotated (module doc)."""
+    """After each run poll: every ``every`` polls the token file is rotated, and tokens
+    are revoked when asked (module doc)."""
+    revoker = getattr(state, "revoker", None)
+    if revoker:
+        revoker["polls"] += 1
+        if revoker["polls"] % revoker["every"] == 0:
+            for token in list(state.auth.tokens):
+                state.auth.expires[token] = 0.0
+            revoker["revocations"] += 1
     kubelet = getattr(state, "kubelet", None)
     if not kubelet:
         return

@@ -481,6 +481,7 @@ class _State:
             self.seq = 0
             self.default_schedule = self.initial_schedule
             self.kubelet: dict[str, Any] | None = None  # istio.kubelet_tick
+            self.revoker: dict[str, Any] | None = None  # istio.kubelet_tick
             self.dex = dex.DexGate()
             self.iap = iap.IapGate()
             self.log_archive = True  # argo-gc: ARCHIVE_CONFIG_LOG_* set, Argo archiveLogs on
@@ -2227,6 +2228,14 @@ class _Controls:
         after every ``every_polls`` run polls write its successor and expire it (istio.py)."""
         body = {"path": str(path), "user": user, "every_polls": every_polls}
         self._call("POST", "/tokens/kubelet", body)
+
+    def revoke_tokens_every(self, every_polls: int) -> None:
+        """Revoke every token issued so far after each ``every_polls`` run polls (istio.py)."""
+        self._call("POST", "/tokens/revoke_every", {"every_polls": every_polls})
+
+    def revocation_stats(self) -> dict[str, Any]:
+        """``revoke_tokens_every``'s ``polls`` seen and ``revocations`` made."""
+        return self._call("GET", "/tokens/revoke_every")
 
     def kubelet_stats(self) -> dict[str, Any]:
         """``rotate_token_file``'s ``polls`` seen and ``rotations`` made."""
