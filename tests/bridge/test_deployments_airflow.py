@@ -114,6 +114,15 @@ def _configure(servers: dict[str, KfpApiStandIn], token_file: Path) -> None:
         server.set_schedule(pending=2, running=2)
         error = ERROR.format(profile=name)
         server.set_schedule("fails-20261128", pending=1, running=1, outcome="FAILED", error=error)
+    # the UI host's failing task has a retry policy: Argo ran it twice, the last log counts
+    servers["ui_proxy"].set_schedule(
+        "fails-20261128",
+        pending=1,
+        running=1,
+        outcome="FAILED",
+        error=ERROR.format(profile="ui_proxy"),
+        retry_attempts=2,
+    )
     servers["argo_gc_no_archive"].set_log_archive(False)
     servers["istio"].set_multi_user(access={SA_USER: ["team-a"]})
     # the kubelet writes the token file now and a successor every 2 run polls, the old
@@ -233,6 +242,7 @@ def test_dags_test_against_each_deployment_profile(tmp_path):
         part = _dag_output(output, dag_id)
         assert f"task greet failed: {ERROR.format(profile=name)}" in part, part[-3000:]
         assert "not available through" not in part and "KFP < 2.0" not in part
+        assert "lost its connection" not in part  # an earlier retry attempt's log
     # No log anywhere: said plainly, naming the task and the host; the outcome stands.
     part = _dag_output(output, "argo_gc_fails_no_archive")
     host = hosts["argo_gc_no_archive"]
