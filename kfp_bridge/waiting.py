@@ -8,7 +8,9 @@ The worker (a non-deferrable task, submit, reattach, ``on_kill``) and the trigge
   state resets it;
 - **transient errors** (``TransientBackendError``: 5xx, timeouts, refused
   connections) are retried after ``retry_base * 2**n`` seconds with a jitter of
-  ``±jitter``; more than ``max_transient_errors`` in a row end the wait;
+  ``±jitter``; more than ``max_transient_errors`` in a row, or a burst of them lasting
+  ``retry_deadline`` seconds, end the call or the wait, with an error that says how
+  many tries over how long;
 - **the cap**: no pause, back-off or jittered retry, ever exceeds ``max_poll_interval``;
 - **recovery**: the first successful poll after transient errors resets the pause to
   ``poll_interval``, so a run that ended during a burst of errors is seen within one
@@ -66,6 +68,9 @@ class WaitPolicy:
         intervals, at most 300 s (never below ``poll_interval``).
     :param backoff_factor: growth of the pause per unchanged poll.
     :param max_transient_errors: consecutive transient errors tolerated per call or wait.
+    :param retry_deadline: seconds a burst of consecutive transient errors may last before
+        the call or wait gives up (``None``: only the count bounds it); no retry pause
+        sleeps past it. With the default count and cap alone a burst could last 50 min.
     :param retry_base: base of the transient-error delay (at most ``poll_interval``).
     :param jitter: each transient-error delay is multiplied by ``1 ± jitter`` (then capped).
     :param timeout: seconds from the run's creation after which the wait times out.
@@ -76,6 +81,7 @@ class WaitPolicy:
     max_poll_interval: float | None = None
     backoff_factor: float = 1.5
     max_transient_errors: int = 10
+    retry_deadline: float | None = 900.0
     retry_base: float = 5.0
     jitter: float = 0.5
     timeout: float | None = None
@@ -88,6 +94,10 @@ class WaitPolicy:
             raise ValueError(f"backoff_factor must be >= 1, got {self.backoff_factor!r}")
         if self.max_transient_errors < 0:
             raise ValueError(f"max_transient_errors must be >= 0, got {self.max_transient_errors}")
+        if self.retry_deadline is not None and not self.retry_deadline > 0:
+            raise ValueError(
+                f"retry_deadline must be positive or None, got {self.retry_deadline!r}"
+            )
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
         if self.timeout is not None and not self.timeout > 0:
@@ -296,14 +306,48 @@ class RunWaiter:
         left = self._left(until)
         return seconds if left is None else max(0.0, min(seconds, left))
 
+    def _burst_spent(self, since: float) -> tuple[float, bool]:
+        """Seconds since a burst of transient errors began; whether ``retry_deadline`` passed."""
+        elapsed = self.clock.now() - since
+        limit = self.policy.retry_deadline
+        return elapsed, limit is not None and elapsed >= limit
+
+    def _retry_until(self, since: float, until: float | None) -> float | None:
+        """The earlier of the wait's deadline and the burst's ``retry_deadline``."""
+        if self.policy.retry_deadline is None:
+            return until
+        burst_end = since + self.policy.retry_deadline
+        return burst_end if until is None else min(until, burst_end)
+
+    def _gave_up(self, what: str, errors: int, elapsed: float, exc: Exception) -> str:
+        limit = self.policy.retry_deadline
+        within = "" if limit is None else f" within {limit:g} s"
+        return (
+            f"{what}: gave up after {errors} tries over {elapsed:.1f} s of transient errors "
+            f"(at most {self.policy.max_transient_errors + 1} tries{within}); last: {exc}"
+        )
+
     def _ride_out(
-        self, exc: TransientBackendError, errors: int, what: str, until: float | None
+        self,
+        exc: TransientBackendError,
+        errors: int,
+        what: str,
+        until: float | None,
+        since: float | None = None,
     ) -> Plan[None]:
-        """Sleep before the next attempt, or re-raise when the budget or the time is spent."""
+        """Sleep before the next attempt, or raise when the budget or the time is spent.
+
+        ``since``: when the burst of errors began (default: now, a first error).
+        """
+        since = self.clock.now() if since is None else since
         left = self._left(until)
-        if errors > self.policy.max_transient_errors or (left is not None and left <= 0):
-            raise exc
-        delay = self._capped(self.policy.retry_delay(errors, self.rng), until)
+        elapsed, spent = self._burst_spent(since)
+        if errors > self.policy.max_transient_errors or spent or (left is not None and left <= 0):
+            # (from None: ``exc`` is in the message, already redacted; no chain to leak)
+            raise TransientBackendError(self._gave_up(what, errors, elapsed, exc)) from None
+        delay = self._capped(
+            self.policy.retry_delay(errors, self.rng), self._retry_until(since, until)
+        )
         self.log.warning(
             "Transient error (%s, %d/%d), retrying in %.1fs: %s",
             what,
@@ -315,13 +359,14 @@ class RunWaiter:
         yield _Sleep(delay)
 
     def _retrying(self, what: str, fn: Callable[[], T], until: float | None) -> Plan[T]:
-        errors = 0
+        errors, since = 0, 0.0
         while True:
             try:
                 return (yield _Call(fn))
             except TransientBackendError as exc:
                 errors += 1
-                yield from self._ride_out(exc, errors, what, until)
+                since = self.clock.now() if errors == 1 else since
+                yield from self._ride_out(exc, errors, what, until, since)
 
     def _call(self, what: str, fn: Callable[[], T]) -> Plan[T]:
         """``fn()``, riding out transient errors within the budget and the deadline."""
@@ -332,13 +377,14 @@ class RunWaiter:
         # The error may hide a run the service did create (response lost): the
         # deterministic name finds it, so riding out the error cannot make a duplicate.
         name = request.display_name
-        errors = 0
+        errors, since = 0, 0.0
         while True:
             try:
                 status = yield _Call(lambda: self.get_backend().submit(request))
             except TransientBackendError as exc:
                 errors += 1
-                yield from self._ride_out(exc, errors, f"submit run {name}", self.deadline)
+                since = self.clock.now() if errors == 1 else since
+                yield from self._ride_out(exc, errors, f"submit run {name}", self.deadline, since)
                 runs = yield from self._retrying(
                     f"find runs named {name}",
                     lambda: self.get_backend().find_runs(name, request.experiment),
@@ -372,7 +418,7 @@ class RunWaiter:
         """
         policy = self.policy
         interval = pause = policy.poll_interval
-        errors = 0
+        errors, since = 0, 0.0
         while True:
             left = self._left(self.deadline)
             if left is not None and left <= 0:
@@ -389,7 +435,9 @@ class RunWaiter:
                 status = yield _Call(lambda: self.get_backend().get_run(run_id))
             except TransientBackendError as exc:
                 errors += 1
-                if errors > policy.max_transient_errors:
+                since = self.clock.now() if errors == 1 else since
+                elapsed, spent = self._burst_spent(since)
+                if errors > policy.max_transient_errors or spent:
                     return RunEvent.from_error(
                         run_id,
                         exc,
@@ -397,9 +445,12 @@ class RunWaiter:
                         run_url=run_url,
                         state=last_state,
                         message=f"gave up on run {run_id} after {errors} consecutive transient "
-                        f"errors; last: {exc}",
+                        f"errors over {elapsed:.1f} s (at most {policy.max_transient_errors} "
+                        f"in a row{_within(policy.retry_deadline)}); last: {exc}",
                     )
-                pause = policy.retry_delay(errors, self.rng)
+                pause = self._capped(
+                    policy.retry_delay(errors, self.rng), self._retry_until(since, None)
+                )
                 self.log.warning(
                     "Transient error reading run %s (%d/%d), retrying in %.1fs: %s",
                     run_id,
@@ -508,3 +559,7 @@ class RunWaiter:
 
 def _name(state: RunState | None) -> str:
     return state.value if state is not None else "unknown"
+
+
+def _within(seconds: float | None) -> str:
+    return "" if seconds is None else f", within {seconds:g} s"

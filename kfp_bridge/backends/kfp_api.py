@@ -179,8 +179,11 @@ class KfpApiBackend(Backend):
         user: str | None = None,
         user_header: str | None = None,
         cookie_session: _ingress_auth.CookieSession | None = None,
+        token_source: str | None = None,
     ) -> None:
         self.host = _endpoint("host", host, scheme=scheme, port=port)
+        # a provider that can renew (``invalidate``): one renewal and retry after a 401
+        self._token_source = token_source or "the connection's token"
         # an ingress login (auth=dex): its cookie on every call, a new login when refused
         self._cookie_session = cookie_session
         self.namespace = namespace or None
@@ -235,6 +238,26 @@ class KfpApiBackend(Backend):
         self._api_client.cookie = cookie or None
         return cookie
 
+    def _token_refused(self, err: ApiException) -> bool:
+        """A 401 to a renewable token: renew it (the caller retries once).
+
+        Safe to retry, a POST too: the API server authenticates before it acts
+        (``resource/resource_manager.go`` ``IsAuthorized`` first in every handler), so a
+        refused request changed nothing. A token can be refused before its stated expiry:
+        revoked (its service account or bound pod deleted, which TokenReview checks,
+        kubernetes ``pkg/serviceaccount/claims.go``) or rotated unseen.
+        """
+        renew = getattr(self._token_provider, "invalidate", None)
+        if err.status != 401 or renew is None:
+            return False
+        log.info(
+            "KFP API at %s refused the token (HTTP 401): renewing it (%s) and retrying once",
+            self.host,
+            self._token_source,
+        )
+        renew()
+        return True
+
     def _session_refused(self, sent: str | None, err: ApiException) -> bool:
         """The ingress wants a new login: renew the session (the caller retries once).
 
@@ -262,7 +285,9 @@ class KfpApiBackend(Backend):
         """Call the generated client and translate every failure into the bridge's errors.
 
         ``run_scoped``: a JSON 404 means "this object does not exist" (``RunNotFoundError``).
-        ``relogin``: with an ingress session, one new login when the ingress refuses it.
+        ``relogin``: with an ingress session, one new login when the ingress refuses it;
+        with a renewable token (service-account token file or TokenRequest), one new
+        token when the API server answers 401.
         """
         kwargs["_request_timeout"] = (self.request_timeout, self.request_timeout)
         try:
@@ -271,6 +296,22 @@ class KfpApiBackend(Backend):
         except ApiException as err:
             if relogin and self._session_refused(sent, err):
                 return self._call(what, fn, *args, run_scoped=run_scoped, relogin=False, **kwargs)
+            if relogin and self._token_refused(err):
+                try:
+                    return self._call(
+                        what, fn, *args, run_scoped=run_scoped, relogin=False, **kwargs
+                    )
+                except AuthError as again:
+                    cause = again.__cause__
+                    if not isinstance(cause, ApiException) or cause.status != 401:
+                        raise
+                    raise AuthError(
+                        f"{what}: KFP API at {self.host} refused a renewed token too (HTTP 401 "
+                        f"twice; the token came from {self._token_source}): "
+                        f"{_server_message(cause)}. The service account's token is revoked, "
+                        "or lacks the audience pipelines.kubeflow.org: check the connection's "
+                        "auth settings."
+                    ) from None
             raise self._map_api_error(what, err, run_scoped) from err
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
             raise TransientBackendError(
@@ -392,13 +433,16 @@ class KfpApiBackend(Backend):
 
         The task's entry in ``run_details.task_details`` is the component's DAG node;
         its children (``child_tasks[].pod_name``) are the executor pods, the last one
-        the latest attempt (``server/api_converter.go`` ``toModelTask``).
+        the latest attempt (``server/api_converter.go`` ``toModelTask``); an Argo retry
+        node among them stands for its attempts, the last one read first
+        (:func:`.argo_pods.pod_nodes`).
         """
         run = self._call(
             f"get run {run_id}", self._runs.run_service_get_run, run_id, run_scoped=True
         )
         details = getattr(getattr(run, "run_details", None), "task_details", None) or []
-        pods = [
+        known = {c.pod_name for d in details for c in d.child_tasks or [] if c.pod_name}
+        children = [
             child.pod_name
             for detail in details
             if detail.display_name == task
@@ -406,7 +450,7 @@ class KfpApiBackend(Backend):
             if child.pod_name
         ]
         unreadable = []
-        for pod in reversed(pods):
+        for pod in argo_pods.pod_nodes(children, known):
             try:
                 tail = self.task_log_tail(run_id, pod)
             except Exception as exc:  # a missing log is no answer about the report

@@ -23,14 +23,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from kfp_bridge.backends import argo_pods
 from kfp_bridge.backends.base import FailedTask
 from kfp_bridge.run_report import PREFIX as REPORT_PREFIX
 
 MAX_LOG_LINES = 50
 MAX_LOG_BYTES = 8 * 1024
 MAX_TASKS = 3  # log tails fetched per failed run
-# Nodes the v2 compiler adds around each component task (backend/src/v2/compiler/argocompiler).
-_STRUCTURAL = ("executor",)
+# Nodes the v2 compiler adds around each component task (backend/src/v2/compiler/argocompiler):
+# the executor pod, or the executor's Argo retry node and its attempts "executor(N)".
+_STRUCTURAL = re.compile(r"executor(\(\d+\))?")
 # The KFP launcher (Go, glog) frames the component's output with lines like
 # "F1127 06:00:09.000000      20 main.go:49] failed to execute component: exit status 1".
 _GLOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w./-]+:\d+\]")
@@ -40,16 +42,20 @@ def failed_tasks(task_details: Iterable[Any]) -> list[FailedTask]:
     """The failed component tasks of a run, in the order the server lists them.
 
     Left out: the workflow's root node (its display name is the workflow name,
-    which every other node id starts with), the ``executor`` pod nodes (their
-    parent is the component task) and driver nodes that did not fail.
+    which every other node id starts with), the ``executor`` pod nodes, retry nodes and
+    attempts (their parent is the component task) and driver nodes that did not fail.
+    A task's pods: its children, a retry node replaced by its attempts, the newest
+    first (:func:`.argo_pods.pod_nodes`).
     """
     details = list(task_details)
-    pods_of = {id(t): tuple(_pod_names(t)) for t in details}
-    all_pods = [p for pods in pods_of.values() for p in pods]
+    children = {id(t): list(_pod_names(t)) for t in details}
+    all_pods = [p for pods in children.values() for p in pods]
+    known = set(all_pods)
+    pods_of = {key: tuple(argo_pods.pod_nodes(ids, known)) for key, ids in children.items()}
     out = []
     for task in details:
         name = getattr(task, "display_name", None) or ""
-        if getattr(task, "state", None) != "FAILED" or not name or name in _STRUCTURAL:
+        if getattr(task, "state", None) != "FAILED" or not name or _STRUCTURAL.fullmatch(name):
             continue
         if all_pods and all(p.startswith(f"{name}-") for p in all_pods):
             continue  # the workflow root

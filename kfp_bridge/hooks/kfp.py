@@ -64,18 +64,29 @@ class KfpConnectionError(KfpBridgeError, ValueError):
     """The ``kfp`` connection is incomplete or has a bad value (names the field)."""
 
 
-def _masking(provider: Callable[[], str]) -> Callable[[], str]:
-    """A token provider whose every new token is registered with the secrets masker."""
-    last: list[str] = []
+class _Masking:
+    """A token provider whose every new token is registered with the secrets masker;
+    ``invalidate`` (renew on the next call) passes through when the provider has it."""
 
-    def provide() -> str:
-        token = provider()
-        if token and token not in last:
+    def __init__(self, provider: Callable[[], str]) -> None:
+        self._provider = provider
+        self._last = ""
+        if hasattr(provider, "invalidate"):
+            self.invalidate = provider.invalidate
+
+    def __repr__(self) -> str:  # never the token
+        return f"_Masking({self._provider!r})"
+
+    def __call__(self) -> str:
+        token = self._provider()
+        if token and token != self._last:
             mask_secret(token)
-            last[:] = [token]
+            self._last = token
         return token
 
-    return provide
+
+def _masking(provider: Callable[[], str]) -> Callable[[], str]:
+    return _Masking(provider)
 
 
 def default_local_state_dir() -> str:
@@ -194,6 +205,13 @@ class KubeflowPipelineHook(BaseHook):
             return self._iap_token_provider()
         return None
 
+    def _token_source(self) -> str | None:
+        """How a renewable token is obtained, for errors: ``auth=... of connection '...'``."""
+        auth = self._choice("auth", AUTH_MODES, "token" if self.connection.password else "none")
+        if auth not in KUBERNETES_AUTH_MODES:
+            return None
+        return f"auth={auth} of connection {self.kfp_conn_id!r}"
+
     def _kubernetes_token_provider(self, auth: str) -> Callable[[], str]:
         """A service-account token for multi-user Kubeflow behind Istio (``hooks.kube_tokens``)."""
         from kfp_bridge.hooks.kube_tokens import token_provider_from_extra
@@ -304,6 +322,7 @@ class KubeflowPipelineHook(BaseHook):
             scheme=conn.schema or None,
             port=conn.port or None,
             token_provider=self._token_provider(),
+            token_source=self._token_source(),
             namespace=self.extra.get("namespace"),
             ui_host=self.extra.get("ui_host"),
             verify_ssl=self._bool("verify_ssl", True),

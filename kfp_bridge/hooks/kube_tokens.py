@@ -106,6 +106,12 @@ class ServiceAccountTokenFile:
                 self.reads += 1
             return self._token
 
+    def invalidate(self) -> None:
+        """Read the file again on the next call, changed or not (the API refused the token:
+        a rotation the file's inode, time and size did not show, or a revoked token)."""
+        with self._lock:
+            self._stamp = None
+
 
 class KubernetesTokenRequest:
     """A service-account token minted with the Kubernetes TokenRequest API, renewed early.

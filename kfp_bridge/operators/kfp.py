@@ -233,6 +233,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param timeout: seconds (or timedelta) from the run's creation; then it is canceled
         and the task fails.
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
+    :param retry_deadline: seconds a burst of consecutive transient API errors may last
+        before the call or the wait gives up (default 900; ``None``: the count alone).
 
     XCom: ``return_value`` = ``{"run_id", "run_url"}``, with ``report_task`` also
     ``"result"`` (the report's fields, or None when it could not be read);
@@ -284,6 +286,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         poll_interval: float = 30.0,
         timeout: float | timedelta | None = None,
         max_transient_errors: int = 10,
+        retry_deadline: float | None = 900.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -319,6 +322,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             poll_interval=float(poll_interval),
             timeout=timeout or None,
             max_transient_errors=max_transient_errors,
+            retry_deadline=None if retry_deadline is None else float(retry_deadline),
         )
         self.kfp_run_id: str | None = None
         self.run_result: dict[str, Any] | None = None  # the report_task's result report

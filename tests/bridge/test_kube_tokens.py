@@ -427,3 +427,66 @@ def test_kfps_own_403_is_not_taken_for_istios(istio_server, make_conn):
     assert ok is False
     assert "HTTP 403 (no access)" in message and f"User '{SA_USER}' is not authorized" in message
     assert "Istio" not in message and "RBAC: access denied" not in message
+
+
+# -- a token refused before its stated expiry: renewed once, then a clear error --------------
+# TokenReview fails a token whose service account or bound pod is gone before its "exp"
+# (kubernetes pkg/serviceaccount/claims.go, Validate); the stand-in's expire_tokens() is that.
+def _run_call_tokens(server) -> list[str | None]:
+    return [r["authorization"] for r in server.requests() if "/runs/" in r["path"]]
+
+
+def test_a_revoked_minted_token_is_minted_again_and_the_call_retried_once(
+    istio_server, kube, make_conn
+):
+    backend = make_conn(host=istio_server.url, extra=token_request_extra()).get_conn()
+    run_id = backend.submit(RunRequest(display_name="revoked", pipeline_spec=SPEC)).run_id
+    assert len(kube.minted) == 1
+    istio_server.expire_tokens()  # revoked long before its hour is up
+    assert backend.get_run(run_id).run_id == run_id
+    assert len(kube.minted) == 2  # one new TokenRequest, not one per call
+    sent = _run_call_tokens(istio_server)
+    assert len(sent) == 2 and sent[0] != sent[1]  # the refused call, then the retry
+
+
+def test_a_token_file_rotated_unseen_is_read_again_after_a_401(istio_server, make_conn, tmp_path):
+    path = tmp_path / "token"
+    first = istio_server.issue_token(SA_USER)
+    write_token(path, first)
+    backend = make_conn(
+        host=istio_server.url,
+        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
+    ).get_conn()
+    run_id = backend.submit(RunRequest(display_name="unseen", pipeline_spec=SPEC)).run_id
+    # the kubelet's new token, written in place with the old size and time: stat sees nothing
+    second = istio_server.issue_token(SA_USER, lifetime=7200)
+    assert len(second) == len(first)
+    before = path.stat()
+    path.write_text(second + "\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    istio_server.expire_tokens(first)
+    assert backend.get_run(run_id).run_id == run_id
+    assert _run_call_tokens(istio_server) == [f"Bearer {first}", f"Bearer {second}"]
+
+
+def test_a_second_401_is_a_permanent_error_naming_the_mode_and_connection(
+    istio_server, make_conn, tmp_path
+):
+    path = tmp_path / "token"
+    token = istio_server.issue_token(SA_USER)
+    write_token(path, token)
+    backend = make_conn(
+        "istio_revoked",
+        host=istio_server.url,
+        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
+    ).get_conn()
+    run_id = backend.submit(RunRequest(display_name="gone", pipeline_spec=SPEC)).run_id
+    istio_server.expire_tokens()  # revoked, and the file keeps it
+    with pytest.raises(AuthError) as raised:
+        backend.get_run(run_id)
+    message = str(raised.value)
+    assert "refused a renewed token too (HTTP 401 twice" in message
+    assert "auth=sa_token_file of connection 'istio_revoked'" in message
+    assert "Review.Status.Authenticated is false" in message
+    assert token not in message and token[:20] not in message
+    assert len(_run_call_tokens(istio_server)) == 2  # renewed and retried once, no more

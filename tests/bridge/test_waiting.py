@@ -138,7 +138,8 @@ def test_more_transient_errors_than_the_budget_end_the_wait():
     event, sleeps, _ = both_faces("wait", policy, reads=[R, *blip(3)])
     assert event.outcome is Outcome.GAVE_UP
     assert event.state is R  # the last state seen
-    assert "after 3 consecutive transient errors; last: HTTP 503 #2" in event.message
+    assert "after 3 consecutive transient errors over 6.0 s" in event.message
+    assert event.message.endswith("; last: HTTP 503 #2")
     assert sleeps == [1.0, 1.0, 2.0, 4.0]
 
 
@@ -182,7 +183,7 @@ def test_jitter_is_within_bounds_and_the_same_on_both_faces_for_the_same_seed():
 
 def test_after_a_long_burst_of_503s_the_first_success_brings_back_the_normal_interval():
     # the operator's defaults: 30 s polls, cap 120 s, 5 s retry base, jitter ±50 %
-    policy = WaitPolicy(poll_interval=30.0, max_transient_errors=40)
+    policy = WaitPolicy(poll_interval=30.0, max_transient_errors=40, retry_deadline=None)
     assert policy.max_poll_interval == 120.0
     burst = 30
     event, sleeps, calls = both_faces(
@@ -392,5 +393,71 @@ def test_a_raised_error_is_redacted_and_loses_a_tainted_cause():
     waiter = RunWaiter(lambda: backend, policy, clock=FakeClock(), redact=_hide)
     with pytest.raises(TransientBackendError) as raised:
         waiter.read("r-1")
-    assert str(raised.value) == "read run r-1: Bearer ***"
+    assert str(raised.value) == (
+        "read run r-1: gave up after 1 tries over 0.0 s of transient errors "
+        "(at most 1 tries within 900 s); last: read run r-1: Bearer ***"
+    )
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+# -- retries bounded in time as well as in count (issue 17) -----------------------------------
+
+
+def test_a_burst_longer_than_retry_deadline_ends_the_wait_saying_how_long():
+    policy = replace(POLICY, max_transient_errors=1000, retry_deadline=10.0)
+    event, sleeps, calls = both_faces("wait", policy, reads=[R, *blip(100)])
+    assert event.outcome is Outcome.GAVE_UP and event.state is R
+    # pauses after the first error: 2, 4, then the cap 4 ... never past the 10 s budget
+    assert sleeps == [1.0, 1.0, 2.0, 4.0, 4.0]
+    assert calls == ["get_run"] * 5  # 4 errors, the last one at 10 s
+    assert "after 4 consecutive transient errors over 10.0 s" in event.message
+    assert "within 10 s" in event.message and event.message.endswith("HTTP 503 #3")
+
+
+def test_calls_give_up_at_the_retry_deadline_naming_tries_and_seconds():
+    backend = ScriptedBackend(reads=blip(100))
+    waiter, clock = _waiter(backend, replace(POLICY, max_transient_errors=1000, retry_deadline=5.0))
+    with pytest.raises(TransientBackendError) as raised:
+        waiter.read("r-1")
+    assert clock.sleeps == [2.0, 3.0]  # 2, then the 3 s left of the 5 s budget
+    assert backend.calls == ["get_run"] * 3
+    message = str(raised.value)
+    assert message.startswith("read run r-1: gave up after 3 tries over 5.0 s")
+    assert "(at most 1001 tries within 5 s); last: HTTP 503 #2" in message
+
+
+def test_the_count_still_bounds_a_short_burst_and_says_so():
+    backend = ScriptedBackend(reads=blip(100))
+    waiter, _ = _waiter(backend, replace(POLICY, max_transient_errors=2))
+    with pytest.raises(TransientBackendError, match=r"gave up after 3 tries over 6.0 s"):
+        waiter.read("r-1")
+    assert backend.calls == ["get_run"] * 3
+
+
+def test_retry_deadline_resets_with_the_first_success():
+    policy = replace(POLICY, max_transient_errors=1000, retry_deadline=5.0)
+    event, _, _ = both_faces("wait", policy, reads=[*blip(2), R, *blip(2), R, S])
+    assert event.outcome is Outcome.SUCCEEDED  # two 6 s bursts would not fit in 5 s together
+
+
+def test_a_stand_in_answering_503_forever_is_given_up_by_tries_not_by_the_clock():
+    """The real client against the stand-in; only the clock is fake (no real sleeps)."""
+    from kfp_bridge.backends.kfp_api import KfpApiBackend
+    from kfp_bridge.testing.kfp_api.server import KfpApiStandIn
+
+    policy = replace(POLICY, max_transient_errors=1000, retry_deadline=12.0)
+    with KfpApiStandIn() as server:
+        server.inject("status", times=-1, status=503, path="/runs/")  # never runs out
+        backend = KfpApiBackend(server.url, request_timeout=2.0)
+        clock = FakeClock()
+        waiter = RunWaiter(lambda: backend, policy, clock=clock)
+        try:
+            with pytest.raises(TransientBackendError) as raised:
+                waiter.read("r-1")
+        finally:
+            backend.close()
+        tries = [r for r in server.requests() if r["method"] == "GET" and "/runs/" in r["path"]]
+    assert clock.sleeps == [2.0, 4.0, 4.0, 2.0]  # capped pauses, the last cut to the budget
+    assert len(tries) == 5
+    assert "gave up after 5 tries over 12.0 s" in str(raised.value)
+    assert "HTTP 503" in str(raised.value)

@@ -606,3 +606,29 @@ def test_task_details_follow_the_pipeline_dag_and_retry_keeps_succeeded_tasks(cl
     (view,) = server.runs()
     assert view["reruns"] == ["predict"]
     assert view["executions"] == {"features": 1, "predict": 2}
+
+
+def test_retry_nodes_reach_kfp_client_as_argo_lists_them(server, client):
+    """A task with a retry policy: ``executor`` is Argo's retry node, whose children are the
+    attempts ``executor(N)``; each node is a task of ``run_details`` (api_converter.go)."""
+    server.set_schedule(retry_attempts=2)
+    run = client.create_run_from_pipeline_package(str(TINY), arguments={}, run_name="retried")
+    for _ in range(10):
+        got = client.get_run(run.run_id)
+        if got.state == "SUCCEEDED":
+            break
+    assert got.state == "SUCCEEDED"
+    details = got.run_details.task_details
+    by_name: dict[str, list] = {}
+    for d in details:
+        by_name.setdefault(d.display_name, []).append(d)
+    [greet] = by_name["greet"]
+    [retry_id] = [c.pod_name for c in greet.child_tasks]
+    # one retry node per task (greet, shout), each with its two attempts
+    retry_nodes = [d for d in by_name["executor"] if len(d.child_tasks or []) == 2]
+    assert len(retry_nodes) == 2
+    assert len(by_name["executor(0)"]) == len(by_name["executor(1)"]) == 2
+    assert all(not d.child_tasks for d in by_name["executor(1)"])  # attempts are pods
+    assert all(d.state == "FAILED" for d in by_name["executor(0)"])  # retried by Argo
+    workflow = retry_id.rsplit("-", 1)[0]
+    assert all(c.pod_name.startswith(f"{workflow}-") for d in retry_nodes for c in d.child_tasks)

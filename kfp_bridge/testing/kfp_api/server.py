@@ -33,6 +33,11 @@ Three more profiles put a deployment's own layer around the API server:
 workflow and pods are deleted; its pod logs come from the log archive only,
 ``_State._collect``).
 
+Node ids are Argo's (``<workflow>-<FNV-32a of the node name>``); with
+``Schedule(retry_attempts=N)`` each task's executor is an Argo retry node whose attempts
+``executor(0)``... are the pods (template ``retry-system-container-impl``), as the v2
+compiler and Argo make them for a task with a retry policy.
+
 Runs move PENDING -> RUNNING -> outcome on a :class:`Schedule` counted in polls
 (``GET /runs/{id}``) or in seconds since creation. Faults are injected per
 request (HTTP status bursts, slow responses, dropped connections); runs can be
@@ -99,6 +104,9 @@ UI_BASE_PATH = "/pipeline"
 # Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
 # container.go: the driver pod and the executor pod "system-container-impl").
 POD_TEMPLATES = {"driver": "system-container-driver", "executor": "system-container-impl"}
+# With a task retry policy the executor template is "retry-system-container-impl" and carries
+# Argo's retryStrategy (container.go addContainerExecutorTemplate, HEAD of 2026-08).
+RETRY_POD_TEMPLATE = "retry-system-container-impl"
 TOKEN_REVIEW_AUDIENCE = "pipelines.kubeflow.org"  # common/const.go DefaultTokenReviewAudience
 
 # google.golang.org/grpc codes, and grpc-gateway's HTTPStatusFromCode.
@@ -215,6 +223,10 @@ class Schedule:
     # After ``POST /runs/{id}:retry`` the rerun ends in this state (a transient failure
     # fails once: Schedule(outcome="FAILED", failed_task="predict") then SUCCEEDED).
     retry_outcome: str = "SUCCEEDED"
+    # Tasks set with ``set_retry``: their executor is an Argo retry node whose attempts
+    # (``executor(0)``, ``executor(1)``, ...) are the pods; every attempt but the last
+    # failed. 0: no retry strategy, the executor is the pod (see ``_State._update_tasks``).
+    retry_attempts: int = 0
 
     def __post_init__(self) -> None:
         if self.unit not in ("polls", "seconds"):
@@ -350,11 +362,39 @@ def _argo_pod_name_v2(workflow: str, template: str, node_id: str) -> str:
     return f"{prefix}-{node_id.rsplit('-', 1)[-1]}"
 
 
+def _fnv32a(data: bytes, h: int = 0x811C9DC5) -> int:
+    """FNV-1a, 32 bits (Go's ``hash/fnv`` ``New32a``), continued from ``h``."""
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _node_id(workflow: str, node_name: str) -> str:
+    """argoproj/argo-workflows ``pkg/apis/workflow/v1alpha1/workflow_types.go``
+    ``Workflow.NodeID``: ``<workflow>-<FNV-32a of the node name>`` in decimal."""
+    return f"{workflow}-{_fnv32a(node_name.encode())}"
+
+
+def _attempt_keys(run: _Run, task: str) -> list[str]:
+    """Node keys of the task's executor attempts (``<task>/executor(N)``), if it retries."""
+    return [f"{task}/executor({n})" for n in range(run.schedule.retry_attempts)]
+
+
 def _pod_templates(run: _Run) -> list[tuple[str, str]]:
-    """(node key, Argo template) of every pod node of the run's tasks."""
-    return [
-        (f"{t}/{kind}", template) for t in run.tasks for kind, template in POD_TEMPLATES.items()
-    ]
+    """(node key, Argo template) of every pod node of the run's tasks.
+
+    A retrying executor is an Argo ``Retry`` node without a pod; its attempts are the pods
+    (``workflow/controller/operator.go`` ``executeTemplate``).
+    """
+    out = []
+    for t in run.tasks:
+        out.append((f"{t}/driver", POD_TEMPLATES["driver"]))
+        attempts = _attempt_keys(run, t)
+        if attempts:
+            out += [(key, RETRY_POD_TEMPLATE) for key in attempts]
+        else:
+            out.append((f"{t}/executor", POD_TEMPLATES["executor"]))
+    return out
 
 
 def _random_suffix(n: int = 5) -> str:
@@ -440,6 +480,8 @@ class _State:
             self.oauth_expires_in = 3600
             self.seq = 0
             self.default_schedule = self.initial_schedule
+            self.kubelet: dict[str, Any] | None = None  # istio.kubelet_tick
+            self.revoker: dict[str, Any] | None = None  # istio.kubelet_tick
             self.dex = dex.DexGate()
             self.iap = iap.IapGate()
             self.log_archive = True  # argo-gc: ARCHIVE_CONFIG_LOG_* set, Argo archiveLogs on
@@ -614,12 +656,20 @@ class _State:
             driver = "SKIPPED" if task_state == "SKIPPED" else "SUCCEEDED"
             node_states |= {f"{task}/driver": driver, f"{task}/dag": task_state}
             node_states[f"{task}/executor"] = task_state
+            attempts = _attempt_keys(run, task)
+            for n, key in enumerate(attempts):  # the earlier attempts failed, Argo retried
+                last = n == len(attempts) - 1
+                node_states[key] = task_state if last or task_state == "SKIPPED" else "FAILED"
         names = {"root": run.workflow}
         children = {"root": [f"{t}/driver" for t in run.tasks]}
         for task in run.tasks:
             names |= {f"{task}/driver": f"{task}-driver", f"{task}/dag": task}
             names[f"{task}/executor"] = "executor"
             children |= {f"{task}/driver": [f"{task}/dag"], f"{task}/dag": [f"{task}/executor"]}
+            # the retry node lists its attempts (node.Children); each attempt is a task too,
+            # displayed as "executor(N)" (the last part of its node name)
+            children[f"{task}/executor"] = _attempt_keys(run, task)
+            names |= {key: key.rsplit("/", 1)[1] for key in _attempt_keys(run, task)}
         out = []
         for key in run.node_ids:
             if key not in node_states:
@@ -639,7 +689,7 @@ class _State:
             if detail.get("state") != new:
                 # a pod that starts, or ends without having been seen running, ran once more
                 ran = new == "RUNNING" or detail.get("state") != "RUNNING"
-                if key.endswith("/executor") and ran:
+                if key.endswith("/executor") and ran:  # (a retry node counts once, as before)
                     task = key.rsplit("/", 1)[0]
                     run.executions[task] = run.executions.get(task, 0) + 1
                 detail["state"] = new
@@ -656,8 +706,13 @@ class _State:
             if key == "root":
                 continue
             task, kind = key.rsplit("/", 1)
-            if kind == "dag":
-                continue
+            if kind == "dag" or (kind == "executor" and _attempt_keys(run, task)):
+                continue  # no pod: a DAG node, or a retry node (its attempts are the pods)
+            attempt = kind.startswith("executor(")
+            if attempt and key != _attempt_keys(run, task)[-1]:
+                kind = "earlier attempt"
+            elif attempt:
+                kind = "executor"
             node = run.node_ids[key]
             if (run.run_id, node) in self.custom_logs:
                 continue
@@ -681,6 +736,13 @@ class _State:
                 lines.append("I1127 06:00:05.000000      20 launcher_v2.go:151] running ...")
             elif kind == "executor" and node_state == "SUCCEEDED":
                 lines.append("I1127 06:00:09.000000      20 launcher_v2.go:178] succeeded")
+            elif kind == "earlier attempt" and failed:
+                lines += [
+                    f"ConnectionError: attempt {key.rsplit('(', 1)[1].rstrip(')')} "
+                    "lost its connection (retried by Argo)",
+                    "F1127 06:00:04.000000      20 main.go:49] failed to execute component: "
+                    "exit status 1",
+                ]
             self.logs[(run.run_id, node)] = "\n".join(lines) + "\n"
 
     # -- experiments -----------------------------------------------------
@@ -1078,11 +1140,22 @@ class _State:
         if schedule.failed_task and schedule.failed_task not in tasks:
             tasks = [schedule.failed_task]  # a pipeline the schedule does not describe
         task = schedule.failed_task or tasks[0]
-        # Argo node ids: <workflow>-<FNV-32a of the node name> (a uint32 in decimal)
+        # Argo node ids: <workflow>-<FNV-32a of the node name> (a uint32 in decimal). Node
+        # names are the DAG task path (the v2 compiler's entrypoint -> "root" DAG -> task
+        # DAG -> "executor", dag.go and container.go); a retry node's attempts are named
+        # "<retry node name>(N)" (argo-workflows workflow/controller/operator.go
+        # executeTemplate: fmt.Sprintf("%s(%d)", retryNodeName, len(node.Children))).
         node_ids = {"root": workflow}
         for t in tasks:
-            for kind in ("driver", "dag", "executor"):
-                node_ids[f"{t}/{kind}"] = f"{workflow}-{secrets.randbelow(2**32)}"
+            names = {
+                "driver": f"{workflow}.root.{t}-driver",
+                "dag": f"{workflow}.root.{t}",
+                "executor": f"{workflow}.root.{t}.executor",
+            }
+            for n in range(schedule.retry_attempts):
+                names[f"executor({n})"] = f"{names['executor']}({n})"
+            for kind, node_name in names.items():
+                node_ids[f"{t}/{kind}"] = _node_id(workflow, node_name)
         run = _Run(
             data=data,
             schedule=schedule,
@@ -1106,6 +1179,7 @@ class _State:
         run = self._run(run_id)  # run_server.go canAccessRun looks the run up first
         self.authorize(req, run.namespace, "get", "runs")
         self._progress(run, poll=True)
+        istio.kubelet_tick(self)  # a token file the kubelet rotates (istio.py)
         return run.data
 
     def list_runs(self, req: _Request) -> dict[str, Any]:
@@ -1783,8 +1857,8 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
         task = body["task"]  # "<task>" (its executor pod) or "<task>-driver"
         if task.endswith("-driver") and task[: -len("-driver")] in run.tasks:
             key = f"{task[: -len('-driver')]}/driver"
-        else:
-            key = f"{task}/executor"
+        else:  # a retrying task's executor pod: its last attempt
+            key = [f"{task}/executor", *_attempt_keys(run, task)][-1]
         node = run.node_ids.get(key, task)
         state.logs[(run.run_id, node)] = body["text"]
         state.custom_logs.add((run.run_id, node))
@@ -2148,6 +2222,24 @@ class _Controls:
         """A token minted elsewhere (the Kubernetes stand-in's TokenRequest) is reviewable."""
         body = {"token": token, "user": user, "audiences": audiences, "expires_at": expires_at}
         self._call("POST", "/tokens/register", body)
+
+    def rotate_token_file(self, path: str | Path, user: str, every_polls: int = 2) -> None:
+        """Play the kubelet for a projected token file: write a token for ``user`` now, and
+        after every ``every_polls`` run polls write its successor and expire it (istio.py)."""
+        body = {"path": str(path), "user": user, "every_polls": every_polls}
+        self._call("POST", "/tokens/kubelet", body)
+
+    def revoke_tokens_every(self, every_polls: int) -> None:
+        """Revoke every token issued so far after each ``every_polls`` run polls (istio.py)."""
+        self._call("POST", "/tokens/revoke_every", {"every_polls": every_polls})
+
+    def revocation_stats(self) -> dict[str, Any]:
+        """``revoke_tokens_every``'s ``polls`` seen and ``revocations`` made."""
+        return self._call("GET", "/tokens/revoke_every")
+
+    def kubelet_stats(self) -> dict[str, Any]:
+        """``rotate_token_file``'s ``polls`` seen and ``rotations`` made."""
+        return self._call("GET", "/tokens/kubelet")
 
     def expire_tokens(self, token: str | None = None) -> None:
         """``token`` (default: every issued token) has expired: its review fails (401)."""
