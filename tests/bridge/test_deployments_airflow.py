@@ -27,6 +27,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from kfp_bridge.testing.kfp_api import iap
 from kfp_bridge.testing.kfp_api.server import (
     KfpApiStandIn,
@@ -163,6 +165,7 @@ def _connections(servers: dict[str, KfpApiStandIn], token_file: Path) -> dict[st
     return out
 
 
+@pytest.mark.e2e  # one real Airflow process runs ten DAGs
 def test_dags_test_against_each_deployment_profile(tmp_path):
     dags, home = tmp_path / "dags", tmp_path / "home"
     dags.mkdir()

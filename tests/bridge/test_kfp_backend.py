@@ -714,13 +714,44 @@ def test_a_500_naming_bad_input_is_permanent(kfp_server, kfp_backend, tiny_spec)
     assert kfp_server.runs() == []
 
 
+# The messages as the API server builds them (Go format strings filled in; file at 2.14.0).
 @pytest.mark.parametrize(
     "message",
     [
-        "Failed to create a new run: InternalServerError: Failed to convert a API run to its "
-        "internal representation: Invalid input error: Run name cannot be empty",
-        "Failed to create a run: InternalServerError: Namespace cannot be empty",
-        "Failed to create an experiment: InternalServerError: Experiment name is too long",
+        # server/api_converter.go: an empty display name (the 400 check is never reached)
+        "CreateJob(job.ToV2())Failed to create a run due to conversion error: "
+        "InternalServerError: Failed to convert a API run detail to its internal "
+        "representation: Invalid input error: Run name cannot be empty",
+        # resource/resource_manager.go: CreateRun without a spec or a version
+        "Failed to create a new run: InternalServerError: Failed to create a run due to error "
+        "fetching manifest: Invalid input error: Failed to fetch a template with an empty "
+        "pipeline spec manifest",
+        # ... with an inline spec that is no pipeline spec (template/template.go)
+        "Failed to create a new run: InternalServerError: Failed to create a run due to error "
+        "fetching manifest: Failed to fetch a template with an invalid pipeline spec manifest: "
+        "InvalidInputError: unknown template format: pipeline spec is invalid",
+        # ... with a pipeline version that does not exist (storage/pipeline_store.go): a 500
+        "Failed to create a new run: InternalServerError: Failed to create a run due to error "
+        "fetching manifest: Failed to fetch a template due to error retrieving pipeline "
+        "version: Failed to fetch a pipeline version and its manifest from pipeline version "
+        "v-1: Failed to get a pipeline version with id v-1: ResourceNotFoundError: "
+        "PipelineVersion v-1 not found",
+        # storage/experiment_store.go up to 2.14: MySQL strict mode
+        "Failed to create a experiment: InternalServerError: Failed to add experiment to "
+        "experiment table: Error 1406 (22001): Data too long for column 'Name' at row 1",
+        # validation/length.go from 2.15
+        "[ExperimentServer]: Failed to create a experiment due to conversion error: "
+        "InternalServerError: Failed to convert API experiment to model experiment: Invalid "
+        "input error: Experiment.Name length cannot exceed 128",
+        # template/v2_template.go: the compiler refuses the spec (ToGRPCError's default)
+        "Internal error: unsupported platform spec\nFailed to compile job",
+        # resource/resource_manager.go: Argo's validation
+        "Failed to create a new run: InternalServerError: Failed to validate workflow for (): "
+        "templates.entrypoint tasks.root name is invalid",
+        # resource/resource_manager.go, multi-user: a legacy experiment without a namespace
+        "Failed to create a new run: InternalServerError: Failed to fetch a namespace for "
+        "experiment e-1 in multi-user mode: NotFoundError: Experiment's namespace was not "
+        "found: Namespace is empty",
     ],
 )
 def test_500s_by_message_fail_at_once(kfp_server, kfp_backend, tiny_spec, message):
@@ -731,11 +762,17 @@ def test_500s_by_message_fail_at_once(kfp_server, kfp_backend, tiny_spec, messag
     assert message in str(raised.value)
 
 
-def test_a_plain_500_stays_transient(kfp_server, kfp_backend, tiny_spec):
-    kfp_server.inject(
-        "status", status=500, message="Failed to create a new run: connection reset",
-        method="POST", path="/runs$",
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Failed to create a new run: connection reset",
+        # resource/resource_manager.go wraps Kubernetes' own errors, transient ones too
+        "Failed to create a new run: InternalServerError: Failed to create a workflow for (): "
+        "etcdserver: request timed out",
+    ],
+)
+def test_a_plain_500_stays_transient(kfp_server, kfp_backend, tiny_spec, message):
+    kfp_server.inject("status", status=500, message=message, method="POST", path="/runs$")
     with pytest.raises(TransientBackendError):
         kfp_backend.submit(request_for(tiny_spec))
 

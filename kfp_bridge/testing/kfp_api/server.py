@@ -1102,10 +1102,13 @@ class _State:
                     "pipeline spec manifest",
                 )
             if _spec_root(spec) is None:
+                # template/template.go: a manifest that is neither a v1 workflow nor a v2 spec
                 raise ApiError(
                     500,
                     f"{what}: InternalServerError: Failed to create a run due to error fetching "
-                    "manifest: Failed to fetch a template with an invalid pipeline spec manifest",
+                    "manifest: Failed to fetch a template with an invalid pipeline spec "
+                    "manifest: InvalidInputError: unknown template format: pipeline spec is "
+                    "invalid",
                 )
             spec_for_tasks = spec
         now = time.time()
