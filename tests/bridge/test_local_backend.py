@@ -15,7 +15,6 @@ import pytest
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
-from kfp_bridge.failures import parse_failure
 from tests.bridge._helpers import (
     PIPELINE_PYTHON,
     process_group_alive,
@@ -84,12 +83,14 @@ def test_component_failure_surfaces_the_component_error(backend):
 
 
 @pytest.mark.parametrize("kind", ["permanent", "retryable"])
-def test_the_component_verdict_reaches_the_run_error(backend, kind):
-    """The marker line the component prints before its traceback is in the run's error."""
+def test_the_component_verdict_reaches_the_run_status_as_data(backend, kind):
+    """The report the component prints before its traceback is parsed from the failed
+    task's own output and handed on as ``failure``, with the task in ``failed_tasks``."""
     status = backend.submit(tiny_request(f"verdict-{kind}", failure=kind))
     final = wait_terminal(backend, status.run_id)
     assert final.state is RunState.FAILED
-    failure = parse_failure(final.error)
+    assert [t.name for t in final.failed_tasks] == ["greet"]
+    failure = final.failure
     assert failure is not None
     assert (failure.permanent, failure.error_type) == (kind == "permanent", "BadGreetingError")
     assert (failure.input, failure.message) == ("message", "cannot greet 'hello'")
