@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import suppress
 from pathlib import Path
@@ -135,6 +136,13 @@ def _stop_strays(pgid: int, only_orphans: bool) -> list[int]:
     return killed
 
 
+def _wait_alone(pgid: int, within: float = 5.0) -> None:
+    """Until this runner is the last live process of its group (SIGKILL takes a moment)."""
+    deadline = time.monotonic() + within
+    while set(procfs.group_members(pgid)) - {os.getpid()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _watch_for_orphans(stop: threading.Event) -> None:
     pgid = os.getpgrp()
     while not stop.wait(ORPHAN_CHECK_SECONDS):
@@ -186,6 +194,10 @@ def main(run_dir_arg: str) -> int:
         except OSError:
             log_text = ""
         error = failing_task_error(log_text, summary)
+        stop_watching.set()
+        # Nothing of this run may go on (and publish) behind the report: stop it first.
+        _stop_strays(os.getpgrp(), only_orphans=False)
+        _wait_alone(os.getpgrp())
         # the failed task by name (data): the backend reads its output for the verdict
         _transition(
             run_dir,
@@ -194,9 +206,6 @@ def main(run_dir_arg: str) -> int:
             failed_task=failing_task(log_text),
             finished_at=files.utcnow(),
         )
-        stop_watching.set()
-        # Reported failed: nothing of this run may go on (and publish) behind that report.
-        _stop_strays(os.getpgrp(), only_orphans=False)
         print(f"[kfp-bridge local runner] run FAILED {files.utcnow()}", flush=True)
         return 1
     _transition(run_dir, "SUCCEEDED", finished_at=files.utcnow())

@@ -6,7 +6,8 @@ about a run lives under ``state_dir/<run_id>/``:
 
 - ``request.json``  what to run (display name, experiment, parameters, ...)
 - ``pipeline.yaml`` the compiled pipeline as submitted (a copy)
-- ``state.json``    the run state, replaced atomically under ``state.lock``
+- ``state.json``    the run state, replaced atomically under ``state.lock`` (taken by
+                    the backend and the runner only)
 - ``pid``           runner pid and start time (guards against pid reuse)
 - ``runner.log``    runner and component output
 - ``outputs/``      the pipeline root (artifacts), unless the request names a local
@@ -15,6 +16,11 @@ about a run lives under ``state_dir/<run_id>/``:
 
 So submit / get_run / find_runs / cancel work from any process on the machine,
 e.g. a retry of the Airflow task reattaches to a run a dead worker started.
+
+An end (FAILED, CANCELED) is written to ``state.json`` only once the run's process
+group is gone, by the runner and by the backend alike: a step that checks ``state.json``
+and then publishes (``os.replace``) cannot publish after its run was reported ended,
+without taking any lock of ours.
 
 The run URL is the run's page on the Airflow api-server (``run_page``, served by
 the project's plugin; see ``kfp_bridge.ui``): Airflow's UI draws only http(s)
@@ -64,6 +70,7 @@ RUNNER_SCRIPT = Path(__file__).with_name("_local_runner.py")
 # A runner that has not written its pid this long after submit is considered lost.
 START_GRACE_SECONDS = 60.0
 CANCEL_GRACE_SECONDS = 5.0
+KILL_WAIT_SECONDS = 5.0  # SIGKILLed processes are gone well within this
 _AIRFLOW_SIDE_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
 # Airflow's own settings and secrets (AIRFLOW_CONN_* tokens, AIRFLOW_VAR_*, AIRFLOW__*
 # DB URL and keys, _AIRFLOW_* internals): components run pipeline code and must not see them.
@@ -364,12 +371,12 @@ class LocalBackend(Backend):
             reason = self._dead_runner(run_dir, state)
             if reason is None:
                 return
+            if pid_info:  # leftover component processes of the dead runner's group, first:
+                # once the end is written down, nothing of the run may still publish
+                self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
             final = "CANCELED" if current == "CANCELING" else "FAILED"
             state.update(state=final, error=reason, finished_at=utcnow())
             write_state(run_dir, state)
-            if pid_info and final == "FAILED":
-                # leftover component processes of the dead runner's group
-                self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
 
     def _failure(self, run_dir: Path, task: str) -> Failure | None:
         """The failed task's verdict, from its own output in the runner log."""
@@ -419,6 +426,9 @@ class LocalBackend(Backend):
         if cls._group_is_ours(pid, start_time):
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + KILL_WAIT_SECONDS  # gone before the end is recorded
+            while group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     @staticmethod
     def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:

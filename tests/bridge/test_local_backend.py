@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kfp_bridge.backends import _local_files
+from kfp_bridge.backends import local as local_module
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
@@ -242,6 +245,33 @@ def test_reused_runner_pid_is_a_dead_runner_and_never_signalled(backend, state_d
     assert backend.get_run(canceled_id).state is RunState.CANCELED
     time.sleep(0.2)  # give a wrongly sent signal time to land
     assert stranger.poll() is None  # the unrelated process got no SIGTERM/SIGKILL
+
+
+def test_a_dead_runners_end_is_written_only_once_its_processes_are_gone(
+    backend, state_dir, monkeypatch
+):
+    """A step checks state.json without a lock, then publishes: so when the end is written,
+    no process of the run may be left to publish behind it."""
+    group = subprocess.Popen(["sh", "-c", "sleep 300 & exit 0"], start_new_session=True)
+    group.wait()  # the "runner" (group leader) is gone, a "step" of its group lives on
+    assert process_group_alive(group.pid)
+    pid_info = {"pid": group.pid, "start_time": "1"}
+    run_id = _fake_live_run(state_dir, "ends-after-its-processes", pid_info)
+    written = []
+
+    def write_state(run_dir, state):
+        written.append((state["state"], process_group_alive(group.pid)))
+        _local_files.write_state(run_dir, state)
+
+    monkeypatch.setattr(local_module, "write_state", write_state)
+    try:
+        assert backend.read_run(run_id).state is RunState.FAILED  # inferred, not written
+        assert written == [] and process_group_alive(group.pid)
+        assert backend.get_run(run_id).state is RunState.FAILED  # the poll writes it down
+        assert written == [("FAILED", False)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)
 
 
 def test_find_runs_skips_run_dirs_being_written(backend, state_dir, succeeded_run):
