@@ -464,20 +464,9 @@ class RunWaiter:
         """:meth:`submit_async`, in the worker."""
         return _run_blocking(lambda: self.submit_async(request))
 
-    def wait(
-        self,
-        run_id: str,
-        *,
-        run_name: str | None = None,
-        run_url: str | None = None,
-        last_state: RunState | None = None,
-    ) -> RunEvent:
-        """:meth:`wait_async`, in the worker."""
-        return _run_blocking(
-            lambda: self.wait_async(
-                run_id, run_name=run_name, run_url=run_url, last_state=last_state
-            )
-        )
+    def wait(self, run_id: str, **names: Any) -> RunEvent:
+        """:meth:`wait_async` (same keyword arguments), in the worker."""
+        return _run_blocking(lambda: self.wait_async(run_id, **names))
 
     def settle(self, status: RunStatus, within: float) -> RunStatus:
         """:meth:`settle_async`, in the worker."""
