@@ -417,7 +417,7 @@ def test_a_worker_wait_started_inside_a_running_event_loop_still_runs_to_its_end
     """``on_kill`` can interrupt a wait of the same worker (a signal handler): its cancel
     then starts while that wait's loop runs, where ``asyncio.run`` alone is refused."""
     backend = ScriptedBackend(reads=[R, CANCELED], cancels=[None])
-    waiter, clock = _waiter(backend)
+    waiter, _ = _waiter(backend)
 
     async def interrupted_wait():
         return waiter.cancel("r-1", reason="Task killed")
