@@ -42,6 +42,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kfp_bridge.backends import _procfs as procfs
+from kfp_bridge.backends._kfp_local_log import strip_ansi, task_started
+
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = REPO / ".venv" / "bin" / "airflow"
 PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
@@ -54,7 +57,6 @@ TITLES = {
     "ours": "ours (Airflow + kfp-bridge)",
 }
 RETRY_DELAY_SECONDS = 1  # both sides: ours via the DAG's env, KFP-only via set_retry backoff
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # -- measuring one run: wall time, processes, CPU ------------------------------------------
@@ -63,17 +65,14 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _process_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (parent pid, start time, CPU ticks used so far), from /proc."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(name)] = (int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12]))
-    return table
+    return {
+        pid: (
+            int(fields[procfs.PARENT]),
+            int(fields[procfs.START_TIME]),
+            int(fields[procfs.USER_TICKS]) + int(fields[procfs.SYSTEM_TICKS]),
+        )
+        for pid, fields in procfs.processes()
+    }
 
 
 def _command(pid: int) -> str:
@@ -388,12 +387,12 @@ class Comparison:
             cmd, env = [*args, "--scheduled-time", utc], self._base_env()
         run = Run(way, label, date.isoformat(), " ".join(Path(c).name for c in cmd[:3]) + " ...")
         measured = self._record(run, cmd, env)
-        log = _ANSI.sub("", Path(measured.log).read_text(errors="replace"))
+        log = strip_ansi(Path(measured.log).read_text(errors="replace"))
         result = next(
             (json.loads(ln) for ln in reversed(log.splitlines()) if ln.startswith("{")), {}
         )
         run.state = result.get("state") or f"exit {measured.returncode}"
-        run.attempts = max(log.count("Executing task 'features'"), 0)
+        run.attempts = sum(task_started(ln) == "features" for ln in log.splitlines())
 
     def _ours(self, label: str, date: dt.date) -> None:
         logical = f"{date.isoformat()}T06:00:00+09:00"

@@ -8,20 +8,22 @@ the failure is permanent::
       "error": "DigestMismatchError", "input": "input_digest", "message": "..."}
 
 Permanent means bad input that fails the same way on every try: a digest mismatch,
-a corrupt file, a missing table or column, an impossible parameter value. The
-bridge reads the report from the run's error text, which each backend fills with
-what the service lets it read:
-**local**, the component's output in the run's ``runner.log``; **KFP**, the tail
-of the failed task's pod log; **Vertex**, the job's and failed tasks' error
-messages, which carry the container's exit status ("exited with a non-zero status
-of 65") rather than its output. Neither report nor that status: retryable, the
-safe default (Airflow's retries apply).
+a corrupt file, a missing table or column, an impossible parameter value. Each
+backend parses the report once, where it reads what the service lets it read, and
+hands it on as data (``RunStatus.failure``, then ``RunEvent.failure`` in the
+trigger's event): **local**, the failed task's output in the run's ``runner.log``;
+**KFP**, the tail of the failed task's pod log; **Vertex**, the job's and failed
+tasks' error messages, which carry the container's exit status ("exited with a
+non-zero status of 65") rather than its output. Neither report nor that status:
+retryable, the safe default (Airflow's retries apply).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from kfp_bridge.run_report import last_report
 
@@ -43,6 +45,30 @@ class Failure:
     message: str  # names the bad input
     input: str | None = None  # the parameter or source at fault, when the component knows
     step: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON (a trigger event carries it)."""
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any] | None) -> Failure | None:
+        """The failure :meth:`to_payload` gave; ``None`` for none; ``ValueError`` when foreign."""
+        if payload is None:
+            return None
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("permanent"), bool):
+            raise ValueError(f"not a failure: {payload!r}")
+
+        def text(key: str) -> str | None:
+            value = payload.get(key)
+            return None if value is None else str(value)
+
+        return cls(
+            permanent=payload["permanent"],
+            error_type=text("error_type") or "Error",
+            message=text("message") or "",
+            input=text("input"),
+            step=text("step"),
+        )
 
 
 def parse_failure(text: str | None) -> Failure | None:

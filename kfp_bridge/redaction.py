@@ -15,13 +15,16 @@ reads the Slack connection, yet a service may echo that webhook too. So text is
 also stripped of shapes that are secrets whoever owns them (:data:`SECRET_SHAPES`:
 Slack webhook paths and tokens, Google access tokens and API keys, JWTs,
 ``Authorization:``/``Cookie:`` values, ``password=``, ``user:password@``).
+
+Airflow's masker is reached through its public ``airflow.sdk.log.redact`` (the
+module providers use for ``mask_secret``), here and nowhere else in the package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -66,11 +69,43 @@ def airflow_redact(text: str) -> str:
     return redact_shapes(redacted if isinstance(redacted, str) else text)
 
 
+def redact_data(value: Any) -> Any:
+    """JSON-like data (a trigger event, run parameters) through Airflow's public ``redact``.
+
+    Values under secret-looking keys (``password``, ``token``, ...) are hidden, as
+    Airflow's REST API hides them; every string in it is then stripped of registered
+    secrets and secret shapes (:func:`airflow_redact`).
+    """
+    from airflow.sdk.log import redact
+
+    return _strings(redact(value), redact_shapes)
+
+
+def _strings(value: Any, redact: Redact) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _strings(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strings(v, redact) for v in value]
+    return value
+
+
 def redact_outcome(value: Any, redact: Redact) -> Any:
     """A backend call's result with the service's text redacted (run statuses, messages)."""
     if isinstance(value, RunStatus):
         if value.error:
-            return dataclasses.replace(value, error=redact(value.error))
+            value = dataclasses.replace(value, error=redact(value.error))
+        if value.failure:
+            failure = value.failure
+            value = dataclasses.replace(
+                value,
+                failure=dataclasses.replace(
+                    failure,
+                    message=redact(failure.message),
+                    input=redact(failure.input) if failure.input else failure.input,
+                ),
+            )
         return value
     if isinstance(value, list):
         return [redact_outcome(item, redact) for item in value]

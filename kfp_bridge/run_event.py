@@ -1,7 +1,7 @@
 """How a wait on a run ended: the value the trigger sends and the operator concludes from.
 
 The trigger fires one ``TriggerEvent`` whose payload is ``RunEvent.to_payload()``
-(plain strings, so Airflow can store it as ``next_kwargs``); the operator reads it
+(plain JSON, so Airflow can store it as ``next_kwargs``); the operator reads it
 back with ``RunEvent.from_payload``. The worker-side wait returns the same value,
 so both paths end the task through one function (``KubeflowPipelineRunOperator._conclude``).
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.exceptions import AuthError, RunNotFoundError, TransientBackendError
+from kfp_bridge.failures import Failure
 
 
 class Outcome(str, enum.Enum):
@@ -34,8 +35,10 @@ class RunEvent:
     """The end of a wait on one run.
 
     ``state`` is the run's last known state (None when it was never read);
-    ``message`` is the run's own error (FAILED) or the error that ended the wait;
-    ``failed_tasks`` names the pipeline tasks that failed (data, for the try history).
+    ``message`` is the run's own error (FAILED) or the error that ended the wait,
+    text for people; ``failed_tasks`` names the pipeline tasks that failed (data, for
+    the try history) and ``failure`` is what the failing component said (data: the
+    operator decides from it whether another try can help).
     """
 
     outcome: Outcome
@@ -45,6 +48,7 @@ class RunEvent:
     state: RunState | None = None
     message: str | None = None
     failed_tasks: tuple[str, ...] = ()
+    failure: Failure | None = None
 
     @classmethod
     def ended(cls, status: RunStatus) -> RunEvent:
@@ -59,6 +63,7 @@ class RunEvent:
             state=status.state,
             message=None if status.state.is_success else status.error,
             failed_tasks=tuple(t.name for t in status.failed_tasks),
+            failure=None if status.state.is_success else status.failure,
         )
 
     @classmethod
@@ -93,6 +98,7 @@ class RunEvent:
             "state": self.state.value if self.state else None,
             "message": self.message,
             "failed_tasks": list(self.failed_tasks),
+            "failure": self.failure.to_payload() if self.failure else None,
         }
 
     @classmethod
@@ -110,6 +116,7 @@ class RunEvent:
                 state=RunState(state) if state else None,
                 message=payload.get("message"),
                 failed_tasks=tuple(str(t) for t in payload.get("failed_tasks") or ()),
+                failure=Failure.from_payload(payload.get("failure")),
             )
         except (KeyError, ValueError, TypeError) as exc:
             keys = ", ".join(sorted(map(str, payload)))

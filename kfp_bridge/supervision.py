@@ -10,6 +10,7 @@ process at once, touching nothing (no cancel: the retry owns the run now).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -41,7 +42,7 @@ class SupervisedClock(Clock):
     def supervisor_gone(self) -> bool:
         return self._getppid() != self.parent
 
-    def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while True:
             if self.supervisor_gone():
@@ -55,4 +56,4 @@ class SupervisedClock(Clock):
             left = end - time.monotonic()
             if left <= 0:
                 return
-            time.sleep(min(left, CHECK_SECONDS))
+            await asyncio.sleep(min(left, CHECK_SECONDS))

@@ -1,4 +1,4 @@
-"""Waiting on a pipeline run: one policy, written once, with a sync and an async face.
+"""Waiting on a pipeline run: one policy, written once as async code.
 
 The worker (a non-deferrable task, submit, reattach, ``on_kill``) and the triggerer
 (a deferred task) wait by the same rules:
@@ -22,22 +22,23 @@ The worker (a non-deferrable task, submit, reattach, ``on_kill``) and the trigge
   cancel), ask the service to cancel it (transient errors retried), then poll
   until it has left the active states, all within ``cancel_within`` seconds.
 
-The rules are generators that only *describe* their I/O (``_Sleep``, ``_Call``)
-and receive the results; :class:`RunWaiter` runs them with ``time.sleep`` and
-direct calls (:meth:`~RunWaiter.wait`, :meth:`~RunWaiter.cancel`) or with
-``asyncio.sleep`` and ``asyncio.to_thread`` (:meth:`~RunWaiter.wait_async`,
-:meth:`~RunWaiter.cancel_async`), so the two faces cannot drift apart.
+The rules are written once, as coroutines of :class:`RunWaiter`
+(:meth:`~RunWaiter.wait_async`, :meth:`~RunWaiter.cancel_async`, ...). The triggerer
+awaits them, backend calls in a thread; the worker runs the same coroutines with
+``asyncio.run`` (:meth:`~RunWaiter.wait`, :meth:`~RunWaiter.cancel`, ...), backend
+calls in place. One implementation, so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
-import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -165,84 +166,48 @@ class Clock:
     def now(self) -> float:
         return time.time()
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    async def sleep_async(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-@dataclass(frozen=True)
-class _Sleep:
-    seconds: float
+# Set while a worker runs a wait with ``asyncio.run``: backend calls are made in place
+# (the loop is the worker's own) instead of in a thread, as the triggerer must.
+_CALL_IN_PLACE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "kfp_bridge_call_in_place", default=False
+)
 
 
-@dataclass(frozen=True)
-class _Call:
-    fn: Callable[[], Any]
+def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a wait to its end from synchronous code (the worker).
 
-
-Plan = Generator[_Sleep | _Call, Any, T]
-
-
-class _Feed:
-    """Steps a plan, handing it the outcome (value or exception) of its last call.
-
-    Every outcome is redacted on its way in (:mod:`kfp_bridge.redaction`): what the
-    plans log, return or raise never holds a secret the service echoed.
+    From inside a running event loop (``on_kill``, a signal handler that interrupts a
+    wait of this same worker) ``asyncio.run`` is refused: the coroutine then runs on its
+    own loop in a helper thread, and this thread blocks until it ends.
     """
 
-    def __init__(self, plan: Plan[Any], redact: Redact | None) -> None:
-        self.plan = plan
-        self.redact = redact
-        self.value: Any = None
-        self._result: Any = None
-        self._error: BaseException | None = None
+    def run() -> T:
+        _CALL_IN_PLACE.set(True)
+        return asyncio.run(make())
 
-    def next_step(self) -> _Sleep | _Call | None:
-        """The plan's next step; None once it returned (its value is then ``self.value``)."""
-        result, error, self._result, self._error = self._result, self._error, None, None
-        try:
-            return self.plan.throw(error) if error is not None else self.plan.send(result)
-        except StopIteration as done:
-            self.value = done.value
-            return None
-
-    def give(self, result: Any) -> None:
-        self._result = redact_outcome(result, self.redact) if self.redact else result
-
-    def fail(self, error: BaseException) -> None:
-        self._error = redact_error(error, self.redact) if self.redact else error
-
-
-def _sync_face(plan: Callable[..., Plan[T]]) -> Callable[..., T]:
-    """The plan method run with ``time.sleep`` and direct calls (the worker's face)."""
-
-    @functools.wraps(plan)
-    def face(self: RunWaiter, *args: Any, **kwargs: Any) -> T:
-        return self._run(plan(self, *args, **kwargs))
-
-    return face
-
-
-def _async_face(plan: Callable[..., Plan[T]]) -> Callable[..., Awaitable[T]]:
-    """The plan method run with ``asyncio.sleep`` and calls in a thread (the triggerer's face)."""
-
-    @functools.wraps(plan)
-    async def face(self: RunWaiter, *args: Any, **kwargs: Any) -> T:
-        return await self._run_async(plan(self, *args, **kwargs))
-
-    return face
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return contextvars.copy_context().run(run)
+    with ThreadPoolExecutor(1, thread_name_prefix="kfp-bridge-wait") as pool:
+        return pool.submit(contextvars.copy_context().run, run).result()
 
 
 class RunWaiter:
     """The waits on one backend under one policy.
 
-    Faces (same arguments as the plan each runs): ``call``, ``read``, ``submit``,
-    ``wait``/``wait_async``, ``settle``, ``cancel``/``cancel_async``.
+    Each rule is one coroutine (``call_async``, ``wait_async``, ``cancel_async``, ...):
+    the triggerer awaits it, its backend calls in a thread; the worker runs it to the
+    end with ``asyncio.run`` through the synchronous method of the same name
+    (``call``, ``read``, ``submit``, ``wait``, ``settle``, ``cancel``), its backend
+    calls in place.
 
     :param get_backend: returns the backend; called inside each I/O step (in a
-        thread on the async face), so a connection lookup never blocks an event loop.
+        thread in the triggerer), so a connection lookup never blocks an event loop.
     :param policy: the rules.
     :param deadline: Unix time after which waits time out and retries stop (None: no limit).
     :param log: where to log (the operator's or trigger's logger).
@@ -271,33 +236,26 @@ class RunWaiter:
         self.clock = clock or Clock()
         self.rng = rng
 
-    # -- drivers -----------------------------------------------------------------------------
+    # -- I/O: the one place a backend is called and time passes ---------------------------
 
-    def _run(self, plan: Plan[T]) -> T:
-        feed = _Feed(plan, self.redact)
-        while (step := feed.next_step()) is not None:
-            if isinstance(step, _Sleep):
-                self.clock.sleep(step.seconds)
-                continue
-            try:
-                feed.give(step.fn())
-            except Exception as exc:
-                feed.fail(exc)
-        return feed.value
+    async def _io(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (in a thread unless the worker runs this wait); its outcome redacted.
 
-    async def _run_async(self, plan: Plan[T]) -> T:
-        feed = _Feed(plan, self.redact)
-        while (step := feed.next_step()) is not None:
-            if isinstance(step, _Sleep):
-                await self.clock.sleep_async(step.seconds)
-                continue
-            try:
-                feed.give(await asyncio.to_thread(step.fn))
-            except Exception as exc:
-                feed.fail(exc)
-        return feed.value
+        Every outcome is redacted on its way in (:mod:`kfp_bridge.redaction`): what the
+        rules log, return or raise never holds a secret the service echoed.
+        """
+        try:
+            result = fn() if _CALL_IN_PLACE.get() else await asyncio.to_thread(fn)
+        except Exception as exc:
+            if self.redact:
+                redact_error(exc, self.redact)
+            raise
+        return redact_outcome(result, self.redact) if self.redact else result
 
-    # -- the rules, as plans -----------------------------------------------------------------
+    async def _sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+
+    # -- the rules -------------------------------------------------------------------------------
 
     def _left(self, until: float | None) -> float | None:
         return None if until is None else until - self.clock.now()
@@ -327,14 +285,14 @@ class RunWaiter:
             f"(at most {self.policy.max_transient_errors + 1} tries{within}); last: {exc}"
         )
 
-    def _ride_out(
+    async def _ride_out(
         self,
         exc: TransientBackendError,
         errors: int,
         what: str,
         until: float | None,
         since: float | None = None,
-    ) -> Plan[None]:
+    ) -> None:
         """Sleep before the next attempt, or raise when the budget or the time is spent.
 
         ``since``: when the burst of errors began (default: now, a first error).
@@ -356,23 +314,23 @@ class RunWaiter:
             delay,
             exc,
         )
-        yield _Sleep(delay)
+        await self._sleep(delay)
 
-    def _retrying(self, what: str, fn: Callable[[], T], until: float | None) -> Plan[T]:
+    async def _retrying(self, what: str, fn: Callable[[], T], until: float | None) -> T:
         errors, since = 0, 0.0
         while True:
             try:
-                return (yield _Call(fn))
+                return await self._io(fn)
             except TransientBackendError as exc:
                 errors += 1
                 since = self.clock.now() if errors == 1 else since
-                yield from self._ride_out(exc, errors, what, until, since)
+                await self._ride_out(exc, errors, what, until, since)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> Plan[T]:
+    async def call_async(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, riding out transient errors within the budget and the deadline."""
-        return (yield from self._retrying(what, fn, self.deadline))
+        return await self._retrying(what, fn, self.deadline)
 
-    def _submit(self, request: RunRequest) -> Plan[RunStatus]:
+    async def submit_async(self, request: RunRequest) -> RunStatus:
         """Submit; after a transient error re-submit only when no run with its name exists."""
         # The error may hide a run the service did create (response lost): the
         # deterministic name finds it, so riding out the error cannot make a duplicate.
@@ -380,12 +338,12 @@ class RunWaiter:
         errors, since = 0, 0.0
         while True:
             try:
-                status = yield _Call(lambda: self.get_backend().submit(request))
+                status = await self._io(lambda: self.get_backend().submit(request))
             except TransientBackendError as exc:
                 errors += 1
                 since = self.clock.now() if errors == 1 else since
-                yield from self._ride_out(exc, errors, f"submit run {name}", self.deadline, since)
-                runs = yield from self._retrying(
+                await self._ride_out(exc, errors, f"submit run {name}", self.deadline, since)
+                runs = await self._retrying(
                     f"find runs named {name}",
                     lambda: self.get_backend().find_runs(name, request.experiment),
                     self.deadline,
@@ -404,14 +362,14 @@ class RunWaiter:
             )
             return status
 
-    def _wait(
+    async def wait_async(
         self,
         run_id: str,
         *,
         run_name: str | None = None,
         run_url: str | None = None,
         last_state: RunState | None = None,
-    ) -> Plan[RunEvent]:
+    ) -> RunEvent:
         """Poll until the run ends, the deadline passes or the service refuses us.
 
         Starts with a pause: the caller has just read the run (``last_state``).
@@ -430,9 +388,9 @@ class RunWaiter:
                     last_state,
                     f"run {run_id} did not finish before the deadline (state {_name(last_state)})",
                 )
-            yield _Sleep(self._capped(pause, self.deadline))
+            await self._sleep(self._capped(pause, self.deadline))
             try:
-                status = yield _Call(lambda: self.get_backend().get_run(run_id))
+                status = await self._io(lambda: self.get_backend().get_run(run_id))
             except TransientBackendError as exc:
                 errors += 1
                 since = self.clock.now() if errors == 1 else since
@@ -486,24 +444,24 @@ class RunWaiter:
                 return RunEvent.ended(status)
             pause = interval
 
-    def _settle_within(self, status: RunStatus, within: float) -> Plan[RunStatus]:
+    async def settle_async(self, status: RunStatus, within: float) -> RunStatus:
         """Poll a run until it is terminal or ``within`` seconds passed; its last status."""
-        return (yield from self._settle(status, self.clock.now() + within))
+        return await self._settle(status, self.clock.now() + within)
 
-    def _settle(self, status: RunStatus, until: float) -> Plan[RunStatus]:
+    async def _settle(self, status: RunStatus, until: float) -> RunStatus:
         run_id = status.run_id
         pause = min(self.policy.poll_interval, SETTLE_POLL_SECONDS)
         while not status.state.is_terminal and self._left(until) > 0:
-            yield _Sleep(self._capped(pause, until))
-            status = yield from self._retrying(
+            await self._sleep(self._capped(pause, until))
+            status = await self._retrying(
                 f"read run {run_id}", lambda: self.get_backend().get_run(run_id), until
             )
             pause = self.policy.next_interval(pause)
         return status
 
-    def _cancel(
+    async def cancel_async(
         self, run_id: str, *, reason: str, within: float | None = None
-    ) -> Plan[RunStatus | None]:
+    ) -> RunStatus | None:
         """Cancel and confirm (see the module doc); the last status, None if the run is gone.
 
         ``reason`` starts the log lines ("Task killed", ...); ``within`` defaults to the
@@ -513,7 +471,7 @@ class RunWaiter:
         until = self.clock.now() + (self.policy.cancel_within if within is None else within)
         backend = self.get_backend
         try:
-            status = yield from self._retrying(
+            status = await self._retrying(
                 f"read run {run_id}", lambda: backend().get_run(run_id), until
             )
         except RunNotFoundError:
@@ -528,11 +486,11 @@ class RunWaiter:
             )
             return status
         self.log.info("%s; canceling run %s (%s)", reason, run_id, status.state.value)
-        yield from self._retrying(f"cancel run {run_id}", lambda: backend().cancel(run_id), until)
-        status = yield from self._retrying(
+        await self._retrying(f"cancel run {run_id}", lambda: backend().cancel(run_id), until)
+        status = await self._retrying(
             f"read run {run_id}", lambda: backend().get_run(run_id), until
         )
-        status = yield from self._settle(status, until)
+        status = await self._settle(status, until)
         if status.state.is_terminal:
             self.log.info("Run %s is %s", run_id, status.state.value)
         else:
@@ -543,18 +501,31 @@ class RunWaiter:
             )
         return status
 
+    # -- the worker: the same coroutines, run to their end ------------------------------------
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """:meth:`call_async`, in the worker."""
+        return _run_blocking(lambda: self.call_async(what, fn))
+
     def read(self, run_id: str) -> RunStatus:
         """``get_run`` through :meth:`call`."""
         return self.call(f"read run {run_id}", lambda: self.get_backend().get_run(run_id))
 
-    # -- the faces: each plan, run by the worker (sync) or the triggerer (async) ---------------
-    call = _sync_face(_call)
-    submit = _sync_face(_submit)
-    wait = _sync_face(_wait)
-    wait_async = _async_face(_wait)
-    settle = _sync_face(_settle_within)
-    cancel = _sync_face(_cancel)
-    cancel_async = _async_face(_cancel)
+    def submit(self, request: RunRequest) -> RunStatus:
+        """:meth:`submit_async`, in the worker."""
+        return _run_blocking(lambda: self.submit_async(request))
+
+    def wait(self, run_id: str, **names: Any) -> RunEvent:
+        """:meth:`wait_async` (same keyword arguments), in the worker."""
+        return _run_blocking(lambda: self.wait_async(run_id, **names))
+
+    def settle(self, status: RunStatus, within: float) -> RunStatus:
+        """:meth:`settle_async`, in the worker."""
+        return _run_blocking(lambda: self.settle_async(status, within))
+
+    def cancel(self, run_id: str, *, reason: str, within: float | None = None) -> RunStatus | None:
+        """:meth:`cancel_async`, in the worker."""
+        return _run_blocking(lambda: self.cancel_async(run_id, reason=reason, within=within))
 
 
 def _name(state: RunState | None) -> str:

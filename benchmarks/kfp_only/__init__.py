@@ -7,7 +7,8 @@ environment from the repository root (``python -m benchmarks.kfp_only.local``).
 - ``compile.py``: compiles them next to the product's files in ``pipelines/compiled``;
 - ``local.py``: runs a compiled variant under ``kfp.local``, the run's time fed explicitly.
 
-The exit task's body (``kfp_prediction.final_status``) and the JST date of a run time
-(``kfp_prediction.dates``) stay in the product package: they run inside the component image,
-which holds ``kfp_prediction`` only.
+The exit task's body is ``pipeline.notify_slack`` itself (self-contained: KFP ships a
+lightweight component's function alone); only the JST date of a run time
+(``kfp_prediction.dates``), product code the image holds anyway, is imported from the
+product package.
 """

@@ -81,23 +81,56 @@ def notify_slack(
     scheduled_time_utc: str,
     create_time_utc: str,
 ):
-    """Exit task: post the run's final status to Slack (it sees nothing of the steps)."""
-    from kfp_prediction import final_status
+    """Exit task: post the run's final status to Slack (it sees nothing of the steps).
 
-    text = final_status.message(
-        final_status.FinalStatus(
-            state=status.state,
-            task_name=status.pipeline_task_name,
-            error_message=status.error_message,
-        ),
-        pipeline_name=pipeline_name,
-        run_name=run_name,
-        run_id=run_id,
-        target_date=final_status.run_target_date(target_date, scheduled_time_utc, create_time_utc),
-        kfp_ui_host=kfp_ui_host,
-    )
+    A ``dsl.ExitHandler`` exit task receives ``dsl.PipelineTaskFinalStatus`` and nothing
+    from the tasks it guards, so the message names the run, its state and whatever KFP puts
+    in the status, never the failed component or the try: on ``kfp.local`` 2.17 the status
+    names the handler group (``Task exit-handler-1 failed.``); on the KFP backend 2.17 the
+    state is the MLMD state (``COMPLETE``/``FAILED``) and the error is empty
+    (``backend/src/v2/driver/resolve.go``: "TODO: Implement fields Message and Code").
+    Self-contained, as a lightweight component's body is: KFP ships this function alone.
+    A failed post is printed, never raised (it must not fail a succeeded run), and the
+    webhook URL, its secret, is never printed.
+    """
+    import json
+    import urllib.request
+
+    from kfp_prediction.dates import jst_date_of_run_time
+    from kfp_prediction.errors import TargetDateError
+
+    if not target_date:  # the compiled-in date (naive form), else the run's time in JST
+        try:
+            target_date = jst_date_of_run_time(scheduled_time_utc, create_time_utc)
+        except TargetDateError as exc:
+            target_date = f"unknown ({exc})"
+    # kfp.local and Vertex say SUCCEEDED, the KFP backend (MLMD) says COMPLETE.
+    succeeded = status.state in ("SUCCEEDED", "COMPLETE")
+    lines = [
+        f"{':large_green_circle:' if succeeded else ':red_circle:'} *{pipeline_name}* "
+        f"{status.state}",
+        f"Target date (JST): {target_date}",
+        f"Run: {run_name} ({run_id})",
+    ]
+    if not succeeded:
+        lines.append(f"Error: {status.error_message or '(none given by KFP)'}")
+    if kfp_ui_host:
+        lines.append(f"Run link: {kfp_ui_host.rstrip('/')}/#/runs/details/{run_id}")
+    text = "\n".join(lines)
     print(text)
-    final_status.post(slack_webhook_url, text)
+    request = urllib.request.Request(
+        slack_webhook_url,
+        data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except (OSError, ValueError) as exc:
+        print(f"Slack notification failed: {type(exc).__name__}: {getattr(exc, 'reason', '')}")
+    else:
+        print("Slack notification sent")
 
 
 def build_kfp_only_pipeline(

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 # Set by the runner for the pipeline's processes: the run's directory. A component that
-# publishes its output checks, holding LOCK_FILE, that STATE_FILE still says RUNNING and
-# that the runner in PID_FILE lives, right before its os.replace (pipelines/ implements it).
+# publishes its output checks that STATE_FILE still says RUNNING and that the runner in
+# PID_FILE lives, right before its os.replace (pipelines/ implements it). It takes no lock:
+# an end is written only after the run's processes are gone (backends/local.py).
 RUN_DIR_ENV = "KFP_BRIDGE_RUN_DIR"
 REQUEST_FILE = "request.json"
 STATE_FILE = "state.json"  # replaced atomically, under LOCK_FILE
-LOCK_FILE = "state.lock"
+LOCK_FILE = "state.lock"  # the backend's and the runner's, no one else's
 LOG_FILE = "runner.log"
 PID_FILE = "pid"
 OUTPUTS_FILE = "outputs.json"

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import suppress
 from pathlib import Path
@@ -59,6 +60,25 @@ def _transition(run_dir: Path, new_state: str, **fields) -> bool:
         return True
 
 
+def _last_failure(lines: list[str]) -> int | None:
+    """Index of the last ``Task 'NAME' finished with status FAILURE`` line."""
+    return next(
+        (
+            i
+            for i in range(len(lines) - 1, -1, -1)
+            if (kfp_log.task_finished(lines[i]) or ("", ""))[1] == "FAILURE"
+        ),
+        None,
+    )
+
+
+def failing_task(log_text: str) -> str | None:
+    """The task ``kfp.local`` last saw fail, else None (the run failed around its tasks)."""
+    lines = kfp_log.strip_ansi(log_text).splitlines()
+    end = _last_failure(lines)
+    return None if end is None else kfp_log.task_finished(lines[end])[0]  # type: ignore[index]
+
+
 def failing_task_error(log_text: str, summary: str) -> str:
     """The failing component's own error (the tail of its output) after kfp's summary.
 
@@ -68,14 +88,7 @@ def failing_task_error(log_text: str, summary: str) -> str:
     the component printed (its failure report: permanent or not) comes second, whole.
     """
     lines = kfp_log.strip_ansi(log_text).splitlines()
-    end = next(
-        (
-            i
-            for i in range(len(lines) - 1, -1, -1)
-            if (kfp_log.task_finished(lines[i]) or ("", ""))[1] == "FAILURE"
-        ),
-        None,
-    )
+    end = _last_failure(lines)
     summary = kfp_log.strip_ansi(summary).strip()
     if end is None:
         return summary
@@ -121,6 +134,13 @@ def _stop_strays(pgid: int, only_orphans: bool) -> list[int]:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
     return killed
+
+
+def _wait_alone(pgid: int, within: float = 5.0) -> None:
+    """Until this runner is the last live process of its group (SIGKILL takes a moment)."""
+    deadline = time.monotonic() + within
+    while set(procfs.group_members(pgid)) - {os.getpid()} and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _watch_for_orphans(stop: threading.Event) -> None:
@@ -174,10 +194,18 @@ def main(run_dir_arg: str) -> int:
         except OSError:
             log_text = ""
         error = failing_task_error(log_text, summary)
-        _transition(run_dir, "FAILED", error=error, finished_at=files.utcnow())
         stop_watching.set()
-        # Reported failed: nothing of this run may go on (and publish) behind that report.
+        # Nothing of this run may go on (and publish) behind the report: stop it first.
         _stop_strays(os.getpgrp(), only_orphans=False)
+        _wait_alone(os.getpgrp())
+        # the failed task by name (data): the backend reads its output for the verdict
+        _transition(
+            run_dir,
+            "FAILED",
+            error=error,
+            failed_task=failing_task(log_text),
+            finished_at=files.utcnow(),
+        )
         print(f"[kfp-bridge local runner] run FAILED {files.utcnow()}", flush=True)
         return 1
     _transition(run_dir, "SUCCEEDED", finished_at=files.utcnow())

@@ -7,11 +7,13 @@ does ``_local_files``. ``stat`` fields follow proc(5), counted after the command
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
 HAVE_PROC = (PROC / "self" / "stat").exists()
 STATE, PARENT, GROUP, START_TIME = 0, 1, 2, 19  # indexes after the command name
+USER_TICKS, SYSTEM_TICKS = 11, 12  # CPU time used, in clock ticks (SC_CLK_TCK)
 
 
 def stat_fields(pid: int | str) -> list[str] | None:
@@ -29,13 +31,19 @@ def start_time(pid: int) -> str | None:
     return fields[START_TIME] if fields else None
 
 
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, stat fields)`` of every process whose ``stat`` could be read."""
+    for proc in PROC.iterdir():
+        if proc.name.isdigit():
+            fields = stat_fields(proc.name)
+            if fields is not None:
+                yield int(proc.name), fields
+
+
 def group_members(pgid: int) -> dict[int, int]:
     """Live (non-zombie) processes of process group ``pgid``: ``{pid: parent pid}``."""
-    members = {}
-    for proc in PROC.iterdir():
-        if not proc.name.isdigit():
-            continue
-        fields = stat_fields(proc.name)
-        if fields and int(fields[GROUP]) == pgid and fields[STATE] not in ("Z", "X"):
-            members[int(proc.name)] = int(fields[PARENT])
-    return members
+    return {
+        pid: int(fields[PARENT])
+        for pid, fields in processes()
+        if int(fields[GROUP]) == pgid and fields[STATE] not in ("Z", "X")
+    }

@@ -29,11 +29,6 @@ POD_TEMPLATES = ("system-container-impl", "retry-system-container-impl", "system
 _MAX_PREFIX = 253 - 10 - 1  # pod_name.go: maxK8sResourceNameLength - k8sNamingHashLength - 1
 
 
-def workflow_of(node_id: str) -> str:
-    """The workflow name in a node id (``<workflow>-<hash>``)."""
-    return node_id.rsplit("-", 1)[0]
-
-
 def pod_name_v2(node_id: str, template: str) -> str:
     """The pod name Argo 3.4+ gives the node ``node_id`` running ``template``."""
     workflow, _, node_hash = node_id.rpartition("-")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_bridge.exceptions import BackendConfigError, BackendError, RetryRefusedError
+from kfp_bridge.failures import Failure
 from kfp_bridge.run_report import RunReport
 
 
@@ -106,7 +107,9 @@ class RunStatus:
     """One observation of a run.
 
     ``error`` is one line (a summary of what failed) plus, for backends that can
-    read task logs, the log tails; ``failed_tasks`` has them as data.
+    read task logs, the log tails: text for people. ``failed_tasks`` has them as
+    data, and ``failure`` is what the failing component said of its failure
+    (:mod:`kfp_bridge.failures`), parsed once by the backend that read it.
     ``parameters`` are the run's parameters as the service keeps them (``None``
     when the backend cannot tell): a run is reused only for the same ones.
     """
@@ -119,6 +122,7 @@ class RunStatus:
     created_at: str | None = None
     failed_tasks: tuple[FailedTask, ...] = ()
     parameters: Mapping[str, Any] | None = None
+    failure: Failure | None = None
 
 
 def same_parameters(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> bool:

@@ -46,6 +46,7 @@ from kfp_bridge.exceptions import (
     RunNotFoundError,
     TransientBackendError,
 )
+from kfp_bridge.failures import parse_failure
 
 log = logging.getLogger(__name__)
 
@@ -398,13 +399,16 @@ class KfpApiBackend(Backend):
             log.warning("Unknown KFP run state %r for run %s", run.state, run.run_id)
             state = RunState.RUNTIME_STATE_UNSPECIFIED
         url = self.run_url(run.run_id)
-        error, failed = None, ()
+        error, failed, failure = None, (), None
         if state is RunState.FAILED:
             details = getattr(getattr(run, "run_details", None), "task_details", None) or []
             failed = tuple(kfp_failures.failed_tasks(details))
             if read_logs:
                 failed = tuple(self._with_log_tails(run.run_id, list(failed)))
             error = _failure_text(run, list(failed), url)
+            # the component's verdict: in its log tail, else in the exit code the API reports
+            tails = "\n".join(t.log_tail for t in failed if t.log_tail)
+            failure = parse_failure(tails) or parse_failure(_run_error(run))
         elif state is not RunState.SUCCEEDED:
             error = _run_error(run)
         return RunStatus(
@@ -416,6 +420,7 @@ class KfpApiBackend(Backend):
             created_at=run.created_at.isoformat() if run.created_at else None,
             failed_tasks=failed,
             parameters=_run_parameters(run),
+            failure=failure,
         )
 
     def _with_log_tails(self, run_id: str, tasks: list[FailedTask]) -> list[FailedTask]:

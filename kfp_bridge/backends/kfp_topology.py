@@ -22,14 +22,26 @@ not work before a task runs:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kfp_server_api.exceptions import ApiException
 
 from kfp_bridge.exceptions import AuthError
 
-if TYPE_CHECKING:
-    from kfp_bridge.backends.kfp_api import KfpApiBackend
+
+class KfpApiBackend(Protocol):
+    """What these checks read of ``kfp_api.KfpApiBackend`` (named here, not imported:
+    that module imports this one)."""
+
+    host: str
+    namespace: str | None
+    user: str | None
+    user_header: str | None
+    request_timeout: float
+    _api_client: Any
+    _cookie_session: Any
+    _token_provider: Any
+
 
 ISTIO_DENIAL = "RBAC: access denied"
 PROBE_USER = "kfp-bridge-connection-test"

@@ -6,7 +6,8 @@ about a run lives under ``state_dir/<run_id>/``:
 
 - ``request.json``  what to run (display name, experiment, parameters, ...)
 - ``pipeline.yaml`` the compiled pipeline as submitted (a copy)
-- ``state.json``    the run state, replaced atomically under ``state.lock``
+- ``state.json``    the run state, replaced atomically under ``state.lock`` (taken by
+                    the backend and the runner only)
 - ``pid``           runner pid and start time (guards against pid reuse)
 - ``runner.log``    runner and component output
 - ``outputs/``      the pipeline root (artifacts), unless the request names a local
@@ -15,6 +16,11 @@ about a run lives under ``state_dir/<run_id>/``:
 
 So submit / get_run / find_runs / cancel work from any process on the machine,
 e.g. a retry of the Airflow task reattaches to a run a dead worker started.
+
+An end (FAILED, CANCELED) is written to ``state.json`` only once the run's process
+group is gone, by the runner and by the backend alike: a step that checks ``state.json``
+and then publishes (``os.replace``) cannot publish after its run was reported ended,
+without taking any lock of ours.
 
 The run URL is the run's page on the Airflow api-server (``run_page``, served by
 the project's plugin; see ``kfp_bridge.ui``): Airflow's UI draws only http(s)
@@ -54,8 +60,9 @@ from kfp_bridge.backends._local_files import (
     utcnow,
     write_state,
 )
-from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus
+from kfp_bridge.backends.base import Backend, FailedTask, RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import BackendConfigError, BackendError, RunNotFoundError
+from kfp_bridge.failures import Failure, parse_failure
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +70,21 @@ RUNNER_SCRIPT = Path(__file__).with_name("_local_runner.py")
 # A runner that has not written its pid this long after submit is considered lost.
 START_GRACE_SECONDS = 60.0
 CANCEL_GRACE_SECONDS = 5.0
+KILL_WAIT_SECONDS = 5.0  # SIGKILLed processes are gone well within this
 _AIRFLOW_SIDE_ENV = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
 # Airflow's own settings and secrets (AIRFLOW_CONN_* tokens, AIRFLOW_VAR_*, AIRFLOW__*
 # DB URL and keys, _AIRFLOW_* internals): components run pipeline code and must not see them.
 _AIRFLOW_ENV_PREFIXES = ("AIRFLOW_", "_AIRFLOW")
+
+
+_NEVER_STARTED = "the local runner never started"
+
+
+def _runner_died(pid: int, run_dir: Path) -> str:
+    return (
+        f"the local runner (pid {pid}) exited without recording a final "
+        f"state (killed, or out of memory?); see {run_dir / LOG_FILE}"
+    )
 
 
 def default_pipeline_python() -> str:
@@ -222,22 +240,49 @@ class LocalBackend(Backend):
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> RunStatus:
+        """:meth:`read_run`; a runner found dead is then recorded and its leftovers stopped.
+
+        The poll of whoever waits on the run (operator, trigger) settles it; a page
+        that only shows the run reads it with :meth:`read_run`.
+        """
+        status, runner_dead = self._read(run_id)
+        if runner_dead:
+            self._record_dead_runner(self._run_dir(run_id))
+            status, _ = self._read(run_id)
+        return status
+
+    def read_run(self, run_id: str) -> RunStatus:
+        """The run as its files say, without side effects: nothing written, nothing signalled.
+
+        A runner that died without a final state makes the run FAILED (CANCELED when it
+        was being canceled) in what is returned; :meth:`get_run` writes that down.
+        """
+        return self._read(run_id)[0]
+
+    def _read(self, run_id: str) -> tuple[RunStatus, bool]:
+        """The run's status, and whether its end was inferred from a dead runner."""
         run_dir = self._run_dir(run_id)
         request = self._read_json(run_dir / REQUEST_FILE)
         state = self._read_json(run_dir / STATE_FILE)
         current = state.get("state", "PENDING")
+        error, reason = state.get("error"), None
         if current in ("PENDING", "RUNNING", "CANCELING"):
-            state = self._detect_dead_runner(run_dir, state)
-            current = state["state"]
-        return RunStatus(
+            reason = self._dead_runner(run_dir, state)
+            if reason is not None:
+                current, error = ("CANCELED" if current == "CANCELING" else "FAILED"), reason
+        failed_task = state.get("failed_task") if current == "FAILED" else None
+        status = RunStatus(
             run_id=run_id,
             display_name=request.get("display_name", ""),
             state=RunState(current),
             url=self.run_url(run_id),
-            error=state.get("error"),
+            error=error,
             created_at=request.get("created_at"),
             parameters=request.get("parameters"),
+            failed_tasks=(FailedTask(failed_task),) if failed_task else (),
+            failure=self._failure(run_dir, failed_task) if failed_task else None,
         )
+        return status, reason is not None
 
     def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:
         if not self.state_dir.is_dir():
@@ -304,33 +349,42 @@ class LocalBackend(Backend):
             raise RunNotFoundError(f"local run {run_id!r} not found under {self.state_dir}")
         return run_dir
 
-    def _detect_dead_runner(self, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
-        """A runner that died without a final state makes the run FAILED (or CANCELED)."""
+    def _dead_runner(self, run_dir: Path, state: dict[str, Any]) -> str | None:
+        """Why the runner of an active run is known dead (it left no final state), else None."""
         pid_info = self._read_json(run_dir / PID_FILE, missing_ok=True)
         if not pid_info:
             created = state.get("created_at")
             age = time.time() - datetime.fromisoformat(created).timestamp() if created else 0
-            if age < START_GRACE_SECONDS:
-                return state
-            reason = "the local runner never started"
-        elif _process_alive(pid_info["pid"], pid_info.get("start_time")):
-            return state
-        else:
-            reason = (
-                f"the local runner (pid {pid_info['pid']}) exited without recording a final "
-                f"state (killed, or out of memory?); see {run_dir / LOG_FILE}"
-            )
+            return _NEVER_STARTED if age >= START_GRACE_SECONDS else None
+        if _process_alive(pid_info["pid"], pid_info.get("start_time")):
+            return None
+        return _runner_died(pid_info["pid"], run_dir)
+
+    def _record_dead_runner(self, run_dir: Path) -> None:
+        """Write down the end :meth:`read_run` inferred; stop what is left of the run's group."""
+        pid_info = self._read_json(run_dir / PID_FILE, missing_ok=True)
         with locked(run_dir):
             state = self._read_json(run_dir / STATE_FILE, missing_ok=True)
             current = state.get("state", "PENDING")
-            if current in ("PENDING", "RUNNING", "CANCELING"):
-                final = "CANCELED" if current == "CANCELING" else "FAILED"
-                state.update(state=final, error=reason, finished_at=utcnow())
-                write_state(run_dir, state)
-                if pid_info and final == "FAILED":
-                    # leftover component processes of the dead runner's group
-                    self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
-        return state
+            if current not in ("PENDING", "RUNNING", "CANCELING"):
+                return
+            reason = self._dead_runner(run_dir, state)
+            if reason is None:
+                return
+            if pid_info:  # leftover component processes of the dead runner's group, first:
+                # once the end is written down, nothing of the run may still publish
+                self._stop_process_group(pid_info["pid"], pid_info.get("start_time"), grace=0)
+            final = "CANCELED" if current == "CANCELING" else "FAILED"
+            state.update(state=final, error=reason, finished_at=utcnow())
+            write_state(run_dir, state)
+
+    def _failure(self, run_dir: Path, task: str) -> Failure | None:
+        """The failed task's verdict, from its own output in the runner log."""
+        try:
+            text = (run_dir / LOG_FILE).read_text(errors="replace")
+        except OSError:
+            return None
+        return parse_failure("\n".join(task_output(text, task)))
 
     @staticmethod
     def _group_is_ours(pid: int, start_time: str | None) -> bool:
@@ -372,6 +426,9 @@ class LocalBackend(Backend):
         if cls._group_is_ours(pid, start_time):
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + KILL_WAIT_SECONDS  # gone before the end is recorded
+            while group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     @staticmethod
     def _read_json(path: Path, *, missing_ok: bool = False) -> dict[str, Any]:

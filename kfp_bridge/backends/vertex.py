@@ -33,6 +33,7 @@ from kfp_bridge.exceptions import (
     RunNotFoundError,
     TransientBackendError,
 )
+from kfp_bridge.failures import parse_failure
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,8 @@ class VertexBackend(Backend):
         state = map_state(job.state)
         error = _job_error(job) if state is not RunState.SUCCEEDED else None
         created = job.create_time.isoformat() if job.create_time else None
+        # Vertex keeps no component output: the verdict is the exit status in the messages
+        failure = parse_failure(error) if state is RunState.FAILED else None
         return RunStatus(
             run_id=job_id,
             display_name=job.display_name,
@@ -268,6 +271,7 @@ class VertexBackend(Backend):
             error=error,
             created_at=created,
             parameters=_job_parameters(job),
+            failure=failure,
         )
 
     def _get_job(self, job_id: str) -> Any | None:

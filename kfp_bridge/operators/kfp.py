@@ -45,7 +45,6 @@ from kfp_bridge.exceptions import (
     RunFailedError,
     RunNotFoundError,
 )
-from kfp_bridge.failures import parse_failure
 from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID, KubeflowPipelineHook
 from kfp_bridge.links.kfp import RUN_URL_XCOM_KEY, KubeflowRunLink
 from kfp_bridge.pipeline_source import load_compiled_pipeline
@@ -773,7 +772,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self.log.error(
                 "Run %s ended %s: %s\nRun page: %s", event.run_id, state, message, event.run_url
             )
-            failure = parse_failure(event.message)
+            failure = event.failure
             if failure is not None and failure.permanent:
                 # Bad input fails the same way on every try: fail now, naming it.
                 where = f" (input {failure.input})" if failure.input else ""

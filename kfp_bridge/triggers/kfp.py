@@ -1,7 +1,7 @@
 """Trigger that waits for a pipeline run in the triggerer, so no worker slot is held.
 
 The waiting rules (polling with back-off, transient errors, the deadline) are
-:mod:`kfp_bridge.waiting`'s, run on its async face: backend calls go to a thread
+:mod:`kfp_bridge.waiting`'s, awaited here: backend calls go to a thread
 (backends are synchronous and the connection lookup must not block the
 triggerer's event loop). The trigger fires one event, a
 :class:`~kfp_bridge.run_event.RunEvent` payload, when the run ends, the deadline
@@ -20,11 +20,10 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.log import redact
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from kfp_bridge.hooks.kfp import DEFAULT_GCP_CONN_ID
-from kfp_bridge.redaction import airflow_redact
+from kfp_bridge.redaction import airflow_redact, redact_data
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ class KubeflowPipelineRunTrigger(BaseTrigger):
         )
         # The payload is stored as the task's next_kwargs and logged by the worker and the
         # scheduler, none of which may know the connection: no secret leaves this process.
-        yield TriggerEvent(redact(event.to_payload()))
+        yield TriggerEvent(redact_data(event.to_payload()))
 
     async def on_kill(self) -> None:
         """The user acted on the deferred task: stop the run so it does not go on unseen."""

@@ -2,8 +2,9 @@
 
 Reads only what ``kfp_bridge.backends.local`` and its runner write under
 ``<state dir>/<run id>/``: ``request.json`` (name, parameters, labels),
-``state.json`` (through ``LocalBackend.get_run``, which also notices a dead
-runner), ``runner.log`` and the pipeline root ``outputs/``, where ``kfp.local``
+``state.json`` (through ``LocalBackend.read_run``, which infers a dead runner's end
+without writing it down or signalling anything: a page view has no side effects),
+``runner.log`` and the pipeline root ``outputs/``, where ``kfp.local``
 writes one ``executor_output.json`` per finished step (output parameters,
 artifact metadata such as the Metrics a component logs).
 
@@ -29,6 +30,7 @@ import yaml
 from kfp_bridge.backends._kfp_local_log import strip_ansi, task_finished, task_started
 from kfp_bridge.backends.local import LOG_FILE, LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
+from kfp_bridge.redaction import airflow_redact, redact_data
 
 # The backend names runs str(uuid.uuid4()) (LocalBackend.submit).
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -124,20 +126,6 @@ def _read_json(folder: Path, relative: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _redact(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Hide values whose names look secret (Airflow's secrets masker, as the REST API does)."""
-    from airflow._shared.secrets_masker import redact
-
-    redacted = redact(parameters)
-    return redacted if isinstance(redacted, dict) else {}
-
-
-def _scrub(text: str) -> str:
-    from kfp_bridge.notifications.slack import scrub
-
-    return scrub(text)
-
-
 def log_tail(folder: Path) -> tuple[str, bool]:
     """The last lines of ``runner.log`` (bounded), without colour codes; and whether cut."""
     handle = _open_inside(folder, LOG_FILE)
@@ -153,7 +141,7 @@ def log_tail(folder: Path) -> tuple[str, bool]:
         lines = lines[1:]  # the first line is cut somewhere in the middle
     if len(lines) > LOG_TAIL_LINES:
         lines, truncated = lines[-LOG_TAIL_LINES:], True
-    return _scrub("\n".join(lines)), truncated
+    return airflow_redact("\n".join(lines)), truncated
 
 
 def _step_progress(folder: Path) -> tuple[set[str], dict[str, str]]:
@@ -258,7 +246,7 @@ def _summary(backend: LocalBackend, run_id: str) -> tuple[RunSummary, dict[str, 
     if not request:
         raise RunNotFound(f"local run {run_id} has no request.json")
     try:
-        status = backend.get_run(run_id)
+        status = backend.read_run(run_id)
     except (RunNotFoundError, BackendError) as exc:
         raise RunNotFound(str(exc)) from exc
     labels = request.get("labels") or {}
@@ -268,7 +256,7 @@ def _summary(backend: LocalBackend, run_id: str) -> tuple[RunSummary, dict[str, 
         state=status.state.value,
         dag_id=labels.get("airflow-dag-id"),
         created_at=request.get("created_at"),
-        parameters=_redact(dict(request.get("parameters") or {})),
+        parameters=redact_data(dict(request.get("parameters") or {})),
     )
     return summary, {"request": request, "error": status.error}, folder
 
@@ -283,7 +271,7 @@ def read_run(backend: LocalBackend, run_id: str) -> RunView:
     return RunView(
         **summary.__dict__,
         task_id=(request.get("labels") or {}).get("airflow-task-id"),
-        error=_scrub(extra["error"]) if extra["error"] else None,
+        error=airflow_redact(extra["error"]) if extra["error"] else None,
         started_at=state.get("started_at"),
         finished_at=state.get("finished_at"),
         steps=steps,

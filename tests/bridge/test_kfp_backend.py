@@ -22,6 +22,8 @@ from kfp_bridge.exceptions import (
     RunNotFoundError,
     TransientBackendError,
 )
+from kfp_bridge.failures import Failure
+from kfp_bridge.run_report import report_line
 from kfp_bridge.testing.kfp_api.server import KfpApiStandIn
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_pipeline.yaml"
@@ -205,6 +207,25 @@ def test_failed_run_names_the_task_and_its_log_tail(kfp_server, kfp_backend, tin
     [task] = status.failed_tasks
     assert task.name == "greet" and "Traceback" in task.log_tail
     assert "--- last lines of the log of task greet" in status.error
+
+
+def test_the_failed_tasks_verdict_is_parsed_from_its_log_tail_into_the_status(
+    kfp_server, kfp_backend, tiny_spec
+):
+    """The component's failure report, read in its pod log, reaches the status as data."""
+    report = report_line(
+        "failure", step="greet", permanent=True, error="BadGreetingError", input="message",
+        message="cannot greet",
+    )  # fmt: skip
+    kfp_server.set_schedule(outcome="FAILED", error=f"{report}\nValueError: cannot greet")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    assert poll_until_terminal(kfp_backend, run_id)[-1] is RunState.FAILED
+    failure = kfp_backend.get_run(run_id).failure
+    assert failure == Failure(
+        permanent=True, error_type="BadGreetingError", message="cannot greet", input="message",
+        step="greet",
+    )  # fmt: skip
+    assert kfp_backend.find_runs(request_for(tiny_spec).display_name)[0].failure is None  # no logs
 
 
 def test_retry_resumes_the_same_run_and_a_refusal_is_said(kfp_server, kfp_backend, tiny_spec):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from kfp_bridge.backends import _local_files
+from kfp_bridge.backends import local as local_module
 from kfp_bridge.backends.base import RunRequest, RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.exceptions import BackendError, RunNotFoundError
-from kfp_bridge.failures import parse_failure
 from tests.bridge._helpers import (
     PIPELINE_PYTHON,
     process_group_alive,
@@ -84,12 +86,14 @@ def test_component_failure_surfaces_the_component_error(backend):
 
 
 @pytest.mark.parametrize("kind", ["permanent", "retryable"])
-def test_the_component_verdict_reaches_the_run_error(backend, kind):
-    """The marker line the component prints before its traceback is in the run's error."""
+def test_the_component_verdict_reaches_the_run_status_as_data(backend, kind):
+    """The report the component prints before its traceback is parsed from the failed
+    task's own output and handed on as ``failure``, with the task in ``failed_tasks``."""
     status = backend.submit(tiny_request(f"verdict-{kind}", failure=kind))
     final = wait_terminal(backend, status.run_id)
     assert final.state is RunState.FAILED
-    failure = parse_failure(final.error)
+    assert [t.name for t in final.failed_tasks] == ["greet"]
+    failure = final.failure
     assert failure is not None
     assert (failure.permanent, failure.error_type) == (kind == "permanent", "BadGreetingError")
     assert (failure.input, failure.message) == ("message", "cannot greet 'hello'")
@@ -241,6 +245,33 @@ def test_reused_runner_pid_is_a_dead_runner_and_never_signalled(backend, state_d
     assert backend.get_run(canceled_id).state is RunState.CANCELED
     time.sleep(0.2)  # give a wrongly sent signal time to land
     assert stranger.poll() is None  # the unrelated process got no SIGTERM/SIGKILL
+
+
+def test_a_dead_runners_end_is_written_only_once_its_processes_are_gone(
+    backend, state_dir, monkeypatch
+):
+    """A step checks state.json without a lock, then publishes: so when the end is written,
+    no process of the run may be left to publish behind it."""
+    group = subprocess.Popen(["sh", "-c", "sleep 300 & exit 0"], start_new_session=True)
+    group.wait()  # the "runner" (group leader) is gone, a "step" of its group lives on
+    assert process_group_alive(group.pid)
+    pid_info = {"pid": group.pid, "start_time": "1"}
+    run_id = _fake_live_run(state_dir, "ends-after-its-processes", pid_info)
+    written = []
+
+    def write_state(run_dir, state):
+        written.append((state["state"], process_group_alive(group.pid)))
+        _local_files.write_state(run_dir, state)
+
+    monkeypatch.setattr(local_module, "write_state", write_state)
+    try:
+        assert backend.read_run(run_id).state is RunState.FAILED  # inferred, not written
+        assert written == [] and process_group_alive(group.pid)
+        assert backend.get_run(run_id).state is RunState.FAILED  # the poll writes it down
+        assert written == [("FAILED", False)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)
 
 
 def test_find_runs_skips_run_dirs_being_written(backend, state_dir, succeeded_run):

@@ -30,6 +30,7 @@ from kfp_bridge.backends.base import RunState, RunStatus
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.backends.vertex import VertexBackend
 from kfp_bridge.exceptions import RunFailedError, TransientBackendError
+from kfp_bridge.failures import Failure
 from kfp_bridge.links.local_run import FALLBACK_BASE_URL, local_run_url
 from kfp_bridge.operators import kfp as operator_module
 from kfp_bridge.operators.kfp import (
@@ -300,6 +301,37 @@ def test_each_outcome_ends_the_task_one_way(outcome, raises):
         retryable = raises is not AirflowFailException  # Airflow retries everything else
         assert isinstance(err.value, AirflowFailException) is not retryable
     assert ti.xcom == {"kubeflow_run_url": "http://ui/r-1"}
+
+
+@pytest.mark.parametrize("permanent", [True, False])
+def test_whether_to_retry_is_read_from_the_events_failure_never_from_its_text(permanent):
+    """The failure travels as data: the message text (a report line in it included) is
+    for people; the verdict and the task's error come from ``failure`` alone."""
+    lure = report_line("failure", permanent=not permanent, error="LureError", message="lure")
+    failure = Failure(
+        permanent=permanent, error_type="BadInputError", message="bad x", input="x", step="predict"
+    )
+    event = RunEvent(
+        Outcome.FAILED,
+        "r-1",
+        "name",
+        "http://ui/r-1",
+        RunState.FAILED,
+        f"task predict failed\n{lure}",
+        ("predict",),
+        failure,
+    )
+    ti = TaskInstance()
+    payload = json.loads(json.dumps(event.to_payload()))  # as Airflow stores next_kwargs
+    with pytest.raises(RunFailedError if not permanent else AirflowFailException) as err:
+        _operator("unused").execute_complete(task_context(ti, None, LOGICAL_DATE), payload)
+    if permanent:
+        assert str(err.value) == (
+            "Kubeflow run r-1 failed on bad input (input x), not retrying: BadInputError: bad x"
+        )
+    else:
+        assert not isinstance(err.value, AirflowFailException)
+        assert "LureError" in str(err.value)  # the text still reaches the person, unparsed
 
 
 # -- idempotency -----------------------------------------------------------------------------

@@ -6,13 +6,15 @@ import json
 
 import pytest
 
-from kfp_bridge.backends.base import RunState, RunStatus
+from kfp_bridge.backends.base import FailedTask, RunState, RunStatus
 from kfp_bridge.exceptions import (
     AuthError,
     BackendError,
     RunNotFoundError,
     TransientBackendError,
 )
+from kfp_bridge.failures import Failure
+from kfp_bridge.redaction import redact_data
 from kfp_bridge.run_event import Outcome, RunEvent
 
 
@@ -23,7 +25,11 @@ def test_payload_round_trip_is_plain_json():
     )
     payload = event.to_payload()
     assert payload["failed_tasks"] == ["predict"]
-    assert all(v is None or isinstance(v, str) for k, v in payload.items() if k != "failed_tasks")
+    assert all(
+        v is None or isinstance(v, str)
+        for k, v in payload.items()
+        if k not in ("failed_tasks", "failure")
+    )
     assert RunEvent.from_payload(json.loads(json.dumps(payload))) == event
     older = {
         k: v for k, v in payload.items() if k != "failed_tasks"
@@ -77,3 +83,49 @@ def test_foreign_payloads_are_refused_without_echoing_their_text(payload):
     with pytest.raises(ValueError, match="not a kfp_bridge run event") as err:
         RunEvent.from_payload(payload)
     assert "s3cret" not in str(err.value)
+
+
+FAILURE = Failure(
+    permanent=True,
+    error_type="ModelDigestMismatchError",
+    message="model has sha256 ab12, expected cd34",
+    input="model_sha256",
+    step="predict",
+)
+
+
+def test_a_failed_runs_failure_and_failed_tasks_survive_the_trigger_event():
+    """Status -> event -> JSON (Airflow's ``next_kwargs``, through the trigger's redaction)
+    -> event: the parsed failure and the failed tasks arrive as data, not as text."""
+    status = RunStatus(
+        "r-1",
+        "name",
+        RunState.FAILED,
+        url="http://ui/r-1",
+        error="task predict failed",
+        failed_tasks=(FailedTask("predict", pods=("p-1",), log_tail="..."),),
+        failure=FAILURE,
+    )
+    event = RunEvent.ended(status)
+    assert (event.failed_tasks, event.failure) == (("predict",), FAILURE)
+    stored = json.loads(json.dumps(redact_data(event.to_payload())))
+    assert stored["failure"] == {
+        "permanent": True,
+        "error_type": "ModelDigestMismatchError",
+        "message": "model has sha256 ab12, expected cd34",
+        "input": "model_sha256",
+        "step": "predict",
+    }
+    assert RunEvent.from_payload(stored) == event
+
+
+def test_a_succeeded_run_carries_no_failure():
+    status = RunStatus("r-1", "name", RunState.SUCCEEDED, failure=FAILURE)
+    assert RunEvent.ended(status).failure is None
+
+
+def test_a_foreign_failure_in_a_payload_is_refused_naming_it():
+    payload = RunEvent(Outcome.FAILED, "r-1", state=RunState.FAILED).to_payload()
+    payload["failure"] = {"permanent": "yes"}
+    with pytest.raises(ValueError, match="not a failure"):
+        RunEvent.from_payload(payload)

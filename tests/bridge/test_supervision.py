@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,17 +20,17 @@ def test_a_sleep_ends_the_process_once_the_parent_changed():
     parent = {"pid": 100}
     exits = []
     clock = SupervisedClock(getppid=lambda: parent["pid"], exit=exits.append)
-    clock.sleep(0.01)  # parent unchanged: sleeps
+    asyncio.run(clock.sleep(0.01))  # parent unchanged: sleeps
     assert exits == []
     parent["pid"] = 1  # reparented to init
-    clock.sleep(3600)  # parent changed: exits at once, without sleeping an hour
+    asyncio.run(clock.sleep(3600))  # parent changed: exits at once, without sleeping an hour
     assert exits == [ORPHAN_EXIT_CODE]
 
 
 def test_an_unchanged_parent_sleeps_the_whole_time():
     clock = SupervisedClock(exit=lambda code: pytest.fail("exited"))
     before = time.monotonic()
-    clock.sleep(0.05)
+    asyncio.run(clock.sleep(0.05))
     assert time.monotonic() - before >= 0.05
 
 
@@ -44,10 +45,11 @@ SUPERVISOR = textwrap.dedent(
     """
 )
 TASK = (
+    "import asyncio\n"
     "from kfp_bridge.supervision import SupervisedClock\n"
     "clock = SupervisedClock()\n"
     "print('waiting', flush=True)\n"
-    "clock.sleep(600)\n"
+    "asyncio.run(clock.sleep(600))\n"
 )
 
 

@@ -311,7 +311,9 @@ def test_failed_tasks_add_their_errors_and_the_exit_status_tells_permanent(
         )
     )
 
-    error = backend.get_run(run_id).error
+    status = backend.get_run(run_id)
+    assert status.failure is not None and status.failure.permanent  # data, parsed once here
+    error = status.error
     assert error.splitlines() == [
         "The DAG failed because some tasks failed.",
         "task predict-and-write: The replica workerpool0-0 exited with a non-zero status of 65. "

@@ -1,9 +1,10 @@
-"""The waiting policy, through both faces: the same script gives the same sleeps and outcome.
+"""The waiting policy, run by the worker and by the triggerer: same script, same sleeps and outcome.
 
 A scripted backend answers each call from a list (a state, or an exception to
 raise); a fake clock records every sleep and moves time by it. Each scenario
-runs on the sync face (the worker's) and on the async face (the triggerer's,
-with real ``asyncio.to_thread`` calls) and must give exactly the same result.
+runs the one async implementation as the worker does (``asyncio.run``, backend
+calls in place) and as the triggerer does (awaited, real ``asyncio.to_thread``
+calls) and must give exactly the same result.
 Nothing here waits for real time.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import threading
 from dataclasses import replace
 from functools import partial
 
@@ -79,13 +81,10 @@ class FakeClock:
     def now(self) -> float:
         return self.t
 
-    def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         assert seconds >= 0
         self.sleeps.append(round(seconds, 6))
         self.t += seconds
-
-    async def sleep_async(self, seconds: float) -> None:
-        self.sleep(seconds)
 
 
 def both_faces(operation: str, policy=POLICY, deadline=None, rng_seed=None, **script):
@@ -461,3 +460,34 @@ def test_a_stand_in_answering_503_forever_is_given_up_by_tries_not_by_the_clock(
     assert len(tries) == 5
     assert "gave up after 5 tries over 12.0 s" in str(raised.value)
     assert "HTTP 503" in str(raised.value)
+
+
+# -- how the worker runs the coroutines -----------------------------------------------------------
+
+
+def test_the_worker_calls_the_backend_in_place_and_the_triggerer_in_a_thread():
+    threads = []
+    backend = ScriptedBackend(reads=[R, S, S])
+
+    def get_backend():
+        threads.append(threading.get_ident())
+        return backend
+
+    waiter = RunWaiter(get_backend, POLICY, clock=FakeClock())
+    waiter.read("r-1")
+    assert threads == [threading.get_ident()]
+    assert asyncio.run(waiter.wait_async("r-1", last_state=R)).outcome is Outcome.SUCCEEDED
+    assert threading.get_ident() not in threads[1:] and len(threads) == 2
+
+
+def test_a_worker_wait_started_inside_a_running_event_loop_still_runs_to_its_end():
+    """``on_kill`` can interrupt a wait of the same worker (a signal handler): its cancel
+    then starts while that wait's loop runs, where ``asyncio.run`` alone is refused."""
+    backend = ScriptedBackend(reads=[R, CANCELED], cancels=[None])
+    waiter, _ = _waiter(backend)
+
+    async def interrupted_wait():
+        return waiter.cancel("r-1", reason="Task killed")
+
+    assert asyncio.run(interrupted_wait()).state is CANCELED
+    assert backend.calls == ["get_run", "cancel", "get_run"]

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -23,7 +24,6 @@ from kfp import compiler, components, dsl, local
 from kfp_prediction.compile import COMPILED_DIR
 from kfp_prediction.dates import jst_date_of_run_time
 from kfp_prediction.errors import TargetDateError
-from kfp_prediction.final_status import FinalStatus, message, post, run_target_date
 from kfp_prediction.warehouse.local import partition_path
 from pipeline_support import Model
 
@@ -36,6 +36,7 @@ from benchmarks.kfp_only.pipeline import (
     VARIANT_PARAMETERS,
     build_kfp_only_pipeline,
     build_naive_pipeline,
+    notify_slack,
 )
 
 DATE_LIKE = re.compile(r"(19|20)\d\d-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])")
@@ -214,16 +215,30 @@ def test_jst_date_of_run_time(scheduled: str, created: str, date: str) -> None:
 def test_unresolved_or_zoneless_run_times_are_refused(values: tuple[str, str]) -> None:
     with pytest.raises(TargetDateError, match=r"2\.17\.0"):
         jst_date_of_run_time(*values)
-    assert run_target_date("", *values).startswith("unknown (")
 
 
-def test_message_reads_kfp_backend_states_too() -> None:
+def _exit_task(url: str, state: str, *, kfp_ui_host: str = "", target_date: str = "2026-11-27",
+               times: tuple[str, str] = ("", "")) -> None:  # fmt: skip
+    """The exit task's body, called as KFP calls it (the status as KFP fills it)."""
+    status = SimpleNamespace(state=state, pipeline_task_name="exit-handler-1", error_message="")
+    notify_slack(status, url, "p", "r", "u", kfp_ui_host, target_date, *times)
+
+
+def test_an_unresolved_run_time_is_said_in_the_message(webhook) -> None:
+    url, texts = webhook
+    _exit_task(url, "SUCCEEDED", target_date="", times=("{{$.x}}", "2026-11-26T21:00"))
+    (text,) = texts
+    assert "Target date (JST): unknown (" in text
+
+
+def test_message_reads_kfp_backend_states_too(webhook) -> None:
     # KFP backend 2.17: MLMD state COMPLETE and no error text (resolve.go TODO).
-    names = {"pipeline_name": "p", "run_name": "r", "run_id": "u", "target_date": "2026-11-27"}
-    ok = message(FinalStatus("COMPLETE", "exit-handler-1"), **names, kfp_ui_host="https://kfp/")
+    url, texts = webhook
+    _exit_task(url, "COMPLETE", kfp_ui_host="https://kfp/")
+    _exit_task(url, "FAILED")
+    ok, failed = texts
     assert ok.startswith(":large_green_circle: *p* COMPLETE") and "Error" not in ok
     assert ok.endswith("Run link: https://kfp/#/runs/details/u")
-    failed = message(FinalStatus("FAILED", "exit-handler-1"), **names)
     assert "Error: (none given by KFP)" in failed and "Run link" not in failed
 
 
@@ -231,6 +246,6 @@ def test_a_failing_post_is_reported_not_raised(capsys: pytest.CaptureFixture) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    post(f"http://127.0.0.1:{port}/services/T/B/secret-token", "hello", timeout=2)
+    _exit_task(f"http://127.0.0.1:{port}/services/T/B/secret-token", "SUCCEEDED")
     out = capsys.readouterr().out
-    assert out.startswith("Slack notification failed") and "secret-token" not in out
+    assert "Slack notification failed" in out and "secret-token" not in out

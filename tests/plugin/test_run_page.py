@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from kfp_bridge.backends import _procfs as procfs
 from kfp_bridge.backends.base import RunState
 from kfp_bridge.backends.local import LocalBackend
 from kfp_bridge.hooks.kfp import KubeflowPipelineHook
@@ -228,6 +231,46 @@ def test_symlinked_files_inside_a_run_are_not_read(client, backend, runs, tmp_pa
         assert view.log_tail == "" and all(not s.outputs for s in view.steps)
     finally:
         shutil.rmtree(copy)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry below ``folder``: a file's bytes, a folder as None."""
+    return {
+        str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_viewing_a_run_whose_runner_died_writes_nothing_and_kills_nothing(client, state_dir):
+    """A page view only reads: the run shows FAILED, yet its state stays on disk as the
+    runner left it, no lock file appears, and what is left of its process group lives on
+    (settling a dead runner is the waiting task's poll, ``LocalBackend.get_run``)."""
+    # A process group whose leader (the "runner") is gone and whose member lives on.
+    group = subprocess.Popen(["sh", "-c", "sleep 300 & exit 0"], start_new_session=True)
+    group.wait()
+    run_id = str(uuid.uuid4())
+    run = state_dir / run_id
+    run.mkdir()
+    labels = {"airflow-dag-id": ALLOWED_DAG, "airflow-task-id": "predict"}
+    request = {"run_id": run_id, "display_name": "runner-died", "labels": labels}
+    (run / "request.json").write_text(json.dumps(request))
+    (run / "state.json").write_text(json.dumps({"state": "RUNNING"}))
+    (run / "pid").write_text(json.dumps({"pid": group.pid, "start_time": "1"}))
+    (run / "runner.log").write_text("Executing task 'greet'\n")
+    try:
+        members = procfs.group_members(group.pid)
+        assert members, "the group's member did not start"
+        before = _snapshot(state_dir)
+        page = _get(client, run_id)
+        assert page.status_code == 200, page.text
+        assert "FAILED" in page.text and "exited without recording a final state" in page.text
+        assert _get(client, "").status_code == 200
+        assert _snapshot(state_dir) == before
+        assert procfs.group_members(group.pid) == members
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)
+        shutil.rmtree(run)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,13 @@
 
 The bridge's local backend (``kfp_bridge/backends/local.py``) tells a run's processes
 their run directory in ``KFP_BRIDGE_RUN_DIR``. A run it reports FAILED or CANCELED must
-never publish afterwards, yet a step can outlive that report (its runner killed, its
-wrapper process killed). So the publish (``os.replace``) happens inside
-:func:`publishing`, which holds the run's state lock, the same ``flock`` the backend and
-its runner take to record FAILED or CANCELED, and first checks that the run's state is
-still PENDING/RUNNING, that the runner named in its ``pid`` file is alive, and that this
-process was not orphaned (its parent is the one that started it). Holding the lock, the
-report and the publish cannot cross.
+never publish afterwards, yet a step can outlive that report's cause (its runner killed,
+its wrapper process killed). So the publish (``os.replace``) happens inside
+:func:`publishing`, which first checks that the run's state is still PENDING/RUNNING,
+that the runner named in its ``pid`` file is alive, and that this process was not
+orphaned (its parent is the one that started it). It takes no lock of the backend's:
+the backend and its runner write an end only once every process of the run is gone, so
+a step that passed the check and then publishes does so before any report of an end.
 
 The file layout is the bridge's (``kfp_bridge/backends/_local_files.py``; a test checks
 that both sides agree). Without the variable (KFP and Vertex, where the service stops a
@@ -17,7 +17,6 @@ canceled run's pods itself; ``local_run`` and tests) there is nothing to check.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from pathlib import Path
 
 RUN_DIR_ENV = "KFP_BRIDGE_RUN_DIR"
 STATE_FILE = "state.json"
-LOCK_FILE = "state.lock"
 PID_FILE = "pid"
 LIVE_STATES = ("PENDING", "RUNNING")
 _PARENT = os.getppid()  # the process that started this step (kfp.local's task wrapper)
@@ -47,7 +45,7 @@ def _process_alive(pid: int, start_time: str | None) -> bool:
 
 
 def why_not_live(run_dir: Path) -> str | None:
-    """None while the run may publish, else why not. Call it holding the state lock."""
+    """None while the run may publish, else why not."""
     if os.getppid() != _PARENT:
         return "this step's parent process is gone (its task wrapper was killed)"
     try:
@@ -69,24 +67,17 @@ def why_not_live(run_dir: Path) -> str | None:
 
 @contextmanager
 def publishing(what: str) -> Iterator[None]:
-    """Hold the run's state lock while ``what`` is published; refuse when it is not live."""
+    """Publish ``what`` inside this block; refuse before it when the run is not live."""
     run_dir = os.environ.get(RUN_DIR_ENV)
-    if not run_dir:
-        yield
-        return
-    with open(Path(run_dir) / LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            why = why_not_live(Path(run_dir))
-            if why is not None:
-                raise RunNotLiveError(f"not publishing {what}: {why}")
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    if run_dir:
+        why = why_not_live(Path(run_dir))
+        if why is not None:
+            raise RunNotLiveError(f"not publishing {what}: {why}")
+    yield
 
 
 def check(what: str) -> None:
-    """Refuse now when the run is no longer live (before a publish that cannot hold the lock,
-    such as a BigQuery job)."""
+    """Refuse now when the run is no longer live (before a publish that is not a block of
+    this process, such as a BigQuery job)."""
     with publishing(what):
         pass
