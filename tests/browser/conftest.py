@@ -95,7 +95,9 @@ class Shots:
         page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
-@pytest.fixture(scope="session")
+# Per module: while sync_playwright runs, an asyncio loop is running in this thread, and a later
+# module's asyncio.run (the trigger tests) would be refused in the same pytest-xdist worker.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[object]:
     reason = _missing()
     if reason is not None:
