@@ -161,30 +161,34 @@ lint: setup
 docs: setup
 	$(VENV)/bin/sphinx-build -q -W --keep-going -b html docs $(VAR)/docs
 
-# Both cores (pytest-xdist): a worker takes a whole module at a time (its stack or Airflow home
-# is set up once), the e2e modules first (tests/conftest.py), so the long waits of one Airflow
-# stack overlap the other worker's work. The two environments' suites run side by side.
-# Each side prints its 20 slowest tests (where the suite's time goes).
+# Both cores (pytest-xdist). make test: a worker takes a whole module at a time (its Airflow
+# stack or home is set up once), the e2e modules first (tests/conftest.py), so the long waits
+# of one stack overlap the other worker's work. Each side prints its 20 slowest tests (where
+# the suite's time goes). The two environments' suites run side by side.
 AIRFLOW_TESTS := tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
 PIPELINE_TESTS := tests/pipeline tests/contract tests/deploy
-PYTEST_PARALLEL := -p no:cacheprovider -n 2 --dist loadscope --no-loadscope-reorder
+XDIST := -n 2 --dist loadscope --no-loadscope-reorder
+PIPELINE_XDIST := $(XDIST)
+PYTEST_ARGS := --durations=20
 
 test: setup lint docs bigquery-emulator faketime
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-airflow test-pipeline
 
 test-airflow: setup
-	$(AIRFLOW_PY) -m pytest $(PYTEST_PARALLEL) --durations=20 $(AIRFLOW_TESTS)
+	$(AIRFLOW_PY) -m pytest -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) $(AIRFLOW_TESTS)
 
 test-pipeline: setup bigquery-emulator
-	$(PIPELINE_PY) -m pytest $(PYTEST_PARALLEL) --durations=20 $(PIPELINE_TESTS)
+	$(PIPELINE_PY) -m pytest -p no:cacheprovider $(PIPELINE_XDIST) $(PYTEST_ARGS) $(PIPELINE_TESTS)
 
 # The inner loop: every test not marked e2e (no Airflow stack, `airflow dags test`, browser,
-# fresh virtualenv or comparison; see tests/conftest.py), both sides side by side.
-# Before a push, `make test` (what CI runs) still runs everything.
+# fresh virtualenv or comparison; see tests/conftest.py). These wait on their stand-ins more
+# than they compute, so the Airflow side takes three workers and single tests (a module's
+# fixtures are cheap here). Before a push, `make test` (what CI runs) still runs everything.
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
-	@$(MAKE) --no-print-directory -j2 --output-sync=target \
-		PYTEST_PARALLEL='$(PYTEST_PARALLEL) -q -m "not e2e"' test-airflow test-pipeline
+	@$(MAKE) --no-print-directory -j2 --output-sync=target XDIST="-n 3 --dist load" \
+		PIPELINE_XDIST="$(XDIST)" PYTEST_ARGS='-q --durations=10 -m "not e2e"' \
+		AIRFLOW_TESTS="tests/bridge tests/dag tests/plugin tests/ci" test-airflow test-pipeline
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and
 # run the naive KFP-only variant): apt-get as root or with passwordless sudo; otherwise one
