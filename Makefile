@@ -1,7 +1,7 @@
 # kfp-bridge: two commands do everything on a fresh machine with Python 3.11 and make.
 #   make demo   set up both environments, demo data, models, compiled pipeline; run both workflows once
 #   make test   set up both environments; run the whole test suite and ruff
-#   make test-fast  the inner loop: all but the e2e, browser and compare tests (minutes)
+#   make test-fast  the inner loop: every test not marked e2e (docs/quickstart.md says when)
 #   make bench  the benchmarks (prints figures; large data, takes minutes)
 #   make airflow  the Airflow UI on 127.0.0.1 with the demo's settings (Ctrl-C stops it)
 #   make compare  the KFP-only way beside ours over three target dates (one table; minutes)

@@ -1,4 +1,5 @@
-"""Suite-wide markers (both environments load this file, so it imports nothing of theirs).
+"""Suite-wide markers and what a run shares (both environments load this file, so it
+imports nothing of theirs at import time).
 
 ``e2e``: the test runs real processes end to end (an Airflow stack, ``airflow dags test``,
 a browser, a fresh virtualenv, the comparison) and takes seconds to minutes. ``make
@@ -9,11 +10,17 @@ CLI runs. Elsewhere a module carries the mark itself.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 _TESTS = Path(__file__).resolve().parent
+# A folder of the whole run, pytest-xdist workers included (they inherit the environment):
+# what the run starts once and shares, such as the e2e tests' PostgreSQL server.
+SHARED_FOLDER = "KFP_BRIDGE_TESTS_SHARED"
 _E2E_FOLDERS = {"e2e", "browser", "compare", "package"}
 _E2E_FIXTURES = {"airflow_env", "airflow_home", "failing_dag_env"}
 # Longest first, so that the two pytest-xdist workers (make test) finish together: the
@@ -34,3 +41,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if folder in _E2E_FOLDERS or _E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: _rank(item, folders[item]))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the run's own process, not an xdist worker
+        os.environ[SHARED_FOLDER] = tempfile.mkdtemp(prefix="kfp-bridge-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    shared = os.environ.pop(SHARED_FOLDER, None)
+    if shared is None:
+        return
+    if (Path(shared) / "postgres.json").exists():  # only on the Airflow side
+        from tests.e2e.metadata_db import stop_shared_server
+
+        stop_shared_server(Path(shared))
+    shutil.rmtree(shared, ignore_errors=True)

@@ -7,12 +7,16 @@ say so in one line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
+from tests.conftest import SHARED_FOLDER
 from tests.e2e.postgres import PostgresServer, unavailable_reason
 
 
@@ -24,7 +28,12 @@ def _say(config: pytest.Config, line: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server(request) -> Iterator[PostgresServer | None]:
-    """One server for the session (each stack gets its own database), or None."""
+    """The run's one server (each stack gets its own database), or None.
+
+    One for the whole run, pytest-xdist workers included: the first worker that asks starts
+    it, the others attach to it, and the run's own process stops it at the end
+    (``tests/conftest.py``).
+    """
     reason = unavailable_reason()
     if reason is not None:
         if os.environ.get("CI"):
@@ -32,8 +41,26 @@ def postgres_server(request) -> Iterator[PostgresServer | None]:
         _say(request.config, f"e2e: PostgreSQL not available ({reason}); using SQLite")
         yield None
         return
-    with PostgresServer() as server:
-        yield server
+    shared = os.environ.get(SHARED_FOLDER)
+    if shared is None:  # not started by this suite's pytest (tests/conftest.py): our own
+        with PostgresServer() as server:
+            yield server
+        return
+    state = Path(shared) / "postgres.json"
+    with FileLock(Path(shared) / "postgres.lock"):
+        if state.exists():
+            server = PostgresServer.attach(json.loads(state.read_text()))
+        else:
+            server = PostgresServer().start()
+            state.write_text(json.dumps(server.describe()))
+    yield server
+
+
+def stop_shared_server(shared: Path) -> None:
+    """Stop the run's server, if a worker started one (the run's own process, at its end)."""
+    state = shared / "postgres.json"
+    if state.exists():
+        PostgresServer.attach(json.loads(state.read_text())).stop()
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,20 @@ class PostgresServer:
         )  # fmt: skip
         return self
 
+    def describe(self) -> dict[str, str | int]:
+        """What another process needs to use (and stop) this running server: ``attach``."""
+        assert self.root is not None, "the server is not started"
+        return {"bin": str(self.bin), "port": self.port, "root": str(self.root)}
+
+    @classmethod
+    def attach(cls, described: dict) -> PostgresServer:
+        """The running server another process started (its ``describe()``)."""
+        server = cls.__new__(cls)
+        server.bin, server.port, server.user = Path(described["bin"]), described["port"], "airflow"
+        server.root = Path(described["root"])
+        server._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return server
+
     def create_database(self, name: str) -> str:
         """A new database; its SQLAlchemy URL for Airflow (psycopg2)."""
         import psycopg2
