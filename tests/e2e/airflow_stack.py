@@ -273,6 +273,36 @@ class AirflowStack:
 
     # -- waiting for runs -------------------------------------------------------------------
 
+    def _scheduler_heartbeat(self) -> object:
+        rows = self.query(
+            "SELECT latest_heartbeat FROM job WHERE job_type = 'SchedulerJob' "
+            "ORDER BY id DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
+
+    def wait_settled(self, beats: int = 3, timeout: float = 180) -> None:
+        """Until nothing is left to happen: no callback waits for the dag-processor, and the
+        scheduler heartbeated ``beats`` more times (as many loops at least) after that.
+
+        For asserting that something did *not* happen (a second Slack message, an asset
+        event after a failure): waits on the stack's progress, never a fixed time.
+        """
+        deadline = time.monotonic() + timeout
+        seen, last = 0, self._scheduler_heartbeat()
+        while seen < beats:
+            if time.monotonic() > deadline:
+                raise AirflowStackError(
+                    f"not settled after {timeout:.0f}s ({seen} heartbeats)\n{self.tail()}"
+                )
+            self._check_alive()
+            time.sleep(0.5)
+            pending = self.query("SELECT count(*) FROM callback WHERE type = 'dag_processor'")
+            beat = self._scheduler_heartbeat()
+            if pending[0][0]:
+                seen, last = 0, beat  # count the loops from the last callback's pick-up
+            elif beat != last:
+                seen, last = seen + 1, beat
+
     def wait_for_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
         state = None

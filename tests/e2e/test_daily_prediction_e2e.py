@@ -180,7 +180,7 @@ def test_bad_input_fails_at_once_with_one_message(stack):
     deadline = time.monotonic() + 60
     while len(stack.slack.texts()) < 2 and time.monotonic() < deadline:
         time.sleep(1)
-    time.sleep(5)  # a wrong second message would have arrived by now
+    stack.wait_settled()  # a wrong second message would have been sent by now
     task_msgs = [t for t in stack.slack.texts() if "e2e_failing_prediction.predict" in t]
     summaries = [t for t in stack.slack.texts() if "*e2e_failing_prediction* run failed" in t]
     assert len(task_msgs) == 1, stack.slack.texts()

@@ -150,7 +150,7 @@ def test_a_failed_prediction_gives_no_delivery(stack):
     stack.airflow("dags", "trigger", "e2e_failing_prediction", "--run-id", run_id,
                   "--logical-date", _logical(FAILED))  # fmt: skip
     assert stack.wait_for_run("e2e_failing_prediction", run_id, {"success", "failed"}) == "failed"
-    time.sleep(20)  # several scheduler loops (heartbeat 2 s) after the failure
+    stack.wait_settled()  # the failure's callbacks done, several scheduler loops after
     assert str(FAILED) not in _deliveries(stack)
     assert stack.query("SELECT id FROM asset_event WHERE source_run_id = ?", (run_id,)) == []
     assert not (Path(stack.root) / "outbox" / f"{FAILED}.jsonl").exists()

@@ -147,7 +147,7 @@ def _run(stack: AirflowStack, servers: dict[str, KfpApiStandIn]) -> None:
                 echoed[task_id].add(try_number)
         time.sleep(1)
     assert echoed == {"deferred_failed": {1, 2}, "gave_up": {1}}, stack.tail()
-    time.sleep(5)  # failure callbacks and log files settle
+    stack.wait_settled()  # failure callbacks and log files settle
 
 
 def _files(home: Path) -> list[Path]:

@@ -119,7 +119,11 @@ def messages(tmp_path_factory):
             assert stack.wait_for_run("e2e_slack_tries", "tries_1", {"failed", "success"}) == (
                 "failed"
             )
-            time.sleep(30)  # any late second report of a try would arrive by now
+            deadline = time.monotonic() + 120
+            while len([t for t in slack.texts() if "e2e_slack_tries.predict" in t]) < 3:
+                assert time.monotonic() < deadline, (slack.texts(), stack.tail())
+                time.sleep(0.5)
+            stack.wait_settled()  # any late second report of a try would have been sent by now
             reasons = stack.query(
                 "SELECT event FROM log WHERE dag_id = 'e2e_slack_tries' "
                 "AND event IN ('heartbeat timeout', 'state mismatch')"
