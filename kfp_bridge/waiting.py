@@ -32,6 +32,7 @@ calls in place. One implementation, so the two paths cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -169,6 +170,10 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    def guarding(self) -> contextlib.AbstractContextManager[None]:
+        """Around a blocking call the worker makes in place (the supervised clock watches it)."""
+        return contextlib.nullcontext()
+
 
 # Set while a worker runs a wait with ``asyncio.run``: backend calls are made in place
 # (the loop is the worker's own) instead of in a thread, as the triggerer must.
@@ -245,7 +250,11 @@ class RunWaiter:
         rules log, return or raise never holds a secret the service echoed.
         """
         try:
-            result = fn() if _CALL_IN_PLACE.get() else await asyncio.to_thread(fn)
+            if _CALL_IN_PLACE.get():
+                with self.clock.guarding():
+                    result = fn()
+            else:
+                result = await asyncio.to_thread(fn)
         except Exception as exc:
             if self.redact:
                 redact_error(exc, self.redact)

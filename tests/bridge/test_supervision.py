@@ -44,12 +44,23 @@ SUPERVISOR = textwrap.dedent(
     time.sleep(600)
     """
 )
-TASK = (
+SLEEPING = (
     "import asyncio\n"
     "from kfp_bridge.supervision import SupervisedClock\n"
     "clock = SupervisedClock()\n"
     "print('waiting', flush=True)\n"
     "asyncio.run(clock.sleep(600))\n"
+)
+# Blocked inside a read of the run (a service that does not answer): no sleep to look from.
+BLOCKED_IN_A_CALL = (
+    "import time\n"
+    "from kfp_bridge.supervision import SupervisedClock\n"
+    "from kfp_bridge.waiting import RunWaiter, WaitPolicy\n"
+    "class Hanging:\n"
+    "    def get_run(self, run_id):\n"
+    "        print('waiting', flush=True)\n"
+    "        time.sleep(600)\n"
+    "RunWaiter(lambda: Hanging(), WaitPolicy(), clock=SupervisedClock()).read('r-1')\n"
 )
 
 
@@ -60,10 +71,11 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_the_orphaned_task_process_exits_instead_of_waiting_on():
+@pytest.mark.parametrize("task", [SLEEPING, BLOCKED_IN_A_CALL], ids=["sleeping", "in_a_call"])
+def test_the_orphaned_task_process_exits_instead_of_waiting_on(task):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, TASK], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", SUPERVISOR, task], stdout=subprocess.PIPE, text=True, env=env
     )
     task_pid = int(supervisor.stdout.readline())
     try:

@@ -22,7 +22,7 @@ import pytest
 from kfp_bridge.backends.base import RunRequest, RunState, RunStatus
 from kfp_bridge.exceptions import AuthError, RunNotFoundError, TransientBackendError
 from kfp_bridge.run_event import Outcome, RunEvent
-from kfp_bridge.waiting import RunWaiter, WaitPolicy
+from kfp_bridge.waiting import Clock, RunWaiter, WaitPolicy
 
 P, R, S, F = RunState.PENDING, RunState.RUNNING, RunState.SUCCEEDED, RunState.FAILED
 CANCELING, CANCELED = RunState.CANCELING, RunState.CANCELED
@@ -73,7 +73,7 @@ def status(state: RunState, run_id: str = "r-1") -> RunStatus:
     return RunStatus(run_id, "daily__predict", state, url=f"http://ui/{run_id}", error=error)
 
 
-class FakeClock:
+class FakeClock(Clock):
     def __init__(self) -> None:
         self.t = START
         self.sleeps: list[float] = []
