@@ -76,21 +76,20 @@ class ResultGate:
         from prediction_app import partition_check
 
         fields = result.fields
-        where = f"workflow {self.workflow!r}: data-quality gate"
+        where = f"workflow {self.workflow!r}: data-quality gate failed"
         partition = str(fields.get("partition") or "")
         if not partition:
             raise DataQualityError(f"{where}: {result.where} reported no partition: {fields}")
         written = Asset(partition_table_uri(partition)).uri
+        where += f" on partition {partition} (table {written}) written by {result.where}"
         if self.table and written != self.table:
-            raise DataQualityError(
-                f"{where}: partition: expected one of table {self.table}, {result.where} "
-                f"reported {partition} (table {written})"
-            )
+            # Not read: the workflow declares another table (its asset, its permissions).
+            raise DataQualityError(f"{where}: table: expected {self.table}, found {written}")
         run_id = fields.get("run_id")
         if not run_id:
             raise DataQualityError(
-                f"{where}: {result.where} reported no run_id (the run id written into "
-                f"{partition}); recompile the pipeline (make compile)"
+                f"{where}: run_id: expected the run id the rows carry in the report, found "
+                "none (a pipeline compiled before the report had it: recompile, make compile)"
             )
         task = context.get("task")
         given = (getattr(task, "parameters", None) or {}).get("model_sha256")
@@ -106,10 +105,7 @@ class ResultGate:
         )
         found = partition_check.problems(facts, expected)
         if found:
-            raise DataQualityError(
-                f"{where} failed on partition {partition} (table {written}) written by "
-                f"{result.where}: " + "; ".join(found)
-            )
+            raise DataQualityError(f"{where}: " + "; ".join(found))
         if task is not None:
             task.log.info(
                 "Data-quality gate passed: %s holds %d rows of model %s from run %s",

@@ -150,10 +150,21 @@ def test_no_partition_where_the_report_says(gate):
     assert recorded == []
 
 
+def test_a_report_without_a_partition_fails(gate):
+    on_result, _, recorded = gate
+    result = _result("", 4)
+    with pytest.raises(DataQualityError, match=r"^workflow 'checked': .* reported no partition"):
+        on_result(result, {"task": Task()})
+    assert recorded == []
+
+
 def test_a_partition_of_another_table_is_not_read(gate, tmp_path):
     on_result, _, recorded = gate
     other = _write(tmp_path / "warehouse" / "ranking_predictions" / f"{DAY}.parquet", [])
-    with pytest.raises(DataQualityError, match=r"partition: expected one of table .*/predictions"):
+    with pytest.raises(
+        DataQualityError,
+        match=r"table: expected file://.*/predictions, found file://.*/ranking_predictions$",
+    ):
         on_result(_result(other, 4), {"task": Task()})
     assert recorded == []
 
@@ -163,7 +174,10 @@ def test_a_report_without_run_id_fails(gate):
     _write(partition, [(MODEL_A, "run-1")] * 4)
     result = _result(partition, 4)
     result.fields.pop("run_id")
-    with pytest.raises(DataQualityError, match=r"reported no run_id"):
+    with pytest.raises(
+        DataQualityError,
+        match=r"written by task 'predict' of Kubeflow run kfp-run-1: run_id: .* found none",
+    ):
         on_result(result, {"task": Task()})
     assert recorded == []
 

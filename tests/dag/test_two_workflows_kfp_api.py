@@ -223,6 +223,8 @@ def test_a_partition_another_run_replaced_fails_the_gate(airflow_env, stand_in, 
         f"workflow 'morning_ranking': data-quality gate failed on partition {partition}"
     ) in done.stdout
     assert f"run_id: expected '{run['run_id']}', found 'other-run'" in done.stdout
+    # The failure message names the gate's finding.
+    assert [t for t in slack_server.texts() if "data-quality gate failed on partition" in t]
     # No retry (another try reads the same partition): one run for the date; no event.
     named = [r for r in stand_in.runs() if f"__predict__{NEXT}" in r["display_name"]]
     assert named == [run]
