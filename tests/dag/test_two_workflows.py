@@ -64,7 +64,7 @@ def shared(tmp_path_factory):
     return root, warehouse, {k: v[1] for k, v in digests.items()}, env
 
 
-def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> None:
+def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> str:
     proc = airflow_env.run(
         "dags", "test", dag_id, logical,
         extra_env={**env, "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri()},
@@ -72,6 +72,7 @@ def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> None
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "state=success" in output, output[-6000:]
+    return output
 
 
 def _files(warehouse: Path, tables: tuple[str, ...]) -> dict[str, bytes]:
@@ -109,7 +110,8 @@ def _runs(state_dir: Path) -> list[str]:
 def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_server):
     root, warehouse, digests, env = shared
 
-    _dags_test(airflow_env, env, "daily_prediction", f"{DAY}T06:00:00+09:00", slack_server)
+    out = _dags_test(airflow_env, env, "daily_prediction", f"{DAY}T06:00:00+09:00", slack_server)
+    gate_read = {"daily_prediction": out}
     daily_files = _files(warehouse, DAILY_TABLES)
     assert sorted(daily_files) == [
         "predictions/2027-01-01.parquet",
@@ -117,7 +119,8 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     ]
     assert _files(warehouse, RANKING_TABLES) == {}
 
-    _dags_test(airflow_env, env, "morning_ranking", f"{DAY}T09:00:00+09:00", slack_server)
+    out = _dags_test(airflow_env, env, "morning_ranking", f"{DAY}T09:00:00+09:00", slack_server)
+    gate_read["morning_ranking"] = out
     assert sorted(_files(warehouse, RANKING_TABLES)) == [
         "ranking_predictions/2027-01-01.parquet",
         "ranking_predictions_user_features/2027-01-01.parquet",
@@ -131,6 +134,16 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     assert ranking["model_sha256"] == [digests["tree"]]
     assert daily["rows"] == daily["users"] > 0 and ranking["rows"] == ranking["users"] > 0
     assert daily["run_ids"] != ranking["run_ids"]
+    # Each run's data-quality gate read its own partition: its rows, model and run id.
+    for (dag_id, table), summary, digest in (
+        (("daily_prediction", "predictions"), daily, digests["linear"]),
+        (("morning_ranking", "ranking_predictions"), ranking, digests["tree"]),
+    ):
+        [run_id] = summary["run_ids"]
+        assert (
+            f"Data-quality gate passed: {warehouse / table / f'{DAY}.parquet'} holds "
+            f"{summary['rows']} rows of model {digest} from run {run_id}"
+        ) in gate_read[dag_id]
 
     # Each submitted through its own connection: its own local backend's state directory.
     [daily_run] = _runs(root / "runs_default")
