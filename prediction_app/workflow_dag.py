@@ -58,7 +58,9 @@ class ResultGate:
     - at least ``min_rows`` rows, and never none; as many as the run reported;
     - every row from the model the task was given (the rendered ``model_sha256``
       parameter; the reported, verified digest when the parameter is empty);
-    - every row from this run (the ``run_id`` the predict step reported writing).
+    - every row from this run (the run id the predict step reported writing into the
+      ``run_id`` column: ``written_run_id``; on KFP the run's UUID, under ``kfp.local`` and
+      on Vertex AI an id of the pipeline's own, so it is compared with the report).
 
     A failed check raises :class:`DataQualityError` naming the workflow, the partition, what
     was expected and what was found: the task fails without retries and no event reaches
@@ -85,11 +87,11 @@ class ResultGate:
         if self.table and written != self.table:
             # Not read: the workflow declares another table (its asset, its permissions).
             raise DataQualityError(f"{where}: table: expected {self.table}, found {written}")
-        run_id = fields.get("run_id")
+        run_id = fields.get("written_run_id")
         if not run_id:
             raise DataQualityError(
-                f"{where}: run_id: expected the run id the rows carry in the report, found "
-                "none (a pipeline compiled before the report had it: recompile, make compile)"
+                f"{where}: run_id: expected the report's written_run_id, found none (a pipeline "
+                "built before the report had it: update the pipeline's package and recompile)"
             )
         task = context.get("task")
         given = (getattr(task, "parameters", None) or {}).get("model_sha256")

@@ -86,7 +86,7 @@ def _result(partition: Path | str, rows: int, run_id: str = "run-1", model: str 
         "partition": str(partition),
         "rows": rows,
         "model_sha256": model,
-        "run_id": run_id,
+        "written_run_id": run_id,
     }
     return RunResult("kfp-run-1", None, "predict", fields)
 
@@ -173,7 +173,7 @@ def test_a_report_without_run_id_fails(gate):
     on_result, partition, recorded = gate
     _write(partition, [(MODEL_A, "run-1")] * 4)
     result = _result(partition, 4)
-    result.fields.pop("run_id")
+    result.fields.pop("written_run_id")
     with pytest.raises(
         DataQualityError,
         match=r"written by task 'predict' of Kubeflow run kfp-run-1: run_id: .* found none",

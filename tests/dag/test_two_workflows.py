@@ -90,7 +90,8 @@ def _summary(warehouse: Path, date: str, table: str) -> dict:
     return json.loads(_pipeline("kfp_prediction.summary", *args))
 
 
-def _asset_events(airflow_env, dag_id: str) -> list[tuple[str, str, dict]]:
+def _asset_events(airflow_env, dag_id: str, warehouse: Path) -> list[tuple[str, str, dict]]:
+    """The DAG's asset events on tables of ``warehouse`` (other tests share the database)."""
     con = sqlite3.connect(airflow_env.home / "airflow.db")
     rows = con.execute(
         "SELECT a.uri, e.partition_key, e.extra FROM asset_event e "
@@ -98,7 +99,8 @@ def _asset_events(airflow_env, dag_id: str) -> list[tuple[str, str, dict]]:
         (dag_id,),
     ).fetchall()
     con.close()
-    return [(uri, key, json.loads(extra)) for uri, key, extra in rows]
+    prefix = warehouse.as_uri() + "/"
+    return [(uri, key, json.loads(extra)) for uri, key, extra in rows if uri.startswith(prefix)]
 
 
 def _runs(state_dir: Path) -> list[str]:
@@ -152,10 +154,10 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     assert ranking_run == "morning_ranking__predict__2027-01-01__manual-090000"
 
     # Each asset event names its own table and the partition its run wrote.
-    [(uri, key, extra)] = _asset_events(airflow_env, "daily_prediction")[-1:]
+    [(uri, key, extra)] = _asset_events(airflow_env, "daily_prediction", warehouse)[-1:]
     assert (uri, key) == ((warehouse / "predictions").as_uri(), DAY)
     assert extra["partition"] == str(warehouse / "predictions" / f"{DAY}.parquet")
-    [(uri, key, extra)] = _asset_events(airflow_env, "morning_ranking")
+    [(uri, key, extra)] = _asset_events(airflow_env, "morning_ranking", warehouse)
     assert (uri, key) == ((warehouse / "ranking_predictions").as_uri(), DAY)
     assert extra["partition"] == str(warehouse / "ranking_predictions" / f"{DAY}.parquet")
     assert extra["model_sha256"] == digests["tree"]
@@ -179,7 +181,7 @@ def test_the_second_workflow_over_two_dates_adds_only_its_partitions(
         f"ranking_predictions_user_features/{NEXT}.parquet",
     ]
     assert {k: v for k, v in after.items() if k in before} == before  # nothing else touched
-    keys = [key for _, key, _ in _asset_events(airflow_env, "morning_ranking")]
+    keys = [key for _, key, _ in _asset_events(airflow_env, "morning_ranking", warehouse)]
     assert keys[-1] == NEXT and DAY in keys
     assert _summary(warehouse, NEXT, "ranking_predictions")["target_date"] == NEXT
 

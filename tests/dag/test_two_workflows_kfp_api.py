@@ -132,7 +132,7 @@ def _run_as_pipeline(
             "partition": str(partition),
             "rows": ROWS,
             "model_sha256": DIGESTS[dag_id],
-            "run_id": run["run_id"],
+            "written_run_id": run["run_id"],
         }
         stand_in.set_task_log(run["run_id"], "predict", f"kfp-bridge-report: {json.dumps(report)}")
         stand_in.set_run_state(run["run_id"], "SUCCEEDED")

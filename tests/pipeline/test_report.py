@@ -27,10 +27,10 @@ def test_the_report_is_what_the_step_wrote(warehouse: Path, model: Model, capsys
         "partition": str(warehouse / "predictions" / f"{TARGET_DATE}.parquet"),
         "rows": written.num_rows,
         "model_sha256": model.sha256,
-        "run_id": "run-7",
+        "written_run_id": "run-7",
     }
     assert set(written["model_sha256"].to_pylist()) == {report["model_sha256"]}
-    assert set(written["run_id"].to_pylist()) == {report["run_id"]}
+    assert set(written["run_id"].to_pylist()) == {report["written_run_id"]}
 
     value = emit("result", "predict", **report)
     [line] = capsys.readouterr().out.splitlines()
