@@ -192,9 +192,13 @@ class Warehouse(_Strict):
 
 
 class Checks(_Strict):
-    """Data-quality checks on what the run reports (the report task's result)."""
+    """Data-quality checks on the partition the run wrote, read where it landed (the
+    report names it; ``prediction_app.partition_check`` reads it). Always checked: not
+    empty, as many rows as reported, the task's model digest, the run's own run id.
+    ``gcp_conn_id``: the Google connection that queries a BigQuery partition."""
 
     min_rows: int | None = Field(default=None, ge=0)
+    gcp_conn_id: ConnId = "google_cloud_default"
 
 
 class Output(_Strict):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pendulum
 from airflow.sdk import DAG, Asset
@@ -24,7 +25,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 from kfp_bridge.results import RunResult, WrittenDataset
-from prediction_app.assets import record_result, table_uri
+from prediction_app.assets import partition_table_uri, record_result, table_uri
 from prediction_app.notifications import DeadlineNotifier, RunFailureNotifier, TaskFailureNotifier
 from prediction_app.registry import (
     PROJECT_ROOT,
@@ -40,36 +41,90 @@ from prediction_app.timetables import TargetDateCronTimetable
 TASK_ID = "predict"
 
 
+class DataQualityError(ValueError):
+    """The partition a run wrote failed its workflow's checks (a ``ValueError``: the operator
+    fails the task without retries, since another try reads the same partition)."""
+
+
 @dataclass(frozen=True)
 class ResultGate:
-    """The workflow's data-quality checks, as the task's ``on_result``.
+    """The workflow's data-quality gate, as the task's ``on_result``: it reads the partition.
 
-    Run on the predict step's report before its asset event is recorded: a failed check
-    fails the task without retries (another try reads the same report) and no event
-    reaches the DAGs scheduled on the table. A report that cannot be read never reaches
-    here: the provider lets the succeeded run's task succeed, with no event and a warning.
+    The predict step's report says which partition it replaced; the gate reads that
+    partition where it landed (:mod:`prediction_app.partition_check`: the Parquet file, or
+    a query through ``BigQueryHook``) and requires, before the asset event is recorded:
+
+    - the partition is in the workflow's own output table (``table``, its asset URI);
+    - at least ``min_rows`` rows, and never none; as many as the run reported;
+    - every row from the model the task was given (the rendered ``model_sha256``
+      parameter; the reported, verified digest when the parameter is empty);
+    - every row from this run (the run id the predict step reported writing into the
+      ``run_id`` column: ``written_run_id``; on KFP the run's UUID, under ``kfp.local`` and
+      on Vertex AI an id of the pipeline's own, so it is compared with the report).
+
+    A failed check raises :class:`DataQualityError` naming the workflow, the partition, what
+    was expected and what was found: the task fails without retries and no event reaches
+    the DAGs scheduled on the table. A report that cannot be read never reaches here: the
+    provider lets the succeeded run's task succeed, with no event and a warning.
     """
 
+    workflow: str = ""
+    table: str | None = None  # asset URI of the output table
     min_rows: int | None = None
+    gcp_conn_id: str = "google_cloud_default"
+    bigquery_location: str | None = None
 
     def __call__(self, result: RunResult, context: Mapping[str, Any]) -> list[WrittenDataset]:
-        if self.min_rows is not None:
-            rows = int(result.fields.get("rows") or 0)
-            if rows < self.min_rows:
-                raise ValueError(
-                    f"check min_rows={self.min_rows} failed: {result.where} wrote {rows} rows"
-                )
-        # The partition must come from the model this run was given (the rendered
-        # model_sha256 parameter), never from another model's run reused or mixed in.
+        from prediction_app import partition_check
+
+        fields = result.fields
+        where = f"workflow {self.workflow!r}: data-quality gate failed"
+        partition = str(fields.get("partition") or "")
+        if not partition:
+            raise DataQualityError(f"{where}: {result.where} reported no partition: {fields}")
+        written = Asset(partition_table_uri(partition)).uri
+        where += f" on partition {partition} (table {written}) written by {result.where}"
+        if self.table and written != self.table:
+            # Not read: the workflow declares another table (its asset, its permissions).
+            raise DataQualityError(f"{where}: table: expected {self.table}, found {written}")
+        run_id = fields.get("written_run_id")
+        if not run_id:
+            raise DataQualityError(
+                f"{where}: run_id: expected the report's written_run_id, found none (a pipeline "
+                "built before the report had it: update the pipeline's package and recompile)"
+            )
         task = context.get("task")
-        expected = (getattr(task, "parameters", None) or {}).get("model_sha256")
-        written = result.fields.get("model_sha256")
-        if expected and written and str(written).lower() != str(expected).lower():
-            raise ValueError(
-                f"check model_sha256 failed: {result.where} wrote predictions of model "
-                f"{written}, the task was given {expected}"
+        given = (getattr(task, "parameters", None) or {}).get("model_sha256")
+        reported_rows = fields.get("rows")
+        expected = partition_check.Expected(
+            min_rows=max(1, self.min_rows or 0),
+            model_sha256=str(given or fields.get("model_sha256") or "") or None,
+            run_id=str(run_id),
+            reported_rows=reported_rows if isinstance(reported_rows, int) else None,
+        )
+        facts = partition_check.read_partition(
+            partition, gcp_conn_id=self.gcp_conn_id, location=self.bigquery_location
+        )
+        found = partition_check.problems(facts, expected)
+        if found:
+            raise DataQualityError(f"{where}: " + "; ".join(found))
+        if task is not None:
+            task.log.info(
+                "Data-quality gate passed: %s holds %d rows of model %s from run %s",
+                partition,
+                facts.rows,
+                expected.model_sha256,
+                expected.run_id,
             )
         return record_result(result, context)
+
+
+def _bigquery_location(warehouse: str) -> str | None:
+    """``location`` of a ``bigquery://P/D?location=L`` warehouse (where its queries run)."""
+    parts = urlsplit(warehouse)
+    if parts.scheme != "bigquery":
+        return None
+    return (parse_qs(parts.query).get("location") or [None])[-1]
 
 
 def _var(name: str, default: object) -> str:
@@ -189,7 +244,13 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
             report_task=TASK_ID,
             inlets=[Asset(table_uri(warehouse, t)) for t in workflow.output.inputs],
             outlets=[Asset(table_uri(warehouse, workflow.output.table))],
-            on_result=ResultGate(min_rows=workflow.output.checks.min_rows),
+            on_result=ResultGate(
+                workflow=workflow.name,
+                table=Asset(table_uri(warehouse, workflow.output.table)).uri,
+                min_rows=workflow.output.checks.min_rows,
+                gcp_conn_id=workflow.output.checks.gcp_conn_id,
+                bigquery_location=_bigquery_location(warehouse),
+            ),
             poll_interval=ops.poll_seconds,
             on_retry_callback=TaskFailureNotifier(
                 slack_webhook_conn_id=slack, will_retry=True, **rule_kwargs

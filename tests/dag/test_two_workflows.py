@@ -64,7 +64,7 @@ def shared(tmp_path_factory):
     return root, warehouse, {k: v[1] for k, v in digests.items()}, env
 
 
-def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> None:
+def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> str:
     proc = airflow_env.run(
         "dags", "test", dag_id, logical,
         extra_env={**env, "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri()},
@@ -72,6 +72,7 @@ def _dags_test(airflow_env, env: dict, dag_id: str, logical: str, slack) -> None
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "state=success" in output, output[-6000:]
+    return output
 
 
 def _files(warehouse: Path, tables: tuple[str, ...]) -> dict[str, bytes]:
@@ -89,7 +90,8 @@ def _summary(warehouse: Path, date: str, table: str) -> dict:
     return json.loads(_pipeline("kfp_prediction.summary", *args))
 
 
-def _asset_events(airflow_env, dag_id: str) -> list[tuple[str, str, dict]]:
+def _asset_events(airflow_env, dag_id: str, warehouse: Path) -> list[tuple[str, str, dict]]:
+    """The DAG's asset events on tables of ``warehouse`` (other tests share the database)."""
     con = sqlite3.connect(airflow_env.home / "airflow.db")
     rows = con.execute(
         "SELECT a.uri, e.partition_key, e.extra FROM asset_event e "
@@ -97,7 +99,8 @@ def _asset_events(airflow_env, dag_id: str) -> list[tuple[str, str, dict]]:
         (dag_id,),
     ).fetchall()
     con.close()
-    return [(uri, key, json.loads(extra)) for uri, key, extra in rows]
+    prefix = warehouse.as_uri() + "/"
+    return [(uri, key, json.loads(extra)) for uri, key, extra in rows if uri.startswith(prefix)]
 
 
 def _runs(state_dir: Path) -> list[str]:
@@ -109,7 +112,8 @@ def _runs(state_dir: Path) -> list[str]:
 def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_server):
     root, warehouse, digests, env = shared
 
-    _dags_test(airflow_env, env, "daily_prediction", f"{DAY}T06:00:00+09:00", slack_server)
+    out = _dags_test(airflow_env, env, "daily_prediction", f"{DAY}T06:00:00+09:00", slack_server)
+    gate_read = {"daily_prediction": out}
     daily_files = _files(warehouse, DAILY_TABLES)
     assert sorted(daily_files) == [
         "predictions/2027-01-01.parquet",
@@ -117,7 +121,8 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     ]
     assert _files(warehouse, RANKING_TABLES) == {}
 
-    _dags_test(airflow_env, env, "morning_ranking", f"{DAY}T09:00:00+09:00", slack_server)
+    out = _dags_test(airflow_env, env, "morning_ranking", f"{DAY}T09:00:00+09:00", slack_server)
+    gate_read["morning_ranking"] = out
     assert sorted(_files(warehouse, RANKING_TABLES)) == [
         "ranking_predictions/2027-01-01.parquet",
         "ranking_predictions_user_features/2027-01-01.parquet",
@@ -131,6 +136,16 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     assert ranking["model_sha256"] == [digests["tree"]]
     assert daily["rows"] == daily["users"] > 0 and ranking["rows"] == ranking["users"] > 0
     assert daily["run_ids"] != ranking["run_ids"]
+    # Each run's data-quality gate read its own partition: its rows, model and run id.
+    for (dag_id, table), summary, digest in (
+        (("daily_prediction", "predictions"), daily, digests["linear"]),
+        (("morning_ranking", "ranking_predictions"), ranking, digests["tree"]),
+    ):
+        [run_id] = summary["run_ids"]
+        assert (
+            f"Data-quality gate passed: {warehouse / table / f'{DAY}.parquet'} holds "
+            f"{summary['rows']} rows of model {digest} from run {run_id}"
+        ) in gate_read[dag_id]
 
     # Each submitted through its own connection: its own local backend's state directory.
     [daily_run] = _runs(root / "runs_default")
@@ -139,10 +154,10 @@ def test_each_workflow_writes_only_its_own_table(airflow_env, shared, slack_serv
     assert ranking_run == "morning_ranking__predict__2027-01-01__manual-090000"
 
     # Each asset event names its own table and the partition its run wrote.
-    [(uri, key, extra)] = _asset_events(airflow_env, "daily_prediction")[-1:]
+    [(uri, key, extra)] = _asset_events(airflow_env, "daily_prediction", warehouse)[-1:]
     assert (uri, key) == ((warehouse / "predictions").as_uri(), DAY)
     assert extra["partition"] == str(warehouse / "predictions" / f"{DAY}.parquet")
-    [(uri, key, extra)] = _asset_events(airflow_env, "morning_ranking")
+    [(uri, key, extra)] = _asset_events(airflow_env, "morning_ranking", warehouse)
     assert (uri, key) == ((warehouse / "ranking_predictions").as_uri(), DAY)
     assert extra["partition"] == str(warehouse / "ranking_predictions" / f"{DAY}.parquet")
     assert extra["model_sha256"] == digests["tree"]
@@ -166,7 +181,7 @@ def test_the_second_workflow_over_two_dates_adds_only_its_partitions(
         f"ranking_predictions_user_features/{NEXT}.parquet",
     ]
     assert {k: v for k, v in after.items() if k in before} == before  # nothing else touched
-    keys = [key for _, key, _ in _asset_events(airflow_env, "morning_ranking")]
+    keys = [key for _, key, _ in _asset_events(airflow_env, "morning_ranking", warehouse)]
     assert keys[-1] == NEXT and DAY in keys
     assert _summary(warehouse, NEXT, "ranking_predictions")["target_date"] == NEXT
 

@@ -10,7 +10,11 @@ operator and notifier:
   pipeline run for the clear (name suffix ``__c1``), which replaces that date's
   partition with the same rows; no other run or partition changes;
 - a component failure on bad input (model digest mismatch) fails at once, without a
-  retry: one Slack message, with the Kubeflow run link and the component's error.
+  retry: one Slack message, with the Kubeflow run link and the component's error;
+- the registry's second workflow, ``morning_ranking`` (another model, its own KFP connection:
+  a local backend with its own state directory), backfilled over two dates in the same
+  warehouse, writes only its own table's partitions, each read back by its data-quality
+  gate, and announces them on its own table (issue 19).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from prediction_app.target_date import jst_ds
@@ -28,6 +33,7 @@ from tests.e2e.airflow_stack import REPO, AirflowStack
 from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
 
 TARGET_DATES = ["2026-10-30", "2026-10-31", "2026-11-01"]  # backfills take no future dates
+RANKING_DATES = ["2026-10-28", "2026-10-29"]  # none of daily_prediction's
 
 FAILING_HEADER = """
 from datetime import timedelta
@@ -42,6 +48,11 @@ def stack(tmp_path_factory, metadata_db):
     warehouse, model, runs = root / "warehouse", root / "models" / "model.pkl", root / "runs"
     # Data up to today (JST): the scheduler also creates today's run once the DAG is unpaused.
     digest = demo_inputs(warehouse, model)
+    # morning_ranking's own model (a tree) and its own connection's state directory.
+    ranking_model, ranking_runs = root / "models" / "ranking.pkl", root / "runs_ranking"
+    pipeline_module("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out",
+                    str(ranking_model), "--kind", "tree")  # fmt: skip
+    ranking_digest = (ranking_model.parent / "ranking.pkl.sha256").read_text().split()[0]
 
     dags = root / "dags"
     dags.mkdir()
@@ -59,6 +70,9 @@ def stack(tmp_path_factory, metadata_db):
         )
     )
 
+    ranking_conn = json.dumps(
+        {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(ranking_runs)}}
+    )
     with slack_stand_in() as slack:
         env = {
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
@@ -72,17 +86,23 @@ def stack(tmp_path_factory, metadata_db):
             # scheduler's stale defer-exit event (apache/airflow#67287, #72716, open in 3.3.x).
             "DAILY_PREDICTION_POLL_SECONDS": "15",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW_CONN_KFP_RECOMMENDATION": ranking_conn,
+            "AIRFLOW_VAR_MORNING_RANKING_MODEL_URI": str(ranking_model),
+            "AIRFLOW_VAR_MORNING_RANKING_MODEL_SHA256": ranking_digest,
+            "MORNING_RANKING_POLL_SECONDS": "15",
         }
         airflow = AirflowStack(
             root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
         )
         with airflow:
             deadline = time.monotonic() + 180
-            wanted = {"daily_prediction", "e2e_failing_prediction"}
+            wanted = {"daily_prediction", "morning_ranking", "e2e_failing_prediction"}
             while not wanted <= {r[0] for r in airflow.query("SELECT dag_id FROM dag")}:
                 assert time.monotonic() < deadline, airflow.tail("dag-processor")
                 time.sleep(1)
             airflow.warehouse, airflow.runs = warehouse, runs
+            airflow.ranking_runs, airflow.ranking_digest = ranking_runs, ranking_digest
+            airflow.digest = digest
             airflow.slack = slack
             yield airflow
 
@@ -107,12 +127,31 @@ def _wait_runs(stack: AirflowStack, dag_id: str, count: int, timeout: float = 40
     raise AssertionError(f"{dag_id}: {rows}\n{stack.tail()}")
 
 
-def _rows(warehouse: Path, target_date: str) -> int:
+def _summary(warehouse: Path, target_date: str, table: str = "predictions") -> dict:
     out = pipeline_module(
         "kfp_prediction.summary", "--target-date", target_date, "--warehouse", str(warehouse),
-        "--json",
+        "--table", table, "--json",
     )  # fmt: skip
-    return json.loads(out)["rows"]
+    return json.loads(out)
+
+
+def _files(table: Path, dates: list[str]) -> dict[str, bytes]:
+    """The partition files of ``dates`` that exist, by name."""
+    paths = [table / f"{d}.parquet" for d in dates]
+    return {p.name: p.read_bytes() for p in paths if p.exists()}
+
+
+def _digests(table: Path) -> set[str]:
+    """The model digests of every row of every partition of a local table."""
+    return {
+        digest
+        for path in table.glob("*.parquet")
+        for digest in pq.read_table(path, columns=["model_sha256"])["model_sha256"].to_pylist()
+    }
+
+
+def _rows(warehouse: Path, target_date: str) -> int:
+    return _summary(warehouse, target_date)["rows"]
 
 
 def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
@@ -195,3 +234,52 @@ def test_bad_input_fails_at_once_with_one_message(stack):
         sum(n for name, n in _runs_by_name(stack.runs).items() if "e2e_failing_prediction" in name)
         == 1
     )
+
+
+def test_backfill_of_the_second_workflow_writes_only_its_own_table(stack):
+    """morning_ranking over two dates: its own partitions, model, connection and events; not
+    one file of daily_prediction's tables for those dates, nor a run on its connection."""
+    daily_before = _files(stack.warehouse / "predictions", TARGET_DATES)
+    stack.airflow("dags", "unpause", "morning_ranking")
+    stack.airflow(
+        "backfill", "create", "--dag-id", "morning_ranking",
+        "--from-date", f"{RANKING_DATES[0]}T00:00:00+09:00",
+        "--to-date", f"{RANKING_DATES[-1]}T23:59:59+09:00", "--max-active-runs", "2",
+    )  # fmt: skip
+    rows = _wait_runs(stack, "morning_ranking", 2)
+    assert [r[2] for r in rows] == ["success"] * 2, stack.tail()
+    assert [jst_ds(r[1]) for r in rows] == RANKING_DATES
+
+    warehouse = stack.warehouse
+    for day in RANKING_DATES:
+        ranking = _summary(warehouse, day, "ranking_predictions")
+        assert ranking["model_sha256"] == [stack.ranking_digest]
+        assert len(ranking["run_ids"]) == 1 and ranking["rows"] == ranking["users"] > 0
+        assert (warehouse / "ranking_predictions_user_features" / f"{day}.parquet").exists()
+        # Not one file of daily_prediction's tables for the ranking's dates.
+        assert not (warehouse / "predictions" / f"{day}.parquet").exists()
+        assert not (warehouse / "user_features" / f"{day}.parquet").exists()
+    # daily_prediction's partitions are byte for byte as they were, all of its own model.
+    assert _files(warehouse / "predictions", TARGET_DATES) == daily_before
+    assert _digests(warehouse / "predictions") <= {stack.digest}
+    assert _digests(warehouse / "ranking_predictions") == {stack.ranking_digest}
+    # Each run went through morning_ranking's own connection (its own state directory).
+    ranking_names = _runs_by_name(stack.ranking_runs)
+    assert {f"morning_ranking__predict__{d}" for d in RANKING_DATES} <= set(ranking_names)
+    assert all(n.startswith("morning_ranking__") for n in ranking_names)
+    assert not [n for n in _runs_by_name(stack.runs) if n.startswith("morning_ranking")]
+    # Its asset events name its own table, one per date, with the rows its gate read.
+    events = stack.query(
+        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e JOIN asset a "
+        "ON a.id = e.asset_id WHERE e.source_dag_id = 'morning_ranking' ORDER BY e.id"
+    )
+    # JSON text on SQLite, already decoded on PostgreSQL
+    by_date = {
+        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
+        for uri, key, extra in events
+    }
+    for day in RANKING_DATES:
+        uri, extra = by_date[day]
+        assert uri == (warehouse / "ranking_predictions").as_uri()
+        assert extra["model_sha256"] == stack.ranking_digest
+        assert extra["rows"] == _summary(warehouse, day, "ranking_predictions")["rows"]

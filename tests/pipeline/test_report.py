@@ -18,6 +18,7 @@ def test_the_report_is_what_the_step_wrote(warehouse: Path, model: Model, capsys
         warehouse=str(warehouse),
         model_uri=model.uri,
         model_sha256=model.sha256.upper(),  # the digest given; the report has the verified one
+        run_id="run-7",
     )["predict"]
     report = prediction_result(result)
     written = pq.read_table(report["partition"])
@@ -26,8 +27,10 @@ def test_the_report_is_what_the_step_wrote(warehouse: Path, model: Model, capsys
         "partition": str(warehouse / "predictions" / f"{TARGET_DATE}.parquet"),
         "rows": written.num_rows,
         "model_sha256": model.sha256,
+        "written_run_id": "run-7",
     }
     assert set(written["model_sha256"].to_pylist()) == {report["model_sha256"]}
+    assert set(written["run_id"].to_pylist()) == {report["written_run_id"]}
 
     value = emit("result", "predict", **report)
     [line] = capsys.readouterr().out.splitlines()

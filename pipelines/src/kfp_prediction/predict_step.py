@@ -168,7 +168,9 @@ def predict(
         )
     # What the step reports (kfp_prediction.report): the verified digest, the parsed date.
     metrics: dict[str, Any] = {"contents_rows": float(contents.num_rows)}
-    metrics.update(target_date=f"{day:%Y-%m-%d}", model_sha256=digest)
+    # ... and the run id written into every row: the Airflow side checks the partition it
+    # reads back holds this run's rows only (prediction_app.partition_check).
+    metrics.update(target_date=f"{day:%Y-%m-%d}", model_sha256=digest, run_id=run_id)
     clock.lap(metrics, "checks")
     created_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     tally = _Tally()

@@ -51,12 +51,15 @@ def emit(kind: str, step: str | None = None, **fields: Any) -> str:
 
 
 def prediction_result(result: Mapping[str, Any]) -> dict[str, Any]:
-    """What the predict step reports: the partition it replaced, and what is in it."""
+    """What the predict step reports: the partition it replaced, and what is in it
+    (``written_run_id``: the ``run_id`` column's value in every row; the Airflow side reads
+    the partition back and checks it; not named ``run_id``, which is the bridge's own)."""
     return {
         "target_date": str(result["target_date"]),
         "partition": str(result["partition"]),
         "rows": int(result["rows_written"]),
         "model_sha256": str(result["model_sha256"]),
+        "written_run_id": str(result.get("run_id") or ""),
     }
 
 
