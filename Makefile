@@ -182,11 +182,11 @@ test-pipeline: setup bigquery-emulator
 
 # The inner loop: every test not marked e2e (no Airflow stack, `airflow dags test`, browser,
 # fresh virtualenv or comparison; see tests/conftest.py). These wait on their stand-ins more
-# than they compute, so the Airflow side takes three workers and single tests (a module's
+# than they compute, so the Airflow side takes four workers and single tests (a module's
 # fixtures are cheap here). Before a push, `make test` (what CI runs) still runs everything.
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
-	@$(MAKE) --no-print-directory -j2 --output-sync=target XDIST="-n 3 --dist load" \
+	@$(MAKE) --no-print-directory -j2 --output-sync=target XDIST="-n 4 --dist load" \
 		PIPELINE_XDIST="$(XDIST)" PYTEST_ARGS='-q --durations=10 -m "not e2e"' \
 		AIRFLOW_TESTS="tests/bridge tests/dag tests/plugin tests/ci" test-airflow test-pipeline
 

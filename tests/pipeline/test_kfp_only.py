@@ -41,8 +41,12 @@ from benchmarks.kfp_only.pipeline import (
 
 DATE_LIKE = re.compile(r"(19|20)\d\d-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# kfp.local says that resource requests are cluster settings; they are.
-pytestmark = pytest.mark.filterwarnings("ignore:.*no effect in the current local runner")
+pytestmark = [
+    # The comparison's KFP-only pipelines (make compare), run under kfp.local: not the inner loop.
+    pytest.mark.e2e,
+    # kfp.local says that resource requests are cluster settings; they are.
+    pytest.mark.filterwarnings("ignore:.*no effect in the current local runner"),
+]
 
 
 def spec_of(path: Path) -> dict:
