@@ -875,8 +875,7 @@ class _State:
         version_id: str | None = None,
     ) -> dict[str, Any]:
         # storage/pipeline_store.go: the name is unique within its pipeline
-        self.seq += 1
-        return _insert_named(
+        version = _insert_named(
             self.versions,
             "pipeline version",
             {"name": name, "display_name": display_name, "description": description},
@@ -885,8 +884,10 @@ class _State:
             pipeline_id=pipeline_id,
             code_source_url=code_source_url,
             pipeline_spec=spec,
-            _seq=self.seq,
+            _seq=self.seq + 1,
         )
+        self.seq = version["_seq"]  # a refused duplicate takes no number
+        return version
 
     def create_pipeline(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
         """``server/pipeline_server.go`` ``CreatePipeline`` (``POST /pipelines``, JSON)."""
