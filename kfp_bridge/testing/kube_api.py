@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kfp_bridge.testing._threaded import ThreadedServer
 from kfp_bridge.testing.kfp_api.istio import make_token
 
 TOKEN_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)/token$")
@@ -52,8 +53,10 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-class KubeApiStandIn:
+class KubeApiStandIn(ThreadedServer):
     """The TokenRequest endpoint on 127.0.0.1, with the service accounts it knows."""
+
+    _thread_name = "kube-api-standin"
 
     def __init__(
         self,
@@ -70,17 +73,8 @@ class KubeApiStandIn:
         self.credential = "kube-admin-" + secrets.token_hex(8)  # the kubeconfig user's token
         self.minted: list[dict[str, Any]] = []  # namespace, name, audiences, seconds (no token)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> KubeApiStandIn:
+    def _make_server(self) -> ThreadingHTTPServer:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,28 +94,9 @@ class KubeApiStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> KubeApiStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
     def write_kubeconfig(self, path: str | Path, *, credential: str | None = None) -> Path:
         """A kubeconfig whose one context reaches this stand-in with a bearer token."""

@@ -19,6 +19,8 @@ user's CI (``docs/testing.md``); ``kfp_api_options`` below sets its connection.
 - ``kfp_conn_id``: the id of the plugin's Airflow connection of type ``kfp`` to
   ``kfp_server`` (an ``AIRFLOW_CONN_*`` env var, so subprocesses started by the test
   inherit it; 2 s request timeout).
+- ``make_conn``: defines a ``kfp`` connection (``test_kfp`` unless named) from keyword
+  fields and returns its hook.
 
 Outside pytest (benchmarks, e2e scripts): ``standin_process()`` or
 ``python -m kfp_bridge.testing.kfp_api.server --port 0``, see that module.
@@ -26,11 +28,13 @@ Outside pytest (benchmarks, e2e scripts): ``standin_process()`` or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from kfp_bridge.hooks.kfp import KubeflowPipelineHook
 from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, StandInControl, standin_process
 from kfp_bridge.testing.pytest_plugin import KfpApi
 
@@ -71,3 +75,16 @@ def kfp_backend(kfp_server: KfpApiStandIn):
 @pytest.fixture
 def kfp_conn_id(kfp_api: KfpApi) -> str:
     return kfp_api.conn_id
+
+
+@pytest.fixture
+def make_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., KubeflowPipelineHook]:
+    """Define a ``kfp`` connection from keyword arguments (as the env var JSON form)."""
+
+    def make(conn_id: str = "test_kfp", **fields: Any) -> KubeflowPipelineHook:
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kfp", **fields})
+        )
+        return KubeflowPipelineHook(kfp_conn_id=conn_id)
+
+    return make

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from kfp_bridge.backends.base import RunRequest, RunState
@@ -13,19 +11,6 @@ from kfp_bridge.hooks.kfp import KfpConnectionError, KubeflowPipelineHook
 from kfp_bridge.testing.kfp_api.server import write_google_credentials
 
 SPEC = {"pipelineInfo": {"name": "p"}, "root": {"dag": {"tasks": {}}}}
-
-
-@pytest.fixture
-def make_conn(monkeypatch):
-    """Define connection ``test_kfp`` from keyword arguments (as the env var JSON form)."""
-
-    def make(conn_id: str = "test_kfp", **fields) -> KubeflowPipelineHook:
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kfp", **fields})
-        )
-        return KubeflowPipelineHook(kfp_conn_id=conn_id)
-
-    return make
 
 
 @pytest.fixture

@@ -25,17 +25,6 @@ USER, PASSWORD = "user@example.com", "12341234"
 
 
 @pytest.fixture
-def make_conn(monkeypatch):
-    def make(conn_id: str = "test_kfp", **fields) -> KubeflowPipelineHook:
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kfp", **fields})
-        )
-        return KubeflowPipelineHook(kfp_conn_id=conn_id)
-
-    return make
-
-
-@pytest.fixture
 def dex_server():
     with KfpApiStandIn(profile="dex") as server:
         yield server

@@ -49,15 +49,26 @@ def kube(istio_server, tmp_path, monkeypatch):
         yield kube
 
 
-@pytest.fixture
-def make_conn(monkeypatch):
-    def make(conn_id: str = "istio_kfp", **fields) -> KubeflowPipelineHook:
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kfp", **fields})
-        )
-        return KubeflowPipelineHook(kfp_conn_id=conn_id)
+def trigger_wait(run_id: str, run_name: str) -> RunEvent:
+    """The event the trigger of connection ``test_kfp`` fires first for the run (fast polls)."""
+    trigger = KubeflowPipelineRunTrigger(
+        kfp_conn_id="test_kfp",
+        run_id=run_id,
+        run_name=run_name,
+        policy=WaitPolicy(poll_interval=0.01, max_poll_interval=0.05),
+    )
 
-    return make
+    async def first() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return RunEvent.from_payload(asyncio.run(asyncio.wait_for(first(), 30)))
+
+
+def token_file_extra(path) -> dict:
+    """A ``kfp`` connection's extra reading the service-account token from ``path``."""
+    return {"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"}
 
 
 def token_request_extra(**more) -> dict:
@@ -136,10 +147,7 @@ def test_backend_polling_across_expiry_uses_the_rewritten_token_file(
     path = tmp_path / "token"
     first = istio_server.issue_token(SA_USER)
     write_token(path, first)
-    backend = make_conn(
-        host=istio_server.url,
-        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
-    ).get_conn()
+    backend = make_conn(host=istio_server.url, extra=token_file_extra(path)).get_conn()
     run_id = backend.submit(RunRequest(display_name="file", pipeline_spec=SPEC)).run_id
     assert backend.get_run(run_id).state is RunState.PENDING
 
@@ -198,22 +206,11 @@ def test_trigger_wait_renews_the_minted_token_across_its_expiry(
     kube.clock = clock.now
     istio_server.set_schedule(pending=3, running=3)
     make_conn(host=istio_server.url, extra=token_request_extra())
-    backend = KubeflowPipelineHook(kfp_conn_id="istio_kfp").get_conn()
+    backend = KubeflowPipelineHook(kfp_conn_id="test_kfp").get_conn()
     run_id = backend.submit(RunRequest(display_name="wait", pipeline_spec=SPEC)).run_id
 
     clock.calls, clock.jump_at = 0, 3  # an hour passes between the trigger's 2nd and 3rd poll
-    trigger = KubeflowPipelineRunTrigger(
-        kfp_conn_id="istio_kfp",
-        run_id=run_id,
-        run_name="wait",
-        policy=WaitPolicy(poll_interval=0.01, max_poll_interval=0.05),
-    )
-
-    async def first():
-        async for event in trigger.run():
-            return event.payload
-
-    event = RunEvent.from_payload(asyncio.run(asyncio.wait_for(first(), 30)))
+    event = trigger_wait(run_id, "wait")
     assert (event.outcome, event.state) == (Outcome.SUCCEEDED, RunState.SUCCEEDED), event.message
     assert clock.calls >= 3  # the jump happened during the wait
     # one token for the submission, one for the wait's start (a new hook), one after the jump
@@ -227,21 +224,10 @@ def test_trigger_wait_with_a_fixed_token_fails_on_expiry(istio_server, make_conn
     istio_server.set_schedule(pending=3, running=3)
     token = istio_server.issue_token(SA_USER)
     make_conn(host=istio_server.url, password=token, extra={"namespace": "team-a"})
-    backend = KubeflowPipelineHook(kfp_conn_id="istio_kfp").get_conn()
+    backend = KubeflowPipelineHook(kfp_conn_id="test_kfp").get_conn()
     run_id = backend.submit(RunRequest(display_name="fixed", pipeline_spec=SPEC)).run_id
     istio_server.expire_tokens()
-    trigger = KubeflowPipelineRunTrigger(
-        kfp_conn_id="istio_kfp",
-        run_id=run_id,
-        run_name="fixed",
-        policy=WaitPolicy(poll_interval=0.01, max_poll_interval=0.05),
-    )
-
-    async def first():
-        async for event in trigger.run():
-            return event.payload
-
-    event = RunEvent.from_payload(asyncio.run(asyncio.wait_for(first(), 30)))
+    event = trigger_wait(run_id, "fixed")
     assert event.outcome is Outcome.AUTH_ERROR
     assert token not in event.message
 
@@ -312,10 +298,7 @@ def test_user_header_still_works_without_istio(make_conn, kfp_server_multi_user)
 def test_connection_test_names_the_istio_topology(istio_server, make_conn, tmp_path):
     path = tmp_path / "token"
     write_token(path, istio_server.issue_token(SA_USER))
-    ok, message = make_conn(
-        host=istio_server.url,
-        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
-    ).test_connection()
+    ok, message = make_conn(host=istio_server.url, extra=token_file_extra(path)).test_connection()
     assert ok is True, message
     assert message.startswith(f"KFP API at {istio_server.url} is healthy (multi-user)")
     assert "API server (ml-pipeline)" in message and "identity: bearer token" in message
@@ -389,10 +372,7 @@ def test_renewed_tokens_are_masked_as_they_are_issued(istio_server, tmp_path, ma
 
     path = tmp_path / "token"
     tokens = []
-    backend = make_conn(
-        host=istio_server.url,
-        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
-    ).get_conn()
+    backend = make_conn(host=istio_server.url, extra=token_file_extra(path)).get_conn()
     for _ in range(2):
         tokens.append(istio_server.issue_token(SA_USER))
         write_token(path, tokens[-1])
@@ -453,10 +433,7 @@ def test_a_token_file_rotated_unseen_is_read_again_after_a_401(istio_server, mak
     path = tmp_path / "token"
     first = istio_server.issue_token(SA_USER)
     write_token(path, first)
-    backend = make_conn(
-        host=istio_server.url,
-        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
-    ).get_conn()
+    backend = make_conn(host=istio_server.url, extra=token_file_extra(path)).get_conn()
     run_id = backend.submit(RunRequest(display_name="unseen", pipeline_spec=SPEC)).run_id
     # the kubelet's new token, written in place with the old size and time: stat sees nothing
     second = istio_server.issue_token(SA_USER, lifetime=7200)
@@ -476,9 +453,7 @@ def test_a_second_401_is_a_permanent_error_naming_the_mode_and_connection(
     token = istio_server.issue_token(SA_USER)
     write_token(path, token)
     backend = make_conn(
-        "istio_revoked",
-        host=istio_server.url,
-        extra={"auth": "sa_token_file", "credentials_path": str(path), "namespace": "team-a"},
+        "istio_revoked", host=istio_server.url, extra=token_file_extra(path)
     ).get_conn()
     run_id = backend.submit(RunRequest(display_name="gone", pipeline_spec=SPEC)).run_id
     istio_server.expire_tokens()  # revoked, and the file keeps it

@@ -82,6 +82,29 @@ def _run_trigger(trigger: KubeflowPipelineRunTrigger) -> dict:
     return asyncio.run(asyncio.wait_for(first(), 30))
 
 
+def _a_run_the_bridge_terminated(server, conn_id: str, store: TaskStateStore) -> dict:
+    """A deferred try that timed out: the bridge terminated its run, which KFP ends FAILED."""
+    server.set_schedule(pending=0, running=100000, canceling=1)
+    op = _operator(conn_id, deferrable=True, timeout=0.3)
+    context = task_context(TaskInstance(), store, LOGICAL_DATE)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    with pytest.raises(AirflowException, match="kfp-bridge terminated it"):
+        op.execute_complete(context, _run_trigger(deferred.value.trigger))
+    [stopped] = _runs_named(server)
+    assert server.set_run_state(stopped["run_id"], "FAILED")["state"] == "FAILED"
+    return stopped
+
+
+def _a_try_failing_in(server, conn_id: str, store: TaskStateStore, task: str) -> dict:
+    """A first try whose run fails in ``task`` (a MemoryError); the run as the server has it."""
+    server.set_schedule(outcome="FAILED", failed_task=task, error="MemoryError")
+    with pytest.raises(RunFailedError, match="MemoryError"):
+        _operator(conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(server)
+    return failed
+
+
 # -- validation ------------------------------------------------------------------------------
 
 
@@ -897,16 +920,8 @@ def test_a_kfp_1x_server_fails_at_once_and_is_named(kfp_server, kfp_conn_id):
 
 def test_retry_tells_our_terminated_run_from_a_pipeline_failure(kfp_server, kfp_conn_id, capsys):
     """Both end FAILED on KFP; only the task state store knows which one the bridge stopped."""
-    kfp_server.set_schedule(pending=0, running=100000, canceling=1)
     store = TaskStateStore()
-    op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
-    context = task_context(TaskInstance(), store, LOGICAL_DATE)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
-    with pytest.raises(AirflowException, match="kfp-bridge terminated it"):
-        op.execute_complete(context, _run_trigger(deferred.value.trigger))
-    [stopped] = _runs_named(kfp_server)
-    assert kfp_server.set_run_state(stopped["run_id"], "FAILED")["state"] == "FAILED"
+    stopped = _a_run_the_bridge_terminated(kfp_server, kfp_conn_id, store)
 
     kfp_server.set_schedule(outcome="FAILED", error="KeyError: 'user_id'")
     capsys.readouterr()
@@ -947,11 +962,8 @@ def test_run_urls_in_the_task_log_end_at_whitespace(kfp_server, kfp_conn_id, cap
 
 
 def test_a_run_failing_once_in_predict_is_resumed_not_resubmitted(kfp_server, kfp_conn_id, capsys):
-    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", error="MemoryError")
     store = TaskStateStore()
-    with pytest.raises(RunFailedError, match="MemoryError"):
-        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
-    [failed] = _runs_named(kfp_server)
+    failed = _a_try_failing_in(kfp_server, kfp_conn_id, store, "predict")
     capsys.readouterr()
 
     result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
@@ -966,16 +978,8 @@ def test_a_run_failing_once_in_predict_is_resumed_not_resubmitted(kfp_server, kf
 
 
 def test_a_run_we_terminated_is_never_resumed(kfp_server, kfp_conn_id):
-    kfp_server.set_schedule(pending=0, running=100000, canceling=1)
     store = TaskStateStore()
-    op = _operator(kfp_conn_id, deferrable=True, timeout=0.3)
-    context = task_context(TaskInstance(), store, LOGICAL_DATE)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
-    with pytest.raises(AirflowException, match="kfp-bridge terminated it"):
-        op.execute_complete(context, _run_trigger(deferred.value.trigger))
-    [stopped] = _runs_named(kfp_server)
-    kfp_server.set_run_state(stopped["run_id"], "FAILED")
+    stopped = _a_run_the_bridge_terminated(kfp_server, kfp_conn_id, store)
 
     kfp_server.set_schedule(outcome="SUCCEEDED")
     result = _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
@@ -986,11 +990,8 @@ def test_a_run_we_terminated_is_never_resumed(kfp_server, kfp_conn_id):
 
 
 def test_a_refused_retry_falls_back_to_a_new_run_and_says_why(kfp_server, kfp_conn_id, capsys):
-    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", error="MemoryError")
     store = TaskStateStore()
-    with pytest.raises(RunFailedError):
-        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
-    [failed] = _runs_named(kfp_server)
+    failed = _a_try_failing_in(kfp_server, kfp_conn_id, store, "predict")
     kfp_server.inject(
         "status", status=500, path=":retry$", message="workflow not found (garbage-collected)"
     )
@@ -1045,11 +1046,8 @@ def test_vertex_has_no_retry_in_place_so_a_new_job_starts_and_the_log_says_so(ca
 
 def test_the_try_history_keeps_each_tries_run_and_the_log_shows_it(kfp_server, kfp_conn_id, capsys):
     """Try 1's run fails in its second task; try 2 resumes it: two entries, one run."""
-    kfp_server.set_schedule(outcome="FAILED", failed_task="shout", error="MemoryError")
     store = TaskStateStore()
-    with pytest.raises(RunFailedError):
-        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
-    [failed] = _runs_named(kfp_server)
+    failed = _a_try_failing_in(kfp_server, kfp_conn_id, store, "shout")
     capsys.readouterr()
 
     _operator(kfp_conn_id).execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))

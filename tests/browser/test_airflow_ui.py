@@ -412,14 +412,20 @@ def test_run_page_refused_without_login(browser, ui, ui_runs, shots):
     assert listing.status == 401 and "daily_prediction__" not in page.content()
 
 
+def open_from_browse_menu(page, shots, title: str, plugin_path: str):
+    """Open a plugin page from Airflow's Browse menu; its iframe, once the heading shows."""
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_text(title, exact=True).click()
+    page.wait_for_url(re.compile(rf".*/plugin/{re.escape(plugin_path)}"))
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name=title).wait_for()
+    shots(f"{title} in the Browse menu")
+    return frame
+
+
 def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots):
     page = login(ui, shots)
-    page.get_by_role("button", name="Browse").click()
-    page.get_by_text("Local Kubeflow runs", exact=True).click()
-    page.wait_for_url(re.compile(r".*/plugin/kfp-local-runs"))
-    frame = page.frame_locator("iframe")
-    frame.get_by_role("heading", name="Local Kubeflow runs").wait_for()
-    shots("local runs in the Browse menu")
+    frame = open_from_browse_menu(page, shots, "Local Kubeflow runs", "kfp-local-runs")
     row = frame.locator("#runs tr", has_text=f"target_date: {RUN_TARGET_DATE}").first
     assert "SUCCEEDED" in row.inner_text()
     assert "FAILED" in frame.locator("#runs tr", has_text=FAILING_DAG_ID).first.inner_text()
@@ -432,12 +438,7 @@ def test_browse_menu_lists_local_runs_and_opens_one(browser, ui, ui_runs, shots)
 
 def test_workflows_page_in_the_browse_menu_shows_the_daily_workflow(browser, ui, ui_runs, shots):
     page = login(ui, shots)
-    page.get_by_role("button", name="Browse").click()
-    page.get_by_text("Prediction workflows", exact=True).click()
-    page.wait_for_url(re.compile(r".*/plugin/prediction-workflows"))
-    frame = page.frame_locator("iframe")
-    frame.get_by_role("heading", name="Prediction workflows").wait_for()
-    shots("prediction workflows in the Browse menu")
+    frame = open_from_browse_menu(page, shots, "Prediction workflows", "prediction-workflows")
     row = frame.locator(f"#wf-{DAG_ID}")
     assert "0 6 * * *" in row.locator("td.schedule").inner_text()
     assert "Asia/Tokyo" in row.locator("td.schedule").inner_text()

@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,14 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port on 127.0.0.1 between 10000 and {top}")
+
+
+def dags_folder(root: Path, dag_id: str, source: str) -> Path:
+    """``root/dags`` holding one DAG file, ``<dag_id>.py``, from ``source`` (dedented)."""
+    dags = root / "dags"
+    dags.mkdir()
+    (dags / f"{dag_id}.py").write_text(textwrap.dedent(source))
+    return dags
 
 
 class AirflowStackError(RuntimeError):
@@ -302,6 +311,16 @@ class AirflowStack:
                 seen, last = 0, beat  # count the loops from the last callback's pick-up
             elif beat != last:
                 seen, last = seen + 1, beat
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        """Until the dag-processor has put ``dag_id`` in the metadata database."""
+        deadline = time.monotonic() + timeout
+        while not self.query("SELECT 1 FROM dag WHERE dag_id = ?", (dag_id,)):
+            if time.monotonic() >= deadline:
+                raise AirflowStackError(
+                    f"{dag_id} not parsed after {timeout:.0f}s\n{self.tail('dag-processor')}"
+                )
+            time.sleep(1)
 
     def wait_for_run(self, dag_id: str, run_id: str, states: set[str], timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout

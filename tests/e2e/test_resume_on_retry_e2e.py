@@ -13,14 +13,12 @@ to a loopback webhook. The try history is read where the task keeps it (the
 from __future__ import annotations
 
 import json
-import textwrap
-import time
 
 import pytest
 
 from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, airflow_connection_json
 from tests.dag.helpers import slack_stand_in
-from tests.e2e.airflow_stack import REPO, AirflowStack
+from tests.e2e.airflow_stack import REPO, AirflowStack, dags_folder
 
 PIPELINE = REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
 # Manual run for target date 2026-12-04: logical date 2026-12-04 06:00 JST.
@@ -52,9 +50,7 @@ with DAG("e2e_resume", schedule=None, catchup=False, user_defined_macros=MACROS,
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_resume")
-    dags = root / "dags"
-    dags.mkdir()
-    (dags / "e2e_resume.py").write_text(textwrap.dedent(DAG).format(pipeline=PIPELINE))
+    dags = dags_folder(root, "e2e_resume", DAG.format(pipeline=PIPELINE))
     with KfpApiStandIn() as server, slack_stand_in() as slack:
         # predict fails once (out of memory); the retried run succeeds
         server.set_schedule(
@@ -67,10 +63,7 @@ def outcome(tmp_path_factory):
         }
         stack = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
         with stack:
-            deadline = time.monotonic() + 180
-            while not stack.query("SELECT 1 FROM dag WHERE dag_id = 'e2e_resume'"):
-                assert time.monotonic() < deadline, stack.tail("dag-processor")
-                time.sleep(1)
+            stack.wait_for_dag("e2e_resume")
             stack.airflow(
                 "dags", "trigger", "e2e_resume", "--run-id", "resume_1",
                 "--logical-date", LOGICAL_DATE,

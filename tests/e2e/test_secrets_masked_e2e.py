@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import textwrap
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 
 from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, airflow_connection_json
 from tests.dag.helpers import slack_stand_in
-from tests.e2e.airflow_stack import REPO, AirflowStack
+from tests.e2e.airflow_stack import REPO, AirflowStack, dags_folder
 
 TOKEN = "kfp-s3cr3t-7d1f0c9a2b"
 # Secrets of other connections, which the triggerer never reads (issue 21): the Slack
@@ -98,9 +97,7 @@ def _deferred_tries(stack: AirflowStack, task_id: str) -> set[int]:
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_secrets")
-    dags = root / "dags"
-    dags.mkdir()
-    (dags / "e2e_secrets.py").write_text(textwrap.dedent(DAG).format(tiny=TINY))
+    dags = dags_folder(root, "e2e_secrets", DAG.format(tiny=TINY))
     servers = {name: _echoing_server() for name in ("a", "b", "c")}
     servers["c"].inject("status", times=1, status=500, message=ECHO, method="GET", path=RUN_PATH)
     try:
@@ -123,10 +120,7 @@ def outcome(tmp_path_factory):
 
 
 def _run(stack: AirflowStack, servers: dict[str, KfpApiStandIn]) -> None:
-    deadline = time.monotonic() + 180
-    while not stack.query("SELECT 1 FROM dag WHERE dag_id = 'e2e_secrets'"):
-        assert time.monotonic() < deadline, stack.tail("dag-processor")
-        time.sleep(1)
+    stack.wait_for_dag("e2e_secrets")
     stack.airflow("dags", "trigger", "e2e_secrets", "--run-id", "leak_1")
     echoed: dict[str, set[int]] = {"deferred_failed": set(), "gave_up": set()}
     deadline = time.monotonic() + 600

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import textwrap
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.dag.helpers import slack_stand_in
-from tests.e2e.airflow_stack import AirflowStack
+from tests.e2e.airflow_stack import AirflowStack, dags_folder
 
 DAG = """
 from datetime import timedelta
@@ -82,9 +81,7 @@ def _wait_try_over(stack: AirflowStack, try_number: int, timeout: float = 240) -
 @pytest.fixture(scope="module")
 def messages(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_slack")
-    dags = root / "dags"
-    dags.mkdir()
-    (dags / "e2e_slack_tries.py").write_text(textwrap.dedent(DAG))
+    dags = dags_folder(root, "e2e_slack_tries", DAG)
     with slack_stand_in() as slack:
         env = {
             "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e"),
@@ -93,10 +90,7 @@ def messages(tmp_path_factory):
         }
         stack = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
         with stack:
-            deadline = time.monotonic() + 180
-            while not stack.query("SELECT 1 FROM dag WHERE dag_id = 'e2e_slack_tries'"):
-                assert time.monotonic() < deadline, stack.tail("dag-processor")
-                time.sleep(1)
+            stack.wait_for_dag("e2e_slack_tries")
             stack.airflow("dags", "trigger", "e2e_slack_tries", "--run-id", "tries_1")
 
             task = _running_try(stack, 1)

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from kfp_bridge.testing._threaded import ThreadedServer
 from kfp_bridge.testing.kfp_api import cron, dex, iap, istio, listing, wire
 from kfp_bridge.testing.processes import stop
 
@@ -828,6 +829,23 @@ class _State:
     def _version(self, version_id: str, what: str) -> dict[str, Any]:
         return _found(self.versions, version_id, "PipelineVersion", what)
 
+    def _pipeline_for(
+        self, req: _Request, pipeline_id: str, what: str, verb: str
+    ) -> dict[str, Any]:
+        """The pipeline, once ``req`` may ``verb`` pipelines in its namespace (shared ones: all)."""
+        pipeline = self._pipeline(pipeline_id, what)
+        if pipeline["namespace"]:
+            self.authorize(req, pipeline["namespace"], verb, "pipelines")
+        return pipeline
+
+    def _version_for(self, req: _Request, version_id: str, what: str, verb: str) -> dict[str, Any]:
+        """The version, once ``req`` may ``verb`` its pipeline's namespace (as above)."""
+        version = self._version(version_id, what)
+        pipeline = self.pipelines.get(version["pipeline_id"]) or {}
+        if pipeline.get("namespace"):
+            self.authorize(req, pipeline["namespace"], verb, "pipelines")
+        return version
+
     def _latest_version(self, pipeline_id: str) -> dict[str, Any] | None:
         """``storage/pipeline_store.go`` ``GetLatestPipelineVersion``: newest created, then id."""
         mine = [v for v in self.versions.values() if v["pipeline_id"] == pipeline_id]
@@ -836,23 +854,15 @@ class _State:
     def insert_pipeline(
         self, name: str, display_name: str, description: str, namespace: str
     ) -> dict[str, Any]:
-        # storage/pipeline_store.go: the name is unique within a namespace
-        _unique(
+        # storage/pipeline_store.go: the name is unique within a namespace ("exists" here)
+        return _insert_named(
             self.pipelines,
-            {"name": name, "namespace": namespace},
-            f"Failed to create a pipeline: Already exist error: Failed to create a new "
-            f"pipeline. The name {name} already exists. Please specify a new name",
+            "pipeline",
+            {"name": name, "display_name": display_name, "description": description},
+            unique_in={"namespace": namespace},
+            exists="exists",
+            namespace=namespace,
         )
-        pipeline = {
-            "pipeline_id": str(uuid.uuid4()),
-            "name": name,
-            "display_name": display_name or name,
-            "description": description,
-            "created_at": _iso(time.time()),
-            "namespace": namespace,
-        }
-        self.pipelines[pipeline["pipeline_id"]] = pipeline
-        return pipeline
 
     def insert_version(
         self,
@@ -864,25 +874,19 @@ class _State:
         code_source_url: str = "",
         version_id: str | None = None,
     ) -> dict[str, Any]:
-        _unique(
+        # storage/pipeline_store.go: the name is unique within its pipeline
+        version = _insert_named(
             self.versions,
-            {"pipeline_id": pipeline_id, "name": name},
-            f"Failed to create a pipeline version: Already exist error: Failed to create "
-            f"a new pipeline version. The name {name} already exist. Please specify a new name",
+            "pipeline version",
+            {"name": name, "display_name": display_name, "description": description},
+            unique_in={"pipeline_id": pipeline_id},
+            object_id=version_id,
+            pipeline_id=pipeline_id,
+            code_source_url=code_source_url,
+            pipeline_spec=spec,
+            _seq=self.seq + 1,
         )
-        self.seq += 1
-        version = {
-            "pipeline_id": pipeline_id,
-            "pipeline_version_id": version_id or str(uuid.uuid4()),
-            "name": name,
-            "display_name": display_name or name,
-            "description": description,
-            "created_at": _iso(time.time()),
-            "code_source_url": code_source_url,
-            "pipeline_spec": spec,
-            "_seq": self.seq,
-        }
-        self.versions[version["pipeline_version_id"]] = version
+        self.seq = version["_seq"]  # a refused duplicate takes no number
         return version
 
     def create_pipeline(self, req: _Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -920,9 +924,7 @@ class _State:
         self, req: _Request, pipeline_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """``CreatePipelineVersion`` (``POST /pipelines/{id}/versions``)."""
-        pipeline = self._pipeline(pipeline_id, "Failed to create a pipeline version")
-        if pipeline["namespace"]:
-            self.authorize(req, pipeline["namespace"], "create", "pipelines")
+        self._pipeline_for(req, pipeline_id, "Failed to create a pipeline version", "create")
         _check_version_source(body)
         name = body.get("name") or body.get("display_name") or ""
         if not name:
@@ -950,16 +952,11 @@ class _State:
         return result
 
     def get_pipeline(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
-        pipeline = self._pipeline(pipeline_id, "Failed to get a pipeline")
-        if pipeline["namespace"]:
-            self.authorize(req, pipeline["namespace"], "get", "pipelines")
-        return pipeline
+        return self._pipeline_for(req, pipeline_id, "Failed to get a pipeline", "get")
 
     def delete_pipeline(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
         """``resource_manager.go`` ``DeletePipeline``: refused while versions exist (no cascade)."""
-        pipeline = self._pipeline(pipeline_id, "Failed to delete pipeline")
-        if pipeline["namespace"]:
-            self.authorize(req, pipeline["namespace"], "delete", "pipelines")
+        self._pipeline_for(req, pipeline_id, "Failed to delete pipeline", "delete")
         latest = self._latest_version(pipeline_id)
         if latest is not None:
             if req.query.get("cascade", "").lower() != "true":
@@ -975,9 +972,7 @@ class _State:
         return {}
 
     def list_pipeline_versions(self, req: _Request, pipeline_id: str) -> dict[str, Any]:
-        pipeline = self._pipeline(pipeline_id, "Failed to list pipeline versions")
-        if pipeline["namespace"]:
-            self.authorize(req, pipeline["namespace"], "list", "pipelines")
+        self._pipeline_for(req, pipeline_id, "Failed to list pipeline versions", "list")
         return VERSION_LISTING.page(
             [v for v in self.versions.values() if v["pipeline_id"] == pipeline_id],
             dict(req.query),
@@ -987,64 +982,55 @@ class _State:
     def get_pipeline_version(
         self, req: _Request, pipeline_id: str, version_id: str
     ) -> dict[str, Any]:
-        version = self._version(version_id, "Failed to get a pipeline version")
-        pipeline = self.pipelines.get(version["pipeline_id"]) or {}
-        if pipeline.get("namespace"):
-            self.authorize(req, pipeline["namespace"], "get", "pipelines")
-        return version
+        return self._version_for(req, version_id, "Failed to get a pipeline version", "get")
 
     def delete_pipeline_version(
         self, req: _Request, pipeline_id: str, version_id: str
     ) -> dict[str, Any]:
-        version = self._version(version_id, "Failed to delete a pipeline version")
-        pipeline = self.pipelines.get(version["pipeline_id"]) or {}
-        if pipeline.get("namespace"):
-            self.authorize(req, pipeline["namespace"], "delete", "pipelines")
+        self._version_for(req, version_id, "Failed to delete a pipeline version", "delete")
         del self.versions[version_id]
         return {}
 
     def resolve_version(self, ref: dict[str, Any], what: str) -> dict[str, Any]:
         """``resource_manager.go`` ``fetchPipelineVersionFromPipelineSpec`` as ``CreateRun``
         wraps it: every lookup failure becomes an **internal error (HTTP 500)**."""
-        prefix = (
-            f"{what}: InternalServerError: Failed to create a run due to error fetching manifest"
-        )
+
+        def failed(detail: str) -> ApiError:
+            return ApiError(
+                500,
+                f"{what}: InternalServerError: Failed to create a run due to error fetching "
+                f"manifest: Failed to fetch a template due to error retrieving pipeline version: "
+                f"{detail}",
+            )
+
         pipeline_id = ref.get("pipeline_id") or ""
         version_id = ref.get("pipeline_version_id") or ""
         if version_id:
             version = self.versions.get(version_id)
             if version is None:
-                raise ApiError(
-                    500,
-                    f"{prefix}: Failed to fetch a template due to error retrieving pipeline "
-                    f"version: Failed to fetch a pipeline version and its manifest from pipeline "
+                raise failed(
+                    f"Failed to fetch a pipeline version and its manifest from pipeline "
                     f"version {version_id}: Failed to get a pipeline version with id "
-                    f"{version_id}: ResourceNotFoundError: PipelineVersion {version_id} not found",
+                    f"{version_id}: ResourceNotFoundError: PipelineVersion {version_id} not found"
                 )
             if pipeline_id and version["pipeline_id"] != pipeline_id:
-                raise ApiError(
-                    500,
-                    f"{prefix}: Failed to fetch a template due to error retrieving pipeline "
-                    f"version: Invalid input error: Pipeline version {version_id} belongs to "
-                    f"pipeline {version['pipeline_id']} (not {pipeline_id})",
+                raise failed(
+                    f"Invalid input error: Pipeline version {version_id} belongs to "
+                    f"pipeline {version['pipeline_id']} (not {pipeline_id})"
                 )
             return version
         if pipeline_id not in self.pipelines:
-            raise ApiError(
-                500,
-                f"{prefix}: Failed to fetch a template due to error retrieving pipeline version: "
+            raise failed(
                 f"Failed to fetch a pipeline version and its manifest from pipeline "
                 f"{pipeline_id}: Failed to get the latest pipeline version as pipeline was not "
-                f"found: ResourceNotFoundError: Pipeline {pipeline_id} not found",
+                f"found: ResourceNotFoundError: Pipeline {pipeline_id} not found"
             )
         latest = self._latest_version(pipeline_id)
         if latest is None:
-            raise ApiError(
-                500,
-                f"{prefix}: Failed to fetch a template due to error retrieving pipeline version: "
+            raise failed(
                 f"Failed to fetch a pipeline version and its manifest from pipeline "
                 f"{pipeline_id}: Failed to get the latest pipeline version for a pipeline: "
-                f"ResourceNotFoundError: PipelineVersion {pipeline_id} not found",
+                f"ResourceNotFoundError: PipelineVersion {pipeline_id} not found"
             )
         return latest
 
@@ -1572,6 +1558,39 @@ def _unique(store: dict[str, dict[str, Any]], fields: dict[str, Any], message: s
     """409 with the server's ``message`` when a stored object already has these ``fields``."""
     if any(all(item[k] == v for k, v in fields.items()) for item in store.values()):
         raise ApiError(409, message)
+
+
+def _insert_named(
+    store: dict[str, dict[str, Any]],
+    kind: str,
+    names: dict[str, str],
+    *,
+    unique_in: dict[str, Any],
+    exists: str = "exist",
+    object_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """``storage/pipeline_store.go``: a pipeline or version whose ``name`` is taken within
+    ``unique_in`` is 409 AlreadyExists in the store's words (``exists``: its verb); else
+    stored under a new id (``<kind>_id``) with its creation time, the display name
+    defaulting to the name."""
+    name = names["name"]
+    _unique(
+        store,
+        {"name": name, **unique_in},
+        f"Failed to create a {kind}: Already exist error: Failed to create a new {kind}. "
+        f"The name {name} already {exists}. Please specify a new name",
+    )
+    id_key = kind.replace(" ", "_") + "_id"
+    stored = {
+        id_key: object_id or str(uuid.uuid4()),
+        **names,
+        "display_name": names["display_name"] or name,
+        "created_at": _iso(time.time()),
+        **fields,
+    }
+    store[stored[id_key]] = stored
+    return stored
 
 
 def _found(store: dict[str, Any], key: str, kind: str, what: str) -> Any:
@@ -2358,8 +2377,10 @@ class _Controls:
         return self._call("GET", "/requests")
 
 
-class KfpApiStandIn(_Controls):
+class KfpApiStandIn(ThreadedServer, _Controls):
     """The stand-in server in a background thread of this process."""
+
+    _thread_name = "kfp-api-standin"
 
     def __init__(
         self,
@@ -2380,41 +2401,9 @@ class KfpApiStandIn(_Controls):
             server_version=server_version,
             profile=profile,
         )
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> KfpApiStandIn:
-        self._server = _Server(self._address, self.state)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name="kfp-api-standin",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> KfpApiStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server(self._address, self.state)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         with self.state.lock:
