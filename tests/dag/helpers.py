@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +24,43 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 AIRFLOW = str(VENV_BIN / "airflow")
+PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
+
+
+def pipeline_module(*args: str) -> str:
+    """``python -m <args>`` in the pipeline environment; its stdout."""
+    return subprocess.run(
+        [str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def small_warehouse(warehouse: Path, end_date: str) -> Path:
+    """Demo source tables of 400 users over the 60 JST days ending on ``end_date``."""
+    pipeline_module("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "400",
+                    "--page-views", "4000", "--end-date", end_date)  # fmt: skip
+    return warehouse
+
+
+def train_model(warehouse: Path, model: Path, *options: str) -> str:
+    """The demo model trained on ``warehouse`` into ``model`` (``--kind``, ...); its SHA-256."""
+    pipeline_module("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out",
+                    str(model), *options)  # fmt: skip
+    return (model.parent / f"{model.name}.sha256").read_text().split()[0]
+
+
+def asset_events(home: Path, where: str, value: str) -> list[tuple[str, str, str, dict]]:
+    """Asset events in the SQLite metadata of ``home`` where ``where`` (a column of
+    ``asset a`` or ``asset_event e``) equals ``value``: (uri, source DAG, partition, extra)."""
+    con = sqlite3.connect(home / "airflow.db")
+    try:
+        rows = con.execute(
+            "SELECT a.uri, e.source_dag_id, e.partition_key, e.extra FROM asset_event e "
+            f"JOIN asset a ON a.id = e.asset_id WHERE {where} = ? ORDER BY e.id",
+            (value,),
+        ).fetchall()
+    finally:
+        con.close()
+    return [(uri, dag, key, json.loads(extra)) for uri, dag, key, extra in rows]
 
 
 @dataclass

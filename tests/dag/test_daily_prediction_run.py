@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 
 import pytest
 
-from tests.dag.helpers import REPO
-
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
-
-
-def _pipeline(*args: str) -> str:
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+from tests.dag.helpers import pipeline_module, small_warehouse, train_model
 
 
 @pytest.fixture(scope="module")
 def demo_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    warehouse, model = root / "warehouse", root / "models" / "model.pkl"
-    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "400",
-              "--page-views", "4000", "--end-date", "2026-12-31")  # fmt: skip
-    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model))
-    digest = (model.parent / "model.pkl.sha256").read_text().split()[0]
-    return root, warehouse, model, digest
+    warehouse = small_warehouse(root / "warehouse", "2026-12-31")
+    model = root / "models" / "model.pkl"
+    return root, warehouse, model, train_model(warehouse, model)
 
 
 def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, slack_server):
@@ -62,7 +50,7 @@ def test_dags_test_writes_the_target_date_partition(airflow_env, demo_inputs, sl
     assert (warehouse / "predictions" / "2027-01-01.parquet").is_file()
     assert not (warehouse / "predictions" / "2026-12-31.parquet").exists()
     args = ["--target-date", "2027-01-01", "--warehouse", str(warehouse), "--json"]
-    summary = json.loads(_pipeline("kfp_prediction.summary", *args))
+    summary = json.loads(pipeline_module("kfp_prediction.summary", *args))
     assert summary["target_date"] == "2027-01-01"
     assert summary["rows"] == summary["users"] > 0
     assert summary["model_sha256"] == [digest]

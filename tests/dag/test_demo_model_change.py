@@ -20,32 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.dag.helpers import REPO, AirflowEnv
+from tests.dag.helpers import REPO, AirflowEnv, pipeline_module, small_warehouse, train_model
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
 DATE = "2026-12-30"  # target date (JST) no other test of this session runs
 RUN_NAME = f"daily_prediction__predict__{DATE}__manual-060000"  # the run_key rule (issue 20)
 
 
-def _pipeline(*args: str) -> str:
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-
-
 def _train(warehouse: Path, model: Path, trained_on: str) -> str:
     """(Re)train the demo model into ``model`` on the features of ``trained_on``; its digest."""
-    _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out", str(model),
-              "--target-date", trained_on)  # fmt: skip
-    return (model.parent / f"{model.name}.sha256").read_text().split()[0]
+    return train_model(warehouse, model, "--target-date", trained_on)
 
 
 @pytest.fixture(scope="module")
 def demo_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_model_change")
     warehouse, model = root / "warehouse", root / "models" / "model.pkl"
-    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "400",
-              "--page-views", "4000", "--end-date", "2026-12-31")  # fmt: skip
+    small_warehouse(warehouse, "2026-12-31")
     return root, warehouse, model
 
 
@@ -85,7 +75,7 @@ def _runs(root: Path) -> list[dict]:
 
 def _written_digests(warehouse: Path) -> list[str]:
     args = ["--target-date", DATE, "--warehouse", str(warehouse), "--json"]
-    return json.loads(_pipeline("kfp_prediction.summary", *args))["model_sha256"]
+    return json.loads(pipeline_module("kfp_prediction.summary", *args))["model_sha256"]
 
 
 def _asset_digest(env: AirflowEnv) -> str:

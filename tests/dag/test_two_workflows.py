@@ -12,39 +12,26 @@ which adds that date's partition and leaves the first date's as it was.
 from __future__ import annotations
 
 import json
-import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.dag.helpers import REPO
+from tests.dag.helpers import REPO, asset_events, pipeline_module, small_warehouse, train_model
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
 DAY, NEXT = "2027-01-01", "2027-01-02"
 DAILY_TABLES = ("predictions", "user_features")
 RANKING_TABLES = ("ranking_predictions", "ranking_predictions_user_features")
-
-
-def _pipeline(*args: str) -> str:
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """One small warehouse, the two workflows' models, an Airflow environment for both."""
     root = tmp_path_factory.mktemp("two_workflows")
-    warehouse = root / "warehouse"
-    _pipeline("kfp_prediction.demo_data", "--warehouse", str(warehouse), "--users", "400",
-              "--page-views", "4000", "--end-date", "2027-01-01")  # fmt: skip
+    warehouse = small_warehouse(root / "warehouse", "2027-01-01")
     digests = {}
-    for name, kind in (("linear", "linear"), ("tree", "tree")):
-        model = root / "models" / f"{name}.pkl"
-        _pipeline("kfp_prediction.demo_model", "--warehouse", str(warehouse), "--out",
-                  str(model), "--kind", kind)  # fmt: skip
-        digests[name] = (model, (root / "models" / f"{name}.pkl.sha256").read_text().split()[0])
+    for kind in ("linear", "tree"):
+        model = root / "models" / f"{kind}.pkl"
+        digests[kind] = (model, train_model(warehouse, model, "--kind", kind))
 
     def conn(state: str) -> str:
         extra = {"backend": "local", "local_state_dir": str(root / state)}
@@ -87,20 +74,14 @@ def _files(warehouse: Path, tables: tuple[str, ...]) -> dict[str, bytes]:
 
 def _summary(warehouse: Path, date: str, table: str) -> dict:
     args = ["--target-date", date, "--warehouse", str(warehouse), "--table", table, "--json"]
-    return json.loads(_pipeline("kfp_prediction.summary", *args))
+    return json.loads(pipeline_module("kfp_prediction.summary", *args))
 
 
 def _asset_events(airflow_env, dag_id: str, warehouse: Path) -> list[tuple[str, str, dict]]:
     """The DAG's asset events on tables of ``warehouse`` (other tests share the database)."""
-    con = sqlite3.connect(airflow_env.home / "airflow.db")
-    rows = con.execute(
-        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e "
-        "JOIN asset a ON a.id = e.asset_id WHERE e.source_dag_id = ? ORDER BY e.id",
-        (dag_id,),
-    ).fetchall()
-    con.close()
+    events = asset_events(airflow_env.home, "e.source_dag_id", dag_id)
     prefix = warehouse.as_uri() + "/"
-    return [(uri, key, json.loads(extra)) for uri, key, extra in rows if uri.startswith(prefix)]
+    return [(uri, key, extra) for uri, _, key, extra in events if uri.startswith(prefix)]
 
 
 def _runs(state_dir: Path) -> list[str]:

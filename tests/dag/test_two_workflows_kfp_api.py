@@ -19,7 +19,6 @@ run's pod log, then lets the run succeed. What this proves:
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from kfp_bridge.testing.kfp_api.server import (
     KfpApiStandIn,
     airflow_connection_json,
 )
-from tests.dag.helpers import AIRFLOW, REPO
+from tests.dag.helpers import AIRFLOW, REPO, asset_events
 
 DAY, NEXT = "2027-02-01", "2027-02-02"
 DIGESTS = {"daily_prediction": "1" * 64, "morning_ranking": "2" * 64}
@@ -146,14 +145,8 @@ def _run_as_pipeline(
 
 
 def _asset_events(airflow_env, uri: str) -> list[tuple[str, str, dict]]:
-    con = sqlite3.connect(airflow_env.home / "airflow.db")
-    rows = con.execute(
-        "SELECT e.source_dag_id, e.partition_key, e.extra FROM asset_event e "
-        "JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? ORDER BY e.id",
-        (uri,),
-    ).fetchall()
-    con.close()
-    return [(dag, key, json.loads(extra)) for dag, key, extra in rows]
+    events = asset_events(airflow_env.home, "a.uri", uri)
+    return [(dag, key, extra) for _, dag, key, extra in events]
 
 
 def test_each_workflow_runs_with_its_own_identity_parameters_and_partition(

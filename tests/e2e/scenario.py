@@ -6,21 +6,14 @@ inside the component as a user's would; each test adds what it checks (callbacks
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.e2e.airflow_stack import REPO
+from tests.dag.helpers import REPO, pipeline_module
 
-PIPELINE_PY = REPO / ".venv-pipeline" / "bin" / "python"
+__all__ = ["COMPILED_PIPELINE", "demo_inputs", "failing_dag", "pipeline_module"]
+
 COMPILED_PIPELINE = REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
-
-
-def pipeline_module(*args: str) -> str:
-    """``python -m <args>`` in the pipeline environment; its stdout."""
-    return subprocess.run(
-        [str(PIPELINE_PY), "-m", *args], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
 
 
 def demo_inputs(warehouse: Path, model: Path) -> str:
