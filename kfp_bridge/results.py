@@ -8,6 +8,11 @@ reads the ``report_task``'s report after a successful run and gives it to the DA
   context, which may record asset events (``context["outlet_events"]``) and returns the
   datasets the run wrote (:class:`WrittenDataset`) for OpenLineage.
 
+The report travels in a pod log, which not every deployment serves (a UI host whose log
+archive is down, workflows garbage-collected without an archive). A succeeded run never
+fails over that: ``on_result`` is then called with no fields and ``unavailable`` saying
+why, so the DAG can still check the output where it landed.
+
 Which fields a report holds, and what they mean, is the pipeline's and the DAG's
 business, never the provider's.
 """
@@ -27,6 +32,8 @@ class RunResult:
     run_url: str | None
     task: str
     fields: dict[str, Any] = field(default_factory=dict)
+    #: Why no report could be read (``fields`` is then empty); None when it was.
+    unavailable: str | None = None
 
     @property
     def where(self) -> str:

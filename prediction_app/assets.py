@@ -18,11 +18,12 @@ Cheap to import (no provider, no Google client): DAG files use it.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from airflow.sdk import Asset
 
@@ -50,6 +51,17 @@ def table_uri(warehouse: str, table: str) -> str:
     if not root.is_absolute():
         raise ValueError(f"warehouse {warehouse!r}: a local warehouse must be an absolute path")
     return (root / table).as_uri()
+
+
+def partition_of(table: str, target_date: str) -> str:
+    """The partition of ``target_date`` in a table's asset URI (``partition_table_uri``'s
+    inverse): where the predict step writes that date, found without its report."""
+    day = dt.date.fromisoformat(target_date)
+    parts = urlsplit(table)
+    if parts.scheme == "bigquery":
+        dataset, name = parts.path.strip("/").split("/")
+        return f"{parts.netloc}.{dataset}.{name}${day:%Y%m%d}"
+    return str(Path(unquote(parts.path)) / f"{day.isoformat()}.parquet")
 
 
 def partition_table_uri(partition: str) -> str:

@@ -25,7 +25,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from kfp_bridge.operators.kfp import KubeflowPipelineRunOperator
 from kfp_bridge.results import RunResult, WrittenDataset
-from prediction_app.assets import partition_table_uri, record_result, table_uri
+from prediction_app.assets import partition_of, partition_table_uri, record_result, table_uri
 from prediction_app.notifications import DeadlineNotifier, RunFailureNotifier, TaskFailureNotifier
 from prediction_app.registry import (
     PROJECT_ROOT,
@@ -64,8 +64,13 @@ class ResultGate:
 
     A failed check raises :class:`DataQualityError` naming the workflow, the partition, what
     was expected and what was found: the task fails without retries and no event reaches
-    the DAGs scheduled on the table. A report that cannot be read never reaches here: the
-    provider lets the succeeded run's task succeed, with no event and a warning.
+    the DAGs scheduled on the table.
+
+    When the report cannot be read (``result.unavailable``: a host that serves no pod log,
+    workflows garbage-collected without a log archive), the partition is the task's
+    ``target_date`` in the workflow's table, the model the task was given, and the run the
+    Kubeflow run itself (the only backend whose reports can be missing is the KFP API, where
+    the ``run_id`` column holds the run's UUID); the event then carries what was read.
     """
 
     workflow: str = ""
@@ -75,6 +80,44 @@ class ResultGate:
     bigquery_location: str | None = None
 
     def __call__(self, result: RunResult, context: Mapping[str, Any]) -> list[WrittenDataset]:
+        facts = None
+        if result.unavailable is not None:
+            result, facts = self._without_report(result, context)
+        return self._check(result, context, facts)
+
+    def _without_report(
+        self, result: RunResult, context: Mapping[str, Any]
+    ) -> tuple[RunResult, Any]:
+        """The result read from the partition itself, for a run whose report is unreadable."""
+        from prediction_app import partition_check
+
+        where = f"workflow {self.workflow!r}: data-quality gate failed"
+        parameters = getattr(context.get("task"), "parameters", None) or {}
+        target, model = parameters.get("target_date"), parameters.get("model_sha256")
+        if not self.table or not target or not model:
+            raise DataQualityError(
+                f"{where}: the report of {result.where} is not available ({result.unavailable})"
+                " and the partition cannot be checked without it: the gate needs the output "
+                "table and the task's target_date and model_sha256 parameters, found "
+                f"table={self.table!r}, target_date={target!r}, model_sha256={model!r}"
+            )
+        partition = partition_of(self.table, str(target))
+        facts = partition_check.read_partition(
+            partition, gcp_conn_id=self.gcp_conn_id, location=self.bigquery_location
+        )
+        fields = {
+            "target_date": str(target),
+            "partition": partition,
+            "rows": facts.rows,
+            "model_sha256": facts.model_sha256[0] if len(facts.model_sha256) == 1 else "",
+            "written_run_id": result.run_id,
+            "read_from": "partition",  # not from the report: the event says so
+        }
+        return RunResult(result.run_id, result.run_url, result.task, fields), facts
+
+    def _check(
+        self, result: RunResult, context: Mapping[str, Any], facts: Any = None
+    ) -> list[WrittenDataset]:
         from prediction_app import partition_check
 
         fields = result.fields
@@ -102,9 +145,10 @@ class ResultGate:
             run_id=str(run_id),
             reported_rows=reported_rows if isinstance(reported_rows, int) else None,
         )
-        facts = partition_check.read_partition(
-            partition, gcp_conn_id=self.gcp_conn_id, location=self.bigquery_location
-        )
+        if facts is None:
+            facts = partition_check.read_partition(
+                partition, gcp_conn_id=self.gcp_conn_id, location=self.bigquery_location
+            )
         found = partition_check.problems(facts, expected)
         if found:
             raise DataQualityError(f"{where}: " + "; ".join(found))

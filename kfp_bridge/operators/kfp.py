@@ -326,6 +326,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_id: str | None = None
         self.run_result: dict[str, Any] | None = None  # the report_task's result report
         self.run_written: list[WrittenDataset] = []  # what on_result says the run wrote
+        # (run id, return value) once a succeeded run is concluded in this process: the mixin
+        # asks get_job_result after poll_until_complete, which concluded it already
+        self._concluded: tuple[str, dict[str, Any]] | None = None
         self.kfp_run_url: str | None = None
         self.kfp_run_name: str | None = None
         self._context: Context | None = None
@@ -722,6 +725,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         return self._conclude(event)
 
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        if self._concluded is not None and self._concluded[0] == str(external_id):
+            return self._concluded[1]  # the result is published once, not per question
         status = self._waiter.read(str(external_id))
         self._remember(context, status)
         return self._conclude(RunEvent.ended(status))
@@ -760,6 +765,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             done: dict[str, Any] = {"run_id": event.run_id, "run_url": event.run_url}
             if self.report_task:
                 done["result"] = self.run_result
+            self._concluded = (event.run_id, done)
             return done
         if event.outcome is Outcome.FAILED:
             reason = self._terminated_by_us(event.run_id)
@@ -822,30 +828,33 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
 
         A SUCCEEDED run never fails its task over the report: when the report cannot
         be read (no log route on this host, pod and archive gone, no report line) the
-        task succeeds without a result and says why. A report that IS read must keep
-        the DAG's contract (``on_result`` raises ``ValueError`` otherwise), or the task fails.
+        task says why and ``on_result`` gets no fields, with the reason, to check the
+        output itself. What ``on_result`` finds must keep the DAG's contract (it raises
+        ``ValueError`` otherwise), or the task fails.
         """
         task = self.report_task
         if not task:
             return
+        unavailable = None
         try:
             report = self._waiter.call(
                 f"read the result of task {task!r} of run {event.run_id}",
                 lambda: self.backend.task_report(event.run_id, task),
             )
         except Exception as exc:  # a log route or a log: never the run's outcome
-            self._report_unavailable(task, event, str(exc) or type(exc).__name__)
-            return
+            report, unavailable = None, str(exc) or type(exc).__name__
         if report is None:
-            self._report_unavailable(
-                task, event, f"its log holds no result report (a '{run_report.PREFIX}' line)"
+            unavailable = unavailable or (
+                f"its log holds no result report (a '{run_report.PREFIX}' line)"
             )
-            return
-        self.run_result = report.fields
-        self.log.info("Task %r of run %s reported: %s", task, event.run_id, report.fields)
+            self._report_unavailable(task, event, unavailable)
+            result = RunResult(event.run_id, event.run_url, task, unavailable=unavailable)
+        else:
+            self.run_result = report.fields
+            self.log.info("Task %r of run %s reported: %s", task, event.run_id, report.fields)
+            result = RunResult(event.run_id, event.run_url, task, dict(report.fields))
         if self.on_result is None:
             return
-        result = RunResult(event.run_id, event.run_url, task, dict(report.fields))
         try:
             written = self.on_result(result, self._context)
         except ValueError as exc:  # the pipeline broke the DAG's contract: retries cannot fix it
@@ -856,11 +865,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         host = getattr(self.backend, "host", None) or self.backend.name
         self.log.warning(
             "Kubeflow run %s SUCCEEDED; the result report of task %r is not available "
-            "through %s: %s. The task succeeds without a result. Run: %s",
+            "through %s: %s. The task succeeds without a report%s. Run: %s",
             event.run_id,
             task,
             host,
             reason,
+            "; on_result checks the output without it" if self.on_result else "",
             event.run_url,
         )
 

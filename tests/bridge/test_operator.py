@@ -1233,6 +1233,17 @@ def test_a_succeeded_run_whose_report_log_cannot_be_read_succeeds(ui_conn_id, ca
     assert "Transient error" not in logged  # a log read is never retried with backoff
 
 
+def test_without_a_readable_report_on_result_is_told_why_and_checks_the_output(ui_conn_id):
+    server, conn_id = ui_conn_id
+    server.inject("status", times=-1, status=500, path="^/k8s/pod/logs")
+    seen = []
+    op = _operator(conn_id, report_task="greet", on_result=lambda r, c: seen.append(r) or [])
+    result = op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    [told] = seen  # once: the mixin's get_job_result after the wait publishes nothing again
+    assert told.run_id == result["run_id"] and told.task == "greet" and told.fields == {}
+    assert f"not available through {server.url}" in told.unavailable
+
+
 def test_a_succeeded_run_without_a_report_line_succeeds_through_the_ui(ui_conn_id, capsys):
     _, conn_id = ui_conn_id
     op = _operator(conn_id, report_task="greet")

@@ -300,3 +300,73 @@ def test_a_bad_bigquery_partition_fails(bigquery, monkeypatch, answer, found):
     head = f"workflow 'morning_ranking': data-quality gate failed on partition {BQ_PARTITION}"
     assert message.startswith(f"{head} (table {table})"), message
     assert recorded == []
+
+
+# -- a run whose report cannot be read (a host without the pod log, no log archive) ---------
+
+
+def _unreadable(run_id: str = "kfp-run-1") -> RunResult:
+    return RunResult(run_id, None, "predict", unavailable="no log archive on this host")
+
+
+def _task_of(target_date: str = DAY, model: str = MODEL_A) -> Task:
+    task = Task(model)
+    task.parameters["target_date"] = target_date
+    return task
+
+
+def test_without_a_report_the_gate_reads_the_target_dates_partition_itself(gate):
+    on_result, partition, recorded = gate
+    _write(partition, [(MODEL_A, "kfp-run-1")] * 4)
+    assert on_result(_unreadable(), {"task": _task_of()}) == []
+    [result] = recorded
+    assert result.fields == {
+        "target_date": DAY,
+        "partition": str(partition),
+        "rows": 4,
+        "model_sha256": MODEL_A,
+        "written_run_id": "kfp-run-1",
+        "read_from": "partition",
+    }
+    assert result.unavailable is None and result.run_id == "kfp-run-1"
+
+
+@pytest.mark.parametrize(
+    ("rows", "found"),
+    [
+        ([], r"rows: expected at least 3, found 0"),
+        ([(MODEL_B, "kfp-run-1")] * 4, rf"model_sha256: expected {MODEL_A}, found '{MODEL_B}'"),
+        ([(MODEL_A, "kfp-run-0")] * 4, r"run_id: expected 'kfp-run-1', found 'kfp-run-0'"),
+    ],
+    ids=["empty", "another-model", "another-run"],
+)
+def test_without_a_report_a_bad_partition_still_fails_the_gate(gate, rows, found):
+    on_result, partition, recorded = gate
+    _write(partition, rows)
+    with pytest.raises(DataQualityError, match=found):
+        on_result(_unreadable(), {"task": _task_of()})
+    assert recorded == []
+
+
+def test_without_a_report_nor_a_target_date_the_gate_says_what_it_lacks(gate):
+    on_result, _, recorded = gate
+    with pytest.raises(DataQualityError) as failed:
+        on_result(_unreadable(), {"task": Task()})
+    message = str(failed.value)
+    assert "not available (no log archive on this host)" in message
+    assert "target_date=None" in message
+    assert recorded == []
+
+
+@pytest.mark.parametrize(
+    ("table", "partition"),
+    [
+        ("file:///data/warehouse/predictions", "/data/warehouse/predictions/2027-01-01.parquet"),
+        ("bigquery://proj-1/ds/predictions", "proj-1.ds.predictions$20270101"),
+    ],
+)
+def test_the_partition_of_a_date_is_where_the_predict_step_writes_it(table, partition):
+    from prediction_app.assets import partition_of, partition_table_uri
+
+    assert partition_of(table, DAY) == partition
+    assert partition_table_uri(partition) == table
