@@ -111,6 +111,8 @@ def result_event(
         "model_sha256": str(report["model_sha256"]),
         "run_id": run_id,
         "run_url": run_url,
+        # "partition": the facts were read from the partition (the report was unreadable)
+        **({"read_from": str(report["read_from"])} if report.get("read_from") else {}),
     }
 
 

@@ -213,7 +213,8 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         asset events (``context["outlet_events"]``) and may return the
         :class:`~kfp_bridge.results.WrittenDataset` list OpenLineage reports as outputs
         (else the declared outlets). Its ``ValueError`` fails the task without retries.
-        Not called when the report could not be read.
+        When the report could not be read it is called with no fields and
+        ``RunResult.unavailable`` saying why, to check the output where it landed.
     :param cancel_on_kill: cancel the run when the task is killed (marked failed or
         success, cleared) while it waits; false lets the run outlive the task.
     :param on_retry: what a try does when it finds this target's run ended FAILED:

@@ -223,3 +223,43 @@ def test_a_partition_another_run_replaced_fails_the_gate(airflow_env, stand_in, 
     assert named == [run]
     uri = (warehouse / "ranking_predictions").as_uri()
     assert NEXT not in [key for _, key, _ in _asset_events(airflow_env, uri)]
+
+
+def test_where_no_log_can_be_read_the_gate_reads_the_partition_and_the_event_says_so(
+    airflow_env, env, slack_server
+):
+    """Argo deletes the finished workflow and no log archive is set up (profile ``argo-gc``):
+    the predict step's report cannot be read, the run still succeeds, and the asset event
+    carries what the gate read from the target date's partition itself (issue 17)."""
+    warehouse, values = env
+    day = "2027-02-03"
+    with KfpApiStandIn(profile="argo-gc") as server:
+        server.set_log_archive(False)
+        server.set_schedule(pending=0, running=10**9)
+        gc_values = {
+            **values,
+            "AIRFLOW_CONN_KFP_DEFAULT": airflow_connection_json(server.url, request_timeout=5),
+        }
+        done, run = _run_as_pipeline(
+            airflow_env, server, (warehouse, gc_values), slack_server, "daily_prediction", day
+        )
+    assert done.returncode == 0 and "state=success" in done.stdout, done.stdout[-6000:]
+    assert "the result report of task 'predict' is not available through" in done.stdout
+    assert "on_result checks the output without it" in done.stdout
+    partition = warehouse / "predictions" / f"{day}.parquet"
+    assert (
+        f"Data-quality gate passed: {partition} holds {ROWS} rows of model "
+        f"{DIGESTS['daily_prediction']} from run {run['run_id']}"
+    ) in done.stdout
+    events = _asset_events(airflow_env, (warehouse / "predictions").as_uri())
+    [(source, _, extra)] = [e for e in events if e[1] == day]
+    assert (source, extra["read_from"], extra["partition"]) == (
+        "daily_prediction",
+        "partition",
+        str(partition),
+    )
+    assert (extra["rows"], extra["model_sha256"], extra["run_id"]) == (
+        ROWS,
+        DIGESTS["daily_prediction"],
+        run["run_id"],
+    )
