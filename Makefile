@@ -163,12 +163,13 @@ docs: setup
 
 # Both cores (pytest-xdist). make test: a worker takes a whole module at a time (its Airflow
 # stack or home is set up once), the e2e modules first (tests/conftest.py), so the long waits
-# of one stack overlap the other worker's work. Each side prints its 20 slowest tests (where
+# of one stack overlap the other workers' work: three workers, as the stacks mostly wait
+# (two kept the machine about 60% busy). Each side prints its 20 slowest tests (where
 # the suite's time goes). The two environments' suites run side by side.
 AIRFLOW_TESTS := tests/package tests/bridge tests/dag tests/plugin tests/e2e tests/browser tests/ci tests/compare
 PIPELINE_TESTS := tests/pipeline tests/contract tests/deploy
-XDIST := -n 2 --dist loadscope --no-loadscope-reorder
-PIPELINE_XDIST := $(XDIST)
+XDIST := -n 3 --dist loadscope --no-loadscope-reorder
+PIPELINE_XDIST := -n 2 --dist loadscope --no-loadscope-reorder
 PYTEST_ARGS := --durations=20
 
 test: setup lint docs bigquery-emulator faketime
@@ -187,7 +188,7 @@ test-pipeline: setup bigquery-emulator
 test-fast: setup bigquery-emulator
 	$(VENV)/bin/ruff check .
 	@$(MAKE) --no-print-directory -j2 --output-sync=target XDIST="-n 4 --dist load" \
-		PIPELINE_XDIST="$(XDIST)" PYTEST_ARGS='-q --durations=10 -m "not e2e"' \
+		PYTEST_ARGS='-q --durations=10 -m "not e2e"' \
 		AIRFLOW_TESTS="tests/bridge tests/dag tests/plugin tests/ci" test-airflow test-pipeline
 
 # Debian's faketime (benchmarks/compare.py fakes the clock of the processes that compile and
