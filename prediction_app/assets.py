@@ -153,8 +153,12 @@ def record_result(result: RunResult, context: Mapping[str, Any]) -> list[Written
 
     Each warehouse outlet of the task gets the report (plus the run) as ``extra`` and the
     target date as partition key; OpenLineage gets the table, the partition and the rows.
-    ``ValueError`` when the report breaks the contract (the operator fails the task).
+    ``ValueError`` when the report breaks the contract (the operator fails the task). A
+    report that could not be read (``result.unavailable``) announces nothing: without the
+    gate (``ResultGate``, which then reads the partition itself) nothing is known to tell.
     """
+    if result.unavailable is not None:
+        return []
     task = context["task"]
     outlets = [o for o in task.outlets if isinstance(o, Asset)]
     if outlets:

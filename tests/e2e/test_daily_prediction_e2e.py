@@ -14,19 +14,31 @@ operator and notifier:
 - the registry's second workflow, ``morning_ranking`` (another model, its own KFP connection:
   a local backend with its own state directory), backfilled over two dates in the same
   warehouse, writes only its own table's partitions, each read back by its data-quality
-  gate, and announces them on its own table (issue 19).
+  gate, and announces them on its own table (issue 19);
+- a third registry entry, ``standin_ranking`` (a copy of ``morning_ranking`` on the KFP API
+  stand-in, connection ``kfp_standin``, table ``standin_predictions``), backfilled over the
+  same two dates: one KFP run per date, through its own connection, each run's partition read
+  back by the gate and announced on its own table. The stand-in runs no pipeline code: a
+  thread of the test plays it (writes the run's partition and its report, ends it).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from kfp_bridge.testing.kfp_api.server import KfpApiStandIn, airflow_connection_json
 from prediction_app.target_date import jst_ds
 from tests.dag.helpers import slack_stand_in
 from tests.e2e.airflow_stack import REPO, AirflowStack
@@ -35,11 +47,75 @@ from tests.e2e.scenario import demo_inputs, failing_dag, pipeline_module
 TARGET_DATES = ["2026-10-30", "2026-10-31", "2026-11-01"]  # backfills take no future dates
 RANKING_DATES = ["2026-10-28", "2026-10-29"]  # none of daily_prediction's
 
+STANDIN_ROWS = 7
+
 FAILING_HEADER = """
 from datetime import timedelta
 from prediction_app.notifications import TaskFailureNotifier, RunFailureNotifier
 notifier = TaskFailureNotifier()
 """
+
+
+def _registry(root: Path) -> Path:
+    """The repository's workflows, plus ``standin_ranking`` on connection ``kfp_standin``."""
+    registry = root / "workflows"
+    shutil.copytree(REPO / "workflows", registry)
+    teams = yaml.safe_load((registry / "teams.yaml").read_text())
+    teams["teams"]["recommendation"]["kfp_conn_ids"].append("kfp_standin")
+    (registry / "teams.yaml").write_text(yaml.safe_dump(teams))
+    entry = yaml.safe_load((registry / "morning_ranking.yaml").read_text())
+    entry["name"] = "standin_ranking"
+    entry["identity"]["kfp_conn_id"] = "kfp_standin"
+    entry["parameters"]["predictions_table"] = entry["output"]["table"] = "standin_predictions"
+    (registry / "standin_ranking.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    return registry
+
+
+@contextmanager
+def _playing_the_pipeline(server: KfpApiStandIn) -> Iterator[None]:
+    """Each new run on the stand-in: write the partition its parameters name (rows of its
+    model and its run id, as the predict step does), its report in its log; then end it."""
+    stop, played = threading.Event(), set()
+
+    def play() -> None:
+        while not stop.wait(0.5):
+            for run in server.runs():
+                if run["run_id"] in played:
+                    continue
+                played.add(run["run_id"])
+                params = run["runtime_config"]["parameters"]
+                day, table = params["target_date"], params["predictions_table"]
+                partition = Path(params["warehouse"]) / table / f"{day}.parquet"
+                partition.parent.mkdir(parents=True, exist_ok=True)
+                rows = pa.table(
+                    {
+                        "user_id": pa.array(range(STANDIN_ROWS), pa.int64()),
+                        "model_sha256": [params["model_sha256"]] * STANDIN_ROWS,
+                        "run_id": [run["run_id"]] * STANDIN_ROWS,
+                    }
+                )
+                pq.write_table(rows, partition)
+                report = {
+                    "kind": "result",
+                    "step": "predict",
+                    "target_date": day,
+                    "partition": str(partition),
+                    "rows": STANDIN_ROWS,
+                    "model_sha256": params["model_sha256"],
+                    "written_run_id": run["run_id"],
+                }
+                server.set_task_log(
+                    run["run_id"], "predict", f"kfp-bridge-report: {json.dumps(report)}"
+                )
+                server.set_run_state(run["run_id"], "SUCCEEDED")
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +149,8 @@ def stack(tmp_path_factory, metadata_db):
     ranking_conn = json.dumps(
         {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(ranking_runs)}}
     )
-    with slack_stand_in() as slack:
+    with slack_stand_in() as slack, KfpApiStandIn() as kfp_api:
+        kfp_api.set_schedule(pending=0, running=10**9)  # until the player ends it
         env = {
             "AIRFLOW_CONN_KFP_DEFAULT": json.dumps(
                 {"conn_type": "kfp", "extra": {"backend": "local", "local_state_dir": str(runs)}}
@@ -90,13 +167,21 @@ def stack(tmp_path_factory, metadata_db):
             "AIRFLOW_VAR_MORNING_RANKING_MODEL_URI": str(ranking_model),
             "AIRFLOW_VAR_MORNING_RANKING_MODEL_SHA256": ranking_digest,
             "MORNING_RANKING_POLL_SECONDS": "15",
+            "PREDICTION_WORKFLOWS_DIR": str(_registry(root)),
+            "AIRFLOW_CONN_KFP_STANDIN": airflow_connection_json(kfp_api.url, request_timeout=5),
+            "STANDIN_RANKING_POLL_SECONDS": "15",
         }
         airflow = AirflowStack(
             root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
         )
-        with airflow:
+        with airflow, _playing_the_pipeline(kfp_api):
             deadline = time.monotonic() + 180
-            wanted = {"daily_prediction", "morning_ranking", "e2e_failing_prediction"}
+            wanted = {
+                "daily_prediction",
+                "morning_ranking",
+                "standin_ranking",
+                "e2e_failing_prediction",
+            }
             while not wanted <= {r[0] for r in airflow.query("SELECT dag_id FROM dag")}:
                 assert time.monotonic() < deadline, airflow.tail("dag-processor")
                 time.sleep(1)
@@ -104,6 +189,7 @@ def stack(tmp_path_factory, metadata_db):
             airflow.ranking_runs, airflow.ranking_digest = ranking_runs, ranking_digest
             airflow.digest = digest
             airflow.slack = slack
+            airflow.kfp_api = kfp_api
             yield airflow
 
 
@@ -283,3 +369,53 @@ def test_backfill_of_the_second_workflow_writes_only_its_own_table(stack):
         assert uri == (warehouse / "ranking_predictions").as_uri()
         assert extra["model_sha256"] == stack.ranking_digest
         assert extra["rows"] == _summary(warehouse, day, "ranking_predictions")["rows"]
+
+
+def test_a_backfill_on_the_kfp_api_makes_one_run_per_date_on_its_own_connection(stack):
+    """standin_ranking over two dates on the KFP API stand-in (issue 19): one run per date,
+    created through its own connection, each run's partition read back and announced."""
+    stack.airflow("dags", "unpause", "standin_ranking")
+    stack.airflow(
+        "backfill", "create", "--dag-id", "standin_ranking",
+        "--from-date", f"{RANKING_DATES[0]}T00:00:00+09:00",
+        "--to-date", f"{RANKING_DATES[-1]}T23:59:59+09:00", "--max-active-runs", "2",
+    )  # fmt: skip
+    rows = _wait_runs(stack, "standin_ranking", 2)
+    assert [r[2] for r in rows] == ["success"] * 2, stack.tail()
+    assert [jst_ds(r[1]) for r in rows] == RANKING_DATES
+
+    runs = {
+        r["runtime_config"]["parameters"]["target_date"]: r
+        for r in stack.kfp_api.runs()
+        if r["display_name"].startswith("standin_ranking__predict__")
+    }
+    for day in RANKING_DATES:  # exactly one run per backfilled date (a scheduled one may add)
+        named = [
+            r
+            for r in stack.kfp_api.runs()
+            if r["display_name"] == f"standin_ranking__predict__{day}"
+        ]
+        assert len(named) == 1 and named[0]["state"] == "SUCCEEDED", named
+    # Only this workflow's runs reached the stand-in (the others have local connections).
+    assert {r["display_name"].split("__")[0] for r in stack.kfp_api.runs()} == {"standin_ranking"}
+
+    events = stack.query(
+        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e JOIN asset a "
+        "ON a.id = e.asset_id WHERE e.source_dag_id = 'standin_ranking' ORDER BY e.id"
+    )
+    by_date = {
+        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
+        for uri, key, extra in events
+    }
+    for day in RANKING_DATES:
+        partition = stack.warehouse / "standin_predictions" / f"{day}.parquet"
+        assert set(pq.read_table(partition).column("run_id").to_pylist()) == {runs[day]["run_id"]}
+        uri, extra = by_date[day]
+        assert uri == (stack.warehouse / "standin_predictions").as_uri()
+        assert (extra["run_id"], extra["rows"], extra["partition"]) == (
+            runs[day]["run_id"],
+            STANDIN_ROWS,
+            str(partition),
+        )
+        # Not a file in the other workflows' tables for these dates from this backfill.
+        assert not (stack.warehouse / "predictions" / f"{day}.parquet").exists()
