@@ -241,6 +241,21 @@ def test_missing_pipeline_version_is_500(client):
     assert "PipelineVersion nope not found" in error_body(err.value)["message"]
 
 
+def test_an_inline_spec_that_is_no_pipeline_spec_is_a_500_naming_it(client):
+    """resource/resource_manager.go wraps template/template.go's refusal as internal: the 500
+    the bridge must treat as permanent, with upstream's words (kfp_api._BAD_INPUT_500)."""
+    exp = client.create_experiment("bad-spec")
+    run = kfp_server_api.V2beta1Run(
+        display_name="bad", experiment_id=exp.experiment_id, pipeline_spec={"not": "a spec"}
+    )
+    with pytest.raises(ApiException) as err:
+        client._run_api.run_service_create_run(run=run)
+    assert err.value.status == 500
+    message = error_body(err.value)["message"]
+    assert "Failed to fetch a template with an invalid pipeline spec manifest" in message
+    assert message.endswith("InvalidInputError: unknown template format: pipeline spec is invalid")
+
+
 def test_recurring_runs_create_list_enable_disable_delete(client):
     exp = client.create_experiment("schedules")
     job = client.create_recurring_run(

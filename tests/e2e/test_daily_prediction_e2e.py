@@ -213,6 +213,33 @@ def _wait_runs(stack: AirflowStack, dag_id: str, count: int, timeout: float = 40
     raise AssertionError(f"{dag_id}: {rows}\n{stack.tail()}")
 
 
+def _backfill(stack: AirflowStack, dag_id: str, dates: list[str]) -> None:
+    """``airflow backfill create`` of the JST days ``dates`` (unpaused); all runs succeed."""
+    stack.airflow("dags", "unpause", dag_id)
+    stack.airflow(
+        "backfill", "create", "--dag-id", dag_id,
+        "--from-date", f"{dates[0]}T00:00:00+09:00", "--to-date", f"{dates[-1]}T23:59:59+09:00",
+        "--max-active-runs", str(len(dates)),
+    )  # fmt: skip
+    rows = _wait_runs(stack, dag_id, len(dates))
+    assert [r[2] for r in rows] == ["success"] * len(dates), stack.tail()
+    assert [jst_ds(r[1]) for r in rows] == dates
+
+
+def _events_by_date(stack: AirflowStack, dag_id: str) -> dict[str, tuple[str, dict]]:
+    """The DAG's asset events by partition key: (asset URI, extra)."""
+    events = stack.query(
+        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e JOIN asset a "
+        "ON a.id = e.asset_id WHERE e.source_dag_id = ? ORDER BY e.id",
+        (dag_id,),
+    )
+    # JSON text on SQLite, already decoded on PostgreSQL
+    return {
+        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
+        for uri, key, extra in events
+    }
+
+
 def _summary(warehouse: Path, target_date: str, table: str = "predictions") -> dict:
     out = pipeline_module(
         "kfp_prediction.summary", "--target-date", target_date, "--warehouse", str(warehouse),
@@ -241,15 +268,7 @@ def _rows(warehouse: Path, target_date: str) -> int:
 
 
 def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
-    stack.airflow("dags", "unpause", "daily_prediction")
-    stack.airflow(
-        "backfill", "create", "--dag-id", "daily_prediction",
-        "--from-date", "2026-10-30T00:00:00+09:00", "--to-date", "2026-11-01T23:59:59+09:00",
-        "--max-active-runs", "3",
-    )  # fmt: skip
-    rows = _wait_runs(stack, "daily_prediction", 3)
-    assert [r[2] for r in rows] == ["success"] * 3, stack.tail()
-    assert [jst_ds(r[1]) for r in rows] == TARGET_DATES
+    _backfill(stack, "daily_prediction", TARGET_DATES)
     partitions = {p.stem for p in (stack.warehouse / "predictions").glob("*.parquet")}
     # Besides the backfill, only the scheduled run of today (JST) may have written.
     scheduled = stack.query(
@@ -326,15 +345,7 @@ def test_backfill_of_the_second_workflow_writes_only_its_own_table(stack):
     """morning_ranking over two dates: its own partitions, model, connection and events; not
     one file of daily_prediction's tables for those dates, nor a run on its connection."""
     daily_before = _files(stack.warehouse / "predictions", TARGET_DATES)
-    stack.airflow("dags", "unpause", "morning_ranking")
-    stack.airflow(
-        "backfill", "create", "--dag-id", "morning_ranking",
-        "--from-date", f"{RANKING_DATES[0]}T00:00:00+09:00",
-        "--to-date", f"{RANKING_DATES[-1]}T23:59:59+09:00", "--max-active-runs", "2",
-    )  # fmt: skip
-    rows = _wait_runs(stack, "morning_ranking", 2)
-    assert [r[2] for r in rows] == ["success"] * 2, stack.tail()
-    assert [jst_ds(r[1]) for r in rows] == RANKING_DATES
+    _backfill(stack, "morning_ranking", RANKING_DATES)
 
     warehouse = stack.warehouse
     for day in RANKING_DATES:
@@ -355,15 +366,7 @@ def test_backfill_of_the_second_workflow_writes_only_its_own_table(stack):
     assert all(n.startswith("morning_ranking__") for n in ranking_names)
     assert not [n for n in _runs_by_name(stack.runs) if n.startswith("morning_ranking")]
     # Its asset events name its own table, one per date, with the rows its gate read.
-    events = stack.query(
-        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e JOIN asset a "
-        "ON a.id = e.asset_id WHERE e.source_dag_id = 'morning_ranking' ORDER BY e.id"
-    )
-    # JSON text on SQLite, already decoded on PostgreSQL
-    by_date = {
-        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
-        for uri, key, extra in events
-    }
+    by_date = _events_by_date(stack, "morning_ranking")
     for day in RANKING_DATES:
         uri, extra = by_date[day]
         assert uri == (warehouse / "ranking_predictions").as_uri()
@@ -374,15 +377,7 @@ def test_backfill_of_the_second_workflow_writes_only_its_own_table(stack):
 def test_a_backfill_on_the_kfp_api_makes_one_run_per_date_on_its_own_connection(stack):
     """standin_ranking over two dates on the KFP API stand-in (issue 19): one run per date,
     created through its own connection, each run's partition read back and announced."""
-    stack.airflow("dags", "unpause", "standin_ranking")
-    stack.airflow(
-        "backfill", "create", "--dag-id", "standin_ranking",
-        "--from-date", f"{RANKING_DATES[0]}T00:00:00+09:00",
-        "--to-date", f"{RANKING_DATES[-1]}T23:59:59+09:00", "--max-active-runs", "2",
-    )  # fmt: skip
-    rows = _wait_runs(stack, "standin_ranking", 2)
-    assert [r[2] for r in rows] == ["success"] * 2, stack.tail()
-    assert [jst_ds(r[1]) for r in rows] == RANKING_DATES
+    _backfill(stack, "standin_ranking", RANKING_DATES)
 
     runs = {
         r["runtime_config"]["parameters"]["target_date"]: r
@@ -399,14 +394,7 @@ def test_a_backfill_on_the_kfp_api_makes_one_run_per_date_on_its_own_connection(
     # Only this workflow's runs reached the stand-in (the others have local connections).
     assert {r["display_name"].split("__")[0] for r in stack.kfp_api.runs()} == {"standin_ranking"}
 
-    events = stack.query(
-        "SELECT a.uri, e.partition_key, e.extra FROM asset_event e JOIN asset a "
-        "ON a.id = e.asset_id WHERE e.source_dag_id = 'standin_ranking' ORDER BY e.id"
-    )
-    by_date = {
-        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
-        for uri, key, extra in events
-    }
+    by_date = _events_by_date(stack, "standin_ranking")
     for day in RANKING_DATES:
         partition = stack.warehouse / "standin_predictions" / f"{day}.parquet"
         assert set(pq.read_table(partition).column("run_id").to_pylist()) == {runs[day]["run_id"]}
