@@ -19,7 +19,9 @@ models trained once on it if they are missing: the linear demo model and a deter
 
 Then, once per model, where each component's start-up goes (``startup``): each step's body
 phase by phase in a fresh process, as the component runs it (``_KFP_RUNTIME=true``, the
-executor's imports first), wall and CPU seconds; beside it the bare interpreter's start.
+executor's imports first), wall and CPU seconds; beside it the bare interpreter's start. A
+linear model's weights are read from its pickle without scikit-learn (``linear_pickle``);
+any other model is unpickled, which imports scikit-learn.
 
 Then, once per model in one fresh process on the same feature rows: the pipeline's scoring
 step (``ScoringModel.score`` over the predict step's batches, side by side on its
@@ -249,14 +251,15 @@ def startup(step: str, warehouse: str, model_uri: str, sha256: str) -> list[list
     if step == "features":
         from kfp_prediction.feature_step import check_sources
 
-        mark("step imports (pyarrow)")
+        mark("step imports (DuckDB alone: no pyarrow, no numpy)")
         wh = open_warehouse(warehouse)
         check_sources(wh, window)
         mark("source checks (imports DuckDB, opens the session)")
         wh.materialize_features(window)
         mark("feature query into the partition")
         return marks
-    from kfp_prediction.model import read_model_bytes, verify_model_bytes
+    from kfp_prediction.linear_pickle import read_linear_model
+    from kfp_prediction.model import read_verified_model, unpickle_model
     from kfp_prediction.predict_step import predict
     from kfp_prediction.scoring import ScoringModel
 
@@ -264,13 +267,19 @@ def startup(step: str, warehouse: str, model_uri: str, sha256: str) -> list[list
     wh = open_warehouse(warehouse)
     contents = wh.contents()
     mark("contents")
-    data = read_model_bytes(model_uri)
-    verify_model_bytes(data, sha256, model_uri)
+    data, digest = read_verified_model(model_uri, sha256)
     mark("model read and sha256")
-    model = importlib.import_module("pickle").loads(data)
-    mark("model unpickle (imports scikit-learn)")
-    ScoringModel.check(model, contents)
-    mark("model contract check")
+    if read_linear_model(data, contents) is not None:
+        mark("linear weights read from the pickle, checked (no scikit-learn)")
+    else:
+        model = unpickle_model(data, model_uri, digest)
+        mark("model unpickle (imports scikit-learn, pandas, scipy)")
+        ScoringModel.check(model, contents)
+        mark("model contract check")
+    loaded = "pandas" in sys.modules
+    import pandas  # noqa: F401  pyarrow imports it on its first numpy conversion anyway
+
+    mark("pandas (already imported)" if loaded else "pandas (pyarrow's first numpy conversion)")
     features = wh.features_partition(window.target_date)
     for _ in wh.feature_batches(features, 50_000):
         pass

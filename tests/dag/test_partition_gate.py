@@ -28,7 +28,7 @@ from tests.dag.test_registry import copy_entry, registry  # noqa: F401 (fixture)
 
 DAY = "2027-01-01"
 MODEL_A, MODEL_B = "a" * 64, "b" * 64
-# The columns of kfp_prediction.schema.PREDICTIONS_SCHEMA the gate reads, and one more.
+# The columns of kfp_prediction.schema.predictions_schema() the gate reads, and one more.
 SCHEMA = pa.schema(
     [("user_id", pa.int64()), ("model_sha256", pa.string()), ("run_id", pa.string())]
 )

@@ -19,7 +19,7 @@ from kfp_prediction.errors import (
     SourceUnavailableError,
     WarehouseUnreachableError,
 )
-from kfp_prediction.schema import PREDICTIONS_SCHEMA
+from kfp_prediction.schema import predictions_schema
 from kfp_prediction.warehouse import open_warehouse
 from kfp_prediction.warehouse.bigquery import (
     BigQuerySettings,
@@ -76,7 +76,7 @@ def test_partition_decorator_and_load_config() -> None:
     assert config.source_format == bigquery.SourceFormat.PARQUET
     assert config.time_partitioning.type_ == bigquery.TimePartitioningType.DAY
     assert config.time_partitioning.field == "target_date"
-    assert [f.name for f in config.schema] == PREDICTIONS_SCHEMA.names
+    assert [f.name for f in config.schema] == predictions_schema().names
     assert {f.name: f.field_type for f in config.schema}["target_date"] == "DATE"
     api = config.to_api_repr()["load"]
     assert api["writeDisposition"] == "WRITE_TRUNCATE"
@@ -160,7 +160,7 @@ def test_failed_stream_loads_nothing() -> None:
     wh = BigQueryWarehouse("my-project", "shop", client=client)
 
     def parts():
-        yield PREDICTIONS_SCHEMA.empty_table()
+        yield predictions_schema().empty_table()
         raise MemoryError("scoring failed")
 
     with pytest.raises(MemoryError):
@@ -171,7 +171,7 @@ def test_failed_stream_loads_nothing() -> None:
 def test_write_loads_parquet_into_the_date_partition() -> None:
     client = _RecordingClient()
     wh = BigQueryWarehouse("my-project", "shop", client=client)
-    rows = PREDICTIONS_SCHEMA.empty_table()
+    rows = predictions_schema().empty_table()
     assert (
         wh.write_predictions(dt.date(2026, 11, 27), [rows])
         == "my-project.shop.predictions$20261127"
@@ -179,7 +179,7 @@ def test_write_loads_parquet_into_the_date_partition() -> None:
     [(payload, destination, config)] = client.loads
     assert destination == "my-project.shop.predictions$20261127"
     assert config.write_disposition == "WRITE_TRUNCATE"
-    assert pq.read_table(pa.BufferReader(payload)).schema.names == PREDICTIONS_SCHEMA.names
+    assert pq.read_table(pa.BufferReader(payload)).schema.names == predictions_schema().names
 
 
 def test_unreachable_bigquery_is_named() -> None:

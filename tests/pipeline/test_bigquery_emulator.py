@@ -30,7 +30,7 @@ from google.cloud import bigquery
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.feature_step import check_sources
 from kfp_prediction.predict_step import predict
-from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_SCHEMA, SOURCE_TABLES
+from kfp_prediction.schema import FEATURE_COLUMNS, SOURCE_TABLES, predictions_schema
 from kfp_prediction.warehouse import open_warehouse
 from kfp_prediction.warehouse.bigquery import (
     BigQueryWarehouse,
@@ -225,7 +225,7 @@ def _prediction_rows(n: int, target_date: dt.date = WINDOW.target_date) -> pa.Ta
             }
             for i in range(1, n + 1)
         ],
-        schema=PREDICTIONS_SCHEMA,
+        schema=predictions_schema(),
     )
 
 
@@ -255,7 +255,7 @@ def test_predictions_load_job_makes_required_columns(emulated: BigQueryWarehouse
         buffer, table_id, job_config=predictions_load_job_config()
     ).result()
     schema = emulated.client.get_table(table_id).schema
-    assert [field.name for field in schema] == PREDICTIONS_SCHEMA.names
+    assert [field.name for field in schema] == predictions_schema().names
     assert {field.mode for field in schema} == {"REQUIRED"}
 
 

@@ -19,9 +19,9 @@ from kfp_prediction.errors import PredictionsTableError
 from kfp_prediction.parameters import FEATURES_STEP, PREDICT_STEP, ROOT_PARAMETERS
 from kfp_prediction.schema import (
     FEATURES_TABLE,
-    PREDICTIONS_SCHEMA,
     check_predictions_table,
     features_table,
+    predictions_schema,
 )
 from kfp_prediction.steps import run_steps
 from kfp_prediction.summary import summarize_partition
@@ -123,7 +123,7 @@ def test_two_outputs_in_one_warehouse_keep_their_own_partitions(
     for table, data in default_files.items():
         assert partition_path(warehouse, DAY, table).read_bytes() == data
     ranking = pq.read_table(partition_path(warehouse, DAY, OTHER))
-    assert ranking.schema.equals(PREDICTIONS_SCHEMA)
+    assert ranking.schema.equals(predictions_schema())
     assert set(ranking["run_id"].to_pylist()) == {"ranking"}
     assert set(pq.read_table(partition_path(warehouse, DAY))["run_id"].to_pylist()) == {"daily"}
     # The summary `make demo` prints reads the table it is given.
@@ -177,7 +177,7 @@ def test_bigquery_writes_the_outputs_own_tables() -> None:
     wh = BigQueryWarehouse("my-project", "shop", client=client, predictions_table=OTHER)
     window = TargetWindow.build(TARGET_DATE, 7)
     features, _ = wh.materialize_features(window)
-    written = wh.write_predictions(DAY, [PREDICTIONS_SCHEMA.empty_table()])
+    written = wh.write_predictions(DAY, [predictions_schema().empty_table()])
     stamp = f"{DAY:%Y%m%d}"
     assert features == f"my-project.shop.ranking_predictions_user_features${stamp}"
     assert written == f"my-project.shop.ranking_predictions${stamp}"
@@ -186,7 +186,7 @@ def test_bigquery_writes_the_outputs_own_tables() -> None:
     # The default output keeps its historical tables.
     default = BigQueryWarehouse("my-project", "shop", client=_RecordingClient())
     assert default.features_partition(DAY) == f"my-project.shop.user_features${stamp}"
-    assert default.write_predictions(DAY, [pa.Table.from_pylist([], PREDICTIONS_SCHEMA)]) == (
+    assert default.write_predictions(DAY, [pa.Table.from_pylist([], predictions_schema())]) == (
         f"my-project.shop.predictions${stamp}"
     )
     assert open_warehouse("bigquery://p/d", predictions_table=OTHER).predictions_table == OTHER

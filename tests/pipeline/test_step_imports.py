@@ -1,22 +1,28 @@
 """Each step, run in a fresh interpreter as its component runs it, loads only what it uses.
 
 A component process pays for every library it imports (benchmarks/bench_pipeline.py prints
-the start-up per phase): the features step needs no scikit-learn and no pandas (DuckDB's
-Python client imports pandas on the first bound query parameter, so the local warehouse binds
-none), the predict step no DuckDB and no sqlglot (it reads Parquet with pyarrow).
+the start-up per phase): the features step needs no scikit-learn, no pandas (DuckDB's Python
+client imports pandas on the first bound query parameter, so the local warehouse binds none)
+and no pyarrow or numpy (DuckDB writes the partition itself); the predict step no DuckDB and
+no sqlglot (it reads Parquet with pyarrow), and for the linear model no scikit-learn at all
+(``linear_pickle``): scikit-learn, with pandas and scipy, comes with any other model.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from kfp_prediction.demo_model import train, write_model
 from pipeline_support import TARGET_DATE, Model
 
-HEAVY = ("duckdb", "sqlglot", "pandas", "sklearn", "scipy")
+DAY = dt.date.fromisoformat(TARGET_DATE)
+
+HEAVY = ("duckdb", "sqlglot", "pandas", "sklearn", "sklearn.ensemble", "scipy", "pyarrow", "numpy")
 
 RUN_STEP = """
 import json, sys
@@ -43,11 +49,25 @@ def loaded_by(step: str, warehouse: Path, model: Model) -> list[str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_features_step_loads_no_scikit_learn_and_no_pandas(warehouse: Path, model: Model) -> None:
+def test_features_step_loads_no_scikit_learn_pandas_or_arrow(warehouse: Path, model: Model) -> None:
     assert loaded_by("features", warehouse, model) == ["duckdb", "sqlglot"]
 
 
-def test_predict_step_loads_no_duckdb_and_no_sqlglot(warehouse: Path, model: Model) -> None:
+def test_predict_step_of_a_linear_model_loads_neither_duckdb_nor_scikit_learn(
+    warehouse: Path, model: Model
+) -> None:
     loaded_by("features", warehouse, model)
+    # pandas: pyarrow imports it on its first numpy conversion (Array.to_numpy, pa.array)
+    assert loaded_by("predict", warehouse, model) == ["numpy", "pandas", "pyarrow"]
+
+
+def test_predict_step_of_another_model_unpickles_it_with_scikit_learn(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree.pkl"
+    digest = write_model(train(str(warehouse), DAY, kind="tree"), tree)
+    loaded_by("features", warehouse, Model(tree, digest))
     # scikit-learn comes with the model's unpickling, and brings pandas and scipy itself
-    assert loaded_by("predict", warehouse, model) == ["pandas", "scipy", "sklearn"]
+    assert loaded_by("predict", warehouse, Model(tree, digest)) == [
+        "numpy", "pandas", "pyarrow", "scipy", "sklearn", "sklearn.ensemble"
+    ]  # fmt: skip

@@ -35,7 +35,7 @@ from kfp_prediction.errors import (
 )
 from kfp_prediction.feature_step import materialize_features
 from kfp_prediction.predict_step import predict
-from kfp_prediction.schema import FEATURE_COLUMNS, FEATURES_TABLE, PREDICTIONS_SCHEMA
+from kfp_prediction.schema import FEATURE_COLUMNS, FEATURES_TABLE, predictions_schema
 from kfp_prediction.steps import run_steps
 from kfp_prediction.warehouse.local import LocalWarehouse, partition_path
 from pipeline_support import TARGET_DATE, Model
@@ -79,7 +79,7 @@ def registered_users(warehouse: Path, date: str) -> int:
 def test_one_row_per_user_with_provenance(warehouse: Path, model: Model) -> None:
     metrics = run(warehouse, model)
     table = read(warehouse)
-    assert table.schema == PREDICTIONS_SCHEMA
+    assert table.schema == predictions_schema()
     assert table.num_rows == registered_users(warehouse, TARGET_DATE) == metrics["rows_written"]
     assert len(set(table["user_id"].to_pylist())) == table.num_rows
     row = table.slice(0, 1).to_pylist()[0]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from kfp_prediction import liveness
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
-from kfp_prediction.schema import PREDICTIONS_SCHEMA
+from kfp_prediction.schema import predictions_schema
 from kfp_prediction.warehouse import open_warehouse
 from kfp_prediction.warehouse.local import LocalWarehouse, partition_path
 
@@ -51,7 +51,7 @@ def _one_row(target: dt.date) -> pa.Table:
         "run_name": "n",
         "created_at": dt.datetime(2026, 11, 26, 21, tzinfo=dt.UTC),
     }
-    return pa.Table.from_pylist([row], schema=PREDICTIONS_SCHEMA)
+    return pa.Table.from_pylist([row], schema=predictions_schema())
 
 
 def test_the_next_writer_removes_a_killed_runs_temp_file_but_not_a_live_writers(

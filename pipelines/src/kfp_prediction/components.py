@@ -51,9 +51,9 @@ def features(
     from kfp_prediction.report import reporting_failures
 
     with reporting_failures("features"):  # tells the bridge: bad input, or retryable
-        from kfp_prediction.gc_tuning import one_shot_gc
+        from kfp_prediction.process_tuning import one_shot_process
 
-        with one_shot_gc():
+        with one_shot_process():
             from kfp_prediction.components import log_metrics
             from kfp_prediction.feature_step import materialize_features
 
@@ -85,9 +85,9 @@ def predict(
     from kfp_prediction.report import reporting_failures
 
     with reporting_failures("predict"):
-        from kfp_prediction.gc_tuning import one_shot_gc
+        from kfp_prediction.process_tuning import one_shot_process
 
-        with one_shot_gc():
+        with one_shot_process():
             from kfp_prediction.components import log_metrics
             from kfp_prediction.predict_step import predict as run
             from kfp_prediction.report import emit, prediction_result

@@ -66,14 +66,24 @@ def verify_model_bytes(data: bytes, expected_sha256: str, model_uri: str) -> str
     return actual
 
 
-def load_verified_model(model_uri: str, expected_sha256: str) -> tuple[Any, str]:
-    """Unpickle the model only after its digest matched; returns (model, digest)."""
+def read_verified_model(model_uri: str, expected_sha256: str) -> tuple[bytes, str]:
+    """The model's bytes and digest, once the digest matched: only these may be unpickled."""
     data = read_model_bytes(model_uri)
-    digest = verify_model_bytes(data, expected_sha256, model_uri)
+    return data, verify_model_bytes(data, expected_sha256, model_uri)
+
+
+def unpickle_model(data: bytes, model_uri: str, digest: str) -> Any:
+    """The model object of verified bytes (``read_verified_model``)."""
     try:
-        return pickle.loads(data), digest
+        return pickle.loads(data)
     except Exception as exc:  # a library the image lacks, a pickle of another version...
         raise ModelLoadError(
             f"model {model_uri!r} (sha256 {digest}) cannot be unpickled: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+def load_verified_model(model_uri: str, expected_sha256: str) -> tuple[Any, str]:
+    """Unpickle the model only after its digest matched; returns (model, digest)."""
+    data, digest = read_verified_model(model_uri, expected_sha256)
+    return unpickle_model(data, model_uri, digest), digest

@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 
 from kfp_prediction.dates import parse_target_date
 from kfp_prediction.errors import InvalidSourceDataError, NoSourceDataError
+from kfp_prediction.linear_pickle import read_linear_model
 from kfp_prediction.metrics import Clock
-from kfp_prediction.model import load_verified_model
-from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
+from kfp_prediction.model import read_verified_model, unpickle_model
+from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_TABLE, predictions_schema
 from kfp_prediction.scoring import ScoringModel
 from kfp_prediction.streaming import ordered_map, read_ahead
 from kfp_prediction.warehouse import Warehouse, open_warehouse
@@ -76,7 +77,7 @@ def prediction_rows(
             pa.timestamp("us", tz="UTC")
         ),
     ]
-    return pa.Table.from_arrays(columns, schema=PREDICTIONS_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=predictions_schema())
 
 
 def score_summary(best_score: np.ndarray, best: np.ndarray, n_contents: int) -> dict[str, float]:
@@ -158,8 +159,10 @@ def predict(
     contents = wh.contents()
     if not contents.num_rows:
         raise NoSourceDataError(f"source table contents has no rows in {wh.location}")
-    model, digest = load_verified_model(model_uri, model_sha256)
-    scoring = ScoringModel.check(model, contents)
+    data, digest = read_verified_model(model_uri, model_sha256)
+    scoring = read_linear_model(data, contents)  # numpy only: scikit-learn is not imported
+    if scoring is None:
+        scoring = ScoringModel.check(unpickle_model(data, model_uri, digest), contents)
     users = wh.feature_batches(features, BATCH_USERS)
     missing = [c for c in FEATURE_COLUMNS if c not in users.schema.names]
     if missing:

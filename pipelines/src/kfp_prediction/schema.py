@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
-
-import pyarrow as pa
+from functools import cache
+from typing import TYPE_CHECKING
 
 from kfp_prediction.errors import PredictionsTableError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CATEGORIES = ("tops", "bottoms", "outerwear", "shoes", "bags", "accessories")
 MEMBER_RANKS = ("regular", "silver", "gold", "platinum")
@@ -79,15 +82,21 @@ def features_table(predictions_table: str = PREDICTIONS_TABLE) -> str:
     return predictions_table + FEATURES_SUFFIX
 
 
-PREDICTIONS_SCHEMA = pa.schema(
-    [
-        ("target_date", pa.date32()),
-        ("user_id", pa.int64()),
-        ("content_id", pa.string()),
-        ("score", pa.float64()),
-        ("model_sha256", pa.string()),
-        ("run_id", pa.string()),
-        ("run_name", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+@cache
+def predictions_schema() -> pa.Schema:
+    """The predictions table's Arrow schema (a function: the features step never imports
+    pyarrow, ~0.13 s with numpy, so this module must not)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("target_date", pa.date32()),
+            ("user_id", pa.int64()),
+            ("content_id", pa.string()),
+            ("score", pa.float64()),
+            ("model_sha256", pa.string()),
+            ("run_id", pa.string()),
+            ("run_name", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )

@@ -160,6 +160,23 @@ def user_matrix(users: pa.Table, feature_names: Sequence[str], dtype: type) -> n
     return matrix
 
 
+# The classes the numpy path folds, by where scikit-learn defines them: compared by path, not
+# with isinstance, so that neither this check nor ``linear_pickle`` has to import scikit-learn.
+PIPELINE = "sklearn.pipeline.Pipeline"
+STANDARD_SCALER = "sklearn.preprocessing._data.StandardScaler"
+LOGISTIC_REGRESSION = "sklearn.linear_model._logistic.LogisticRegression"
+# LogisticRegression.predict_proba of a binary model is 1 / (1 + exp(-logit)) with these;
+# "multinomial" is a softmax over (-logit, logit), i.e. 1 / (1 + exp(-2 logit)).
+SIGMOID_MULTI_CLASS = ("auto", "deprecated", "ovr", "warn")
+
+
+def class_path(obj: Any) -> str:
+    """``module.QualifiedName`` of ``obj``'s class; of the class a ``linear_pickle.StandIn``
+    stands in for."""
+    stand_in_for = getattr(type(obj), "stand_in_for", None)
+    return stand_in_for or f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def linear_form(model: Any, feature_names: Sequence[str]) -> tuple[np.ndarray, float] | None:
     """Weights ``w`` and bias ``b`` with ``logit = x @ w + b``, when the model is linear.
 
@@ -167,17 +184,20 @@ def linear_form(model: Any, feature_names: Sequence[str]) -> tuple[np.ndarray, f
     ending in a binary ``LogisticRegression`` (or that classifier alone). Folding the scaler
     into the weights lets the pipeline score the (user, content) grid with broadcasting numpy
     instead of materialising U x C feature rows for ``predict_proba``; the probability of the
-    second class is ``1 / (1 + exp(-logit))``, exactly what ``predict_proba`` computes. Any
-    other model returns None and is scored with ``predict_proba``.
+    second class is ``1 / (1 + exp(-logit))``, exactly what ``predict_proba`` computes (a
+    ``multi_class="multinomial"`` model's is not, so it is not folded). Any other model
+    returns None and is scored with ``predict_proba``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    steps = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
-    steps = [step for step in steps if step not in (None, "passthrough")]
+    steps = [step for _, step in model.steps] if class_path(model) == PIPELINE else [model]
+    steps = [step for step in steps if step is not None and not isinstance(step, str)]
+    if not steps:
+        return None
     *scalers, final = steps
-    if type(final) is not LogisticRegression or any(type(s) is not StandardScaler for s in scalers):
+    if class_path(final) != LOGISTIC_REGRESSION or any(
+        class_path(s) != STANDARD_SCALER for s in scalers
+    ):
+        return None
+    if getattr(final, "multi_class", "auto") not in SIGMOID_MULTI_CLASS:
         return None
     coef = np.asarray(final.coef_, dtype=np.float64)
     if coef.shape != (1, len(feature_names)):
@@ -249,7 +269,10 @@ class ScoringModel:
                 f"classes {labels!r}"
             )
         _check_features(names, PAIR_FEATURES, "pair model")
-        return cls(model, "pair", names, input_dtype(model), linear=linear_form(model, names))
+        linear = linear_form(model, names)
+        if linear is not None:  # scored in float64 by numpy; input_dtype imports sklearn.ensemble
+            return cls(model, "pair", names, np.float64, linear=linear)
+        return cls(model, "pair", names, input_dtype(model))
 
     def score(self, users: pa.Table, contents: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """Best content (row of ``contents``) and its score for each user of ``users``."""

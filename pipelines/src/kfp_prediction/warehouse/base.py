@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.schema import (
@@ -15,6 +14,9 @@ from kfp_prediction.schema import (
     check_predictions_table,
     features_table,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class Warehouse(ABC):

@@ -38,7 +38,7 @@ from kfp_prediction.errors import (
     WarehouseUnreachableError,
 )
 from kfp_prediction.features import REGISTERED_USERS_SQL, bigquery_user_features_sql
-from kfp_prediction.schema import PREDICTIONS_SCHEMA, PREDICTIONS_TABLE
+from kfp_prediction.schema import PREDICTIONS_TABLE, predictions_schema
 from kfp_prediction.warehouse.base import Warehouse
 
 _BQ_TYPES = {
@@ -114,7 +114,7 @@ def predictions_bigquery_schema() -> list[Any]:
 
     return [
         bigquery.SchemaField(field.name, _BQ_TYPES[field.type], mode="REQUIRED")
-        for field in PREDICTIONS_SCHEMA
+        for field in predictions_schema()
     ]
 
 
@@ -388,7 +388,7 @@ class BigQueryWarehouse(Warehouse):
     # -- writing --------------------------------------------------------------------------
     def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
         buffer = io.BytesIO()
-        with pq.ParquetWriter(buffer, PREDICTIONS_SCHEMA) as writer:
+        with pq.ParquetWriter(buffer, predictions_schema()) as writer:
             for part in parts:
                 writer.write_table(part)
         buffer.seek(0)

@@ -13,6 +13,10 @@ once. Each features or predictions partition is one Parquet file, written to a t
 in the same directory and moved into place with an atomic ``os.replace``: readers see the old
 or the new file, never a partial one, a failed run leaves the old one, and parallel dates never
 touch the same file.
+
+pyarrow is imported by the methods that hand Arrow data over, not by this module: the
+features step runs DuckDB alone (its query writes Parquet itself) and so never pays for
+pyarrow and numpy (~0.13 s of every features step).
 """
 
 from __future__ import annotations
@@ -27,22 +31,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import NoSourceDataError, WarehouseUnreachableError
 from kfp_prediction.features import REGISTERED_USERS_SQL, duckdb_user_features_sql
 from kfp_prediction.liveness import publishing
 from kfp_prediction.schema import (
-    PREDICTIONS_SCHEMA,
     PREDICTIONS_TABLE,
     SOURCE_TABLES,
+    predictions_schema,
 )
 from kfp_prediction.warehouse.base import Warehouse
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 
 # DuckDB's buffer pool: what the features query may hold before it spills. Measured at 10M
@@ -121,9 +123,9 @@ class LocalWarehouse(Warehouse):
         return self._con
 
     def columns(self, table: str) -> set[str]:
-        self.check_reachable()
-        schema = pq.read_schema(self._files(table)[0])
-        return set(schema.names)
+        self._files(table)
+        cursor = self._connection().execute(f"SELECT * FROM {table} LIMIT 0")
+        return {column[0] for column in cursor.description}
 
     def count_rows(
         self, table: str, start_utc: dt.datetime | None = None, end_utc: dt.datetime | None = None
@@ -153,6 +155,9 @@ class LocalWarehouse(Warehouse):
     def contents(self) -> pa.Table:
         """A few rows, read file by file with ``ParquetFile``: the predict step opens no DuckDB
         session, and ``pq.read_table`` would import ``pyarrow.dataset`` (~0.25 s) for them."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         columns = ["content_id", "channel", "category", "discount_rate"]
         parts = [pq.ParquetFile(f).read(columns=columns) for f in self._files("contents")]
         return pa.concat_tables(parts).sort_by("content_id")
@@ -170,8 +175,10 @@ class LocalWarehouse(Warehouse):
         def copy(tmp: Path) -> None:
             nonlocal rows
             # USE_TMP_FILE false: the file is already a temporary one; DuckDB's own
-            # "tmp_<name>" would be left behind when the query fails half way.
-            options = "FORMAT parquet, COMPRESSION zstd, USE_TMP_FILE false"
+            # "tmp_<name>" would be left behind when the query fails half way. LZ4_RAW, not
+            # ZSTD: the partition is a hand-over read once by the predict step; at 1M users
+            # it writes ~0.07 s and reads ~0.02 s faster for a file 20% larger.
+            options = "FORMAT parquet, COMPRESSION lz4_raw, USE_TMP_FILE false"
             sql = f"COPY ({query}) TO '{_quote(str(tmp))}' ({options})"
             rows = int(con.execute(sql).fetchone()[0])
 
@@ -180,6 +187,9 @@ class LocalWarehouse(Warehouse):
 
     def feature_batches(self, reference: str, rows_per_batch: int) -> pa.RecordBatchReader:
         """Read the partition file in batches; the open file survives a concurrent replace."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
             parquet = pq.ParquetFile(reference)
         except FileNotFoundError:
@@ -192,8 +202,10 @@ class LocalWarehouse(Warehouse):
 
     # -- writing --------------------------------------------------------------------------
     def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
+        import pyarrow.parquet as pq
+
         def write(tmp: Path) -> None:
-            with pq.ParquetWriter(tmp, PREDICTIONS_SCHEMA, compression="zstd") as writer:
+            with pq.ParquetWriter(tmp, predictions_schema(), compression="zstd") as writer:
                 for part in parts:
                     writer.write_table(part)
 
