@@ -4,7 +4,8 @@
         [--base-users 1000000] [--model-kind linear] [--repeat 1]
 
 Generates both data sets with DuckDB SQL (``demo_data --engine duckdb``: the demo data's
-shape, 20 page views per user over 60 days, so ~200M page views at 10M users) unless present,
+shape, 20 page views per user over 60 days, so ~200M page views at 10M users, event tables in
+event-time order as a warehouse holds them, not clustered by user) unless present,
 trains the model once on the smaller one, then runs the compiled pipeline through
 ``kfp.local`` on each. Prints wall time, seconds per million users and each step's peak RSS,
 and a verdict: every step's peak RSS <= 2 GiB; seconds per million users at ``--users``
@@ -40,7 +41,7 @@ BYTES_PER_USER = 700  # generated Parquet plus features and predictions (~260 me
 
 
 def ensure_data(warehouse: Path, users: int) -> None:
-    marker = warehouse / f".generated-{users}"
+    marker = warehouse / f".generated-{users}-time-ordered"  # data of older versions: again
     if marker.exists():
         return
     free = shutil.disk_usage(warehouse.parent if warehouse.parent.exists() else ROOT).free

@@ -178,7 +178,10 @@ def generate(root: str | Path, spec: DemoSpec) -> dict[str, int]:
 # Each value comes from a hash of (row, event, field, seed): deterministic for a seed, and
 # every row is independent, so DuckDB generates and writes in parallel. Distributions follow
 # ``generate``: 20% inactive users, log-normal activity, a preferred category for 60% of the
-# events, per-user app affinity (the mean of two uniforms instead of a beta(2, 2)).
+# events, per-user app affinity (the mean of two uniforms instead of a beta(2, 2)). Event
+# tables are written in event-time order, as a warehouse appends them: each user's events are
+# spread over the whole file, not clustered, which is what the feature query's aggregation
+# meets in production (clustered rows made it ~1.6x faster at 1M users).
 _SQL_USERS = """
 CREATE TEMP TABLE gen_users AS
 WITH base AS (
@@ -201,6 +204,7 @@ SELECT *,
     AS n_buys
 FROM base
 """
+EVENT_TABLES = ("page_views", "purchases")
 _SQL_TABLES = {
     "users": """
 SELECT user_id, make_timestamp(registered_us)::TIMESTAMPTZ AS registered_at,
@@ -259,13 +263,18 @@ def generate_with_duckdb(root: str | Path, spec: DemoSpec, memory_limit: str = "
         "prefectures": "[" + ", ".join(f"'{p}'" for p in PREFECTURES) + "]",
         "n_prefectures": len(PREFECTURES),
     }
+    spill = root / ".generate-spill"  # the event-time sort of ~200M rows spills to disk
+    con.execute(f"SET temp_directory = '{spill}'")
     con.execute(_SQL_USERS.format(**values))
     counts = {}
     for table, sql in _SQL_TABLES.items():
         path = _replace_table(root, table)
-        copy = f"COPY ({sql.format(**values)}) TO '{path}' "
+        query = sql.format(**values) + ("ORDER BY event_time" if table in EVENT_TABLES else "")
+        copy = f"COPY ({query}) TO '{path}' "
         copy += "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
         counts[table] = int(con.execute(copy).fetchone()[0])
+    con.close()
+    shutil.rmtree(spill, ignore_errors=True)
     pq.write_table(CONTENTS, _replace_table(root, "contents"))
     counts["contents"] = CONTENTS.num_rows
     return counts
