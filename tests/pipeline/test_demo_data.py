@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from kfp_prediction.demo_data import generate
+from kfp_prediction.demo_data import EVENT_TABLES, generate, generate_with_duckdb
 from kfp_prediction.model import load_verified_model
 from kfp_prediction.schema import SOURCE_COLUMNS
 from kfp_prediction.scoring import MODEL_FEATURES
@@ -33,6 +33,24 @@ def test_same_seed_same_rows(tmp_path: Path) -> None:
     other = generate(tmp_path / "c", dataclasses.replace(TINY, seed=TINY.seed + 1))
     assert other == counts
     assert not pq.read_table(tmp_path / "c" / "page_views").equals(pq.read_table(a / "page_views"))
+
+
+def test_duckdb_engine_writes_events_in_time_order_as_a_warehouse_holds_them(
+    tmp_path: Path,
+) -> None:
+    """Not clustered by user: bench_scale measures the aggregation real event tables meet."""
+    spec = dataclasses.replace(SMALL, users=2_000, page_views=40_000)
+    counts = generate_with_duckdb(tmp_path, spec, memory_limit="256MB")
+    for table, columns in SOURCE_COLUMNS.items():
+        rows = pq.read_table(tmp_path / table)
+        assert set(columns) <= set(rows.schema.names) and rows.num_rows == counts[table]
+    for table in EVENT_TABLES:
+        rows = pq.read_table(tmp_path / table)
+        times = rows.column("event_time").to_numpy()
+        assert (np.diff(times) >= np.timedelta64(0)).all(), table
+        users = rows.column("user_id").to_numpy()
+        assert (np.diff(users) != 0).mean() > 0.9, table  # consecutive rows: other users
+    assert not (tmp_path / ".generate-spill").exists()
 
 
 def test_demo_model_file_and_digest(model: Model) -> None:
