@@ -103,3 +103,9 @@ def test_a_linear_model_off_the_contract_gets_the_real_models_error() -> None:
     model, _, _ = _fitted(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)))
     model.steps[-1][1].classes_ = np.array([0, 1, 2])  # not binary
     assert read_linear_model(pickle.dumps(model), CONTENTS) is None
+
+
+def test_a_malformed_pipeline_is_left_to_the_real_unpickling() -> None:
+    model, _, _ = _fitted(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)))
+    model.steps = [("only-a-name",)]  # not (name, estimator) pairs
+    assert read_linear_model(pickle.dumps(model), CONTENTS) is None

@@ -94,16 +94,12 @@ class _StandInUnpickler(pickle.Unpickler):
 
 def read_linear_model(data: bytes, contents: Any) -> ScoringModel | None:
     """The checked numpy scoring of a linear model's pickle, or None: unpickle it for real."""
-    unpickler = _StandInUnpickler(data)
     try:
-        model = unpickler.load()
-    except Exception:  # _NotLinear, or a pickle the real unpickling will explain
-        return None
-    if class_path(model) not in STAND_IN_CLASSES or not _pickled_by_installed_version(model):
-        return None
-    try:
+        model = _StandInUnpickler(data).load()
+        if class_path(model) not in STAND_IN_CLASSES or not _pickled_by_installed_version(model):
+            return None
         scoring = ScoringModel.check(model, contents)
-    except Exception:  # the real model gets the real error message
+    except Exception:  # _NotLinear, or anything the real unpickling and check will explain
         return None
     return scoring if scoring.linear is not None else None
 

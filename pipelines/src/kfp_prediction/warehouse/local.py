@@ -48,11 +48,13 @@ if TYPE_CHECKING:
 
 
 # DuckDB's buffer pool: what the features query may hold before it spills. Measured at 10M
-# users (~94M page views in the window, 2 cores; benchmarks/bench_scale.py): the aggregate
-# and the join's hash table need ~1.6 GB; at 1 GB about 1 GB spills and DuckDB's Parquet
-# writer then crawls (COPY's own CPU 0.3 s at 1M users, 22 s at 10M: 2.2x the time per user),
-# at 1.3-1.5 GB the spill is smaller and the query takes 1.3-1.4x per user; peak RSS 1.6 GiB,
-# under the features step's 2G limit (components.DEFAULT_STEP_OPTIONS).
+# users (~94M page views in the window, 2 cores; benchmarks/bench_scale.py): on page views
+# clustered by user the aggregate and the join need ~1.6 GB; at 1 GB about 1 GB spilled and
+# DuckDB's Parquet writer crawled (2.2x the time per user), at 1.3-1.5 GB the query took
+# 1.3-1.4x per user. On page views in event-time order (as warehouses hold them) the query
+# takes 39-41 s here and 26.5 s with a 4 GB pool (4.3 GiB RSS), against 1.5-1.7 s at 1M
+# users: the aggregation, not the pool, is what does not scale (pipelines/README.md). Peak
+# RSS stays at 1.6-1.7 GiB, under the features step's 2G limit (DEFAULT_STEP_OPTIONS).
 MEMORY_LIMIT = "1400MB"
 
 
@@ -123,6 +125,7 @@ class LocalWarehouse(Warehouse):
         return self._con
 
     def columns(self, table: str) -> set[str]:
+        self.check_reachable()
         self._files(table)
         cursor = self._connection().execute(f"SELECT * FROM {table} LIMIT 0")
         return {column[0] for column in cursor.description}
