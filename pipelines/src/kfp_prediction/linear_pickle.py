@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from functools import cache
 from typing import Any
 
 from kfp_prediction.scoring import (
@@ -77,16 +78,19 @@ class _NotLinear(Exception):
     """The pickle holds something the stand-ins do not cover."""
 
 
+@cache
+def _stand_in_class(path: str) -> type[StandIn]:
+    return type(path.rpartition(".")[2], (StandIn,), {"stand_in_for": path})
+
+
 class _StandInUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data))
-        self.classes: set[str] = set()
 
     def find_class(self, module: str, name: str) -> Any:
         path = f"{module}.{name}"
         if path in STAND_IN_CLASSES:
-            self.classes.add(path)
-            return type(name, (StandIn,), {"stand_in_for": path})
+            return _stand_in_class(path)
         if path in DATA_GLOBALS:
             return super().find_class(module, name)
         raise _NotLinear(path)
