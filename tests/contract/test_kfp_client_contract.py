@@ -554,6 +554,26 @@ def test_existing_token_works_until_it_expires_and_needs_a_namespace(istio_serve
     assert "Review.Status.Authenticated is false" in error_body(err.value)["message"]
 
 
+def test_a_revoked_token_is_refused_like_an_expired_one(istio_server, context_file):
+    """istio.py "Revocation": the review fails before ``exp``; kfp.Client sees the 401 of any
+    failed review, and a newly issued token is accepted."""
+    token = istio_server.issue_token(SA_USER)
+    client = kfp.Client(host=istio_server.url, namespace="team-a", existing_token=token)
+    run = client.create_run_from_pipeline_package(
+        str(TINY), {"message": "m"}, run_name="revoked", experiment_name="mu", namespace="team-a"
+    )
+    istio_server.revoke_tokens_every(1)
+    assert client.get_run(run.run_id).display_name == "revoked"  # revoked after this poll
+    with pytest.raises(ApiException) as err:
+        client.get_run(run.run_id)
+    assert err.value.status == 401
+    assert "Review.Status.Authenticated is false" in error_body(err.value)["message"]
+    fresh = istio_server.issue_token(SA_USER)
+    again = kfp.Client(host=istio_server.url, namespace="team-a", existing_token=fresh)
+    assert again.get_run(run.run_id).display_name == "revoked"
+    assert istio_server.revocation_stats()["revocations"] >= 1
+
+
 def test_volume_credentials_and_the_bridge_read_the_same_renewed_token_file(
     istio_server, context_file, tmp_path, monkeypatch
 ):

@@ -267,14 +267,16 @@ def generate_with_duckdb(root: str | Path, spec: DemoSpec, memory_limit: str = "
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute(_SQL_USERS.format(**values))
     counts = {}
-    for table, sql in _SQL_TABLES.items():
-        path = _replace_table(root, table)
-        query = sql.format(**values) + ("ORDER BY event_time" if table in EVENT_TABLES else "")
-        copy = f"COPY ({query}) TO '{path}' "
-        copy += "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
-        counts[table] = int(con.execute(copy).fetchone()[0])
-    con.close()
-    shutil.rmtree(spill, ignore_errors=True)
+    try:
+        for table, sql in _SQL_TABLES.items():
+            path = _replace_table(root, table)
+            order = "ORDER BY event_time" if table in EVENT_TABLES else ""
+            copy = f"COPY ({sql.format(**values)}{order}) TO '{path}' "
+            copy += "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
+            counts[table] = int(con.execute(copy).fetchone()[0])
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     pq.write_table(CONTENTS, _replace_table(root, "contents"))
     counts["contents"] = CONTENTS.num_rows
     return counts

@@ -189,7 +189,7 @@ def linear_form(model: Any, feature_names: Sequence[str]) -> tuple[np.ndarray, f
     returns None and is scored with ``predict_proba``.
     """
     steps = [step for _, step in model.steps] if class_path(model) == PIPELINE else [model]
-    steps = [step for step in steps if step is not None and not isinstance(step, str)]
+    steps = [step for step in steps if step is not None and step != "passthrough"]
     if not steps:
         return None
     *scalers, final = steps
