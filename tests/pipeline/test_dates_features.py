@@ -151,7 +151,25 @@ def test_one_query_two_dialects() -> None:
         "my-project.shop.purchases",
     }
     assert "2026-11-26 15:00:00+00" in bq and "2026-10-29 15:00:00+00" in bq
-    assert "COUNTIF(" in bq and "COUNT_IF(" in duck
+    # Conditional counts are COUNT(IF(...)): DuckDB's COUNT_IF would keep a 16-byte sum state per
+    # user and count, the page-view aggregate's memory at 10M users (sql/user_features.sql).
+    for sql, dialect in ((bq, "bigquery"), (duck, "duckdb")):
+        aggregates = sqlglot.parse_one(sql, read=dialect).find_all(exp.AggFunc)
+        assert not [a for a in aggregates if isinstance(a, exp.CountIf)], dialect
+    assert "COUNT(IF(" in bq and "COUNT(CASE WHEN" in duck
+
+
+def test_feature_counts_are_int64_on_duckdb(boundary_warehouse: LocalWarehouse) -> None:
+    """Every count reaches the features partition as INT64, with no cast in the query."""
+    reference, _ = boundary_warehouse.materialize_features(TargetWindow.build("2026-11-27", 28))
+    schema = pq.read_schema(reference)
+    counts = [
+        name
+        for name in FEATURE_COLUMNS
+        if name.startswith(("pv_", "buy_")) or name.endswith("_count")
+    ]
+    assert len(counts) == 2 + 1 + 2 * len(CATEGORIES)
+    assert {name: str(schema.field(name).type) for name in counts} == dict.fromkeys(counts, "int64")
 
 
 def test_query_covers_every_category() -> None:
