@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_run import SHARED_FOLDER
+
 _TESTS = Path(__file__).resolve().parent
-# A folder of the whole run, pytest-xdist workers included (they inherit the environment):
-# what the run starts once and shares, such as the e2e tests' PostgreSQL server.
-SHARED_FOLDER = "KFP_BRIDGE_TESTS_SHARED"
 _E2E_FOLDERS = {"e2e", "browser", "compare", "package"}
 _E2E_FIXTURES = {"airflow_env", "airflow_home", "failing_dag_env"}
 # Longest first, so that the two pytest-xdist workers (make test) finish together: the

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.conftest import SHARED_FOLDER
 from tests.e2e.postgres import PostgresServer, unavailable_reason
+from tests.shared_run import SHARED_FOLDER
 
 
 def _say(config: pytest.Config, line: str) -> None:
