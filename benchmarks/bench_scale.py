@@ -1,7 +1,7 @@
 """Benchmark: the pipeline at 10M users against 1M users (cost grows linearly, memory bounded).
 
     .venv-pipeline/bin/python benchmarks/bench_scale.py [--users 10000000]
-        [--base-users 1000000] [--model-kind linear] [--repeat 1]
+        [--base-users 1000000] [--model-kind linear] [--repeat 1] [--base-repeat 3]
 
 Generates both data sets with DuckDB SQL (``demo_data --engine duckdb``: the demo data's
 shape, 20 page views per user over 60 days, so ~200M page views at 10M users, event tables in
@@ -11,7 +11,9 @@ trains the model once on the smaller one, then runs the compiled pipeline throug
 and a verdict: every step's peak RSS <= 2 GiB; seconds per million users at ``--users``
 within 1.2x of the figure at ``--base-users``, for the whole run and for the features step
 (its component process; the feature query alone, ``seconds_query``, is printed beside it).
-Checks free disk first (``df -h`` figures).
+Each size is measured as the fastest of its runs (a neighbour's burst only ever adds time):
+three at ``--base-users``, whose second or so varies by a fifth from run to run, one at
+``--users`` unless ``--repeat`` says otherwise. Checks free disk first (``df -h`` figures).
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000_000)
     parser.add_argument("--base-users", type=int, default=1_000_000)
     parser.add_argument("--model-kind", choices=("linear", "tree"), default="linear")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs at --users")
+    parser.add_argument("--base-repeat", type=int, default=3, help="runs at --base-users")
     args = parser.parse_args()
     base = ROOT / "var" / "bench-scale"
     base.mkdir(parents=True, exist_ok=True)
@@ -107,7 +110,10 @@ def main() -> int:
     model = base / str(args.base_users) / f"model-{args.model_kind}.pkl"
     sha256 = ensure_model(base / str(args.base_users), model, args.model_kind)
     print(f"load average at the start: {load_average()}")
-    small, large = (measure(base / str(u), model, sha256, u, args.repeat) for u in sizes)
+    small, large = (
+        measure(base / str(u), model, sha256, u, repeat)
+        for u, repeat in zip(sizes, (args.base_repeat, args.repeat), strict=True)
+    )
     print(f"load average at the end: {load_average()}")
     peak = max(small["peak"], large["peak"])
     print(f"\nseconds per million users, {args.base_users:,} -> {args.users:,} users:")
