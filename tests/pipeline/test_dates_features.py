@@ -151,16 +151,19 @@ def test_one_query_two_dialects() -> None:
         "my-project.shop.purchases",
     }
     assert "2026-11-26 15:00:00+00" in bq and "2026-10-29 15:00:00+00" in bq
-    # Conditional counts are COUNT(IF(...)): DuckDB's COUNT_IF would keep a 16-byte sum state per
-    # user and count, the page-view aggregate's memory at 10M users (sql/user_features.sql).
+    # Conditional counts are COUNT(IF(...)), uncast: DuckDB's COUNT_IF would keep a 16-byte
+    # sum state per user and count, the page-view aggregate's memory at 10M users.
     for sql, dialect in ((bq, "bigquery"), (duck, "duckdb")):
-        aggregates = sqlglot.parse_one(sql, read=dialect).find_all(exp.AggFunc)
-        assert not [a for a in aggregates if isinstance(a, exp.CountIf)], dialect
-    assert "COUNT(IF(" in bq and "COUNT(CASE WHEN" in duck
+        tree = sqlglot.parse_one(sql, read=dialect)
+        assert not list(tree.find_all(exp.CountIf)), dialect
+        counts = list(tree.find_all(exp.Count))
+        conditional = [c for c in counts if isinstance(c.this, (exp.If, exp.Case))]
+        assert len(conditional) == 1 + 2 * len(CATEGORIES), dialect  # app, each category twice
+        assert not [c for c in counts if isinstance(c.parent, exp.Cast)], dialect
 
 
 def test_feature_counts_are_int64_on_duckdb(boundary_warehouse: LocalWarehouse) -> None:
-    """Every count reaches the features partition as INT64, with no cast in the query."""
+    """Every count reaches the features partition as INT64 (HUGEINT would arrive as double)."""
     reference, _ = boundary_warehouse.materialize_features(TargetWindow.build("2026-11-27", 28))
     schema = pq.read_schema(reference)
     counts = [

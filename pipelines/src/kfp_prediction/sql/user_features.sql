@@ -4,12 +4,11 @@
 -- the features table), window start/end as UTC TIMESTAMP literals and the lookback in days;
 -- the window is [start, end) and ends at 00:00 JST on the target date.
 -- Kept to functions both engines share (no time-zone functions: the window is precomputed).
--- Conditional counts are COUNT(IF(condition, 1, NULL)), not COUNTIF: both are INT64 on
--- BigQuery, but DuckDB's COUNT_IF is a SUM over booleans, a 16-byte state (sum and set flag)
--- per group returning HUGEINT (duckdb v1.4.1 extension/core_functions/aggregate/distributive/
--- sum.cpp, CountIfFun), while COUNT keeps 8 bytes and returns BIGINT. The page-view aggregate
--- holds one state per user and count: at 10M users that is ~40 s against ~27 s here
--- (pipelines/README.md). SUM(amount) is still cast: DuckDB's SUM is HUGEINT, which Arrow
+-- Conditional counts are COUNT(IF(condition, 1, NULL)), not COUNTIF: INT64 on BigQuery
+-- either way, but on DuckDB COUNT_IF is a SUM over booleans (a 16-byte state returning
+-- HUGEINT; duckdb v1.4.1 extension/core_functions/aggregate/distributive/sum.cpp) where COUNT
+-- keeps 8 bytes and returns BIGINT, which matters to the page-view aggregate's memory at 10M
+-- users (pipelines/README.md). SUM(amount) is cast: DuckDB's SUM is HUGEINT, which Arrow
 -- turns into slow decimals. Ages are differences of UNIX_MICROS (DuckDB: EPOCH_US), not
 -- TIMESTAMP_DIFF: DuckDB runs that as a calendar DATE_DIFF on TIMESTAMPTZ, ~3 s per 1M users.
 -- NULLs are handled explicitly, never through GREATEST/LEAST (NULL-propagating on BigQuery,

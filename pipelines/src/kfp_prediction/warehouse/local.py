@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # clustered by user the aggregate and the join need ~1.6 GB; at 1 GB about 1 GB spilled and
 # DuckDB's Parquet writer crawled (2.2x the time per user), at 1.3-1.5 GB the query took
 # 1.3-1.4x per user. On page views in event-time order (as warehouses hold them) the query
-# takes ~27.5 s here against ~1.35 s at 1M users: with two threads DuckDB grows one hash
+# takes ~27.5 s alone here against ~1.35 s at 1M users: with two threads DuckDB grows one hash
 # table per thread, each holding nearly every user, and at 10M they outgrow this pool. A
 # 6 GB pool brings the query to ~15 s and the step to 3 GiB; 1.0-1.2 GB is slower still
 # (pipelines/README.md). Peak RSS stays at 1.6-1.7 GiB, under the features step's 2G limit
