@@ -47,16 +47,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-# DuckDB's buffer pool: what the features query may hold before it spills. Measured at 10M
-# users (~94M page views in the window, 2 cores; benchmarks/bench_scale.py): on page views
-# clustered by user the aggregate and the join need ~1.6 GB; at 1 GB about 1 GB spilled and
-# DuckDB's Parquet writer crawled (2.2x the time per user), at 1.3-1.5 GB the query took
-# 1.3-1.4x per user. On page views in event-time order (as warehouses hold them) the query
-# takes ~27.5 s alone here against ~1.35 s at 1M users: with two threads DuckDB grows one hash
-# table per thread, each holding nearly every user, and at 10M they outgrow this pool. A
-# 6 GB pool brings the query to ~15 s and the step to 3 GiB; 1.0-1.2 GB is slower still
-# (pipelines/README.md). Peak RSS stays at 1.6-1.7 GiB, under the features step's 2G limit
-# (DEFAULT_STEP_OPTIONS).
+# DuckDB's buffer pool: what the features query may hold before it spills. Sized for the
+# features step's 2G limit (DEFAULT_STEP_OPTIONS): peak RSS 1.6-1.7 GiB at 10M users, where
+# 1.6 GB is no faster and 1.0-1.2 GB spill more (36-41 s against 27.5 s). On time-ordered
+# page views the aggregate outgrows even this pool: with two threads DuckDB keeps a hash
+# table per thread, each with nearly every user (benchmarks/bench_scale.py; measurements in
+# pipelines/README.md).
 MEMORY_LIMIT = "1400MB"
 
 
