@@ -37,7 +37,9 @@ def _logical(target: dt.date) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, metadata_db):
+    """On PostgreSQL, as on Composer: a three-date backfill's CLI, scheduler and three runs
+    write at once, which SQLite's single writer lock does not always survive."""
     root = tmp_path_factory.mktemp("assets")
     warehouse, model = root / "warehouse", root / "models" / "model.pkl"
     digest = demo_inputs(warehouse, model)
@@ -69,7 +71,7 @@ def stack(tmp_path_factory):
         "DAILY_PREDICTION_POLL_SECONDS": "15",  # see README: triggers firing within seconds
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
     }
-    airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+    airflow = AirflowStack(root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db)
     with airflow:
         wanted = {"daily_prediction", "deliver_predictions", "e2e_failing_prediction"}
         deadline = time.monotonic() + 180
@@ -123,7 +125,7 @@ def test_one_prediction_gives_one_delivery_of_its_partition(stack):
         "SELECT e.extra FROM asset_event e WHERE e.partition_key = ? AND e.source_run_id = ?",
         (str(SINGLE), run_id),
     )
-    extra = json.loads(extra)
+    extra = extra if isinstance(extra, dict) else json.loads(extra)  # JSON column on PostgreSQL
     assert extra["target_date"] == str(SINGLE)
     assert extra["partition"] == str(stack.warehouse / "predictions" / f"{SINGLE}.parquet")
     assert extra["rows"] == _partition_rows(stack, SINGLE) > 0
