@@ -145,9 +145,13 @@ class AirflowStack:
         """Run an ``airflow`` CLI command against this stack's database.
 
         A command that lost SQLite's write lock ("database is locked") rolled back
-        and is run again, up to three times.
+        and is run again, up to five times in all, waiting 2, 4, 8 and 16 s between.
+        The ``timeout`` in the URL does not cover every case: SQLite gives up at once,
+        without calling its busy handler, when waiting could deadlock (a transaction that
+        has read wants to write while another connection holds the write lock).
         """
-        for attempt in range(3):
+        attempts = 5
+        for attempt in range(attempts):
             proc = subprocess.run(
                 [str(BIN / "airflow"), *args],
                 env=self.env,
@@ -156,9 +160,10 @@ class AirflowStack:
                 text=True,
                 timeout=timeout,
             )
-            if proc.returncode == 0 or "database is locked" not in proc.stderr or attempt == 2:
+            locked = "database is locked" in proc.stderr
+            if proc.returncode == 0 or not locked or attempt == attempts - 1:
                 break
-            time.sleep(2)
+            time.sleep(2 ** (attempt + 1))
         if check and proc.returncode != 0:
             raise AirflowStackError(
                 f"airflow {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
