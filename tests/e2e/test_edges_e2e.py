@@ -55,7 +55,7 @@ with DAG("e2e_clear", schedule=None, catchup=False,
 
 
 @pytest.fixture(scope="module")
-def edges(tmp_path_factory):
+def edges(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e_edges")
     dags, pids = root / "dags", root / "pids"
     dags.mkdir()
@@ -64,7 +64,9 @@ def edges(tmp_path_factory):
     with KfpApiStandIn() as server:
         server.set_schedule(pending=0, running=3600, unit="seconds", canceling=CANCELING_SECONDS)
         env = {"AIRFLOW_CONN_KFP_E2E": airflow_connection_json(server.url, request_timeout=5)}
-        with AirflowStack(root / "home", dags_folder=dags, extra_env=env) as stack:
+        with AirflowStack(
+            root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
+        ) as stack:
             deadline = time.monotonic() + 240
             while len(stack.query("SELECT 1 FROM dag WHERE dag_id LIKE 'e2e_%'")) < 2:
                 assert time.monotonic() < deadline, stack.tail("dag-processor")

@@ -48,7 +48,7 @@ with DAG("e2e_resume", schedule=None, catchup=False, user_defined_macros=MACROS,
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+def outcome(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e_resume")
     dags = dags_folder(root, "e2e_resume", DAG.format(pipeline=PIPELINE))
     with KfpApiStandIn() as server, slack_stand_in() as slack:
@@ -61,7 +61,9 @@ def outcome(tmp_path_factory):
             "AIRFLOW_CONN_KFP_RESUME": airflow_connection_json(server.url, request_timeout=5),
             "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e"),
         }
-        stack = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+        stack = AirflowStack(
+            root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
+        )
         with stack:
             stack.wait_for_dag("e2e_resume")
             stack.airflow(

@@ -79,7 +79,7 @@ def _wait_try_over(stack: AirflowStack, try_number: int, timeout: float = 240) -
 
 
 @pytest.fixture(scope="module")
-def messages(tmp_path_factory):
+def messages(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e_slack")
     dags = dags_folder(root, "e2e_slack_tries", DAG)
     with slack_stand_in() as slack:
@@ -88,7 +88,9 @@ def messages(tmp_path_factory):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         }
-        stack = AirflowStack(root / "home", dags_folder=dags, extra_env=env)
+        stack = AirflowStack(
+            root / "home", dags_folder=dags, extra_env=env, database_url=metadata_db
+        )
         with stack:
             stack.wait_for_dag("e2e_slack_tries")
             stack.airflow("dags", "trigger", "e2e_slack_tries", "--run-id", "tries_1")
