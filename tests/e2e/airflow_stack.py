@@ -144,13 +144,16 @@ class AirflowStack:
     def airflow(self, *args: str, check: bool = True, timeout: float = 300):
         """Run an ``airflow`` CLI command against this stack's database.
 
-        A command that lost SQLite's write lock ("database is locked") rolled back
-        and is run again, up to five times in all, waiting 2, 4, 8 and 16 s between.
-        The ``timeout`` in the URL does not cover every case: SQLite gives up at once,
-        without calling its busy handler, when waiting could deadlock (a transaction that
-        has read wants to write while another connection holds the write lock).
+        A command that lost SQLite's write lock ("database is locked") is run again, up
+        to five times in all, waiting 2, 4, 8 and 16 s between. The ``timeout`` in the
+        URL does not cover every case: SQLite gives up at once, without calling its busy
+        handler, when waiting could deadlock (a transaction that has read wants to write
+        while another connection holds the write lock). If a later attempt fails too, the
+        error shows the first lost lock as well: a command that had committed part of its
+        work before may then fail for another reason ("already exists").
         """
         attempts = 5
+        first_locked = ""
         for attempt in range(attempts):
             proc = subprocess.run(
                 [str(BIN / "airflow"), *args],
@@ -163,11 +166,17 @@ class AirflowStack:
             locked = "database is locked" in proc.stderr
             if proc.returncode == 0 or not locked or attempt == attempts - 1:
                 break
+            first_locked = first_locked or proc.stderr[-1500:]
             time.sleep(2 ** (attempt + 1))
         if check and proc.returncode != 0:
+            earlier = (
+                f"\n(attempt 1 of {attempt + 1} lost the lock:)\n{first_locked}"
+                if first_locked
+                else ""
+            )
             raise AirflowStackError(
                 f"airflow {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
-                f"{proc.stderr[-3000:]}"
+                f"{proc.stderr[-3000:]}{earlier}"
             )
         return proc
 
