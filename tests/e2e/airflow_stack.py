@@ -187,14 +187,18 @@ class AirflowStack:
     def query(self, sql: str, params: Iterable = ()) -> list[tuple]:
         """Read the metadata database; ``?`` placeholders on either database.
 
-        Timestamps come back as text on SQLite and as aware datetimes on PostgreSQL.
+        JSON columns come back as text on both (psycopg2 would decode them on PostgreSQL
+        only). Timestamps come back as text on SQLite and as aware datetimes on PostgreSQL.
         """
         if self.database_url:
             import psycopg2
+            import psycopg2.extras
 
             url = self.database_url.replace("postgresql+psycopg2://", "postgresql://")
             con = psycopg2.connect(url)
             try:
+                psycopg2.extras.register_default_json(con, loads=str)
+                psycopg2.extras.register_default_jsonb(con, loads=str)
                 con.set_session(readonly=True, autocommit=True)
                 with con.cursor() as cur:
                     cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))

@@ -233,11 +233,7 @@ def _events_by_date(stack: AirflowStack, dag_id: str) -> dict[str, tuple[str, di
         "ON a.id = e.asset_id WHERE e.source_dag_id = ? ORDER BY e.id",
         (dag_id,),
     )
-    # JSON text on SQLite, already decoded on PostgreSQL
-    return {
-        key: (uri, extra if isinstance(extra, dict) else json.loads(extra))
-        for uri, key, extra in events
-    }
+    return {key: (uri, json.loads(extra)) for uri, key, extra in events}
 
 
 def _summary(warehouse: Path, target_date: str, table: str = "predictions") -> dict:

@@ -125,7 +125,7 @@ def test_one_prediction_gives_one_delivery_of_its_partition(stack):
         "SELECT e.extra FROM asset_event e WHERE e.partition_key = ? AND e.source_run_id = ?",
         (str(SINGLE), run_id),
     )
-    extra = extra if isinstance(extra, dict) else json.loads(extra)  # JSON column on PostgreSQL
+    extra = json.loads(extra)
     assert extra["target_date"] == str(SINGLE)
     assert extra["partition"] == str(stack.warehouse / "predictions" / f"{SINGLE}.parquet")
     assert extra["rows"] == _partition_rows(stack, SINGLE) > 0
