@@ -219,7 +219,8 @@ def run_bench(args: argparse.Namespace, root: Path) -> dict:
             root / "home",
             dags_folder=dags,
             extra_env=env,
-            component_args={"triggerer": ["--skip-serve-logs"]} if args.skip_serve_logs else None,
+            # without --skip-serve-logs both log servers run, bound to every interface
+            serve_logs=not args.skip_serve_logs,
         )
         _log(started, "booting api-server, scheduler, dag-processor, triggerer ...")
         with stack:

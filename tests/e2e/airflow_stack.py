@@ -88,12 +88,24 @@ class AirflowStack:
         extra_env: Mapping[str, str] | None = None,
         component_args: Mapping[str, Sequence[str]] | None = None,
         database_url: str | None = None,
+        serve_logs: bool = False,
     ) -> None:
         """``component_args``: extra CLI arguments per component, e.g.
-        ``{"triggerer": ["--skip-serve-logs"]}``. ``database_url``: an empty
-        PostgreSQL database (SQLAlchemy URL) instead of SQLite in the home."""
+        ``{"triggerer": ["--verbose"]}``. ``database_url``: an empty
+        PostgreSQL database (SQLAlchemy URL) instead of SQLite in the home.
+
+        ``serve_logs``: let the scheduler and the triggerer fork their log servers. Off by
+        default: Airflow binds them to every interface (``airflow/utils/serve_logs/core.py``
+        runs uvicorn with ``host=""``; the port settings cannot change the address), and
+        the api-server reads the task logs from the shared home anyway.
+        """
         self.home = Path(home)
         self.component_args = {k: list(v) for k, v in (component_args or {}).items()}
+        if not serve_logs:
+            for component in ("scheduler", "triggerer"):
+                args = self.component_args.setdefault(component, [])
+                if "--skip-serve-logs" not in args:
+                    args.append("--skip-serve-logs")
         self.logs = self.home / "logs"
         self.api_port = free_port()
         self.scheduler_health_port = free_port()

@@ -68,6 +68,20 @@ def _wait_parsed(stack: AirflowStack, dag_ids: set[str], timeout: float = 180) -
     raise AssertionError(f"DAGs {dag_ids} not parsed\n{stack.tail('dag-processor')}")
 
 
+def _listening(pids: list[int]) -> set[tuple[str, int]]:
+    """The (address, port) of every listening TCP socket of these processes and children."""
+    found: set[tuple[str, int]] = set()
+    for pid in pids:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                conns = proc.net_connections(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            found |= {c.laddr[:2] for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def test_stack_runs_dags_fires_deadline_and_stops(tmp_path, metadata_db):
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -98,7 +112,11 @@ def test_stack_runs_dags_fires_deadline_and_stops(tmp_path, metadata_db):
                 time.sleep(1)
             missed = stack.query("SELECT missed FROM deadline")
             pids = [p.pid for p in stack.procs.values()]
+            listening = _listening(pids)
     assert missed == [(1,)]
+    # every server the stack runs (and its children fork) is on the loopback only
+    assert listening, "no listening socket found: the check would prove nothing"
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
     (message,) = [r["body"] for r in slack.requests]
     assert "*e2e_deadline* not finished by its deadline" in message["text"]
     assert "Run: e2e_slow_1" in message["text"]
