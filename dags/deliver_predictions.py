@@ -71,16 +71,25 @@ def read_partition(extra: dict[str, Any]) -> Any:
 
 
 def write_outbox(table: Any, target_date: str) -> Path:
-    """One JSON message per user into ``OUTBOX/TARGET_DATE.jsonl`` (replaced atomically)."""
+    """One JSON message per user into ``OUTBOX/TARGET_DATE.jsonl`` (replaced atomically).
+
+    Each write has a temporary file of its own: two runs for one date (a re-run beside a
+    late one) may write at once, and the last to finish wins whole.
+    """
     import json
+    import tempfile
 
     OUTBOX.mkdir(parents=True, exist_ok=True)
     path = OUTBOX / f"{target_date}.jsonl"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as out:
-        for row in table.select(["user_id", "content_id", "score"]).to_pylist():
-            out.write(json.dumps({"target_date": target_date, **row}) + "\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=OUTBOX, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            for row in table.select(["user_id", "content_id", "score"]).to_pylist():
+                out.write(json.dumps({"target_date": target_date, **row}) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

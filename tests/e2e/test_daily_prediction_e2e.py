@@ -285,7 +285,7 @@ def test_backfill_writes_one_partition_per_jst_date_and_clear_replaces(stack):
         "tasks", "clear", "daily_prediction", "--yes",
         "--start-date", "2026-10-30T20:00:00+00:00", "--end-date", "2026-10-30T22:00:00+00:00",
     )  # fmt: skip
-    time.sleep(3)
+    # no pause needed: the CLI has set the run queued again when it returns
     rows = _wait_runs(stack, "daily_prediction", 3)
     assert [r[2] for r in rows] == ["success"] * 3
     tries = [

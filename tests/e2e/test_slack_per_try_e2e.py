@@ -21,6 +21,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.dag.helpers import slack_stand_in
@@ -39,27 +40,42 @@ with DAG("e2e_slack_tries", schedule=None, catchup=False,
           on_retry_callback=TaskFailureNotifier(will_retry=True, timeout=5),
           on_failure_callback=TaskFailureNotifier(will_retry=False, timeout=5))
     def predict(ti=None):
-        import time
+        import os, time
+        from pathlib import Path
         if ti.try_number >= 3:
             raise RuntimeError("component predict failed: warehouse table users is missing")
-        time.sleep(600)  # tries 1 and 2 are ended from outside
+        # tell the test this try is in its body, then wait to be ended from outside
+        Path(os.environ["E2E_MARKERS"], f"try-{ti.try_number}").touch()
+        time.sleep(600)
 
     predict()
 """
 
 
-def _running_try(stack: AirflowStack, try_number: int, timeout: float = 240) -> int:
-    """The pid of the task process once ``try_number`` runs."""
+def _running_try(stack: AirflowStack, markers: Path, try_number: int, timeout: float = 240) -> int:
+    """The pid of the task process once ``try_number`` is in the task's body (its marker)."""
     deadline = time.monotonic() + timeout
+    rows: list = []
     while time.monotonic() < deadline:
         rows = stack.query(
             "SELECT try_number, state, pid FROM task_instance WHERE dag_id = 'e2e_slack_tries'"
         )
-        if rows and rows[0][:2] == (try_number, "running") and rows[0][2]:
-            time.sleep(2)  # the task has started sleeping
+        started = (markers / f"try-{try_number}").exists()
+        if started and rows and rows[0][:2] == (try_number, "running") and rows[0][2]:
             return rows[0][2]
         time.sleep(0.5)
     raise AssertionError(f"try {try_number} never ran: {rows}\n{stack.tail()}")
+
+
+def _wait_dead(pid: int, timeout: float = 30) -> None:
+    """Until ``pid`` has ended (gone, or a zombie its parent has not reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while psutil.pid_exists(pid):
+        with suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        assert time.monotonic() < deadline, f"process {pid} still alive after SIGKILL"
+        time.sleep(0.1)
 
 
 def _parent(pid: int) -> int:
@@ -82,8 +98,11 @@ def _wait_try_over(stack: AirflowStack, try_number: int, timeout: float = 240) -
 def messages(tmp_path_factory, metadata_db):
     root = tmp_path_factory.mktemp("e2e_slack")
     dags = dags_folder(root, "e2e_slack_tries", DAG)
+    markers = root / "markers"
+    markers.mkdir()
     with slack_stand_in() as slack:
         env = {
+            "E2E_MARKERS": str(markers),
             "AIRFLOW_CONN_SLACK_DEFAULT": slack.connection_uri("T000/B000/e2e"),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
@@ -95,7 +114,7 @@ def messages(tmp_path_factory, metadata_db):
             stack.wait_for_dag("e2e_slack_tries")
             stack.airflow("dags", "trigger", "e2e_slack_tries", "--run-id", "tries_1")
 
-            task = _running_try(stack, 1)
+            task = _running_try(stack, markers, 1)
             stopped = [_parent(task), task]  # the supervisor stops heartbeating
             for pid in stopped:
                 os.kill(pid, signal.SIGSTOP)
@@ -104,10 +123,10 @@ def messages(tmp_path_factory, metadata_db):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-            task = _running_try(stack, 2)
+            task = _running_try(stack, markers, 2)
             supervisor = _parent(task)
             os.kill(task, signal.SIGKILL)
-            time.sleep(1)
+            _wait_dead(task)  # the task first, then its supervisor
             with suppress(ProcessLookupError):
                 os.kill(supervisor, signal.SIGKILL)
             _wait_try_over(stack, 2)

@@ -30,17 +30,23 @@ def test_producer_error_is_raised_after_the_items_before_it() -> None:
 
 def test_producer_stays_at_most_depth_items_ahead() -> None:
     produced = []
+    at_limit, beyond = threading.Event(), threading.Event()
 
     def items() -> Iterator[int]:
         for i in range(100):
             produced.append(i)
+            # one handed over, two buffered, one produced and waiting for room
+            if len(produced) == 1 + 2 + 1:
+                at_limit.set()
+            elif len(produced) > 1 + 2 + 1:
+                beyond.set()
             yield i
 
     with closing(read_ahead(items(), depth=2)) as stream:
         assert next(stream) == 0
-        time.sleep(0.3)  # time for the producer to run as far ahead as it may
-        # one handed over, two buffered, one produced and waiting for room
-        assert len(produced) <= 1 + 2 + 1
+        assert at_limit.wait(10), f"the producer did not run ahead: {produced}"
+        # a producer that ignored the depth would go on at once: give it the chance
+        assert not beyond.wait(0.3), produced
 
 
 @pytest.mark.parametrize(
