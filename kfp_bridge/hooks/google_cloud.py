@@ -20,9 +20,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.providers.google.cloud.hooks.gcs import GCSHook
-from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
+
+try:
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
+    raise ModuleNotFoundError(
+        "kfp_bridge's Google features (auth=google or iap, gs:// pipeline files, the vertex "
+        "backend) need the Google provider, apache-airflow-providers-google: "
+        "pip install 'kfp-bridge[google]' (or [vertex]); Cloud Composer has it. "
+        f"Import failed: {exc}",
+        name=exc.name,
+    ) from exc
 
 log = logging.getLogger(__name__)
 

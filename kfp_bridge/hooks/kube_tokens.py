@@ -245,7 +245,15 @@ def _kube_message(body: Any) -> str:
 
 
 def _kubernetes_hook(conn_id: str) -> Any:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    try:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    except ModuleNotFoundError as exc:  # an optional dependency: say which extra brings it
+        raise ModuleNotFoundError(
+            "auth=kubernetes_token_request needs the cncf-kubernetes provider, "
+            "apache-airflow-providers-cncf-kubernetes: pip install 'kfp-bridge[kubernetes]'. "
+            f"Import failed: {exc}",
+            name=exc.name,
+        ) from exc
 
     return KubernetesHook(conn_id=conn_id)
 

@@ -77,6 +77,10 @@ def test_metadata_states_versions_and_passes_twine(dist):
     assert "Requires-Dist: apache-airflow<4,>=3.3.0" in meta
     assert "Classifier: Framework :: Apache Airflow :: Provider" in meta
     assert "Classifier: Programming Language :: Python :: 3.11" in meta
+    for extra in ("google", "vertex", "kubernetes", "slack"):
+        assert f"Provides-Extra: {extra}" in meta
+    assert 'Requires-Dist: apache-airflow-providers-google>=22.0; extra == "google"' in meta
+    assert 'Requires-Dist: apache-airflow-providers-google>=22.0; extra == "vertex"' in meta
 
 
 def test_wheel_alone_in_fresh_venv_is_a_provider(dist, tmp_path):
@@ -102,6 +106,17 @@ def test_wheel_alone_in_fresh_venv_is_a_provider(dist, tmp_path):
         python, "-c", "import kfp_bridge; print(kfp_bridge.__file__)", cwd=tmp_path, env=env
     )
     assert where.startswith(str(venv)), where
+    # Without the extras, the features that need another provider name the extra to install.
+    for code, extra in (
+        ("import kfp_bridge.hooks.google_cloud", "google"),
+        ("from kfp_bridge.hooks.kube_tokens import _kubernetes_hook; _kubernetes_hook('k')",
+         "kubernetes"),
+    ):  # fmt: skip
+        missing = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+        )
+        assert missing.returncode != 0, code
+        assert f"pip install 'kfp-bridge[{extra}]'" in missing.stderr, missing.stderr
     # The four commands in parallel (each loads Airflow for seconds).
     commands = ("list", "hooks", "links", "widgets")
     procs = {
