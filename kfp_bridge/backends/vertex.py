@@ -151,7 +151,7 @@ class VertexBackend(Backend):
     ) -> None:
         if not location:
             raise BackendConfigError(
-                "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
+                "location", "is required for backend 'vertex' (a region, e.g. us-central1)"
             )
         if not project_id and google_hook is not None:
             project_id = google_hook.project_id
