@@ -95,7 +95,7 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "Bearer token (auth=token) or Dex password (auth=dex)",
                     },
                     "placeholders": {
-                        "host": "https://xxxx-dot-asia-northeast1.pipelines.googleusercontent.com",
+                        "host": "https://xxxx-dot-us-central1.pipelines.googleusercontent.com",
                         "backend": "kfp",
                         "auth": "google",
                     },

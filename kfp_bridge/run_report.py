@@ -1,6 +1,6 @@
 """Run reports: the one line a component prints for the bridge, read on every backend.
 
-Format (the pipeline side writes it, ``kfp_prediction.report``): a line containing
+Format (a pipeline's step prints it): a line containing
 
     kfp-bridge-report: {"kind": "...", "step": "...", ...}
 

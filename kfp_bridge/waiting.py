@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kfp_bridge.backends.base import RunState, RunStatus
+from kfp_bridge.backends.base import RunState, RunStatus, same_parameters
 from kfp_bridge.exceptions import BackendError, RunNotFoundError, TransientBackendError
 from kfp_bridge.redaction import Redact, redact_error, redact_outcome
 from kfp_bridge.run_event import Outcome, RunEvent
@@ -340,9 +340,13 @@ class RunWaiter:
         return await self._retrying(what, fn, self.deadline)
 
     async def submit_async(self, request: RunRequest) -> RunStatus:
-        """Submit; after a transient error re-submit only when no run with its name exists."""
-        # The error may hide a run the service did create (response lost): the
-        # deterministic name finds it, so riding out the error cannot make a duplicate.
+        """Submit; after a transient error re-submit only when no run of this request exists.
+
+        The error may hide a run the service did create (response lost): the
+        deterministic name finds it, so riding out the error cannot make a duplicate.
+        Only a run with the request's parameters is adopted (the newest): one under
+        the name with other parameters was set aside by the caller and is not ours.
+        """
         name = request.display_name
         errors, since = 0, 0.0
         while True:
@@ -357,7 +361,11 @@ class RunWaiter:
                     lambda: self.get_backend().find_runs(name, request.experiment),
                     self.deadline,
                 )
-                created = [r for r in runs if r.state.is_reattachable]
+                created = [
+                    r
+                    for r in runs
+                    if r.state.is_reattachable and same_parameters(request.parameters, r.parameters)
+                ]
                 if not created:
                     continue
                 status = created[0]

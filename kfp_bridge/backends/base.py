@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,9 +127,10 @@ class RunStatus:
 def same_parameters(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> bool:
     """Whether a run's parameters are the ones now rendered (unknown ones count as same).
 
-    Services hand parameters back in their own JSON: KFP's ``google.protobuf.Value``
-    makes every number a float (``28`` comes back ``28.0``), so numbers compare by
-    value and everything else by its text.
+    Services hand parameters back in their own JSON: KFP's and Vertex's
+    ``google.protobuf.Value`` make every number a float (``28`` comes back ``28.0``),
+    inside lists and structs too. So values compare as data, numbers by value;
+    a bool is not a number, a list is not a struct, a string is not a number.
     """
     if theirs is None:
         return True
@@ -140,12 +140,19 @@ def same_parameters(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -
 
 
 def _comparable(value: Any) -> Any:
+    """``value`` tagged by JSON kind, recursively, so that ``==`` compares it as the service."""
+    if value is None:
+        return ("null", None)
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int | float):
         return ("number", float(value))
-    if isinstance(value, Mapping | list | tuple):
-        return ("json", json.dumps(value, sort_keys=True, default=str))
+    if isinstance(value, str):
+        return ("text", value)
+    if isinstance(value, Mapping):
+        return ("struct", {str(k): _comparable(v) for k, v in value.items()})
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return ("list", [_comparable(v) for v in value])
     return ("text", str(value))
 
 

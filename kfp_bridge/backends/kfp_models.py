@@ -4,7 +4,7 @@ The generated ``ApiClient`` builds every nested model with a fresh ``Configurati
 whose constructor sets logger levels; each ``setLevel`` clears the cache of every
 logger in the process, and an Airflow triggerer holds hundreds. With timestamps
 parsed by ``dateutil``, that made most of a poll's CPU: reading one run of the
-two-step prediction pipeline built 16 configurations. :class:`ApiClient` decodes
+two-step pipeline built 16 configurations. :class:`ApiClient` decodes
 the same JSON into the same model classes with one shared configuration (so the
 generated client-side validation still applies) and ISO timestamps parsed by the
 standard library. A trigger polling 1,000 runs is what this is for.

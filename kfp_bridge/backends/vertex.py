@@ -21,10 +21,18 @@ import copy
 import hashlib
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kfp_bridge import run_report
-from kfp_bridge.backends.base import Backend, RunRequest, RunState, RunStatus, positive_seconds
+from kfp_bridge.backends.base import (
+    Backend,
+    RunRequest,
+    RunState,
+    RunStatus,
+    positive_seconds,
+    same_parameters,
+)
 from kfp_bridge.exceptions import (
     AuthError,
     BackendConfigError,
@@ -69,7 +77,7 @@ def job_id_for(display_name: str, attempt: int = 1) -> str:
 
     Vertex ids are ``[a-z][-a-z0-9]{0,127}``. Sanitising can map different names
     to the same text, so a short hash of the exact name is appended; attempt 2+
-    (a deliberate re-run after FAILED/CANCELED) adds ``-r{n}``.
+    (a deliberate re-run after FAILED/CANCELED, or with other parameters) adds ``-r{n}``.
     """
     if not display_name:
         raise ValueError("display name is empty")
@@ -143,7 +151,7 @@ class VertexBackend(Backend):
     ) -> None:
         if not location:
             raise BackendConfigError(
-                "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
+                "location", "is required for backend 'vertex' (a region, e.g. us-central1)"
             )
         if not project_id and google_hook is not None:
             project_id = google_hook.project_id
@@ -289,8 +297,10 @@ class VertexBackend(Backend):
     def submit(self, request: RunRequest) -> RunStatus:
         """Create the job under the first free deterministic id.
 
-        An existing job under the id that is not FAILED/CANCELED is returned
-        instead of creating another: the id is the idempotency key.
+        An existing job under the id that is not FAILED/CANCELED and ran with the
+        request's parameters is returned instead of creating another: the id is the
+        idempotency key. One with other parameters was set aside by the caller (a
+        changed setting, another date): like an ended one, it moves us to the next id.
         """
         from google.api_core import exceptions as gexc
 
@@ -300,7 +310,7 @@ class VertexBackend(Backend):
             existing = self._get_job(job_id)
             if existing is not None:
                 status = self._status(existing)
-                if status.state in _RERUN_STATES:
+                if not self._reusable(status, request):
                     continue
                 log.info("Vertex pipeline job %s already exists (%s)", job_id, status.state.value)
                 return status
@@ -310,17 +320,35 @@ class VertexBackend(Backend):
                     f"create pipeline job {job_id}", "create_pipeline_job", request=create
                 )
             except BackendError as err:
-                if isinstance(err.__cause__, gexc.AlreadyExists):
-                    existing = self._get_job(job_id)
-                    if existing is not None:
-                        return self._status(existing)
-                raise
+                if not isinstance(err.__cause__, gexc.AlreadyExists):
+                    raise
+                existing = self._get_job(job_id)  # another worker created it meanwhile
+                if existing is None:
+                    raise
+                status = self._status(existing)
+                if not self._reusable(status, request):
+                    continue
+                return status
             log.info("Created Vertex pipeline job %s: %s", job_id, self.run_url(job_id))
             return self._status(job)
         raise BackendError(
             f"{MAX_ATTEMPTS} pipeline jobs named {request.display_name!r} already ended "
-            "FAILED/CANCELED; refusing to start another"
+            "FAILED/CANCELED or ran with other parameters; refusing to start another"
         )
+
+    @staticmethod
+    def _reusable(status: RunStatus, request: RunRequest) -> bool:
+        """Whether an existing job under our id is this request's run."""
+        if status.state in _RERUN_STATES:
+            return False
+        if not same_parameters(request.parameters, status.parameters):
+            log.info(
+                "Vertex pipeline job %s (%s) ran with other parameters; trying the next id",
+                status.run_id,
+                status.state.value,
+            )
+            return False
+        return True
 
     def get_run(self, run_id: str) -> RunStatus:
         job = self._call(
@@ -465,9 +493,21 @@ def vertex_console_url(location: str, job_id: str, project_id: str) -> str:
 
 
 def _job_parameters(job: Any) -> dict[str, Any] | None:
-    """The job's ``runtime_config.parameter_values`` as Python values (``None`` if unreadable)."""
+    """The job's ``runtime_config.parameter_values`` as Python values (``None`` if unreadable).
+
+    proto-plus hands lists and structs inside a ``Value`` back as its own
+    ``RepeatedComposite``/``MapComposite`` views: they become plain lists and dicts.
+    """
     try:
         values = job.runtime_config.parameter_values
-        return {k: values[k] for k in values}
+        return {k: _plain(values[k]) for k in values}
     except Exception:  # a job without a runtime config, or a client that shapes it otherwise
         return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value

@@ -1138,6 +1138,29 @@ def test_numbers_as_the_service_returns_them_are_the_same_parameters():
     assert same_parameters({"a": "1"}, None)  # a backend that cannot tell
 
 
+def test_numbers_inside_lists_and_structs_compare_by_value_as_data():
+    """Services make every number a float inside lists and structs too (protobuf Value)."""
+    from kfp_bridge.backends.base import same_parameters
+
+    assert same_parameters({"l": [1, 2]}, {"l": [1.0, 2.0]})
+    assert same_parameters(
+        {"o": {"k": [1, {"n": 2}], "z": "x"}}, {"o": {"z": "x", "k": (1.0, {"n": 2.0})}}
+    )
+    assert same_parameters({"l": [], "o": {}}, {"l": [], "o": {}})
+    # bool is not a number, however Python ranks it
+    assert not same_parameters({"f": True}, {"f": 1})
+    assert not same_parameters({"l": [True, 0]}, {"l": [1.0, False]})
+    assert not same_parameters({"o": {"f": False}}, {"o": {"f": 0.0}})
+    # genuinely other values
+    assert not same_parameters({"l": [1, 2]}, {"l": [2, 1]})
+    assert not same_parameters({"l": [1, 2]}, {"l": [1, 2, 3]})
+    assert not same_parameters({"l": [1.5]}, {"l": [1]})
+    assert not same_parameters({"o": {"k": 1}}, {"o": {"k": 1, "j": 1}})
+    assert not same_parameters({"o": {"k": [1]}}, {"o": {"k": ["1"]}})
+    assert not same_parameters({"l": [1]}, {"l": {"0": 1}})
+    assert not same_parameters({"a": None}, {"a": "None"})
+
+
 def test_an_active_run_with_other_parameters_is_stopped_before_the_new_run(kfp_server, kfp_conn_id):
     kfp_server.set_schedule(pending=0, running=100000, canceling=2)
     with pytest.raises(TaskDeferred) as first:

@@ -51,6 +51,23 @@ def test_no_module_of_the_provider_names_the_applications_zone():
     assert not hits, hits
 
 
+# Words of our deployment and pipeline: its region, its pipeline-side package, its name.
+APPLICATION_WORDS = ("asia-northeast1", "kfp_prediction", "prediction pipeline")
+# Known, owned elsewhere for now: reported, to be made generic there (then drop the entry).
+PENDING_WORDS = {("kfp_bridge/hooks/kfp.py", "asia-northeast1")}
+
+
+def test_no_module_of_the_provider_names_the_applications_region_or_pipeline():
+    """Examples and placeholders stay generic (``us-central1``, "a pipeline's step")."""
+    hits = [
+        (str(p.relative_to(PACKAGE.parent)), word)
+        for p in SOURCES
+        for word in APPLICATION_WORDS
+        if word in p.read_text().lower()
+    ]
+    assert not set(hits) - PENDING_WORDS, hits
+
+
 def _dict_keys(tree: ast.AST) -> set[str]:
     keys = set()
     for node in ast.walk(tree):

@@ -280,6 +280,68 @@ def test_create_race_returns_the_job_the_other_worker_made(backend, gapic, tiny_
     assert list(gapic.jobs) == [job_name]
 
 
+def test_a_job_with_other_parameters_is_not_returned_but_run_under_the_next_id(
+    backend, gapic, tiny_spec
+):
+    """The operator set yesterday's SUCCEEDED job aside (other parameters): a new job runs.
+
+    Numbers come back from Vertex as floats (``google.protobuf.Value``), also inside
+    lists and structs: those are still the same parameters, so the job is reused.
+    """
+    params = {"message": "2026-01-01", "repeat": 3, "tags": [1, 2], "options": {"k": [1]}}
+    old = backend.submit(request_for(tiny_spec, parameters=params))
+    gapic.jobs[backend.job_name(old.run_id)].state = PS.PIPELINE_STATE_SUCCEEDED
+
+    same = backend.submit(request_for(tiny_spec, parameters=params))
+    assert (same.run_id, same.state) == (old.run_id, RunState.SUCCEEDED)
+
+    today = {**params, "message": "2026-01-02"}
+    new = backend.submit(request_for(tiny_spec, parameters=today))
+    assert new.run_id == f"{old.run_id}-r2" and new.state is RunState.PENDING
+    assert new.parameters["message"] == "2026-01-02"
+    again = backend.submit(request_for(tiny_spec, parameters=today))
+    assert again.run_id == new.run_id
+    assert [c for c, _ in gapic.calls].count("create") == 2
+
+
+def test_ids_used_up_by_ended_or_other_jobs_refuse_with_both_reasons(
+    backend, gapic, tiny_spec, monkeypatch
+):
+    monkeypatch.setattr("kfp_bridge.backends.vertex.MAX_ATTEMPTS", 2)
+    first = backend.submit(request_for(tiny_spec, parameters={"message": "a"}))
+    gapic.jobs[backend.job_name(first.run_id)].state = PS.PIPELINE_STATE_FAILED
+    second = backend.submit(request_for(tiny_spec, parameters={"message": "b"}))
+    assert second.run_id == f"{first.run_id}-r2"
+    with pytest.raises(BackendError, match="FAILED/CANCELED or ran with other parameters"):
+        backend.submit(request_for(tiny_spec, parameters={"message": "c"}))
+
+
+def test_create_race_with_a_job_of_other_parameters_moves_on(backend, gapic, tiny_spec):
+    original_get = gapic.get_pipeline_job
+    seen = []
+
+    def get_then_lose_the_race(name, timeout=None):
+        if not seen:  # another worker creates the id meanwhile, for other parameters
+            seen.append(name)
+            gapic.create_pipeline_job(
+                aiplatform_v1.CreatePipelineJobRequest(
+                    parent=backend.parent,
+                    pipeline_job_id=job_id_for("racy"),
+                    pipeline_job=aiplatform_v1.PipelineJob(
+                        display_name="racy",
+                        runtime_config={"parameter_values": {"message": "other"}},
+                    ),
+                )
+            )
+            raise gexc.NotFound("not yet")
+        return original_get(name, timeout)
+
+    gapic.get_pipeline_job = get_then_lose_the_race
+    status = backend.submit(request_for(tiny_spec, name="racy", parameters={"message": "ours"}))
+    assert status.run_id == job_id_for("racy", 2)
+    assert status.parameters == {"message": "ours"}
+
+
 def test_failed_job_reports_its_error(backend, gapic, tiny_spec):
     run_id = backend.submit(request_for(tiny_spec)).run_id
     job = gapic.jobs[backend.job_name(run_id)]

@@ -65,7 +65,8 @@ class ScriptedBackend:
         return status(self._next("submit"))
 
     def find_runs(self, display_name: str, experiment=None) -> list[RunStatus]:
-        return [status(s) for s in self._next("find_runs")]
+        # each a state, or a whole RunStatus
+        return [s if isinstance(s, RunStatus) else status(s) for s in self._next("find_runs")]
 
 
 def status(state: RunState, run_id: str = "r-1") -> RunStatus:
@@ -287,6 +288,30 @@ def test_submit_after_a_lost_response_adopts_the_run_instead_of_submitting_again
     assert waiter.submit(request).state is R
     assert backend.calls == ["submit", "find_runs"]
     assert clock.sleeps == [2.0]
+
+
+def test_submit_after_a_lost_response_adopts_only_a_run_with_the_requested_parameters():
+    """A run under the name with other parameters was set aside by the operator: never adopted.
+
+    Yesterday's SUCCEEDED run (another target date) must not pass for today's, and
+    among runs with our parameters the newest is taken.
+    """
+    today = {"target_date": "2026-01-02", "lookback_days": 28}
+    yesterday = replace(status(S, "r-old"), parameters={**today, "target_date": "2026-01-01"})
+    ours_new = replace(status(R, "r-new"), parameters={**today, "lookback_days": 28.0})
+    ours_older = replace(status(P, "r-older"), parameters=today)
+    request = RunRequest(display_name="daily__predict", pipeline_spec={}, parameters=today)
+
+    backend = ScriptedBackend(submits=[*blip(1), P], finds=[[yesterday]])
+    waiter, _ = _waiter(backend)
+    submitted = waiter.submit(request)
+    assert (submitted.run_id, submitted.state) == ("r-1", P)  # a new run, not yesterday's
+    assert backend.calls == ["submit", "find_runs", "submit"]
+
+    backend = ScriptedBackend(submits=[*blip(1)], finds=[[yesterday, ours_new, ours_older]])
+    waiter, _ = _waiter(backend)
+    assert waiter.submit(request).run_id == "r-new"
+    assert backend.calls == ["submit", "find_runs"]
 
 
 def test_submit_again_when_the_look_up_finds_no_live_run():
