@@ -157,6 +157,28 @@ def test_parameters_rendered_to_a_non_mapping_fail_before_any_service_call(
     assert kfp_server.requests() == []
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_parameters_from_a_jinja_string_run_when_they_render_to_a_mapping(
+    kfp_server, kfp_conn_id, native
+):
+    """With render_template_as_native_obj the string renders to a dict; else to text."""
+    from airflow.sdk import DAG
+
+    with DAG("jinja_params", schedule=None, render_template_as_native_obj=native):
+        op = _operator(kfp_conn_id, parameters="{{ chosen }}")
+    op.render_template_fields({"chosen": {"message": "2026-11-27", "repeat": "2"}})
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    if not native:
+        with pytest.raises(AirflowFailException, match=r"a mapping .* got str$"):
+            op.execute(context)
+        assert kfp_server.requests() == []
+        return
+    result = op.execute(context)
+    [run] = _runs_named(kfp_server)
+    assert result["run_id"] == run["run_id"]
+    assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
+
+
 def test_parameters_may_be_any_mapping(kfp_server, kfp_conn_id):
     from types import MappingProxyType
 
