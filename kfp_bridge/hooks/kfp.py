@@ -44,7 +44,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from kfp_bridge.backends.base import Backend
+from kfp_bridge.backends.base import Backend, positive_seconds
 from kfp_bridge.exceptions import AuthError, BackendConfigError, KfpBridgeError
 from kfp_bridge.hooks.kube_tokens import KUBERNETES_AUTH_MODES
 from kfp_bridge.redaction import airflow_redact
@@ -262,7 +262,8 @@ class KubeflowPipelineHook(BaseHook):
             conn.password,
             connector=connector,
             verify_ssl=self._bool("verify_ssl", True),
-            timeout=float(self.extra.get("request_timeout", 30.0)),
+            # checked here too: the Dex login is built before the backend checks its own
+            timeout=positive_seconds("request_timeout", self.extra.get("request_timeout", 30.0)),
             on_secret=mask_secret,
         )
 
@@ -338,7 +339,7 @@ class KubeflowPipelineHook(BaseHook):
         location = str(self.extra.get("location") or "")
         if not location:  # before any Google call
             raise BackendConfigError(
-                "location", "is required for backend 'vertex' (a region, e.g. asia-northeast1)"
+                "location", "is required for backend 'vertex' (a region, e.g. us-central1)"
             )
         self.google_credentials()  # a clear AuthError when there are none
         return VertexBackend(

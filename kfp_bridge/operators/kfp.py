@@ -8,8 +8,11 @@ One run per task instance, whatever happens to workers:
    every try), and before submitting the operator looks that name up on the
    service, which closes the mixin's gap (worker killed between submit and persist).
 
-A run found PENDING/RUNNING/PAUSED or SUCCEEDED is reused; a new run starts only
-when the earlier one ended FAILED/CANCELED/SKIPPED.
+A run found PENDING/RUNNING/PAUSED or SUCCEEDED is reused when it ran with the
+parameters this try renders; a live one with other parameters is stopped first, a
+succeeded one left alone, and a new run starts (``_set_aside``). With
+``on_retry="resume"`` a FAILED run an earlier try saw fail on its own is resumed in
+place (``_resume``); otherwise a new run starts (``_find_reusable_run``).
 
 Retries versus clears: Airflow bumps the DAG run's ``clear_number`` when a person
 clears a task, never on an automatic retry. The default run name carries it, so
@@ -74,6 +77,10 @@ TERMINATED_KEY = "kfp_bridge_terminated_run"
 # try resumes. A run stopped from outside (a clear's on_kill in the triggerer, a user)
 # also ends FAILED on KFP but never gets this record.
 RETRYABLE_KEY = "kfp_bridge_retryable_run"
+# The run a try last asked to resume in place (KFP :retry) and when. A resumed run keeps
+# its creation time, so its timeout counts from the resume; a later try reattaching to it
+# reads the time here.
+RESUMED_KEY = "kfp_bridge_resumed_run"
 # Errors no retry can fix: fail the task at once.
 _FINAL_ERRORS = (
     ParameterError,
@@ -230,7 +237,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         retried with an exponential back-off; no pause of either kind ever exceeds the
         cap of four poll intervals, at most 300 s (never below ``poll_interval``), in the
         worker as in the triggerer (:class:`~kfp_bridge.waiting.WaitPolicy`).
-    :param timeout: seconds (or timedelta) from the run's creation; then it is canceled
+    :param timeout: seconds (or timedelta, positive; ``None``: no limit) from the run's
+        creation or, for a run resumed in place (``on_retry="resume"``), from its latest
+        resume, since KFP keeps a resumed run's creation time; then the run is canceled
         and the task fails.
     :param max_transient_errors: consecutive transient API errors tolerated while waiting.
     :param retry_deadline: seconds a burst of consecutive transient API errors may last
@@ -295,7 +304,12 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.pipeline_file = pipeline_file
         self.pipeline_id = pipeline_id
         self.pipeline_version_id = pipeline_version_id
-        self.parameters = dict(parameters or {})
+        # A templated field: an XComArg or a Jinja string stays as given until it is
+        # rendered (render_template_as_native_obj can make a string a dict), and is
+        # checked in execute (_rendered_parameters). A mapping is copied, as before.
+        self.parameters: Any = dict(parameters) if isinstance(parameters, Mapping) else parameters
+        if self.parameters is None:
+            self.parameters = {}
         self.experiment = experiment
         self.run_name = run_name
         self.run_key = run_key
@@ -318,9 +332,14 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
+        if timeout is not None and not timeout > 0:  # 0 must not quietly mean "no limit"
+            raise ValueError(
+                f"timeout must be a positive number of seconds or a timedelta (None: no "
+                f"timeout), got {timeout!r}"
+            )
         self.policy = WaitPolicy(
             poll_interval=float(poll_interval),
-            timeout=timeout or None,
+            timeout=timeout,
             max_transient_errors=max_transient_errors,
             retry_deadline=None if retry_deadline is None else float(retry_deadline),
         )
@@ -338,6 +357,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self._earlier_names: list[str] = []
         self._try_number: int | None = None  # this try's number, keying its history entry
         self._resumed = False  # this try resumed an earlier try's run (KFP :retry)
+        self._resume_record: dict[str, str] | None = None  # {"run_id", "at"} of this try's resume
         self._try_started: str | None = None
         # The try history as this process last read or wrote it (kfp_bridge.try_history).
         # Failure callbacks read it here: once a try fails, Airflow gives the next try a
@@ -393,7 +413,26 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         except _FINAL_ERRORS as exc:  # e.g. a KFP 1.x server, a missing pipeline version
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
+    def _rendered_parameters(self) -> dict[str, Any]:
+        """``parameters`` after rendering: a mapping of names to values, or a clear error."""
+        given = self.parameters
+        if given is None:
+            return {}
+        if not isinstance(given, Mapping):
+            raise AirflowFailException(
+                "parameters must render to a mapping of parameter names to values, got "
+                f"{type(given).__name__}"
+            )
+        bad = sorted({type(k).__name__ for k in given if not isinstance(k, str)})
+        if bad:
+            raise AirflowFailException(
+                f"parameters must have string keys (parameter names), got keys of type "
+                f"{', '.join(bad)}"
+            )
+        return dict(given)
+
     def _build_request(self, context: Context) -> RunRequest:
+        given = self._rendered_parameters()  # before any call to the service
         compiled: CompiledPipeline | None = None
         version_id = self.pipeline_version_id
         try:
@@ -403,7 +442,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                     gcp_conn_id=self.gcp_conn_id,
                     impersonation_chain=self.impersonation_chain,
                 )
-                parameters = compiled.validate_parameters(self.parameters)
+                parameters = compiled.validate_parameters(given)
             if self.pipeline_id:
                 # Looked up before anything is submitted: a missing pipeline or version is
                 # named now (the KFP API would answer the run with a 500, read as transient),
@@ -415,7 +454,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
                 uploaded = pipeline_from_spec(
                     spec, source=f"pipeline {self.pipeline_id} version {version_id}"
                 )
-                parameters = uploaded.validate_parameters(self.parameters)
+                parameters = uploaded.validate_parameters(given)
                 self.log.info(
                     "Pipeline %s version %s found; parameters checked against it",
                     self.pipeline_id,
@@ -559,6 +598,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             or not same_parameters(request.parameters, run.parameters)
         ):
             return None
+        # The timeout counts from here. Kept before asking, so a worker lost right after the
+        # resume cannot leave the next try counting from the run's creation; a refused
+        # resume leaves the run FAILED, never reattached, so the record then means nothing.
+        self._record_resume(run.run_id, datetime.now(UTC).isoformat())
         try:
             self._waiter.call(f"retry run {run.run_id}", lambda: self.backend.retry(run.run_id))
         except RetryRefusedError as exc:
@@ -696,8 +739,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_id = run_id
         status = self._waiter.read(run_id)
         self._remember(context, status)
-        # the timeout counts from the run's creation, not from this try or reattach
-        deadline = self._waiter.deadline = self.policy.deadline_for(status.created_at, time.time())
+        # the timeout counts from the run's creation, or its latest resume (which keeps the
+        # creation time), never from this try or a reattach
+        started = self._resumed_at(run_id) or status.created_at
+        deadline = self._waiter.deadline = self.policy.deadline_for(started, time.time())
         if status.state.is_terminal:
             return self._conclude(RunEvent.ended(status))
         if self.deferrable:
@@ -791,7 +836,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             raise RunFailedError(f"Kubeflow run {event.run_id} ended {state}: {message}")
         if event.outcome is Outcome.TIMED_OUT:
             self.log.error(
-                "Run %s did not finish within %ss of its creation (state %s)",
+                "Run %s did not finish within %ss of its creation or latest resume (state %s)",
                 event.run_id,
                 self.policy.timeout,
                 state,
@@ -921,6 +966,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         """Log the earlier tries' runs (one line each) and open this try's history entry."""
         self._try_number = _try_number(context)
         self._resumed = False
+        self._resume_record = None
         self._try_started = try_history.now_iso()
         if self._state_store is None or self._try_number is None:
             return
@@ -1000,6 +1046,29 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             self._state_store.set(RETRYABLE_KEY, {"run_id": run_id})
         except Exception:
             self.log.warning("Could not record run %s as resumable", run_id, exc_info=True)
+
+    def _record_resume(self, run_id: str, at: str) -> None:
+        self._resume_record = {"run_id": run_id, "at": at}
+        if self._state_store is None:
+            return
+        try:
+            self._state_store.set(RESUMED_KEY, self._resume_record)
+        except Exception:
+            self.log.warning("Could not record the resume of run %s", run_id, exc_info=True)
+
+    def _resumed_at(self, run_id: str) -> str | None:
+        """When a try of this task last resumed ``run_id`` (ISO time), if one did."""
+        record: Any = self._resume_record
+        if not (isinstance(record, Mapping) and record.get("run_id") == run_id):
+            if self._state_store is None:
+                return None
+            try:
+                record = self._state_store.get(RESUMED_KEY)
+            except Exception:
+                return None
+        if isinstance(record, Mapping) and record.get("run_id") == run_id:
+            return str(record.get("at") or "") or None
+        return None
 
     def _seen_failing(self, run_id: str) -> bool:
         """Whether a try of this task saw ``run_id`` end FAILED on its own."""

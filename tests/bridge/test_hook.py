@@ -168,6 +168,25 @@ def test_bad_settings_name_the_field(make_conn, fields, message):
     assert "'test_kfp'" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("soon", "must be a number of seconds, got 'soon'"), (-1, "must be positive, got -1")],
+)
+def test_a_bad_request_timeout_with_dex_names_the_field_and_its_problem(make_conn, value, problem):
+    """The Dex login is built before the backend checks the setting: the same clear error."""
+    hook = make_conn(
+        host="http://h", login="u", password="p", extra={"auth": "dex", "request_timeout": value}
+    )
+    with pytest.raises(KfpConnectionError, match=f"extra.request_timeout {problem}") as err:
+        hook.get_conn()
+    assert "'test_kfp'" in str(err.value)
+
+
+def test_the_vertex_location_example_is_a_generic_region(make_conn):
+    with pytest.raises(KfpConnectionError, match=r"e\.g\. us-central1\)"):
+        make_conn(extra={"backend": "vertex", "project_id": "p"}).get_conn()
+
+
 def test_test_connection_reports_health_and_auth(make_conn, kfp_server, kfp_server_multi_user):
     ok, message = make_conn(host=kfp_server.url).test_connection()
     assert ok is True

@@ -13,13 +13,14 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -124,6 +125,81 @@ def test_bad_parameters_fail_before_any_run_is_created(kfp_server, kfp_conn_id, 
     assert kfp_server.runs() == []
     assert not [r for r in kfp_server.requests() if r["method"] == "POST"]
     assert ti.xcom == {}
+
+
+def test_parameters_may_be_an_xcomarg_until_rendered():
+    """A templated field: another task's output is accepted at parse time, as in Airflow."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    with DAG("xcom_params", schedule=None):
+        upstream = EmptyOperator(task_id="params")
+        op = _operator("kfp_default", parameters=upstream.output)
+    assert op.parameters == upstream.output
+    assert op.upstream_task_ids == {"params"}
+
+
+@pytest.mark.parametrize(
+    ("rendered", "problem"),
+    [
+        ("message=x", "mapping of parameter names to values, got str"),
+        (["message", "x"], "mapping of parameter names to values, got list"),
+        ({1: "x"}, "string keys (parameter names), got keys of type int"),
+    ],
+)
+def test_parameters_rendered_to_a_non_mapping_fail_before_any_service_call(
+    kfp_server, kfp_conn_id, rendered, problem
+):
+    op = _operator(kfp_conn_id, parameters="{{ params.p }}", retries=3)
+    op.parameters = rendered  # what rendering (e.g. as a native object) left
+    with pytest.raises(AirflowFailException, match=rf"^parameters must .*{re.escape(problem)}"):
+        op.execute(task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE))
+    assert kfp_server.requests() == []
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_parameters_from_a_jinja_string_run_when_they_render_to_a_mapping(
+    kfp_server, kfp_conn_id, native
+):
+    """With render_template_as_native_obj the string renders to a dict; else to text."""
+    from airflow.sdk import DAG
+
+    with DAG("jinja_params", schedule=None, render_template_as_native_obj=native):
+        op = _operator(kfp_conn_id, parameters="{{ chosen }}")
+    op.render_template_fields({"chosen": {"message": "2026-11-27", "repeat": "2"}})
+    context = task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    if not native:
+        with pytest.raises(AirflowFailException, match=r"a mapping .* got str$"):
+            op.execute(context)
+        assert kfp_server.requests() == []
+        return
+    result = op.execute(context)
+    [run] = _runs_named(kfp_server)
+    assert result["run_id"] == run["run_id"]
+    assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
+
+
+def test_parameters_may_be_any_mapping(kfp_server, kfp_conn_id):
+    from types import MappingProxyType
+
+    params = MappingProxyType({"message": "2026-11-27", "repeat": "2"})
+    result = _operator(kfp_conn_id, parameters=params).execute(
+        task_context(TaskInstance(), TaskStateStore(), LOGICAL_DATE)
+    )
+    [run] = _runs_named(kfp_server)
+    assert result["run_id"] == run["run_id"] and run["state"] == "SUCCEEDED"
+    assert run["runtime_config"]["parameters"] == {"message": "2026-11-27", "repeat": 2}
+
+
+@pytest.mark.parametrize("timeout", [0, -5, timedelta(0)])
+def test_a_timeout_that_is_not_positive_is_refused_naming_it(timeout):
+    with pytest.raises(ValueError, match=r"^timeout must be a positive number of seconds"):
+        _operator("kfp_default", timeout=timeout)
+
+
+def test_no_timeout_is_none(kfp_conn_id):
+    assert _operator(kfp_conn_id, timeout=None).policy.timeout is None
+    assert _operator(kfp_conn_id, timeout=timedelta(minutes=2)).policy.timeout == 120
 
 
 def test_missing_pipeline_file_fails_before_any_run(kfp_server, kfp_conn_id, tmp_path):
@@ -1005,6 +1081,80 @@ def test_a_refused_retry_falls_back_to_a_new_run_and_says_why(kfp_server, kfp_co
     out = capsys.readouterr().out
     assert f"Not resuming run {failed['run_id']}: KFP refused to retry" in out
     assert "garbage-collected" in out and "starting a new run" in out
+
+
+class _CreatedLongAgo:
+    """The service as a retry hours after the first try sees it: KFP's ``:retry`` updates
+    the run in place (``resource/resource_manager.go`` ``RetryRun``), so a resumed run
+    keeps its ``created_at``. Here every run reads as created two hours ago."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.created_at = datetime.fromtimestamp(time.time() - 7200, UTC).isoformat()
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def _aged(self, status: RunStatus) -> RunStatus:
+        return dataclasses.replace(status, created_at=self.created_at)
+
+    def get_run(self, run_id: str) -> RunStatus:
+        return self._aged(self._backend.get_run(run_id))
+
+    def find_runs(self, display_name: str, experiment: str | None = None) -> list[RunStatus]:
+        return [self._aged(r) for r in self._backend.find_runs(display_name, experiment)]
+
+
+def _long_after_creation(op: KubeflowPipelineRunOperator) -> KubeflowPipelineRunOperator:
+    op.__dict__["backend"] = _CreatedLongAgo(op.hook.get_conn())
+    return op
+
+
+def test_a_run_resumed_after_its_timeout_gets_the_full_timeout_from_the_resume(
+    kfp_server, kfp_conn_id
+):
+    """A resumed run keeps its creation time: counting from it would time out the resume."""
+    store = TaskStateStore()
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=8)
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)  # the resumed run is RUNNING for 8 polls, then ends
+
+    op = _long_after_creation(_operator(kfp_conn_id, timeout=3600))
+    result = op.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+
+    [run] = _runs_named(kfp_server)
+    assert result["run_id"] == failed["run_id"] == run["run_id"]
+    assert run["state"] == "SUCCEEDED" and run["created_at"] == failed["created_at"]
+    assert not _api_calls(kfp_server, "POST", ":terminate")
+    assert store.get(operator_module.TERMINATED_KEY) is None
+
+
+def test_a_later_try_reattaching_to_a_resumed_run_counts_its_timeout_from_the_resume(
+    kfp_server, kfp_conn_id
+):
+    """Try 2 resumes the run and defers, its worker is lost; try 3 reattaches and waits."""
+    store = TaskStateStore()
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=8)
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+
+    resuming = _long_after_creation(_operator(kfp_conn_id, timeout=3600, deferrable=True))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        resuming.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+    assert deferred.value.trigger.deadline >= before + 3600  # the trigger's limit too
+    resumed = store.get(operator_module.RESUMED_KEY)
+    assert resumed["run_id"] == failed["run_id"]
+
+    later = _long_after_creation(_operator(kfp_conn_id, timeout=3600))
+    result = later.execute(task_context(TaskInstance(try_number=3), store, LOGICAL_DATE))
+
+    [run] = _runs_named(kfp_server)
+    assert result["run_id"] == run["run_id"] == failed["run_id"] and run["state"] == "SUCCEEDED"
+    assert not _api_calls(kfp_server, "POST", ":terminate")
+    assert len(_api_calls(kfp_server, "POST", ":retry")) == 1  # reattached, not resumed again
 
 
 class _EndingPipelineService(RecordingPipelineServiceClient):
