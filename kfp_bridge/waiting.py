@@ -15,7 +15,8 @@ The worker (a non-deferrable task, submit, reattach, ``on_kill``) and the trigge
 - **recovery**: the first successful poll after transient errors resets the pause to
   ``poll_interval``, so a run that ended during a burst of errors is seen within one
   normal interval of the service answering again (not after a grown back-off);
-- **deadline**: absolute (Unix time), counted from the run's creation
+- **deadline**: absolute (Unix time), counted from the run's creation (or its latest
+  resume, which the operator passes as the start)
   (:meth:`WaitPolicy.deadline_for`), so a retry or a trigger moved to another
   triggerer keeps the same limit; no pause sleeps past it;
 - **cancel and confirm**: read the run first (a finished run is never sent a
@@ -75,7 +76,8 @@ class WaitPolicy:
         sleeps past it. With the default count and cap alone a burst could last 50 min.
     :param retry_base: base of the transient-error delay (at most ``poll_interval``).
     :param jitter: each transient-error delay is multiplied by ``1 ± jitter`` (then capped).
-    :param timeout: seconds from the run's creation after which the wait times out.
+    :param timeout: seconds from the run's creation (or latest resume) after which the
+        wait times out.
     :param cancel_within: bound of "cancel and confirm", in seconds.
     """
 
