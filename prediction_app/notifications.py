@@ -20,14 +20,14 @@ from prediction_app.target_date import BUSINESS_TZ, target_partition
 def target_date_line(dag_run: Any, tz: str = BUSINESS_TZ, partition: str = "daily") -> str:
     """``Target date (JST): D``; ``n/a`` for a run without any date.
 
-    A registry workflow with another rule says its own: ``Target hour (UTC): D`T`HH``.
+    A registry workflow in another zone says its own: ``Target date (UTC): D``.
     """
     try:
         date = target_partition(dag_run, tz, partition)
     except (TypeError, ValueError):
         date = "n/a"
     zone = "JST" if tz == BUSINESS_TZ else tz
-    return f"Target {'date' if partition == 'daily' else 'hour'} ({zone}): {date}"
+    return f"Target date ({zone}): {date}"
 
 
 class _TargetDateLine:

@@ -11,7 +11,10 @@ is in it. It reads the partition itself, before the asset event is recorded:
   ``target_date``), with the connection's identity.
 
 So a partition that is empty, far too small, written by another model or by another run
-(a concurrent run of the same date replaced it after this one) fails the gate.
+(a concurrent run of the same date replaced it after this one) fails the gate. By then it
+has replaced the date's previous partition: keeping a short run from doing so is the
+pipeline's ``min_rows`` floor (the workflow's ``output.checks.min_rows``), checked in the
+predict step before it publishes; the gate verifies what landed.
 
 Heavy imports (pyarrow, the Google provider) happen when a partition is read, in the task,
 never when the DAG file is parsed.

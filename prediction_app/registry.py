@@ -126,11 +126,12 @@ class Schedule(_Strict):
 
 
 class TargetDateRule(_Strict):
-    """Which business partition a run is for: the date (daily) or the hour (hourly) of its
-    logical date in the business time zone."""
+    """Which business partition a run is for: the date of its logical date in the business
+    time zone. ``daily`` only: the pipeline writes one partition per YYYY-MM-DD date (its
+    ``target_date`` parameter), so another partitioning is refused here, not on every run."""
 
     timezone: str
-    partition: Literal["daily", "hourly"] = "daily"
+    partition: Literal["daily"] = "daily"
 
     @field_validator("timezone")
     @classmethod
@@ -195,6 +196,10 @@ class Checks(_Strict):
     """Data-quality checks on the partition the run wrote, read where it landed (the
     report names it; ``prediction_app.partition_check`` reads it). Always checked: not
     empty, as many rows as reported, the task's model digest, the run's own run id.
+
+    ``min_rows`` is also the pipeline's ``min_rows`` parameter (``ROW_FLOOR_PARAMETER``):
+    the predict step refuses to publish fewer rows, so a short re-run or backfill keeps the
+    date's previous partition; the gate then verifies what landed.
     ``gcp_conn_id``: the Google connection that queries a BigQuery partition."""
 
     min_rows: int | None = Field(default=None, ge=0)
@@ -264,6 +269,14 @@ class Workflow(_Strict):
     output: Output
     slack: Slack = Slack()
     operations: Operations = Operations()
+
+    def run_parameters(self) -> dict[str, ParameterValue]:
+        """The pipeline parameters the task passes: ``parameters``, plus the row floor
+        (``output.checks.min_rows``) when the entry sets one."""
+        floor = self.output.checks.min_rows
+        if floor is None:
+            return dict(self.parameters)
+        return {**self.parameters, ROW_FLOOR_PARAMETER: floor}
 
     @property
     def env_prefix(self) -> str:
@@ -405,6 +418,11 @@ def load_workflow(path: Path, teams: Teams | None) -> Workflow:
             f"{where}: identity.kfp_conn_id: team {workflow.team!r} may not use "
             f"{workflow.identity.kfp_conn_id!r}; allowed: {', '.join(access.kfp_conn_ids)}"
         )
+    if ROW_FLOOR_PARAMETER in workflow.parameters:
+        raise WorkflowError(
+            f"{where}: parameters.{ROW_FLOOR_PARAMETER}: set output.checks."
+            f"{ROW_FLOOR_PARAMETER} instead (the pipeline's row floor and the gate's, one value)"
+        )
     _check_compiled_pipeline(workflow, where)
     return workflow
 
@@ -425,9 +443,16 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
     declared = set(compiled.parameters)
     unknown = sorted(set(workflow.parameters) - declared)
     if unknown:
+        allowed = declared - {ROW_FLOOR_PARAMETER}  # given as output.checks.min_rows
         raise WorkflowError(
             f"{where}: parameters.{unknown[0]}: not an input of {local}; "
-            f"allowed: {', '.join(sorted(declared))}"
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    if workflow.output.checks.min_rows is not None and ROW_FLOOR_PARAMETER not in declared:
+        raise WorkflowError(
+            f"{where}: output.checks.{ROW_FLOOR_PARAMETER}: {local} has no "
+            f"{ROW_FLOOR_PARAMETER} input, so its predict step would publish a partition below "
+            "the floor; recompile it (make compile)"
         )
     missing = sorted(set(compiled.required_parameters) - set(workflow.parameters))
     if missing:
@@ -460,6 +485,8 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
 # The pipeline input that names its output table (kfp_prediction.parameters): where the run
 # writes must be the table the task declares as its Asset and the page shows.
 OUTPUT_TABLE_PARAMETER = "predictions_table"
+# The pipeline input below which the predict step publishes nothing (output.checks.min_rows).
+ROW_FLOOR_PARAMETER = "min_rows"
 
 
 def _check_output_table(workflow: Workflow, compiled: Any, where: str, local: str) -> None:

@@ -79,18 +79,15 @@ def target_date(dag_run: Any) -> str:
 def target_partition(dag_run: Any, tz: str = BUSINESS_TZ, partition: str = "daily") -> str:
     """A registry workflow's target partition: :func:`target_date`'s rule in zone ``tz``.
 
-    ``daily``: the date (YYYY-MM-DD) of the logical date (or ``run_after``) in ``tz``;
-    ``hourly``: its hour, ``YYYY-MM-DDTHH``. ``target_partition(run)`` == ``target_date(run)``.
+    ``daily`` (the only one: the pipeline writes YYYY-MM-DD partitions): the date of the
+    logical date (or ``run_after``) in ``tz``. ``target_partition(run)`` == ``target_date(run)``.
     """
+    if partition != "daily":
+        raise ValueError(f"partition must be daily, not {partition!r}")
     moment = _field(dag_run, "logical_date") or _field(dag_run, "run_after")
     if moment is None:
         raise ValueError("the DAG run has neither a logical date nor a run_after")
-    local = _as_aware(moment).in_timezone(tz)
-    if partition == "daily":
-        return local.to_date_string()
-    if partition == "hourly":
-        return local.format("YYYY-MM-DD[T]HH")
-    raise ValueError(f"partition must be daily or hourly, not {partition!r}")
+    return _as_aware(moment).in_timezone(tz).to_date_string()
 
 
 def _field(dag_run: Any, name: str) -> Any:

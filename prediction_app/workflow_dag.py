@@ -50,6 +50,12 @@ class DataQualityError(ValueError):
 class ResultGate:
     """The workflow's data-quality gate, as the task's ``on_result``: it reads the partition.
 
+    It runs after the KFP run, so it cannot keep a bad partition from replacing a good one:
+    what protects the date's previous partition is the pipeline's own ``min_rows`` floor
+    (``output.checks.min_rows``, passed as that parameter), below which the predict step
+    publishes nothing and the run fails. The gate verifies what landed, and keeps a
+    partition that fails it from becoming an asset event (the DAGs scheduled on the table).
+
     The predict step's report says which partition it replaced; the gate reads that
     partition where it landed (:mod:`prediction_app.partition_check`: the Parquet file, or
     a query through ``BigQueryHook``) and requires, before the asset event is recorded:
@@ -278,7 +284,7 @@ def build_dag(workflow: Workflow, path: Path) -> DAG:
             **source,
             parameters={
                 key: _parameter(workflow, value, warehouse)
-                for key, value in workflow.parameters.items()
+                for key, value in workflow.run_parameters().items()
             },
             kfp_conn_id=workflow.identity.kfp_conn_id,
             # KFP run name: <dag>__predict__<target partition> (+ run type and time for a

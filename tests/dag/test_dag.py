@@ -252,6 +252,21 @@ def test_dag_parameters_match_the_compiled_pipeline(airflow_env):
     assert set(coerced) == given
 
 
+def test_workflow_row_floor_reaches_the_rendered_parameters(airflow_env):
+    """morning_ranking's output.checks.min_rows is a rendered pipeline parameter the compiled
+    pipeline accepts (its predict step refuses to publish below it); daily_prediction sets
+    none and passes none (the pipeline's default floor, 1)."""
+    ranking = RENDER.replace('get_dag("daily_prediction")', 'get_dag("morning_ranking")')
+    proc = airflow_env.python(ranking.replace("sys.argv[1:]", repr(["2026-11-27T00:00:00+00:00"])))
+    [rendered] = json.loads(proc.stdout.strip().splitlines()[-1]).values()
+    assert rendered["parameters"]["min_rows"] == 1
+    compiled = load_pipeline(rendered["pipeline_file"])
+    assert compiled.validate_parameters(rendered["parameters"])["min_rows"] == 1
+    proc = airflow_env.python(RENDER.replace("sys.argv[1:]", repr(["2026-11-27T00:00:00+00:00"])))
+    [daily] = json.loads(proc.stdout.strip().splitlines()[-1]).values()
+    assert "min_rows" not in daily["parameters"]
+
+
 def test_dag_files_import_nothing_heavy():
     """No Google provider, client library or OpenLineage when the DAG files are parsed.
 

@@ -49,20 +49,34 @@ def test_repository_registry_is_valid():
 
 def test_a_copied_entry_is_a_second_workflow(registry: Path):
     copy_entry(registry, "alpha")
-    copy_entry(registry, "beta", schedule__cron="0 * * * *", target_date__partition="hourly")
+    copy_entry(registry, "beta", schedule__cron="0 9 * * *", target_date__timezone="UTC")
     loaded = load_registry(registry)
     assert loaded.errors == {}
     names = {w.name: w for _, w in loaded.workflows}
     assert set(names) == {"alpha", "beta"}
-    assert names["beta"].target_date.partition == "hourly"
+    assert (names["beta"].target_date.timezone, names["beta"].target_date.partition) == (
+        "UTC",
+        "daily",
+    )
 
 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
+        # The pipeline writes YYYY-MM-DD partitions only: an hourly entry would fail every run.
+        (
+            {"target_date__partition": "hourly"},
+            "target_date.partition: 'hourly' is not allowed; allowed: 'daily'",
+        ),
         (
             {"target_date__partition": "weekly"},
-            "target_date.partition: 'weekly' is not allowed; allowed: 'daily' or 'hourly'",
+            "target_date.partition: 'weekly' is not allowed; allowed: 'daily'",
+        ),
+        # The row floor is one value for the pipeline and the gate: output.checks.min_rows.
+        (
+            {"parameters__min_rows": 5},
+            "parameters.min_rows: set output.checks.min_rows instead (the pipeline's row floor "
+            "and the gate's, one value)",
         ),
         (
             {"colour": "blue"},
@@ -147,6 +161,44 @@ def test_a_bad_entry_names_file_workflow_and_field(registry: Path, changes, expe
     message = loaded.error_message()
     assert f"{bad}: workflow 'bad': {expected}" in message
     assert "good" not in message.replace(str(registry), "")
+
+
+def _compiled_without_min_rows(tmp_path: Path) -> Path:
+    """The repository's compiled pipeline as compiled before the row floor existed."""
+    source = REPO / "pipelines" / "compiled" / "daily_prediction.yaml"
+    spec, platform = yaml.safe_load_all(source.read_text())
+    del spec["root"]["inputDefinitions"]["parameters"]["min_rows"]
+    path = tmp_path / "compiled" / "old_pipeline.yaml"  # not in the registry's folder
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump_all([spec, platform], sort_keys=False))
+    return path
+
+
+def test_a_row_floor_needs_a_pipeline_that_takes_it(registry: Path, tmp_path: Path):
+    """Without the pipeline's min_rows input a short run would replace the partition before
+    the gate refuses it: an entry with output.checks.min_rows is refused, naming the field."""
+    old = _compiled_without_min_rows(tmp_path)
+    unchecked = copy_entry(registry, "unchecked", pipeline={"file": str(old)})
+    bad = copy_entry(
+        registry, "floored", pipeline={"file": str(old)}, output__checks={"min_rows": 1000}
+    )
+    loaded = load_registry(registry)
+    assert [path for path, _ in loaded.workflows] == [unchecked]
+    assert loaded.error_message() == (
+        f"{bad}: workflow 'floored': output.checks.min_rows: {old} has no min_rows input, so "
+        "its predict step would publish a partition below the floor; recompile it (make compile)"
+    )
+
+
+def test_the_row_floor_is_a_pipeline_parameter(registry: Path):
+    copy_entry(registry, "floored", output__checks={"min_rows": 1000})
+    copy_entry(registry, "unset")
+    loaded = load_registry(registry)
+    assert loaded.errors == {}, loaded.error_message()
+    names = {w.name: w for _, w in loaded.workflows}
+    assert names["floored"].run_parameters()["min_rows"] == 1000
+    assert "min_rows" not in names["floored"].parameters  # the entry's own stay as written
+    assert "min_rows" not in names["unset"].run_parameters()  # the pipeline's default: 1
 
 
 def test_the_second_demo_workflow_writes_its_own_table():

@@ -1,4 +1,4 @@
-"""The registry under real Airflow 3.3: DagBag with good and bad entries, the how-to, hourly.
+"""The registry under real Airflow 3.3: DagBag with good and bad entries, the how-to, zones.
 
 Each test runs a DagBag in a subprocess with its own AIRFLOW_HOME (tests/dag/helpers.py)
 and ``PREDICTION_WORKFLOWS_DIR`` pointing at a registry the test writes.
@@ -60,7 +60,8 @@ def test_three_workflows_one_bad_two_dags_and_one_import_error(airflow_env, dags
         parameters__lookback_days=7,
         identity__kfp_conn_id="kfp_recommendation",
     )
-    bad = copy_entry(registry, "gamma", target_date__partition="weekly")
+    # An hourly rule is refused at load: the pipeline writes YYYY-MM-DD partitions only.
+    bad = copy_entry(registry, "gamma", target_date__partition="hourly")
     info = dagbag(
         airflow_env,
         dags,
@@ -79,8 +80,7 @@ def test_three_workflows_one_bad_two_dags_and_one_import_error(airflow_env, dags
     ((path, message),) = info["errors"].items()
     assert path.endswith("prediction_workflows.py")
     assert (
-        f"{bad}: workflow 'gamma': target_date.partition: 'weekly' is not allowed; "
-        "allowed: 'daily' or 'hourly'"
+        f"{bad}: workflow 'gamma': target_date.partition: 'hourly' is not allowed; allowed: 'daily'"
     ) in message
     assert "alpha" not in message and "beta" not in message
 
@@ -96,12 +96,14 @@ def test_repository_dags_folder_has_no_import_error(airflow_env):
     }
 
 
-def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_env, dags, registry):
+def test_workflow_in_its_own_zone_renders_its_date_and_names_runs_after_it(
+    airflow_env, dags, registry
+):
     copy_entry(
         registry,
-        "hourly",
+        "eastern",
         schedule={"cron": "15 * * * *", "timezone": "UTC"},
-        target_date={"timezone": "America/New_York", "partition": "hourly"},
+        target_date={"timezone": "America/New_York"},
         parameters__target_date="{{ target_date(dag_run) }}",
     )
     info = dagbag(
@@ -111,7 +113,7 @@ def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_e
         """
         import pendulum
         from airflow.utils.types import DagRunType
-        dag = bag.get_dag("hourly")
+        dag = bag.get_dag("eastern")
         assert not bag.import_errors, bag.import_errors
         scheduler = DagSerialization.from_dict(DagSerialization.to_dict(dag))
         run_after = pendulum.datetime(2026, 12, 1, 3, 15, tz="UTC")  # 22:15 EST on Nov 30
@@ -134,14 +136,14 @@ def test_hourly_workflow_renders_its_partition_and_names_runs_after_it(airflow_e
         }))
         """,
     )
-    assert info["run_id"] == "scheduled__target-2026-11-30T22__2026-12-01T03:15:00+00:00"
-    assert info["rendered"] == "2026-11-30T22"
+    assert info["run_id"] == "scheduled__target-2026-11-30__2026-12-01T03:15:00+00:00"
+    assert info["rendered"] == "2026-11-30"  # the New York date, a day before the UTC one
     # The KFP run name carries the partition by the workflow's own rule, not the UTC stamp.
-    assert info["run_key"] == "2026-11-30T22"
+    assert info["run_key"] == "2026-11-30"
     assert info["run_key_template"] == "{{ kfp_run_key(dag_run) }}"
     assert info["summary"] == "15 * * * * (UTC)"
     # Slack says the partition the run was for, by the workflow's rule.
-    assert info["slack"] == [["Target hour (America/New_York): 2026-11-30T22"]] * 2
+    assert info["slack"] == [["Target date (America/New_York): 2026-11-30"]] * 2
 
 
 HOWTO = REPO / "docs" / "howto" / "add-workflow.md"

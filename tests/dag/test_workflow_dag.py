@@ -49,4 +49,14 @@ def test_environment_overrides_operations(registry, monkeypatch):  # noqa: F811
     assert task.policy.poll_interval == 2 and task.retry_delay.total_seconds() == 5
 
 
+def test_the_row_floor_reaches_the_task_parameters_and_the_gate(registry):  # noqa: F811
+    """output.checks.min_rows is passed to the pipeline (its predict step publishes nothing
+    below it) and is the gate's floor too; unset, the pipeline keeps its default."""
+    task = _dag(registry, "floored", output__checks={"min_rows": 1000}).get_task("predict")
+    assert task.parameters["min_rows"] == 1000
+    assert task.on_result.min_rows == 1000
+    unset = _dag(registry, "unset").get_task("predict")
+    assert "min_rows" not in unset.parameters and unset.on_result.min_rows is None
+
+
 # The data-quality gate (the task's on_result): tests/dag/test_partition_gate.py.

@@ -107,8 +107,8 @@ def test_page_lists_every_readable_workflow_and_flags_stale_and_failing(airflow_
     copy_entry(
         registry,
         "wfpage_stale",
-        schedule={"cron": "0 * * * *", "timezone": "UTC"},
-        target_date={"timezone": "UTC", "partition": "hourly"},
+        schedule={"cron": "0 0 * * *", "timezone": "UTC"},
+        target_date={"timezone": "UTC", "partition": "daily"},
         operations={"dagrun_timeout_minutes": 30},
     )
     copy_entry(registry, "wfpage_hidden")

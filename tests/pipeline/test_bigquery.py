@@ -17,6 +17,7 @@ from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import (
     NoSourceDataError,
     SourceUnavailableError,
+    TooFewRowsError,
     WarehouseUnreachableError,
 )
 from kfp_prediction.schema import predictions_schema
@@ -166,6 +167,41 @@ def test_failed_stream_loads_nothing() -> None:
     with pytest.raises(MemoryError):
         wh.write_predictions(dt.date(2026, 11, 27), parts())
     assert client.loads == []  # WRITE_TRUNCATE never ran: the partition is as it was
+
+
+def test_rows_below_the_floor_load_nothing() -> None:
+    """Below ``min_rows`` no load job starts: WRITE_TRUNCATE never empties the partition."""
+    client = _RecordingClient()
+    wh = BigQueryWarehouse("my-project", "shop", client=client)
+    rows = _prediction_rows(2)
+    with pytest.raises(TooFewRowsError) as err:
+        wh.write_predictions(dt.date(2026, 11, 27), iter([rows]), min_rows=1000)
+    assert str(err.value) == (
+        "predictions partition my-project.shop.predictions$20261127: 2 row(s), below the "
+        "floor min_rows=1000; not published, the previous partition is kept"
+    )
+    assert client.loads == []
+    assert wh.write_predictions(dt.date(2026, 11, 27), [rows], min_rows=2) == (
+        "my-project.shop.predictions$20261127"
+    )
+    [(payload, _, config)] = client.loads  # at the floor: loaded, truncating the partition
+    assert pq.read_table(pa.BufferReader(payload)).num_rows == 2
+    assert config.write_disposition == "WRITE_TRUNCATE"
+
+
+def _prediction_rows(n: int) -> pa.Table:
+    day = dt.date(2026, 11, 27)
+    values = {
+        "target_date": [day] * n,
+        "user_id": list(range(n)),
+        "content_id": ["c1"] * n,
+        "score": [0.5] * n,
+        "model_sha256": ["0" * 64] * n,
+        "run_id": ["r"] * n,
+        "run_name": ["n"] * n,
+        "created_at": [dt.datetime(2026, 11, 27, tzinfo=dt.UTC)] * n,
+    }
+    return pa.Table.from_pydict(values, schema=predictions_schema())
 
 
 def test_write_loads_parquet_into_the_date_partition() -> None:

@@ -28,6 +28,7 @@ import pytest
 from emulator_support import Emulator
 from google.cloud import bigquery
 from kfp_prediction.dates import TargetWindow
+from kfp_prediction.errors import TooFewRowsError
 from kfp_prediction.feature_step import check_sources
 from kfp_prediction.predict_step import predict
 from kfp_prediction.schema import FEATURE_COLUMNS, SOURCE_TABLES, predictions_schema
@@ -241,6 +242,25 @@ def test_predictions_load_replaces_only_its_date_partition(
     assert written == wh.partition_id(WINDOW.target_date)
     _assert_day_partitioned_table(wh, "predictions")
     assert _partitions(wh, "predictions") == {other: 4, WINDOW.target_date: 2}
+
+
+def test_predictions_below_the_floor_start_no_load_and_keep_the_partition(
+    bigquery_emulator: Emulator, source_warehouse: Path
+) -> None:
+    """A short re-run (2 rows, floor 1000) fails before its WRITE_TRUNCATE load job: the
+    date's previous rows stay, and no job touched the dataset (the emulator would have made
+    a ``predictions$YYYYMMDD`` table of a decorated load, DECORATOR_GAP)."""
+    wh = open_warehouse(_dataset(bigquery_emulator, source_warehouse))
+    _load(wh.client, _prediction_rows(3), wh.table_id("predictions"))  # the good partition
+    with pytest.raises(TooFewRowsError) as err:
+        wh.write_predictions(WINDOW.target_date, [_prediction_rows(2)], min_rows=1000)
+    assert str(err.value) == (
+        f"predictions partition {wh.partition_id(WINDOW.target_date)}: 2 row(s), below the "
+        "floor min_rows=1000; not published, the previous partition is kept"
+    )
+    assert _partitions(wh, "predictions") == {WINDOW.target_date: 3}
+    names = [t.table_id for t in wh.client.list_tables(f"{wh.project}.{wh.dataset}")]
+    assert "predictions" in names and not [name for name in names if "$" in name], names
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=REQUIRED_GAP)

@@ -57,8 +57,10 @@ def test_no_date_is_compiled_in(name: str) -> None:
         "model_sha256",
         "lookback_days",
         "predictions_table",
+        "min_rows",
     }
     assert params["lookback_days"]["defaultValue"] == 28
+    assert params["min_rows"]["defaultValue"] == 1  # only an empty result is refused
 
 
 def test_root_parameters_are_the_declared_ones() -> None:

@@ -25,12 +25,14 @@ from kfp_prediction import predict_step, scoring
 from kfp_prediction.dates import TargetWindow
 from kfp_prediction.errors import (
     InvalidSourceDataError,
+    MinRowsError,
     MissingSourceColumnError,
     ModelContractError,
     ModelDigestMismatchError,
     ModelFeatureMismatchError,
     NoSourceDataError,
     TargetDateError,
+    TooFewRowsError,
     WarehouseUnreachableError,
 )
 from kfp_prediction.feature_step import materialize_features
@@ -209,6 +211,8 @@ BAD_INPUTS = {
         ["not the features partition of target_date 2026-11-27", "2026-11-26.parquet"],
         PREDICT,
     ),
+    "negative min_rows": (dict(min_rows=-1), MinRowsError, ["min_rows", "-1"], PREDICT),
+    "min_rows not an integer": (dict(min_rows=True), MinRowsError, ["min_rows", "True"], PREDICT),
 }
 
 
@@ -257,6 +261,56 @@ def test_bad_input_clear_error_nothing_written(
         assert _sorted_features(warehouse).equals(features_before)
     if case == "digest mismatch":  # both digests are shown
         assert hashlib.sha256(model.path.read_bytes()).hexdigest() in str(err.value)
+
+
+def test_run_below_the_row_floor_keeps_the_previous_partition(
+    warehouse: Path, model: Model
+) -> None:
+    """A re-run of a date on short sources (fewer rows than the workflow's min_rows) fails
+    naming the partition, the rows and the floor; the good partition stays byte for byte."""
+    run(warehouse, model, run_id="good")
+    users = registered_users(warehouse, TARGET_DATE)
+    before = partitions(warehouse)
+    with pytest.raises(TooFewRowsError) as err:
+        run(warehouse, model, run_id="short", min_rows=users + 1)
+    final = partition_path(warehouse, dt.date(2026, 11, 27))
+    assert str(err.value) == (
+        f"predictions partition {final}: {users} row(s), below the floor "
+        f"min_rows={users + 1}; not published, the previous partition is kept"
+    )
+    assert err.value.permanent  # another try reads the same sources: no retry
+    after = partitions(warehouse)
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    assert after["predictions/2026-11-27.parquet"] == before["predictions/2026-11-27.parquet"]
+    assert set(read(warehouse)["run_id"].to_pylist()) == {"good"}
+
+
+@pytest.mark.parametrize("above", [0, 1], ids=["at the floor", "above the floor"])
+def test_run_at_or_above_the_row_floor_publishes(warehouse: Path, model: Model, above: int) -> None:
+    run(warehouse, model, run_id="good")
+    users = registered_users(warehouse, TARGET_DATE)
+    metrics = run(warehouse, model, run_id="next", min_rows=users - above)
+    assert metrics["rows_written"] == users
+    table = read(warehouse)
+    assert table.num_rows == users and set(table["run_id"].to_pylist()) == {"next"}
+
+
+def test_empty_result_keeps_the_previous_partition_at_the_default_floor(
+    warehouse: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """min_rows defaults to 1: an empty result is refused as before (no source rows)."""
+    run(warehouse, model, run_id="good")
+    before = partitions(warehouse)
+    empty = LocalWarehouse.feature_batches
+
+    def no_users(self, reference, rows_per_batch):
+        reader = empty(self, reference, rows_per_batch)
+        return pa.RecordBatchReader.from_batches(reader.schema, iter(()))
+
+    monkeypatch.setattr(LocalWarehouse, "feature_batches", no_users)
+    with pytest.raises(NoSourceDataError, match="has no rows"):
+        run(warehouse, model, run_id="empty")
+    assert partitions(warehouse) == before
 
 
 def _broken_run_keeps_previous_partitions(

@@ -9,7 +9,8 @@ with its own date handling) reuses both by importing this module::
     features = ops.features(target_date=..., warehouse=..., lookback_days=28, run_id=...)
     place(features, FEATURES_STEP, options)
     ops.predict(target_date=..., warehouse=..., features=features.output, model_uri=...,
-                model_sha256=..., run_id=..., run_name=...)
+                model_sha256=..., predictions_table=..., min_rows=..., run_id=...,
+                run_name=...)
 
 The hand-off between them is a table reference (a partition path, or
 ``PROJECT.DATASET.user_features$YYYYMMDD``), never data. Each component function's body only
@@ -71,12 +72,15 @@ def predict(
     model_uri: str,
     model_sha256: str,
     predictions_table: str,
+    min_rows: int,
     run_id: str,
     run_name: str,
     metrics: Output[Metrics],
     report: dsl.OutputPath(str),
 ) -> str:
     """Score every user of the features partition; replace the predictions partition.
+
+    Fewer than ``min_rows`` rows: nothing is published, the previous partition stays.
 
     Reports the result to kfp-bridge: a ``kfp-bridge-report:`` line at the end of its log,
     and the same JSON as the ``report`` output (Vertex AI serves no logs); on failure, a
@@ -101,6 +105,7 @@ def predict(
                 run_id,
                 run_name,
                 predictions_table=predictions_table,
+                min_rows=min_rows,
             )
         log_metrics(metrics, result)
         with open(report, "w") as out:

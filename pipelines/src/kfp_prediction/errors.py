@@ -31,6 +31,12 @@ class PredictionsTableError(PredictionInputError):
     input = "predictions_table"
 
 
+class MinRowsError(PredictionInputError):
+    """``min_rows`` is not a non-negative integer."""
+
+    input = "min_rows"
+
+
 class WarehouseInputError(PredictionInputError):
     """Base class: the ``warehouse`` (its location or the tables in it) is at fault."""
 
@@ -57,6 +63,11 @@ class LateSourceDataError(NoSourceDataError):
     """
 
     permanent = False
+
+
+class TooFewRowsError(WarehouseInputError):
+    """The run scored fewer users than its ``min_rows`` floor: the new partition is not
+    published and the date's previous one stays (a short source, the same on every try)."""
 
 
 class InvalidSourceDataError(WarehouseInputError):

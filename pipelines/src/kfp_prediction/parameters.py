@@ -82,6 +82,14 @@ ROOT_PARAMETERS: tuple[Parameter, ...] = (
         STEPS,
         "predictions",
     ),
+    Parameter(
+        "min_rows",
+        int,
+        "Row floor of the predictions partition: a run scoring fewer users fails and keeps the "
+        "date's previous partition (1: only an empty result is refused).",
+        (PREDICT_STEP,),
+        1,
+    ),
 )
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in ROOT_PARAMETERS if not p.required}
 

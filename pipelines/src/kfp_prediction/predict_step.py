@@ -4,7 +4,8 @@ Checks first (warehouse, the features partition is the target date's, contents, 
 model contract); then batches of users are read ahead in one thread, scored side by side in
 ``SCORE_THREADS`` others and encoded into the new partition (``streaming``). The predictions
 partition is swapped in only after the last batch, so nothing is written unless every check
-passed and every user was scored.
+passed, every user was scored and there are at least ``min_rows`` of them (the workflow's
+row floor): a re-run or backfill on short sources keeps the date's previous partition.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_prediction.dates import parse_target_date
-from kfp_prediction.errors import InvalidSourceDataError, NoSourceDataError
+from kfp_prediction.errors import InvalidSourceDataError, MinRowsError, NoSourceDataError
 from kfp_prediction.linear_pickle import read_linear_model
 from kfp_prediction.metrics import Clock
 from kfp_prediction.model import read_verified_model, unpickle_model
@@ -143,16 +144,19 @@ def predict(
     run_name: str = "",
     *,
     predictions_table: str = PREDICTIONS_TABLE,
+    min_rows: int = 1,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Scores for every user of the features partition into the predictions partition.
 
     ``predictions_table`` is the output table (``schema.check_predictions_table``); the
-    features must be that table's own partition. Returns metrics and ``partition`` (where
-    the predictions went).
+    features must be that table's own partition. Fewer than ``min_rows`` rows (and never
+    none) raise ``TooFewRowsError`` before the partition is replaced. Returns metrics and
+    ``partition`` (where the predictions went).
     """
     clock = Clock()
     day = parse_target_date(target_date)
+    check_min_rows(min_rows)
     wh = open_warehouse(warehouse, predictions_table=predictions_table)
     wh.check_reachable()
     check_features_reference(wh, features, day)
@@ -206,11 +210,18 @@ def predict(
         closing(read_ahead(users, name="read-features")) as fetched,
         closing(scored(fetched)) as parts,
     ):
-        metrics["partition"] = wh.write_predictions(day, parts)
+        metrics["partition"] = wh.write_predictions(day, parts, min_rows=min_rows)
     clock.lap(metrics, "score_and_write")
     metrics.update(tally.metrics(len(contents)))
     log.info("wrote %d predictions for %s to %s", tally.users, target_date, metrics["partition"])
     return metrics
+
+
+def check_min_rows(min_rows: object) -> int:
+    """``min_rows`` is a non-negative integer (checked before anything is read)."""
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+        raise MinRowsError(f"min_rows must be a non-negative integer, got {min_rows!r}")
+    return min_rows
 
 
 def _column_total(table: pa.Table, name: str) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kfp_prediction.dates import TargetWindow
+from kfp_prediction.errors import TooFewRowsError
 from kfp_prediction.schema import (
     FEATURES_TABLE,
     PREDICTIONS_TABLE,
@@ -89,9 +90,22 @@ class Warehouse(ABC):
         """The candidate contents with their attributes, ordered by ``content_id``."""
 
     @abstractmethod
-    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
+    def write_predictions(
+        self, target_date: dt.date, parts: Iterable[pa.Table], min_rows: int = 0
+    ) -> str:
         """Replace the target date's partition with the rows of ``parts``; return where.
 
         ``parts`` may be a stream: it is consumed while writing, and if it raises, the previous
-        partition stays as it was.
+        partition stays as it was. So it does when ``parts`` holds fewer than ``min_rows``
+        rows (``check_row_floor``): the count is checked before anything is published.
         """
+
+
+def check_row_floor(partition: str, rows: int, min_rows: int) -> None:
+    """Refuse to publish ``partition`` with fewer than ``min_rows`` rows (a re-run or backfill
+    on short sources must not replace a good partition with a few rows)."""
+    if rows < min_rows:
+        raise TooFewRowsError(
+            f"predictions partition {partition}: {rows} row(s), below the floor "
+            f"min_rows={min_rows}; not published, the previous partition is kept"
+        )

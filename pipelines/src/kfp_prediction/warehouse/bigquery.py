@@ -39,7 +39,7 @@ from kfp_prediction.errors import (
 )
 from kfp_prediction.features import REGISTERED_USERS_SQL, bigquery_user_features_sql
 from kfp_prediction.schema import PREDICTIONS_TABLE, predictions_schema
-from kfp_prediction.warehouse.base import Warehouse
+from kfp_prediction.warehouse.base import Warehouse, check_row_floor
 
 _BQ_TYPES = {
     pa.date32(): "DATE",
@@ -386,13 +386,20 @@ class BigQueryWarehouse(Warehouse):
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     # -- writing --------------------------------------------------------------------------
-    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
+    def write_predictions(
+        self, target_date: dt.date, parts: Iterable[pa.Table], min_rows: int = 0
+    ) -> str:
+        """One WRITE_TRUNCATE load job of the whole partition, started only once every row
+        is encoded and there are at least ``min_rows``: until then the partition is as it was."""
+        destination = self.partition_id(target_date, self.predictions_table)
         buffer = io.BytesIO()
+        rows = 0
         with pq.ParquetWriter(buffer, predictions_schema()) as writer:
             for part in parts:
                 writer.write_table(part)
+                rows += part.num_rows
+        check_row_floor(destination, rows, min_rows)
         buffer.seek(0)
-        destination = self.partition_id(target_date, self.predictions_table)
         liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "predictions load",

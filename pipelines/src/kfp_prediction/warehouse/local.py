@@ -40,7 +40,7 @@ from kfp_prediction.schema import (
     SOURCE_TABLES,
     predictions_schema,
 )
-from kfp_prediction.warehouse.base import Warehouse
+from kfp_prediction.warehouse.base import Warehouse, check_row_floor
 
 if TYPE_CHECKING:
     import duckdb
@@ -202,15 +202,22 @@ class LocalWarehouse(Warehouse):
         )
 
     # -- writing --------------------------------------------------------------------------
-    def write_predictions(self, target_date: dt.date, parts: Iterable[pa.Table]) -> str:
+    def write_predictions(
+        self, target_date: dt.date, parts: Iterable[pa.Table], min_rows: int = 0
+    ) -> str:
+        """Into a temporary file; below ``min_rows`` it is removed before the rename."""
         import pyarrow.parquet as pq
 
+        final = partition_path(self.root, target_date, self.predictions_table)
+
         def write(tmp: Path) -> None:
+            rows = 0
             with pq.ParquetWriter(tmp, predictions_schema(), compression="zstd") as writer:
                 for part in parts:
                     writer.write_table(part)
+                    rows += part.num_rows
+            check_row_floor(str(final), rows, min_rows)
 
-        final = partition_path(self.root, target_date, self.predictions_table)
         return str(replace_file(final, write))
 
 
