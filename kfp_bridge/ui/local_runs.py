@@ -240,6 +240,17 @@ def _steps(folder: Path, run_state: str) -> list[Step]:
     return steps
 
 
+def run_dag_id(backend: LocalBackend, run_id: str) -> str | None:
+    """The Airflow DAG of ``run_id`` (its ``airflow-dag-id`` label), reading only its request.
+
+    The page asks whether the user may read that DAG before it reads anything else.
+    """
+    request = _read_json(run_dir(backend.state_dir, run_id), "request.json")
+    if not request:
+        raise RunNotFound(f"local run {run_id} has no request.json")
+    return (request.get("labels") or {}).get("airflow-dag-id")
+
+
 def _summary(backend: LocalBackend, run_id: str) -> tuple[RunSummary, dict[str, Any], Path]:
     folder = run_dir(backend.state_dir, run_id)
     request = _read_json(folder, "request.json")

@@ -3,7 +3,9 @@
 ``GET {RUN_PAGE_PREFIX}/local-runs/`` lists recent local runs, ``.../local-runs/{run_id}``
 shows one (state, name, parameters, times, outputs, steps with their metrics, log tail).
 ``?conn_id=`` picks the ``kfp`` connection whose runs folder is read (default
-``kfp_default``); it must use the local backend. When the task that ran it kept a try
+``kfp_default``); it must use the local backend. Links are built from the request's
+``root_path`` (the mount path behind the api-server's ``[api] base_url`` path), so the
+page works when Airflow is served under a path prefix. When the task that ran it kept a try
 history (:mod:`kfp_bridge.try_history`, in Airflow's ``task_state_store`` table, read
 from the metadata database the api-server already holds), the page lists every try.
 
@@ -13,6 +15,10 @@ so an anonymous request is refused (401), and the auth manager decides per DAG w
 ``is_authorized_dag(GET, RUN)`` for the run's DAG, as Airflow's ``requires_access_dag``
 does, plus ``TASK_LOGS`` for the log tail. The run's DAG is the ``airflow-dag-id`` label
 the operator puts on every run; a run without one needs access to all DAGs.
+What a signed-in user may not see is answered like what does not exist: a run of a DAG
+they may not read is the 404 of a missing run (checked before the run's state and
+files are read), and a connection that is missing or not a local-backend ``kfp`` one is
+one 404 for both; the reason goes to the api-server's log, never connection extras.
 """
 
 # No "from __future__ import annotations": FastAPI reads the route annotations, which
@@ -31,7 +37,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kfp_bridge import try_history
-from kfp_bridge.links.local_run import DEFAULT_CONN_ID, LOCAL_RUNS_PATH, RUN_PAGE_PREFIX
+from kfp_bridge.links.local_run import DEFAULT_CONN_ID, LOCAL_RUNS_PATH
 from kfp_bridge.ui import local_runs
 
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
@@ -92,6 +98,16 @@ def _can_read(user: Any, dag_id: str | None, entity: str = "RUN") -> bool:
     )
 
 
+def _no_local_runs(conn_id: str) -> HTTPException:
+    """The one answer for a connection the page cannot read runs from.
+
+    Whether the connection is missing, not a ``kfp`` connection of the local backend or
+    misconfigured stays in the api-server's log: the page tells a signed-in user nothing
+    about connections (their existence, their extras) beyond that.
+    """
+    return HTTPException(404, f"no local runs for connection {conn_id!r}")
+
+
 def _backend(conn_id: str):
     from kfp_bridge.hooks.kfp import KubeflowPipelineHook
 
@@ -100,11 +116,24 @@ def _backend(conn_id: str):
     hook = KubeflowPipelineHook(kfp_conn_id=conn_id)
     try:
         backend_name = hook.backend_name
+        if backend_name != "local":
+            log.warning("Run page: connection %r uses backend %r, not local", conn_id, backend_name)
+            raise _no_local_runs(conn_id)
+        return hook.get_conn()
+    except HTTPException:
+        raise
     except Exception as exc:
-        raise HTTPException(404, f"connection {conn_id!r}: {exc}") from exc
-    if backend_name != "local":
-        raise HTTPException(404, f"connection {conn_id!r} does not use the local backend")
-    return hook.get_conn()
+        log.warning("Run page: cannot read local runs of connection %r: %s", conn_id, exc)
+        raise _no_local_runs(conn_id) from None
+
+
+def _no_run(run_id: str) -> HTTPException:
+    """The one answer for a run that is missing, unreadable or of a DAG the user may not read.
+
+    Like a missing private resource on GitHub: the same status and text, so the answer
+    does not tell which (nor the DAG id, nor the runs folder's path).
+    """
+    return HTTPException(404, f"no local run {run_id!r}")
 
 
 def stored_history(session: Any, dag_id: str, task_id: str, run_id: str) -> list[Mapping]:
@@ -151,10 +180,15 @@ def _tries_of(run: Any) -> list[Mapping]:
         return []
 
 
-def _page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    html = _templates.get_template(name).render(
-        prefix=RUN_PAGE_PREFIX + LOCAL_RUNS_PATH, display_tz=_display_tz(), **context
-    )
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """Render ``name``; its links start at where this app is mounted.
+
+    ``root_path`` is the mount path (``RUN_PAGE_PREFIX``) behind the api-server's own
+    root path, which Airflow takes from ``[api] base_url`` (``https://h/airflow/`` makes
+    it ``/airflow``; ``airflow/api_fastapi/app.py``), so links work under a path prefix.
+    """
+    prefix = request.scope.get("root_path", "").rstrip("/") + LOCAL_RUNS_PATH
+    html = _templates.get_template(name).render(prefix=prefix, display_tz=_display_tz(), **context)
     return HTMLResponse(html, status_code=status_code)
 
 
@@ -174,12 +208,14 @@ def create_app() -> FastAPI:
 
             login_url = get_auth_manager().get_url_login(next_url=str(request.url))
         return _page(
-            "error.html", exc.status_code, status=exc.status_code, detail=exc.detail,
+            request, "error.html", exc.status_code, status=exc.status_code, detail=exc.detail,
             login_url=login_url,
         )  # fmt: skip
 
     @app.get(LOCAL_RUNS_PATH + "/", response_class=HTMLResponse)
-    def runs_index(user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID) -> HTMLResponse:
+    def runs_index(
+        request: Request, user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID
+    ) -> HTMLResponse:
         backend = _backend(conn_id)
         allowed: dict[str | None, bool] = {}
         runs = []
@@ -188,20 +224,27 @@ def create_app() -> FastAPI:
                 allowed[run.dag_id] = _can_read(user, run.dag_id)
             if allowed[run.dag_id]:
                 runs.append(run)
-        return _page("runs.html", runs=runs[:RECENT_RUNS], conn_id=conn_id)
+        return _page(request, "runs.html", runs=runs[:RECENT_RUNS], conn_id=conn_id)
 
     @app.get(LOCAL_RUNS_PATH + "/{run_id}", response_class=HTMLResponse)
     def run_page(
-        run_id: str, user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID
+        request: Request, run_id: str, user: user_dep, conn_id: conn_query = DEFAULT_CONN_ID
     ) -> HTMLResponse:
         backend = _backend(conn_id)
         try:
+            # the DAG first (the run's request.json labels), its state and files after
+            dag_id = local_runs.run_dag_id(backend, run_id)
+            if not _can_read(user, dag_id):
+                raise _no_run(run_id)
             run = local_runs.read_run(backend, run_id)
+            if run.dag_id != dag_id:  # relabelled between the reads: check again next time
+                raise _no_run(run_id)
         except local_runs.RunNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        if not _can_read(user, run.dag_id):
-            raise HTTPException(403, f"not allowed to read runs of DAG {run.dag_id!r}")
+            log.info("Run page: local run %r of connection %r: %s", run_id, conn_id, exc)
+            raise _no_run(run_id) from None
         show_log = _can_read(user, run.dag_id, "TASK_LOGS")
-        return _page("run.html", run=run, show_log=show_log, conn_id=conn_id, tries=_tries_of(run))
+        return _page(
+            request, "run.html", run=run, show_log=show_log, conn_id=conn_id, tries=_tries_of(run)
+        )
 
     return app

@@ -37,10 +37,11 @@ ALLOWED_DAG, DENIED_DAG = "daily_prediction", "other_team_dag"
 
 
 class PerDagAuthManager:
-    """Answers like a per-DAG auth manager: reads of ALLOWED_DAG, logs only if asked."""
+    """Answers like a per-DAG auth manager: reads of ``dags`` (ALLOWED_DAG), logs if asked."""
 
     def __init__(self, *, logs: bool = True) -> None:
         self.logs = logs
+        self.dags = {ALLOWED_DAG}
         self.calls: list[tuple[str, str | None, str]] = []
 
     def is_authorized_dag(self, *, method, user, access_entity=None, details=None) -> bool:
@@ -48,7 +49,7 @@ class PerDagAuthManager:
         self.calls.append((method, dag_id, access_entity.name))
         if access_entity.name == "TASK_LOGS" and not self.logs:
             return False
-        return method == "GET" and dag_id == ALLOWED_DAG
+        return method == "GET" and dag_id in self.dags
 
     def get_url_login(self, **kwargs) -> str:
         return f"/auth/login?next={kwargs.get('next_url', '')}"
@@ -93,20 +94,29 @@ def auth(monkeypatch):
     return manager
 
 
-@pytest.fixture
-def client(state_dir, monkeypatch, auth):
+@contextlib.contextmanager
+def _page_client(root_path: str = "") -> Iterator[TestClient]:
+    """The page mounted as the api-server mounts it: ``airflow.api_fastapi.app.create_app``
+    builds its app with ``root_path`` from ``[api] base_url`` (``/airflow`` for
+    ``https://h/airflow/``) and ``init_plugins`` mounts the plugin's app at its url_prefix."""
     from airflow.api_fastapi.core_api.security import get_user
 
     from kfp_bridge.ui.run_page import create_app
 
-    for key, value in local_connection_env(state_dir, CONN_ID).items():
-        monkeypatch.setenv(key, value)
     page = create_app()
     page.dependency_overrides[get_user] = lambda: object()
-    root = FastAPI()
-    root.mount("/kfp-bridge", page)  # as airflow.api_fastapi.app.init_plugins does
+    root = FastAPI(root_path=root_path)
+    root.mount("/kfp-bridge", page)
     with TestClient(root) as test_client:
         test_client.page = page
+        yield test_client
+
+
+@pytest.fixture
+def client(state_dir, monkeypatch, auth):
+    for key, value in local_connection_env(state_dir, CONN_ID).items():
+        monkeypatch.setenv(key, value)
+    with _page_client() as test_client:
         yield test_client
 
 
@@ -146,11 +156,34 @@ def test_list_shows_recent_runs_the_user_may_read(client, runs):
     assert runs["denied"].run_id not in response.text  # another DAG: not for this user
 
 
-def test_run_of_a_dag_the_user_may_not_read_is_refused(client, runs, auth):
-    response = _get(client, runs["denied"].run_id)
-    assert response.status_code == 403
-    assert "page-denied" not in response.text
+def test_run_of_a_dag_the_user_may_not_read_answers_like_a_missing_run(
+    client, backend, runs, auth, monkeypatch
+):
+    # A copy of the run of DENIED_DAG under a fresh id: asked while it exists (of a DAG
+    # the user may not read), then once it is gone; the answers must not tell which.
+    run_id = str(uuid.uuid4())
+    copy = backend.state_dir / run_id
+    shutil.copytree(backend.state_dir / runs["denied"].run_id, copy)
+    read = []
+    real_read_run = local_runs.read_run
+    monkeypatch.setattr(
+        local_runs, "read_run", lambda b, rid: read.append(rid) or real_read_run(b, rid)
+    )
+    try:
+        denied = _get(client, run_id)
+    finally:
+        shutil.rmtree(copy)
+    missing = _get(client, run_id)
     assert ("GET", DENIED_DAG, "RUN") in auth.calls
+    assert read == []  # refused before its state, log and outputs were read
+    assert denied.status_code == missing.status_code == 404
+    assert denied.content == missing.content
+    assert denied.headers == missing.headers
+    for hidden in (DENIED_DAG, "page-denied", str(backend.state_dir)):
+        assert hidden not in denied.text
+    # another valid run id that never existed reads the same, but for the id itself
+    never = str(uuid.uuid4())
+    assert _get(client, never).content == missing.content.replace(run_id.encode(), never.encode())
 
 
 def test_log_tail_needs_the_task_logs_permission(client, runs, auth):
@@ -170,6 +203,78 @@ def test_anonymous_request_is_refused_with_a_login_link(client, runs):
         assert response.status_code == 401
         assert "page-ok" not in response.text and "SHOUT" not in response.text  # no run data
         assert 'id="login" href="/auth/login?next=' in response.text
+
+
+def _hrefs(html: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(value for name, value in attrs if name == "href")
+
+    Links().feed(html)
+    return found
+
+
+@pytest.mark.parametrize("root_path", ["", "/airflow", "/team-a/airflow"])
+def test_every_link_keeps_the_api_servers_path_prefix(
+    state_dir, monkeypatch, auth, runs, root_path
+):
+    """Airflow under ``[api] base_url = https://h/airflow/``: every link of the list and of
+    a run page starts with ``/airflow/kfp-bridge/local-runs/`` and opens a page."""
+    for key, value in local_connection_env(state_dir, CONN_ID).items():
+        monkeypatch.setenv(key, value)
+    prefix = f"{root_path}/kfp-bridge/local-runs/"
+    with _page_client(root_path) as client:
+        listing = client.get(prefix, params={"conn_id": CONN_ID})
+        assert listing.status_code == 200, listing.text
+        run_page = client.get(prefix + runs["ok"].run_id, params={"conn_id": CONN_ID})
+        assert run_page.status_code == 200, run_page.text
+        list_links, run_links = _hrefs(listing.text), _hrefs(run_page.text)
+        assert f"{prefix}{runs['ok'].run_id}?conn_id={CONN_ID}" in list_links
+        assert run_links == [f"{prefix}?conn_id={CONN_ID}"]  # "All local runs"
+        for href in list_links + run_links:
+            assert href.startswith(prefix), href
+            assert client.get(href).status_code == 200, href
+
+
+def _no_dag_user_answer(client, conn_id: str):
+    response = client.get("/kfp-bridge/local-runs/", params={"conn_id": conn_id})
+    return response.status_code, response.headers, response.content
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"conn_type": "kfp", "host": "ml-pipeline.kubeflow", "extra": {"backend": "kfp"}},
+        {"conn_type": "kfp", "extra": {"backend": "s3cr3t-extra-value"}},  # invalid: hook echoes it
+        {"conn_type": "kfp", "extra": "not-a-json-object"},
+        {"conn_type": "postgres", "host": "db.internal", "extra": {"sslmode": "require"}},
+    ],
+)
+def test_unknown_and_non_local_connections_answer_alike(
+    client, auth, monkeypatch, caplog, connection
+):
+    """A signed-in user allowed no DAG learns nothing about connections: the page answers
+    for a connection that exists but is no local-backend kfp connection exactly as for one
+    that does not exist (the reason goes to the api-server's log)."""
+    auth.dags = set()
+    conn_id = "kfp_probe"
+    monkeypatch.delenv(f"AIRFLOW_CONN_{conn_id.upper()}", raising=False)
+    unknown = _no_dag_user_answer(client, conn_id)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kfp_bridge.ui.run_page"):
+        existing = _no_dag_user_answer(client, conn_id)
+    assert existing == unknown
+    assert unknown[0] == 404
+    body = unknown[2].decode()
+    assert f"no local runs for connection &#39;{conn_id}&#39;" in body
+    for hidden in ("backend", "defined", "s3cr3t", "ml-pipeline", "db.internal", "extra"):
+        assert hidden not in body
+    assert conn_id in caplog.text  # the detail is in the server's log, not the answer
 
 
 @pytest.mark.parametrize(
