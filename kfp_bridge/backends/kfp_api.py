@@ -800,10 +800,17 @@ class KfpApiBackend(Backend):
     def retry(self, run_id: str) -> None:
         """``POST /apis/v2beta1/runs/{id}:retry`` (``resource_manager.go`` ``RetryRun``).
 
-        The server answers 400/500 when it will not retry (the run is not Failed/Error,
-        archived, or its workflow was garbage-collected): that is ``RetryRefusedError``
-        with the server's words. A 5xx while the run is no longer FAILED means the retry
-        may have started, so it stays a transient error (the caller looks again).
+        Upstream refuses a workflow that is not Failed/Error with HTTP 409 (gRPC
+        ``Aborted``: ``GenerateRetryExecution`` in ``common/util/workflow.go``, e.g.
+        another retry started it after our look), one with offloaded node status with
+        HTTP 500 (``CanRetry``), an empty stored manifest with 409; it has no archive
+        check, and a garbage-collected workflow is created again from the stored
+        manifest (``resource_manager.go`` ``RetryRun``, 2.5.0 to HEAD of 2026-08). A
+        refusal is ``RetryRefusedError`` with the server's words, unless the run is
+        active again by then: another retry won the race, and the caller follows that
+        one rather than starting a second run. A 5xx while the run is no longer FAILED
+        means the retry may have started, so it stays a transient error (the caller
+        looks again).
         """
         state = self.get_run(run_id).state
         if state is not RunState.FAILED:
@@ -821,6 +828,9 @@ class KfpApiBackend(Backend):
                 raise
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         except BackendError as err:
+            if not self.get_run(run_id).state.is_terminal:  # e.g. 409 after another's retry
+                log.info("KFP run %s is running again (%s): following it", run_id, err)
+                return
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         log.info("Asked KFP to retry run %s (its failed tasks rerun)", run_id)
 

@@ -245,7 +245,35 @@ def test_retry_resumes_the_same_run_and_a_refusal_is_said(kfp_server, kfp_backen
     poll_until_terminal(kfp_backend, again)
     kfp_server.inject("status", status=500, path=f"{again}:retry$")
     with pytest.raises(RetryRefusedError, match="refused to retry"):
-        kfp_backend.retry(again)  # e.g. the workflow was garbage-collected
+        kfp_backend.retry(again)  # e.g. its node status is offloaded (workflow.go CanRetry)
+
+
+def test_a_retry_that_loses_the_race_follows_the_winner(
+    kfp_server, kfp_backend, tiny_spec, monkeypatch
+):
+    """Another retry starts the run between our look and our call: the server answers 409
+    (``GenerateRetryExecution``: not Failed/Error), and the run is followed, not replaced."""
+    kfp_server.set_schedule(outcome="FAILED", failed_task="greet")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    poll_until_terminal(kfp_backend, run_id)
+    other = KfpApiBackend(kfp_server.url, request_timeout=2.0)
+    real_get_run = kfp_backend.get_run
+    looks = []
+
+    def get_run_then_lose_the_race(rid, *args, **kwargs):
+        status = real_get_run(rid, *args, **kwargs)
+        if not looks:
+            other.retry(rid)  # the winner, after our look saw FAILED
+        looks.append(status.state)
+        return status
+
+    monkeypatch.setattr(kfp_backend, "get_run", get_run_then_lose_the_race)
+    kfp_backend.retry(run_id)  # the server's 409, then the run is active: no refusal
+    other.close()
+    assert looks[0] is RunState.FAILED and not looks[-1].is_terminal
+    [view] = kfp_server.runs()
+    assert view["reruns"] == ["greet"]  # rerun once, by the winner
+    assert len([r for r in kfp_server.requests() if r["path"].endswith(":retry")]) == 2
 
 
 def test_failed_run_log_tail_is_bounded(kfp_server, kfp_backend, tiny_spec):

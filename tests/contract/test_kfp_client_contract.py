@@ -470,7 +470,15 @@ def test_retry_reruns_only_the_failed_task_of_the_same_run(client, server):
     runs = kfp_server_api.RunServiceApi(client._run_api.api_client)
     with pytest.raises(ApiException) as early:  # only a Failed/Error workflow is retried
         runs.run_service_retry_run(run.run_id)
-    assert early.value.status == 500 and "does not allow retries" in early.value.body
+    # common/util/workflow.go GenerateRetryExecution: util.NewBadRequestError, gRPC Aborted
+    # (common/util/error.go), which grpc-gateway answers as 409 Conflict
+    body = error_body(early.value)
+    assert early.value.status == 409 and body["code"] == 10
+    assert body["message"] == (
+        f"Failed to retry a run: Failed to retry run {run.run_id}: BadRequestError: "
+        "Workflow must be Failed/Error to retry: workflow cannot be retried"
+    )
+    assert body["details"][0]["message"] == "Workflow must be Failed/Error to retry"
     failed = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
     assert failed.state == "FAILED"
     before = {t.display_name: t.state for t in failed.run_details.task_details}

@@ -125,6 +125,8 @@ GRPC_CODE = {
     503: 14,  # UNAVAILABLE
     504: 4,  # DEADLINE_EXCEEDED
 }
+# util.NewBadRequestError's code (common/util/error.go), which HTTPStatusFromCode maps to 409
+GRPC_ABORTED = 10
 # External messages of util.NewXxxError (common/util/error.go), sent in ``details``.
 EXTERNAL_MESSAGE = {
     400: "Invalid input error",
@@ -294,11 +296,14 @@ class MultiUser:
 class ApiError(Exception):
     """An error the way the server reports it: HTTP status plus gRPC message."""
 
-    def __init__(self, status: int, message: str, external: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, external: str | None = None, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.external = external or EXTERNAL_MESSAGE.get(status, HTTPStatus(status).phrase)
+        self.code = code  # the gRPC code, when not the usual one of ``status`` (GRPC_CODE)
 
 
 class PlainError(Exception):
@@ -1220,10 +1225,14 @@ class _State:
         """``RetryRun`` (``POST /apis/v2beta1/runs/{run_id}:retry``, ``run.proto``).
 
         ``server/run_server.go`` ``RetryRun`` authorizes verb ``retry`` on runs, then
-        ``resource/resource_manager.go`` ``RetryRun``: an archived run is refused; the
-        workflow must be Failed/Error (``util/workflow.go`` ``CanRetry``, answered as a
-        500 "does not allow retries"); ``common/util/workflow.go``
-        ``GenerateRetryExecution`` keeps Succeeded/Skipped nodes as they are (their
+        ``resource/resource_manager.go`` ``RetryRun`` (tags 2.5.0, 2.14.0 and HEAD of
+        2026-08 alike here): no storage-state check, so an archived run is retried like
+        any other. ``common/util/workflow.go`` ``CanRetry`` refuses only a workflow with
+        offloaded node status (not modelled); ``GenerateRetryExecution`` refuses a
+        workflow that is not Failed/Error with ``util.NewBadRequestError`` (gRPC
+        ``Aborted``, ``common/util/error.go``; grpc-gateway's ``HTTPStatusFromCode``:
+        HTTP 409), wrapped by ``RetryRun`` ("Failed to retry run <id>") and
+        ``run_server.go`` ("Failed to retry a run"). It also keeps Succeeded/Skipped nodes as they are (their
         tasks do not run again), sets failed DAG nodes back to Running and drops failed
         pod nodes (their pods deleted, so they run again under the same node id), and
         the run row goes back to PENDING then the workflow's Running, with
@@ -1233,13 +1242,15 @@ class _State:
         run = self._run(run_id, f"Failed to retry run {run_id} due to error fetching the run")
         self.authorize(req, run.namespace, "retry", "runs")
         self._progress(run, poll=False)
-        if run.data["storage_state"] == "ARCHIVED":
-            raise ApiError(400, f"Failed to retry run {run_id}: Run {run_id} is archived")
-        if run.data["state"] != "FAILED":
+        if run.data["state"] != "FAILED":  # a terminated run's workflow is Failed: FAILED here
+            # the message is the wrapped internal error, details[] the external one (error.go)
+            external = "Workflow must be Failed/Error to retry"
             raise ApiError(
-                500,
-                f"Failed to retry run {run_id} as it does not allow retries: "
-                "InternalServerError: workflow must be Failed/Error to retry",
+                409,
+                f"Failed to retry a run: Failed to retry run {run_id}: BadRequestError: "
+                f"{external}: workflow cannot be retried",
+                external,
+                code=GRPC_ABORTED,
             )
         failed = [
             t
@@ -1944,7 +1955,7 @@ class _Handler(BaseHTTPRequestHandler):
         ``details`` holds the ``google.rpc.Status`` that ``UserError.GRPCStatus``
         attaches (``common/util/error.go``), with the external message.
         """
-        code = GRPC_CODE.get(err.status, 2)
+        code = err.code if err.code is not None else GRPC_CODE.get(err.status, 2)
         body: dict[str, Any] = {}
         if self.server.state.server_version == "2.5.0":
             body["error"] = err.message
