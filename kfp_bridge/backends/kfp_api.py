@@ -226,7 +226,6 @@ class KfpApiBackend(Backend):
         self._pipelines = kfp_server_api.PipelineServiceApi(self._api_client)
         self._runs = kfp_server_api.RunServiceApi(self._api_client)
         self._experiments = kfp_server_api.ExperimentServiceApi(self._api_client)
-        self._healthz = kfp_server_api.HealthzServiceApi(self._api_client)
 
     def __repr__(self) -> str:  # never shows the token
         return (
@@ -848,8 +847,20 @@ class KfpApiBackend(Backend):
         return kfp_topology.describe(self, health)
 
     def healthz(self) -> dict[str, Any]:
-        """``GET /apis/v2beta1/healthz`` (``multi_user``, ``pipeline_store``)."""
-        return self._call("healthz", self._healthz.healthz_service_get_healthz).to_dict()
+        """``GET /apis/v2beta1/healthz``: ``multi_user``, ``tag_name``, ``commit_sha``
+        (``pipeline_store`` when sent), from the API server's answer or the UI server's
+        (:func:`kfp_topology.read_healthz`; the generated model would drop the build tag,
+        and the UI server's names)."""
+        response = self._call(
+            "healthz",
+            self._api_client.call_api,
+            "/apis/v2beta1/healthz",
+            "GET",
+            auth_settings=["Bearer"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        return kfp_topology.read_healthz(response.data, self.host)
 
     def check_access(self) -> None:
         """List one experiment: proves the credentials and the namespace are accepted."""

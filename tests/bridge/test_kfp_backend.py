@@ -594,7 +594,12 @@ def test_run_url_uses_ui_host_when_given():
 
 
 def test_healthz_and_access_check(kfp_server, kfp_backend, kfp_server_multi_user):
-    assert kfp_backend.healthz() == {"multi_user": False, "pipeline_store": "database"}
+    assert kfp_backend.healthz() == {  # the API server's own names (apiserver/main.go)
+        "commit_sha": "unknown",
+        "tag_name": "unknown",
+        "multi_user": False,
+        "pipeline_store": "database",
+    }
     kfp_backend.check_access()
     multi = KfpApiBackend(kfp_server_multi_user.url, namespace="team-a", user="alice@example.com")
     assert multi.healthz()["multi_user"] is True  # healthz needs no identity (apiserver/main.go)
@@ -661,6 +666,41 @@ def _get(url: str) -> tuple[int, str, str]:
             return resp.status, resp.headers["Content-Type"], resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def test_the_ui_server_answers_healthz_itself_and_the_bridge_reads_it():
+    """frontend/server/app.ts registers healthz before the API proxy; handlers/healthz.ts
+    answers HealthzStats, 200 with apiServerReady false when the API server did not answer."""
+    with KfpApiStandIn(profile="ui-proxy", multi_user=True, server_version="2.5.0") as server:
+        status, kind, text = _get(f"{server.url}/apis/v2beta1/healthz")
+        assert status == 200 and kind.startswith("application/json")
+        assert json.loads(text) == {
+            "apiServerReady": True,
+            "apiServerCommitHash": "unknown",
+            "apiServerTagName": "2.5.0",
+            "apiServerMultiUser": True,
+            "multi_user": True,
+            "buildDate": "",
+            "frontendCommitHash": "",
+            "frontendTagName": "2.5.0",
+        }
+        backend = KfpApiBackend(server.url, namespace="team-a", user="alice@example.com")
+        assert backend.healthz() == {
+            "commit_sha": "unknown",
+            "tag_name": "2.5.0",
+            "multi_user": True,
+        }
+        report = backend.check()  # the connection test, through the UI host
+        assert report.startswith(f"KFP API at {server.url} is healthy (multi-user); UI server")
+        assert "; KFP 2.5.0;" in report
+
+        server.set_api_server_ready(False)
+        status, _, text = _get(f"{server.url}/pipeline/apis/v2beta1/healthz")
+        assert status == 200 and json.loads(text)["apiServerReady"] is False
+        assert json.loads(text)["apiServerTagName"] == "2.5.0"  # the last success's fields
+        with pytest.raises(TransientBackendError, match=r"UI server .*apiServerReady false"):
+            backend.healthz()
+        backend.close()
 
 
 @ui_proxy
