@@ -516,6 +516,13 @@ class KfpApiBackend(Backend):
             try:
                 return self._read_log("/k8s/pod/logs", query, max_lines, max_bytes)
             except (_NoSuchRoute, BackendError) as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ApiException) and cause.status == 422:
+                    # pod-logs.ts (HEAD of 2026-08): authorization on and no podnamespace
+                    raise BackendError(
+                        f"the KFP UI server at {self.host} reads pod logs only with the "
+                        f"run's namespace (multi-user: {exc}); set the connection's namespace"
+                    ) from exc
                 reasons.append(f"pod {pod}: {exc}")
         raise BackendError("; ".join(reasons))
 

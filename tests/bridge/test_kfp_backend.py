@@ -736,6 +736,32 @@ def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
         assert "KFP_FLAGS" not in text  # not the UI's index.html
 
 
+def test_a_multi_user_ui_server_wants_the_pod_namespace_and_the_bridge_says_so(tiny_spec):
+    """pod-logs.ts (HEAD): with authorization on, no podnamespace is HTTP 422."""
+    with KfpApiStandIn(profile="ui-proxy", multi_user=True) as server:
+        server.set_schedule(pending=0, running=1, outcome="FAILED", error="ValueError: x")
+        user = {"user": "alice@example.com", "request_timeout": 2.0}
+        scoped = KfpApiBackend(server.url, namespace="team-a", **user)
+        run_id = scoped.submit(request_for(tiny_spec)).run_id
+        assert poll_until_terminal(scoped, run_id)[-1] is RunState.FAILED
+        executor = next(
+            c["pod_name"]
+            for d in server.runs()[0]["run_details"]["task_details"]
+            if d["display_name"] == "greet"
+            for c in d["child_tasks"]
+        )
+        pod = server.state.pod_names(run_id)[executor]
+        status, _, text = _get(f"{server.url}/k8s/pod/logs?podname={pod}&runid={run_id}")
+        assert (status, text) == (422, "podnamespace argument is required")
+        assert "ValueError: x" in scoped.task_log_tail(run_id, executor)  # sends podnamespace
+        bare = KfpApiBackend(server.url, **user)
+        with pytest.raises(BackendError, match="set the connection's namespace") as err:
+            bare.task_log_tail(run_id, executor)
+        assert "HTTP 422: podnamespace argument is required" in str(err.value)
+        scoped.close()
+        bare.close()
+
+
 @ui_proxy
 def test_through_the_ui_proxy_failure_messages_keep_their_log_text(
     ui_server, ui_backend, tiny_spec

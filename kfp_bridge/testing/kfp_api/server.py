@@ -1320,14 +1320,19 @@ class _State:
         kubeflow/pipelines ``frontend/server/handlers/pod-logs.ts``
         ``getPodLogsHandler``: the log of the pod *named* ``podname`` in
         ``podnamespace`` (from Kubernetes, else the workflow's log archive); a
-        missing ``podname`` is HTTP 400, a log that cannot be read HTTP 500 with a
-        plain-text reason. Pods are named as Argo 3.4+ names them
+        missing ``podname`` is HTTP 400, a missing ``podnamespace`` in multi-user mode
+        HTTP 422 (HEAD only), a log that cannot be read HTTP 500 with a plain-text reason. Pods are named as Argo 3.4+ names them
         (:func:`_argo_pod_name_v2`), not by node id.
         """
         pod = query.get("podname") or ""
         if not pod:
             raise PlainError(400, b"podname argument is required", "text/plain")
         namespace = query.get("podnamespace") or ""
+        if not namespace and self.multi_user and self.server_version == "head":
+            # HEAD of 2026-08 (not 2.5.0/2.14.0): with authorization on (ENABLE_AUTHZ 'true'
+            # in manifests/kustomize/base/installs/multi-user/pipelines-ui/
+            # deployment-patch.yaml) the handler wants the namespace it authorizes
+            raise PlainError(422, b"podnamespace argument is required", "text/html; charset=utf-8")
         for run in self.runs.values():
             if query.get("runid") and run.run_id != query["runid"]:
                 continue
