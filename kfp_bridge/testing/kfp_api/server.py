@@ -1321,8 +1321,9 @@ class _State:
         ``getPodLogsHandler``: the log of the pod *named* ``podname`` in
         ``podnamespace`` (from Kubernetes, else the workflow's log archive); a
         missing ``podname`` is HTTP 400, a missing ``podnamespace`` in multi-user mode
-        HTTP 422 (HEAD only), a log that cannot be read HTTP 500 with a plain-text reason. Pods are named as Argo 3.4+ names them
-        (:func:`_argo_pod_name_v2`), not by node id.
+        HTTP 422 (HEAD only), a log that cannot be read HTTP 500 with a plain-text
+        reason. Pods are named as Argo 3.4+ names them (:func:`_argo_pod_name_v2`), not
+        by node id.
         """
         pod = query.get("podname") or ""
         if not pod:
