@@ -226,7 +226,6 @@ class KfpApiBackend(Backend):
         self._pipelines = kfp_server_api.PipelineServiceApi(self._api_client)
         self._runs = kfp_server_api.RunServiceApi(self._api_client)
         self._experiments = kfp_server_api.ExperimentServiceApi(self._api_client)
-        self._healthz = kfp_server_api.HealthzServiceApi(self._api_client)
 
     def __repr__(self) -> str:  # never shows the token
         return (
@@ -517,6 +516,13 @@ class KfpApiBackend(Backend):
             try:
                 return self._read_log("/k8s/pod/logs", query, max_lines, max_bytes)
             except (_NoSuchRoute, BackendError) as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ApiException) and cause.status == 422:
+                    # pod-logs.ts (HEAD of 2026-08): authorization on and no podnamespace
+                    raise BackendError(
+                        f"the KFP UI server at {self.host} reads pod logs only with the "
+                        f"run's namespace (multi-user: {exc}); set the connection's namespace"
+                    ) from exc
                 reasons.append(f"pod {pod}: {exc}")
         raise BackendError("; ".join(reasons))
 
@@ -800,10 +806,17 @@ class KfpApiBackend(Backend):
     def retry(self, run_id: str) -> None:
         """``POST /apis/v2beta1/runs/{id}:retry`` (``resource_manager.go`` ``RetryRun``).
 
-        The server answers 400/500 when it will not retry (the run is not Failed/Error,
-        archived, or its workflow was garbage-collected): that is ``RetryRefusedError``
-        with the server's words. A 5xx while the run is no longer FAILED means the retry
-        may have started, so it stays a transient error (the caller looks again).
+        Upstream refuses a workflow that is not Failed/Error with HTTP 409 (gRPC
+        ``Aborted``: ``GenerateRetryExecution`` in ``common/util/workflow.go``, e.g.
+        another retry started it after our look), one with offloaded node status with
+        HTTP 500 (``CanRetry``), an empty stored manifest with 409; it has no archive
+        check, and a garbage-collected workflow is created again from the stored
+        manifest (``resource_manager.go`` ``RetryRun``, 2.5.0 to HEAD of 2026-08). A
+        refusal is ``RetryRefusedError`` with the server's words, unless the run is
+        active again by then: another retry won the race, and the caller follows that
+        one rather than starting a second run. A 5xx while the run is no longer FAILED
+        means the retry may have started, so it stays a transient error (the caller
+        looks again).
         """
         state = self.get_run(run_id).state
         if state is not RunState.FAILED:
@@ -821,6 +834,9 @@ class KfpApiBackend(Backend):
                 raise
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         except BackendError as err:
+            if not self.get_run(run_id).state.is_terminal:  # e.g. 409 after another's retry
+                log.info("KFP run %s is running again (%s): following it", run_id, err)
+                return
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         log.info("Asked KFP to retry run %s (its failed tasks rerun)", run_id)
 
@@ -838,8 +854,20 @@ class KfpApiBackend(Backend):
         return kfp_topology.describe(self, health)
 
     def healthz(self) -> dict[str, Any]:
-        """``GET /apis/v2beta1/healthz`` (``multi_user``, ``pipeline_store``)."""
-        return self._call("healthz", self._healthz.healthz_service_get_healthz).to_dict()
+        """``GET /apis/v2beta1/healthz``: ``multi_user``, ``tag_name``, ``commit_sha``
+        (``pipeline_store`` when sent), from the API server's answer or the UI server's
+        (:func:`kfp_topology.read_healthz`; the generated model would drop the build tag,
+        and the UI server's names)."""
+        response = self._call(
+            "healthz",
+            self._api_client.call_api,
+            "/apis/v2beta1/healthz",
+            "GET",
+            auth_settings=["Bearer"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        return kfp_topology.read_healthz(response.data, self.host)
 
     def check_access(self) -> None:
         """List one experiment: proves the credentials and the namespace are accepted."""

@@ -8,8 +8,14 @@ not work before a task runs:
   the UI server ``ml-pipeline-ui`` (the host behind the AI Platform Pipelines inverse
   proxy and Kubeflow's ``/pipeline`` ingress) answers ``/`` with HTML: its index page or
   Express's HTML 404 (``frontend/server/app.ts``).
-* **Single- or multi-user, and the KFP version**: ``GET /apis/v2beta1/healthz``
-  (``multi_user``; ``tag_name`` of the build, ``main.go``).
+* **Single- or multi-user, and the KFP version**: ``GET /apis/v2beta1/healthz``. The API
+  server answers ``commit_sha``, ``tag_name``, ``multi_user`` (``pipeline_store`` from
+  2.14.0; ``backend/src/apiserver/main.go``); the UI server answers that route itself
+  (``frontend/server/app.ts`` registers it before the API proxy) with
+  ``frontend/server/handlers/healthz.ts``'s ``HealthzStats``: ``apiServerTagName``,
+  ``apiServerCommitHash``, ``apiServerMultiUser`` and ``multi_user``, ``pipelineStore``,
+  and ``apiServerReady``, which is false (still HTTP 200) when it could not reach the
+  API server. :func:`read_healthz` reads both.
 * **Istio in front** (multi-user Kubeflow): the ``ml-pipeline`` AuthorizationPolicy
   (``manifests/kustomize/base/installs/multi-user/istio-authorization-config.yaml``)
   allows a request carrying ``kubeflow-userid`` only from KFP's own service accounts;
@@ -26,7 +32,7 @@ from typing import Any, Protocol
 
 from kfp_server_api.exceptions import ApiException
 
-from kfp_bridge.exceptions import AuthError
+from kfp_bridge.exceptions import AuthError, BackendError, TransientBackendError
 
 
 class KfpApiBackend(Protocol):
@@ -112,12 +118,39 @@ def _front(backend: KfpApiBackend) -> str:
     return f"front not identified (HTTP {status} on /)"
 
 
-def _version(backend: KfpApiBackend) -> str:
+def read_healthz(body: Any, host: str) -> dict[str, Any]:
+    """A healthz answer of the API server or of the UI server, in the API server's names.
+
+    ``multi_user``, ``tag_name``, ``commit_sha`` (and ``pipeline_store`` when sent).
+    The UI server's ``apiServerReady`` false is a ``TransientBackendError``: the UI is
+    up, the API server behind it did not answer (restarting, or not deployed).
+    """
     try:
-        _, _, body = _get(backend, "/apis/v2beta1/healthz")
-        tag = str(json.loads(body).get("tag_name") or "")
-    except Exception:
-        tag = ""
+        data = json.loads(_text(body))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BackendError(f"healthz: {host} answered no healthz JSON: {_text(body)[:200]!r}")
+    if "apiServerReady" not in data:  # the API server's own answer
+        health = {k: data[k] for k in ("commit_sha", "tag_name", "pipeline_store") if k in data}
+        return {**health, "multi_user": bool(data.get("multi_user"))}
+    if not data["apiServerReady"]:
+        raise TransientBackendError(
+            f"healthz: {host} is the KFP UI server (ml-pipeline-ui) and could not reach the "
+            "KFP API server behind it (apiServerReady false): the API server is down or "
+            "restarting"
+        )
+    health = {
+        "commit_sha": data.get("apiServerCommitHash"),
+        "tag_name": data.get("apiServerTagName"),
+        "multi_user": bool(data.get("multi_user", data.get("apiServerMultiUser"))),
+        "pipeline_store": data.get("pipelineStore"),
+    }
+    return {k: v for k, v in health.items() if v is not None}
+
+
+def _version(health: dict[str, Any]) -> str:
+    tag = str(health.get("tag_name") or "")
     if tag and tag != "unknown":
         return f"KFP {tag}"
     return "KFP 2.x (v2beta1 API; build tag not reported)"
@@ -138,7 +171,7 @@ def describe(backend: KfpApiBackend, health: dict[str, Any]) -> str:
     parts = [
         f"KFP API at {backend.host} is healthy ({'multi-user' if multi else 'single-user'})",
         _front(backend),
-        _version(backend),
+        _version(health),
     ]
     if backend.user:
         parts.append(f"identity: header {backend.user_header or 'kubeflow-userid'}")

@@ -245,7 +245,35 @@ def test_retry_resumes_the_same_run_and_a_refusal_is_said(kfp_server, kfp_backen
     poll_until_terminal(kfp_backend, again)
     kfp_server.inject("status", status=500, path=f"{again}:retry$")
     with pytest.raises(RetryRefusedError, match="refused to retry"):
-        kfp_backend.retry(again)  # e.g. the workflow was garbage-collected
+        kfp_backend.retry(again)  # e.g. its node status is offloaded (workflow.go CanRetry)
+
+
+def test_a_retry_that_loses_the_race_follows_the_winner(
+    kfp_server, kfp_backend, tiny_spec, monkeypatch
+):
+    """Another retry starts the run between our look and our call: the server answers 409
+    (``GenerateRetryExecution``: not Failed/Error), and the run is followed, not replaced."""
+    kfp_server.set_schedule(outcome="FAILED", failed_task="greet")
+    run_id = kfp_backend.submit(request_for(tiny_spec)).run_id
+    poll_until_terminal(kfp_backend, run_id)
+    other = KfpApiBackend(kfp_server.url, request_timeout=2.0)
+    real_get_run = kfp_backend.get_run
+    looks = []
+
+    def get_run_then_lose_the_race(rid, *args, **kwargs):
+        status = real_get_run(rid, *args, **kwargs)
+        if not looks:
+            other.retry(rid)  # the winner, after our look saw FAILED
+        looks.append(status.state)
+        return status
+
+    monkeypatch.setattr(kfp_backend, "get_run", get_run_then_lose_the_race)
+    kfp_backend.retry(run_id)  # the server's 409, then the run is active: no refusal
+    other.close()
+    assert looks[0] is RunState.FAILED and not looks[-1].is_terminal
+    [view] = kfp_server.runs()
+    assert view["reruns"] == ["greet"]  # rerun once, by the winner
+    assert len([r for r in kfp_server.requests() if r["path"].endswith(":retry")]) == 2
 
 
 def test_failed_run_log_tail_is_bounded(kfp_server, kfp_backend, tiny_spec):
@@ -566,7 +594,12 @@ def test_run_url_uses_ui_host_when_given():
 
 
 def test_healthz_and_access_check(kfp_server, kfp_backend, kfp_server_multi_user):
-    assert kfp_backend.healthz() == {"multi_user": False, "pipeline_store": "database"}
+    assert kfp_backend.healthz() == {  # the API server's own names (apiserver/main.go)
+        "commit_sha": "unknown",
+        "tag_name": "unknown",
+        "multi_user": False,
+        "pipeline_store": "database",
+    }
     kfp_backend.check_access()
     multi = KfpApiBackend(kfp_server_multi_user.url, namespace="team-a", user="alice@example.com")
     assert multi.healthz()["multi_user"] is True  # healthz needs no identity (apiserver/main.go)
@@ -635,6 +668,41 @@ def _get(url: str) -> tuple[int, str, str]:
         return err.code, err.headers["Content-Type"], err.read().decode()
 
 
+def test_the_ui_server_answers_healthz_itself_and_the_bridge_reads_it():
+    """frontend/server/app.ts registers healthz before the API proxy; handlers/healthz.ts
+    answers HealthzStats, 200 with apiServerReady false when the API server did not answer."""
+    with KfpApiStandIn(profile="ui-proxy", multi_user=True, server_version="2.5.0") as server:
+        status, kind, text = _get(f"{server.url}/apis/v2beta1/healthz")
+        assert status == 200 and kind.startswith("application/json")
+        assert json.loads(text) == {
+            "apiServerReady": True,
+            "apiServerCommitHash": "unknown",
+            "apiServerTagName": "2.5.0",
+            "apiServerMultiUser": True,
+            "multi_user": True,
+            "buildDate": "",
+            "frontendCommitHash": "",
+            "frontendTagName": "2.5.0",
+        }
+        backend = KfpApiBackend(server.url, namespace="team-a", user="alice@example.com")
+        assert backend.healthz() == {
+            "commit_sha": "unknown",
+            "tag_name": "2.5.0",
+            "multi_user": True,
+        }
+        report = backend.check()  # the connection test, through the UI host
+        assert report.startswith(f"KFP API at {server.url} is healthy (multi-user); UI server")
+        assert "; KFP 2.5.0;" in report
+
+        server.set_api_server_ready(False)
+        status, _, text = _get(f"{server.url}/pipeline/apis/v2beta1/healthz")
+        assert status == 200 and json.loads(text)["apiServerReady"] is False
+        assert json.loads(text)["apiServerTagName"] == "2.5.0"  # the last success's fields
+        with pytest.raises(TransientBackendError, match=r"UI server .*apiServerReady false"):
+            backend.healthz()
+        backend.close()
+
+
 @ui_proxy
 def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
     ui_server, ui_backend, tiny_spec
@@ -666,6 +734,32 @@ def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
         assert (status, kind) == (404, "text/html; charset=utf-8"), url
         assert f"<pre>Cannot GET {html.escape(url)}</pre>" in text
         assert "KFP_FLAGS" not in text  # not the UI's index.html
+
+
+def test_a_multi_user_ui_server_wants_the_pod_namespace_and_the_bridge_says_so(tiny_spec):
+    """pod-logs.ts (HEAD): with authorization on, no podnamespace is HTTP 422."""
+    with KfpApiStandIn(profile="ui-proxy", multi_user=True) as server:
+        server.set_schedule(pending=0, running=1, outcome="FAILED", error="ValueError: x")
+        user = {"user": "alice@example.com", "request_timeout": 2.0}
+        scoped = KfpApiBackend(server.url, namespace="team-a", **user)
+        run_id = scoped.submit(request_for(tiny_spec)).run_id
+        assert poll_until_terminal(scoped, run_id)[-1] is RunState.FAILED
+        executor = next(
+            c["pod_name"]
+            for d in server.runs()[0]["run_details"]["task_details"]
+            if d["display_name"] == "greet"
+            for c in d["child_tasks"]
+        )
+        pod = server.state.pod_names(run_id)[executor]
+        status, _, text = _get(f"{server.url}/k8s/pod/logs?podname={pod}&runid={run_id}")
+        assert (status, text) == (422, "podnamespace argument is required")
+        assert "ValueError: x" in scoped.task_log_tail(run_id, executor)  # sends podnamespace
+        bare = KfpApiBackend(server.url, **user)
+        with pytest.raises(BackendError, match="set the connection's namespace") as err:
+            bare.task_log_tail(run_id, executor)
+        assert "HTTP 422: podnamespace argument is required" in str(err.value)
+        scoped.close()
+        bare.close()
 
 
 @ui_proxy

@@ -430,7 +430,11 @@ def ui_client(ui_server, tmp_path, monkeypatch):
 
 
 def test_kfp_client_works_through_the_ui_proxy(ui_client, ui_server):
-    assert ui_client.get_kfp_healthz().multi_user is False
+    # the UI server answers healthz itself (handlers/healthz.ts HealthzStats): multi_user
+    # has the API server's name, the pipeline store does not (pipelineStore), so the
+    # generated model reads multi_user and no pipeline_store
+    health = ui_client.get_kfp_healthz()
+    assert health.multi_user is False and health.pipeline_store is None
     result = ui_client.create_run_from_pipeline_package(
         str(TINY), arguments={"message": "hi"}, run_name="ui-1", experiment_name="contract"
     )
@@ -438,6 +442,16 @@ def test_kfp_client_works_through_the_ui_proxy(ui_client, ui_server):
     assert finished.state == "SUCCEEDED"
     assert ui_client.list_runs(experiment_id=result.run_info.experiment_id).runs
     assert ui_client.list_experiments().experiments
+    ui_server.set_api_server_ready(False)  # the UI's fetch fails: still 200, with the fields
+    assert ui_client.get_kfp_healthz().multi_user is False  # of its last success
+
+
+def test_kfp_client_reads_no_multi_user_from_a_ui_server_without_its_api_server(
+    ui_server, tmp_path, monkeypatch
+):
+    ui_server.set_api_server_ready(False)  # handlers/healthz.ts: 200, apiServerReady false
+    client = _client(ui_server.url, tmp_path, monkeypatch)  # no namespace: __init__ asks healthz
+    assert client.get_kfp_healthz().multi_user is None
 
 
 def test_the_ui_proxy_serves_logs_by_pod_name_and_not_the_api_log_route(ui_client, ui_server):
@@ -470,7 +484,15 @@ def test_retry_reruns_only_the_failed_task_of_the_same_run(client, server):
     runs = kfp_server_api.RunServiceApi(client._run_api.api_client)
     with pytest.raises(ApiException) as early:  # only a Failed/Error workflow is retried
         runs.run_service_retry_run(run.run_id)
-    assert early.value.status == 500 and "does not allow retries" in early.value.body
+    # common/util/workflow.go GenerateRetryExecution: util.NewBadRequestError, gRPC Aborted
+    # (common/util/error.go), which grpc-gateway answers as 409 Conflict
+    body = error_body(early.value)
+    assert early.value.status == 409 and body["code"] == 10
+    assert body["message"] == (
+        f"Failed to retry a run: Failed to retry run {run.run_id}: BadRequestError: "
+        "Workflow must be Failed/Error to retry: workflow cannot be retried"
+    )
+    assert body["details"][0]["message"] == "Workflow must be Failed/Error to retry"
     failed = client.wait_for_run_completion(run.run_id, timeout=30, sleep_duration=0)
     assert failed.state == "FAILED"
     before = {t.display_name: t.state for t in failed.run_details.task_details}

@@ -24,8 +24,9 @@ the API server itself, ``ml-pipeline:8888``) and ``ui-proxy`` (the host users ar
 given: the UI server ``ml-pipeline-ui`` behind the AI Platform Pipelines inverse
 proxy or Kubeflow's ``/pipeline`` ingress; kubeflow/pipelines
 ``frontend/server/app.ts``): ``/apis/v1beta1`` and ``/apis/v2beta1`` are served as
-by the API server, pod logs only at ``/k8s/pod/logs`` by Argo v2 pod name, every
-other path Express's HTML 404 ("Cannot GET ..."; no index.html fallback since KFP 0.2.4).
+by the API server except healthz (the UI server's ``HealthzStats``), pod logs only
+at ``/k8s/pod/logs`` by Argo v2 pod name, every other path Express's HTML 404
+("Cannot GET ..."; no index.html fallback since KFP 0.2.4).
 
 Three more profiles put a deployment's own layer around the API server:
 ``dex`` (Kubeflow's oauth2-proxy + Dex ingress login, :mod:`.dex`), ``iap``
@@ -102,6 +103,7 @@ PROFILES += FRONT_PROFILES
 UI_LOG_PATH = "/k8s/pod/logs"
 # frontend/server/configs.ts: the UI server's basePath (Kubeflow's ingress route /pipeline)
 UI_BASE_PATH = "/pipeline"
+HEALTHZ_PATHS = ("/apis/v1beta1/healthz", "/apis/v2beta1/healthz")  # main.go, and app.ts
 # Argo templates of a v2 container task's pods (backend/src/v2/compiler/argocompiler/
 # container.go: the driver pod and the executor pod "system-container-impl").
 POD_TEMPLATES = {"driver": "system-container-driver", "executor": "system-container-impl"}
@@ -125,6 +127,8 @@ GRPC_CODE = {
     503: 14,  # UNAVAILABLE
     504: 4,  # DEADLINE_EXCEEDED
 }
+# util.NewBadRequestError's code (common/util/error.go), which HTTPStatusFromCode maps to 409
+GRPC_ABORTED = 10
 # External messages of util.NewXxxError (common/util/error.go), sent in ``details``.
 EXTERNAL_MESSAGE = {
     400: "Invalid input error",
@@ -294,11 +298,14 @@ class MultiUser:
 class ApiError(Exception):
     """An error the way the server reports it: HTTP status plus gRPC message."""
 
-    def __init__(self, status: int, message: str, external: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, external: str | None = None, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.external = external or EXTERNAL_MESSAGE.get(status, HTTPStatus(status).phrase)
+        self.code = code  # the gRPC code, when not the usual one of ``status`` (GRPC_CODE)
 
 
 class PlainError(Exception):
@@ -489,6 +496,10 @@ class _State:
             self.collected: set[str] = set()  # argo-gc: runs whose workflow was deleted
             # dex/iap: the ingress routes to the UI server (Kubeflow's /pipeline), not the API
             self.ui_routes = False
+            # ui-proxy: whether the UI server's healthz fetch of the API server works, and the
+            # HealthzStats object each of its two healthz routes keeps between requests
+            self.api_server_ready = True
+            self.ui_healthz_stats: dict[str, dict[str, Any]] = {}
 
     # -- multi-user ------------------------------------------------------
     def _identity(self, req: _Request) -> str:
@@ -1220,26 +1231,32 @@ class _State:
         """``RetryRun`` (``POST /apis/v2beta1/runs/{run_id}:retry``, ``run.proto``).
 
         ``server/run_server.go`` ``RetryRun`` authorizes verb ``retry`` on runs, then
-        ``resource/resource_manager.go`` ``RetryRun``: an archived run is refused; the
-        workflow must be Failed/Error (``util/workflow.go`` ``CanRetry``, answered as a
-        500 "does not allow retries"); ``common/util/workflow.go``
-        ``GenerateRetryExecution`` keeps Succeeded/Skipped nodes as they are (their
-        tasks do not run again), sets failed DAG nodes back to Running and drops failed
-        pod nodes (their pods deleted, so they run again under the same node id), and
-        the run row goes back to PENDING then the workflow's Running, with
+        ``resource/resource_manager.go`` ``RetryRun`` (tags 2.5.0, 2.14.0 and HEAD of
+        2026-08 alike here): no storage-state check, so an archived run is retried like
+        any other. ``common/util/workflow.go`` ``CanRetry`` refuses only a workflow with
+        offloaded node status (not modelled); ``GenerateRetryExecution`` refuses a
+        workflow that is not Failed/Error with ``util.NewBadRequestError`` (gRPC
+        ``Aborted``, ``common/util/error.go``; grpc-gateway's ``HTTPStatusFromCode``:
+        HTTP 409), wrapped by ``RetryRun`` ("Failed to retry run <id>") and
+        ``run_server.go`` ("Failed to retry a run"). It also keeps Succeeded/Skipped
+        nodes as they are (their tasks do not run again), sets failed DAG nodes back to
+        Running and drops failed pod nodes (their pods deleted, so they run again under
+        the same node id), and the run row goes back to PENDING then the workflow's Running, with
         ``finished_at`` cleared. The tasks that had not started run after the rerun one.
         Recorded for tests: ``reruns`` (tasks rerun) and ``executions`` (pod runs per task).
         """
         run = self._run(run_id, f"Failed to retry run {run_id} due to error fetching the run")
         self.authorize(req, run.namespace, "retry", "runs")
         self._progress(run, poll=False)
-        if run.data["storage_state"] == "ARCHIVED":
-            raise ApiError(400, f"Failed to retry run {run_id}: Run {run_id} is archived")
-        if run.data["state"] != "FAILED":
+        if run.data["state"] != "FAILED":  # a terminated run's workflow is Failed: FAILED here
+            # the message is the wrapped internal error, details[] the external one (error.go)
+            external = "Workflow must be Failed/Error to retry"
             raise ApiError(
-                500,
-                f"Failed to retry run {run_id} as it does not allow retries: "
-                "InternalServerError: workflow must be Failed/Error to retry",
+                409,
+                f"Failed to retry a run: Failed to retry run {run_id}: BadRequestError: "
+                f"{external}: workflow cannot be retried",
+                external,
+                code=GRPC_ABORTED,
             )
         failed = [
             t
@@ -1303,14 +1320,20 @@ class _State:
         kubeflow/pipelines ``frontend/server/handlers/pod-logs.ts``
         ``getPodLogsHandler``: the log of the pod *named* ``podname`` in
         ``podnamespace`` (from Kubernetes, else the workflow's log archive); a
-        missing ``podname`` is HTTP 400, a log that cannot be read HTTP 500 with a
-        plain-text reason. Pods are named as Argo 3.4+ names them
-        (:func:`_argo_pod_name_v2`), not by node id.
+        missing ``podname`` is HTTP 400, a missing ``podnamespace`` in multi-user mode
+        HTTP 422 (HEAD only), a log that cannot be read HTTP 500 with a plain-text
+        reason. Pods are named as Argo 3.4+ names them (:func:`_argo_pod_name_v2`), not
+        by node id.
         """
         pod = query.get("podname") or ""
         if not pod:
             raise PlainError(400, b"podname argument is required", "text/plain")
         namespace = query.get("podnamespace") or ""
+        if not namespace and self.multi_user and self.server_version == "head":
+            # HEAD of 2026-08 (not 2.5.0/2.14.0): with authorization on (ENABLE_AUTHZ 'true'
+            # in manifests/kustomize/base/installs/multi-user/pipelines-ui/
+            # deployment-patch.yaml) the handler wants the namespace it authorizes
+            raise PlainError(422, b"podnamespace argument is required", "text/html; charset=utf-8")
         for run in self.runs.values():
             if query.get("runid") and run.run_id != query["runid"]:
                 continue
@@ -1811,6 +1834,9 @@ def _control(state: _State, method: str, path: str, body: dict[str, Any]) -> Any
             access=body.get("access"),
         )
         return {}
+    if method == "POST" and path == "/api_server_ready":
+        state.api_server_ready = bool(body.get("ready", True))
+        return {}
     if method == "POST" and path == "/server_version":
         if body["version"] not in SERVER_VERSIONS:
             raise ApiError(400, f"server_version must be one of {SERVER_VERSIONS}")
@@ -1944,7 +1970,7 @@ class _Handler(BaseHTTPRequestHandler):
         ``details`` holds the ``google.rpc.Status`` that ``UserError.GRPCStatus``
         attaches (``common/util/error.go``), with the external message.
         """
-        code = GRPC_CODE.get(err.status, 2)
+        code = err.code if err.code is not None else GRPC_CODE.get(err.status, 2)
         body: dict[str, Any] = {}
         if self.server.state.server_version == "2.5.0":
             body["error"] = err.message
@@ -2063,7 +2089,8 @@ class _Handler(BaseHTTPRequestHandler):
         if state.profile == "ui-proxy" or state.ui_routes:
             # frontend/server/app.ts createUIServer (tags 2.5.0 and 2.14.0, identical:
             # lines 283-331; HEAD of 2026-08: lines 372-420): /apis/v1beta1/* and
-            # /apis/v2beta1/* (and under basePath) are proxied unchanged to the API server;
+            # /apis/v2beta1/* (and under basePath) are proxied unchanged to the API server,
+            # except the two healthz routes, the UI server's own handler (_ui_healthz);
             # /k8s/pod/logs is the UI server's own handler (2.14.0 lines 199-203). Any
             # other GET (/apis/v1alpha1/.../log included) reaches only the two static
             # handlers (2.14.0 lines 343-344, HEAD 432-433), which find no file and fall
@@ -2072,6 +2099,11 @@ class _Handler(BaseHTTPRequestHandler):
             # indexHtmlHandler) was removed in 0.2.4 (kubeflow/pipelines 842b0cec, #3116).
             if method == "GET" and path == UI_LOG_PATH:
                 self._send_bytes(200, state.read_pod_log(query), "text/plain; charset=utf-8")
+                return
+            if method == "GET" and path in HEALTHZ_PATHS and state.server_version != "1.8.5":
+                # registered before the proxy (app.ts "Healthz", 2.5.0/2.14.0 lines 110-126,
+                # HEAD 138-156): the UI server answers, not the API server
+                self._send(200, self._ui_healthz(state, path))
                 return
             if not path.startswith(("/apis/v1beta1/", f"{API}/")):
                 page = (
@@ -2086,7 +2118,7 @@ class _Handler(BaseHTTPRequestHandler):
             # registered, so grpc-gateway v1's ServeMux answers DefaultOtherErrorHandler's
             # http.Error(w, "Not Found", 404): plain text, not JSON.
             raise PlainError(404, b"Not Found\n", "text/plain; charset=utf-8")
-        if path in (f"{API}/healthz", "/apis/v1beta1/healthz") and method == "GET":
+        if path in HEALTHZ_PATHS and method == "GET":
             self._send(200, self._healthz(state, path))
             return
         if match := LOG_PATH.match(path):
@@ -2128,6 +2160,39 @@ class _Handler(BaseHTTPRequestHandler):
             {k: v for k, v in body.items() if k in ("multi_user", "pipeline_store")},
         )
         return body
+
+    @classmethod
+    def _ui_healthz(cls, state: _State, path: str) -> dict[str, Any]:
+        """The UI server's healthz: ``frontend/server/handlers/healthz.ts`` ``HealthzStats``.
+
+        ``getHealthzHandler`` fetches the API server's healthz of the same API version
+        (1 s timeout) and copies ``commit_sha``/``tag_name``/``multi_user`` (and, from
+        2.14.0, ``pipeline_store``) into ``apiServerCommitHash``/``apiServerTagName``/
+        ``apiServerMultiUser`` and ``multi_user`` (``pipelineStore``), with
+        ``apiServerReady`` true; when that fetch fails it still answers 200, with
+        ``apiServerReady`` false and the fields of its last success (one object per
+        route, mutated in place). ``buildDate``/``frontendCommitHash``/``frontendTagName``
+        come from the image's files (``getBuildMetadata``; ``frontend/Dockerfile``).
+        ``res.json`` leaves undefined fields out.
+        """
+        tag = state.server_version if state.server_version != "head" else ""
+        stats = state.ui_healthz_stats.setdefault(
+            path, {"buildDate": "", "frontendCommitHash": "", "frontendTagName": tag}
+        )
+        if not state.api_server_ready:
+            stats["apiServerReady"] = False
+            return dict(stats)
+        api = cls._healthz(state, path)
+        stats["apiServerReady"] = True
+        stats["apiServerCommitHash"] = api["commit_sha"]
+        stats["apiServerTagName"] = api["tag_name"]
+        stats["apiServerMultiUser"] = stats["multi_user"] = api["multi_user"]
+        if state.server_version != "2.5.0":  # HealthzStats.pipelineStore: 2.14.0 and later
+            if "pipeline_store" in api:
+                stats["pipelineStore"] = api["pipeline_store"]
+            else:
+                stats.pop("pipelineStore", None)  # undefined: left out of the JSON
+        return dict(stats)
 
     def _oauth_token(self, state: _State) -> None:
         """A Google-style OAuth2 token endpoint (``token_uri`` of a credentials file).
@@ -2324,6 +2389,12 @@ class _Controls:
         """Behind ``dex``/``iap``: the ingress reaches the UI server (``ml-pipeline-ui``, the
         ``ui-proxy`` routes), as Kubeflow's ``/pipeline`` route does, not the API server."""
         self._call("POST", "/ui_routes", {"enabled": enabled})
+
+    def set_api_server_ready(self, ready: bool = True) -> None:
+        """``ui-proxy``: whether the UI server's healthz fetch of the API server succeeds
+        (``frontend/server/handlers/healthz.ts``: otherwise 200, ``apiServerReady`` false).
+        Only healthz is affected; proxied API calls still reach the API server."""
+        self._call("POST", "/api_server_ready", {"ready": ready})
 
     def set_log_archive(self, enabled: bool) -> None:
         """Profile ``argo-gc``: whether a log archive is configured."""
