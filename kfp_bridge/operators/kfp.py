@@ -605,11 +605,25 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         try:
             self._waiter.call(f"retry run {run.run_id}", lambda: self.backend.retry(run.run_id))
         except RetryRefusedError as exc:
-            self.log.info("Not resuming run %s: %s; starting a new run", run.run_id, exc)
-            return None
-        status = self._waiter.call(
-            f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
-        )
+            # Refused, but the run we saw FAILED may be running again: our own request
+            # whose answer was lost (the call was repeated), or another's. Follow it then;
+            # a second run beside it would write the same output.
+            status = self._waiter.call(
+                f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
+            )
+            if status.state.is_terminal:
+                self.log.info("Not resuming run %s: %s; starting a new run", run.run_id, exc)
+                return None
+            self.log.info(
+                "Run %s is %s again although the resume was refused (%s): following it",
+                run.run_id,
+                status.state.value,
+                exc,
+            )
+        else:
+            status = self._waiter.call(
+                f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
+            )
         self._resumed = True
         self.log.info(
             "Resumed run %s (%s) after FAILED (%s): only its failed tasks rerun. Run: %s",

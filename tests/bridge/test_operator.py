@@ -1157,6 +1157,34 @@ def test_a_later_try_reattaching_to_a_resumed_run_counts_its_timeout_from_the_re
     assert len(_api_calls(kfp_server, "POST", ":retry")) == 1  # reattached, not resumed again
 
 
+def test_a_resume_whose_answer_was_lost_is_followed_not_duplicated(kfp_server, kfp_conn_id):
+    """The ``:retry`` reaches KFP but its answer is lost: the repeated call finds the run
+    running again and is refused (only a FAILED run is retried). The try follows that run."""
+    store = TaskStateStore()
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=3)
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+
+    op = _operator(kfp_conn_id)
+    backend = op.backend
+    real_retry, calls = backend.retry, []
+
+    def retry_then_lose_the_answer(run_id: str) -> None:
+        calls.append(run_id)
+        real_retry(run_id)
+        if len(calls) == 1:
+            raise TransientBackendError("retry run: 503 (the answer was lost)")
+
+    backend.retry = retry_then_lose_the_answer
+    result = op.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+
+    assert len(calls) == 2  # the waiter repeated the call after the transient error
+    [run] = _runs_named(kfp_server)  # no second run
+    assert result["run_id"] == run["run_id"] == failed["run_id"] and run["state"] == "SUCCEEDED"
+    assert len(_api_calls(kfp_server, "POST", ":retry")) == 1
+
+
 class _EndingPipelineService(RecordingPipelineServiceClient):
     """Vertex jobs that end at once: the first FAILED, later ones SUCCEEDED."""
 
