@@ -103,7 +103,7 @@ class _Job:
     def result(self):
         return self
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, create_bqstorage_client: bool = True) -> pa.Table:
         return self.rows
 
 
@@ -140,6 +140,33 @@ def test_features_are_materialized_by_a_query_job_into_the_partition() -> None:
     assert api["createDisposition"] == "CREATE_IF_NEEDED"
     assert api["timePartitioning"] == {"type": "DAY", "field": "target_date"}
     assert features_query_job_config("a.b.c$20261127").destination.table_id == "c$20261127"
+
+
+def test_features_below_the_floor_start_no_query_job_into_the_partition() -> None:
+    """Below ``min_rows`` registered users the WRITE_TRUNCATE job never starts: the date's
+    features partition, which other models reuse, stays as it was."""
+    client = _RecordingClient(pa.table({"registered": [3], "null_ids": [0]}))
+    wh = BigQueryWarehouse("my-project", "shop", client=client)
+    window = TargetWindow.build("2026-11-27", 28)
+    with pytest.raises(TooFewRowsError) as err:
+        wh.materialize_features(window, min_rows=4)
+    assert str(err.value) == (
+        "features partition my-project.shop.user_features$20261127: 3 row(s), below the "
+        "floor min_rows=4; not published, the previous partition is kept"
+    )
+    assert err.value.permanent
+    [(count_sql, count_config)] = client.queries  # the count alone, no destination
+    assert "registered_at < @end_utc" in count_sql and "`my-project.shop.users`" in count_sql
+    assert count_config.destination is None
+    [param] = count_config.query_parameters
+    assert (param.name, param.value) == ("end_utc", window.end_utc)
+    client.queries.clear()
+    assert wh.materialize_features(window, min_rows=3)[0] == (
+        "my-project.shop.user_features$20261127"
+    )
+    [(_, _), (sql, config)] = client.queries  # at the floor: the count, then the job
+    assert sql == wh.user_features_sql(window)
+    assert config.write_disposition == "WRITE_TRUNCATE"
 
 
 def test_storage_read_session_for_one_partition() -> None:

@@ -5,7 +5,8 @@ Location ``bigquery://PROJECT/DATASET`` with optional settings (``BigQuerySettin
 ``read_endpoint=HOST:PORT`` (Storage Read API, gRPC) and ``credentials=anonymous``.
 
 * The features step runs the feature query as a query job into ``user_features$YYYYMMDD``
-  with WRITE_TRUNCATE: the result never leaves BigQuery.
+  with WRITE_TRUNCATE: the result never leaves BigQuery. A count of the users it would write
+  comes first, so a run below its ``min_rows`` floor starts no job.
 * The predict step reads that partition through the Storage Read API as Arrow record
   batches (one stream, a row restriction on ``target_date``), so memory is bounded by the
   batch, and loads the predictions into ``predictions$YYYYMMDD`` with WRITE_TRUNCATE.
@@ -321,8 +322,19 @@ class BigQueryWarehouse(Warehouse):
     def features_partition(self, target_date: dt.date) -> str:
         return self.partition_id(target_date, self.features_table)
 
-    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+    def materialize_features(self, window: TargetWindow, min_rows: int = 0) -> tuple[str, int]:
+        """One query job into the partition (WRITE_TRUNCATE), started only if the users it
+        would write (``REGISTERED_USERS_SQL``, the query's own predicate: one row per user
+        registered before the window's end) are at least ``min_rows``.
+
+        The count is a query of its own just before the job, not part of it: rows added to or
+        removed from ``users`` in between (seconds) are not seen by the floor. The predict
+        step's floor still keeps the predictions partition then.
+        """
         destination = self.features_partition(window.target_date)
+        if min_rows > 0:
+            registered, _ = self.registered_users(window.end_utc)
+            check_row_floor(destination, registered, min_rows, "features")
         liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "feature query",
