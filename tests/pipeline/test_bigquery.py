@@ -269,3 +269,138 @@ def test_an_endpoint_alone_never_falls_back_to_anonymous(
     assert wh.settings.anonymous is False
     with pytest.raises(WarehouseUnreachableError, match=r"no-such-key\.json"):
         wh.client  # noqa: B018 - the property builds the client
+
+
+def _forbidden(reason: str) -> Exception:
+    from google.api_core import exceptions as gexc
+
+    return gexc.Forbidden(f"403 {reason}", errors=[{"reason": reason, "message": reason}])
+
+
+def _classified_errors() -> dict[str, tuple[Exception, type, bool]]:
+    """Each class of failure BigQuery or its transport raises: error type, permanent."""
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    return {
+        "403 rateLimitExceeded": (_forbidden("rateLimitExceeded"), SourceUnavailableError, False),
+        "403 quotaExceeded": (_forbidden("quotaExceeded"), SourceUnavailableError, False),
+        "500 backendError": (
+            gexc.InternalServerError("500", errors=[{"reason": "backendError"}]),
+            SourceUnavailableError,
+            False,
+        ),
+        "503": (gexc.ServiceUnavailable("503"), SourceUnavailableError, False),
+        "429": (gexc.TooManyRequests("429"), SourceUnavailableError, False),
+        "auth transport": (
+            auth_exc.TransportError("metadata server not ready"),
+            SourceUnavailableError,
+            False,
+        ),
+        "token refresh": (
+            auth_exc.RefreshError("Failed to retrieve token from metadata server"),
+            SourceUnavailableError,
+            False,
+        ),
+        "requests connection": (
+            requests.exceptions.ConnectionError("connection reset"),
+            SourceUnavailableError,
+            False,
+        ),
+        "requests timeout": (
+            requests.exceptions.ReadTimeout("read timed out"),
+            SourceUnavailableError,
+            False,
+        ),
+        "403 accessDenied": (_forbidden("accessDenied"), WarehouseUnreachableError, True),
+        "403 no reason": (gexc.Forbidden("403 permission denied"), WarehouseUnreachableError, True),
+        "400 invalid": (
+            gexc.BadRequest("400", errors=[{"reason": "invalid"}]),
+            WarehouseUnreachableError,
+            True,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_classified_errors()))
+def test_calls_classify_failures_by_class_and_reason(case: str) -> None:
+    """Rate and quota limits (403 with those reasons), 5xx, auth transport and token refresh
+    failures, requests' connection errors: retryable. 400 invalid, 403 accessDenied: bad
+    input. The failure report says the same (``failure_fields``)."""
+    from kfp_prediction.report import failure_fields
+
+    raised, error, permanent = _classified_errors()[case]
+    wh = BigQueryWarehouse("my-project", "shop", client=_RecordingClient())
+
+    def fails(*args, **kwargs):
+        raise raised
+
+    with pytest.raises(error) as err:
+        wh._call("source table users", fails)
+    assert err.value.__cause__ is raised
+    fields = failure_fields(err.value)
+    assert (fields["permanent"], fields["input"], fields["error"]) == (
+        permanent,
+        "warehouse",
+        error.__name__,
+    )
+    assert "bigquery://my-project/shop" in fields["message"]
+
+
+def test_not_found_is_no_source_data() -> None:
+    from google.api_core import exceptions as gexc
+
+    wh = BigQueryWarehouse("my-project", "shop", client=_RecordingClient())
+
+    def fails():
+        raise gexc.NotFound("404 users", errors=[{"reason": "notFound"}])
+
+    with pytest.raises(NoSourceDataError) as err:
+        wh._call("source table users", fails)
+    assert err.value.permanent
+
+
+@pytest.mark.parametrize("case", list(_classified_errors()))
+def test_reachability_check_classifies_failures(case: str) -> None:
+    raised, error, permanent = _classified_errors()[case]
+
+    class _Client:
+        def get_dataset(self, *args, **kwargs):
+            raise raised
+
+    wh = BigQueryWarehouse("my-project", "shop", client=_Client())
+    with pytest.raises(error) as err:
+        wh.check_reachable()
+    assert err.value.permanent is permanent
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "permanent"),
+    [
+        (lambda: _auth_error("TransportError"), SourceUnavailableError, False),
+        (lambda: _auth_error("RefreshError"), SourceUnavailableError, False),
+        (lambda: _auth_error("DefaultCredentialsError"), WarehouseUnreachableError, True),
+    ],
+    ids=["auth transport", "token refresh", "no credentials"],
+)
+def test_client_construction_classifies_auth_failures(
+    monkeypatch: pytest.MonkeyPatch, raised, error: type, permanent: bool
+) -> None:
+    """The metadata server not answering yet at pod start is retryable; no credentials at
+    all is not."""
+
+    def client(**kwargs):
+        raise raised()
+
+    monkeypatch.setattr(bigquery, "Client", client)
+    wh = BigQueryWarehouse("my-project", "shop")
+    with pytest.raises(error) as err:
+        wh.client  # noqa: B018 - the property builds the client
+    assert err.value.permanent is permanent
+
+
+def _auth_error(name: str) -> Exception:
+    from google.auth import exceptions as auth_exc
+
+    return getattr(auth_exc, name)("metadata server at 169.254.169.254 did not answer")

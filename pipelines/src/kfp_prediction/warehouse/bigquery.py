@@ -51,18 +51,59 @@ _BQ_TYPES = {
 }
 
 
+# ErrorProto reasons BigQuery returns for failures another try may not meet: rate and quota
+# limits come as 403 Forbidden (rateLimitExceeded, quotaExceeded), overload as 500/503
+# (backendError, internalError), per the "Error messages" table of the BigQuery docs.
+# Any other 4xx (invalid, notFound, accessDenied, billingNotEnabled...) is bad input.
+TRANSIENT_REASONS = frozenset(
+    {
+        "rateLimitExceeded",
+        "quotaExceeded",
+        "backendError",
+        "internalError",
+        "jobBackendError",
+        "jobInternalError",
+    }
+)
+
+
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Failures another try may not meet: 5xx, quotas, deadlines, refused connections."""
+    """Failures another try may not meet, whatever their reason: 5xx, 429, deadlines,
+    exhausted retries, connection failures (requests' own ConnectionError is not the
+    builtin one), and auth transport or token refresh failures (the metadata server is
+    not ready yet when a pod starts)."""
+    import requests
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
 
     return (
         gexc.ServerError,
         gexc.TooManyRequests,
         gexc.DeadlineExceeded,
         gexc.RetryError,
+        auth_exc.TransportError,
+        auth_exc.RefreshError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
         ConnectionError,
         TimeoutError,
     )
+
+
+def error_reason(exc: BaseException) -> str | None:
+    """The ErrorProto reason of a Google API error (``errors[0]['reason']``), if any."""
+    errors = getattr(exc, "errors", None) or []
+    first = errors[0] if errors else None
+    if isinstance(first, dict) and first.get("reason"):
+        return str(first["reason"])
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try may not meet ``exc`` (a retryable failure, not bad input)."""
+    return isinstance(exc, _transient_errors()) or error_reason(exc) in TRANSIENT_REASONS
 
 
 _PARTITION_REF = re.compile(r"^(?P<table>[^$]+)\$(?P<date>\d{8})$")
@@ -191,7 +232,13 @@ class BigQueryWarehouse(Warehouse):
                 kwargs["credentials"] = AnonymousCredentials()
             try:
                 self._client = bigquery.Client(**kwargs)
-            except Exception as exc:  # no credentials, bad project...
+            except Exception as exc:
+                if is_transient(exc):  # the metadata server not answering yet
+                    raise SourceUnavailableError(
+                        f"warehouse location {self.location!r} is unavailable: {exc}",
+                        input="warehouse",
+                    ) from exc
+                # no credentials, bad project...
                 raise WarehouseUnreachableError(
                     f"warehouse location {self.location!r} is unreachable: {exc}"
                 ) from exc
@@ -242,14 +289,17 @@ class BigQueryWarehouse(Warehouse):
             return fn(*args, **kwargs)
         except gexc.NotFound as exc:
             raise NoSourceDataError(f"{what} not found in {self.location}: {exc}") from exc
-        except _transient_errors() as exc:  # another try may not meet it
-            raise SourceUnavailableError(
-                f"warehouse location {self.location!r} failed on {what}: {exc}", input="warehouse"
-            ) from exc
-        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-            raise WarehouseUnreachableError(
-                f"warehouse location {self.location!r} failed on {what}: {exc}"
-            ) from exc
+        except Exception as exc:
+            if is_transient(exc):  # another try may not meet it
+                raise SourceUnavailableError(
+                    f"warehouse location {self.location!r} failed on {what}: {exc}",
+                    input="warehouse",
+                ) from exc
+            if isinstance(exc, gexc.GoogleAPICallError):  # 400 invalid, 403 accessDenied...
+                raise WarehouseUnreachableError(
+                    f"warehouse location {self.location!r} failed on {what}: {exc}"
+                ) from exc
+            raise
 
     def check_reachable(self) -> None:
         from google.cloud.bigquery import DEFAULT_RETRY
@@ -260,13 +310,15 @@ class BigQueryWarehouse(Warehouse):
                 retry=DEFAULT_RETRY.with_deadline(self.timeout),
                 timeout=self.timeout,
             )
-        except WarehouseUnreachableError:
+        except (WarehouseUnreachableError, SourceUnavailableError):
             raise
-        except _transient_errors() as exc:
-            raise SourceUnavailableError(
-                f"warehouse location {self.location!r} is unavailable: {exc}", input="warehouse"
-            ) from exc
-        except Exception as exc:  # no access, no such dataset, bad project
+        except Exception as exc:
+            if is_transient(exc):  # rate limits, 5xx, connections, the metadata server
+                raise SourceUnavailableError(
+                    f"warehouse location {self.location!r} is unavailable: {exc}",
+                    input="warehouse",
+                ) from exc
+            # no access, no such dataset, bad project
             raise WarehouseUnreachableError(
                 f"warehouse location {self.location!r} is unreachable: {exc}"
             ) from exc
