@@ -39,7 +39,7 @@ def test_location_scheme_selects_bigquery() -> None:
 
 def test_emulator_settings_are_explicit() -> None:
     wh = open_warehouse(
-        "bigquery://local/shop?endpoint=http://127.0.0.1:9050&read_endpoint=127.0.0.1:9060"
+        "bigquery://local-emulator/shop?endpoint=http://127.0.0.1:9050&read_endpoint=127.0.0.1:9060"
         "&credentials=anonymous"
     )
     assert wh.settings == BigQuerySettings(
@@ -51,9 +51,12 @@ def test_emulator_settings_are_explicit() -> None:
 @pytest.mark.parametrize(
     ("location", "words"),
     [
-        ("bigquery://p/d?credentials=anonymous", "only for an emulator"),
-        ("bigquery://p/d?credentials=fallback&endpoint=http://x", "credentials must be"),
-        ("bigquery://p/d?anon=1", "unknown setting(s) anon"),
+        ("bigquery://my-project/shop?credentials=anonymous", "only for an emulator"),
+        (
+            "bigquery://my-project/shop?credentials=fallback&endpoint=http://x",
+            "credentials must be",
+        ),
+        ("bigquery://my-project/shop?anon=1", "unknown setting(s) anon"),
     ],
 )
 def test_bad_bigquery_settings_are_named(location: str, words: str) -> None:
@@ -66,6 +69,62 @@ def test_bad_bigquery_settings_are_named(location: str, words: str) -> None:
 def test_bad_locations_are_named(location: str) -> None:
     with pytest.raises(WarehouseUnreachableError, match="warehouse location"):
         open_warehouse(location)
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("bigquery://example.com:my-project/shop", "project 'example.com:my-project' is domain"),
+        ("bigquery://My-Project/shop", "project 'My-Project' is not a Google Cloud project ID"),
+        ("bigquery://proj/shop", "project 'proj' is not a Google Cloud project ID"),
+        ("bigquery://my-project-/shop", "project 'my-project-' is not"),
+        ("bigquery://1project/shop", "project '1project' is not"),
+        ("bigquery://my-project`; DROP/shop", "is not a Google Cloud project ID"),
+        ("bigquery://user@my-project/shop", "project 'user@my-project' is not"),
+        ("bigquery://my-project/shop-eu", "dataset 'shop-eu' is not a BigQuery dataset ID"),
+        ("bigquery://my-project/sh`op", "dataset 'sh`op' is not a BigQuery dataset ID"),
+        (f"bigquery://my-project/{'d' * 1025}", "is not a BigQuery dataset ID"),
+    ],
+    ids=[
+        "domain-scoped",
+        "upper case",
+        "too short",
+        "trailing hyphen",
+        "leading digit",
+        "backtick",
+        "user info",
+        "hyphen in dataset",
+        "backtick in dataset",
+        "dataset too long",
+    ],
+)
+def test_bad_project_or_dataset_is_named_before_any_io(
+    location: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Project and dataset go into table ids and backtick-quoted SQL: anything BigQuery would
+    not name is refused at open_warehouse, naming the part, before a client exists."""
+    from kfp_prediction.report import failure_fields
+
+    def no_client(**kwargs):
+        raise AssertionError("no client may be built for a bad location")
+
+    monkeypatch.setattr(bigquery, "Client", no_client)
+    with pytest.raises(WarehouseUnreachableError) as err:
+        open_warehouse(location + "?location=EU")
+    assert words in str(err.value)
+    assert failure_fields(err.value)["permanent"] is True
+    assert failure_fields(err.value)["input"] == "warehouse"
+    with pytest.raises(WarehouseUnreachableError):  # constructed directly: the same check
+        BigQueryWarehouse(*location.removeprefix("bigquery://").split("/", 1))
+
+
+@pytest.mark.parametrize(
+    ("project", "dataset"),
+    [("my-project", "shop"), ("a" * 30, "D" * 1024), ("proj-1", "_x9")],
+)
+def test_valid_project_and_dataset_pass(project: str, dataset: str) -> None:
+    wh = open_warehouse(f"bigquery://{project}/{dataset}")
+    assert (wh.project, wh.dataset) == (project, dataset)
 
 
 def test_partition_decorator_and_load_config() -> None:

@@ -109,6 +109,40 @@ def is_transient(exc: BaseException) -> bool:
 _PARTITION_REF = re.compile(r"^(?P<table>[^$]+)\$(?P<date>\d{8})$")
 
 
+# Google Cloud project IDs: 6 to 30 lower-case letters, digits or hyphens, starting with a
+# letter and not ending with a hyphen (Resource Manager's rule). Dataset IDs: letters, digits
+# and underscores, at most 1,024 (the BigQuery API's DatasetReference). Both are spliced into
+# table ids and backtick-quoted SQL, so nothing else may reach them.
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DOMAIN_SCOPED_PROJECT = re.compile(r"^[a-z][a-z0-9.-]*:[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+def check_names(project: str, dataset: str) -> None:
+    """Refuse a project or dataset BigQuery would not name (before any client or query).
+
+    Domain-scoped projects (``example.com:project``) are refused by name: their ``:`` and
+    ``.`` do not survive the dotted table ids and partition references the steps hand over.
+    """
+    where = f"bigquery://{project}/{dataset}"
+    if _DOMAIN_SCOPED_PROJECT.match(project or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: project {project!r} is domain-scoped "
+            "(DOMAIN:PROJECT), which this pipeline does not support"
+        )
+    if not _PROJECT_ID.match(project or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: project {project!r} is not a Google Cloud project "
+            "ID (6-30 lower-case letters, digits or hyphens, starting with a letter, not "
+            "ending with a hyphen)"
+        )
+    if not _DATASET_ID.match(dataset or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: dataset {dataset!r} is not a BigQuery dataset ID "
+            "(1-1024 letters, digits or underscores)"
+        )
+
+
 @dataclass(frozen=True)
 class BigQuerySettings:
     """Client settings from the location's query string; anything unknown is refused.
@@ -206,6 +240,7 @@ class BigQueryWarehouse(Warehouse):
         predictions_table: str = PREDICTIONS_TABLE,
     ) -> None:
         self._set_output(predictions_table)
+        check_names(project, dataset)
         self.project = project
         self.dataset = dataset
         self.settings = settings or BigQuerySettings()
