@@ -23,7 +23,7 @@ from kfp_bridge.testing.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("BIGQUERY_EMULATOR_VENV") or ROOT / ".venv-bigquery-emulator")
-PROJECT = "local"
+PROJECT = "local-emulator"  # a valid project ID (6-30 characters)
 START_SECONDS = 90.0
 
 

@@ -39,7 +39,7 @@ def test_location_scheme_selects_bigquery() -> None:
 
 def test_emulator_settings_are_explicit() -> None:
     wh = open_warehouse(
-        "bigquery://local/shop?endpoint=http://127.0.0.1:9050&read_endpoint=127.0.0.1:9060"
+        "bigquery://local-emulator/shop?endpoint=http://127.0.0.1:9050&read_endpoint=127.0.0.1:9060"
         "&credentials=anonymous"
     )
     assert wh.settings == BigQuerySettings(
@@ -51,9 +51,12 @@ def test_emulator_settings_are_explicit() -> None:
 @pytest.mark.parametrize(
     ("location", "words"),
     [
-        ("bigquery://p/d?credentials=anonymous", "only for an emulator"),
-        ("bigquery://p/d?credentials=fallback&endpoint=http://x", "credentials must be"),
-        ("bigquery://p/d?anon=1", "unknown setting(s) anon"),
+        ("bigquery://my-project/shop?credentials=anonymous", "only for an emulator"),
+        (
+            "bigquery://my-project/shop?credentials=fallback&endpoint=http://x",
+            "credentials must be",
+        ),
+        ("bigquery://my-project/shop?anon=1", "unknown setting(s) anon"),
     ],
 )
 def test_bad_bigquery_settings_are_named(location: str, words: str) -> None:
@@ -66,6 +69,62 @@ def test_bad_bigquery_settings_are_named(location: str, words: str) -> None:
 def test_bad_locations_are_named(location: str) -> None:
     with pytest.raises(WarehouseUnreachableError, match="warehouse location"):
         open_warehouse(location)
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("bigquery://example.com:my-project/shop", "project 'example.com:my-project' is domain"),
+        ("bigquery://My-Project/shop", "project 'My-Project' is not a Google Cloud project ID"),
+        ("bigquery://proj/shop", "project 'proj' is not a Google Cloud project ID"),
+        ("bigquery://my-project-/shop", "project 'my-project-' is not"),
+        ("bigquery://1project/shop", "project '1project' is not"),
+        ("bigquery://my-project`; DROP/shop", "is not a Google Cloud project ID"),
+        ("bigquery://user@my-project/shop", "project 'user@my-project' is not"),
+        ("bigquery://my-project/shop-eu", "dataset 'shop-eu' is not a BigQuery dataset ID"),
+        ("bigquery://my-project/sh`op", "dataset 'sh`op' is not a BigQuery dataset ID"),
+        (f"bigquery://my-project/{'d' * 1025}", "is not a BigQuery dataset ID"),
+    ],
+    ids=[
+        "domain-scoped",
+        "upper case",
+        "too short",
+        "trailing hyphen",
+        "leading digit",
+        "backtick",
+        "user info",
+        "hyphen in dataset",
+        "backtick in dataset",
+        "dataset too long",
+    ],
+)
+def test_bad_project_or_dataset_is_named_before_any_io(
+    location: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Project and dataset go into table ids and backtick-quoted SQL: anything BigQuery would
+    not name is refused at open_warehouse, naming the part, before a client exists."""
+    from kfp_prediction.report import failure_fields
+
+    def no_client(**kwargs):
+        raise AssertionError("no client may be built for a bad location")
+
+    monkeypatch.setattr(bigquery, "Client", no_client)
+    with pytest.raises(WarehouseUnreachableError) as err:
+        open_warehouse(location + "?location=EU")
+    assert words in str(err.value)
+    assert failure_fields(err.value)["permanent"] is True
+    assert failure_fields(err.value)["input"] == "warehouse"
+    with pytest.raises(WarehouseUnreachableError):  # constructed directly: the same check
+        BigQueryWarehouse(*location.removeprefix("bigquery://").split("/", 1))
+
+
+@pytest.mark.parametrize(
+    ("project", "dataset"),
+    [("my-project", "shop"), ("a" * 30, "D" * 1024), ("proj-1", "_x9")],
+)
+def test_valid_project_and_dataset_pass(project: str, dataset: str) -> None:
+    wh = open_warehouse(f"bigquery://{project}/{dataset}")
+    assert (wh.project, wh.dataset) == (project, dataset)
 
 
 def test_partition_decorator_and_load_config() -> None:
@@ -103,7 +162,7 @@ class _Job:
     def result(self):
         return self
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self, create_bqstorage_client: bool = True) -> pa.Table:
         return self.rows
 
 
@@ -140,6 +199,33 @@ def test_features_are_materialized_by_a_query_job_into_the_partition() -> None:
     assert api["createDisposition"] == "CREATE_IF_NEEDED"
     assert api["timePartitioning"] == {"type": "DAY", "field": "target_date"}
     assert features_query_job_config("a.b.c$20261127").destination.table_id == "c$20261127"
+
+
+def test_features_below_the_floor_start_no_query_job_into_the_partition() -> None:
+    """Below ``min_rows`` registered users the WRITE_TRUNCATE job never starts: the date's
+    features partition, which other models reuse, stays as it was."""
+    client = _RecordingClient(pa.table({"registered": [3], "null_ids": [0]}))
+    wh = BigQueryWarehouse("my-project", "shop", client=client)
+    window = TargetWindow.build("2026-11-27", 28)
+    with pytest.raises(TooFewRowsError) as err:
+        wh.materialize_features(window, min_rows=4)
+    assert str(err.value) == (
+        "features partition my-project.shop.user_features$20261127: 3 row(s), below the "
+        "floor min_rows=4; not published, the previous partition is kept"
+    )
+    assert err.value.permanent
+    [(count_sql, count_config)] = client.queries  # the count alone, no destination
+    assert "registered_at < @end_utc" in count_sql and "`my-project.shop.users`" in count_sql
+    assert count_config.destination is None
+    [param] = count_config.query_parameters
+    assert (param.name, param.value) == ("end_utc", window.end_utc)
+    client.queries.clear()
+    assert wh.materialize_features(window, min_rows=3)[0] == (
+        "my-project.shop.user_features$20261127"
+    )
+    [(_, _), (sql, config)] = client.queries  # at the floor: the count, then the job
+    assert sql == wh.user_features_sql(window)
+    assert config.write_disposition == "WRITE_TRUNCATE"
 
 
 def test_storage_read_session_for_one_partition() -> None:
@@ -242,3 +328,138 @@ def test_an_endpoint_alone_never_falls_back_to_anonymous(
     assert wh.settings.anonymous is False
     with pytest.raises(WarehouseUnreachableError, match=r"no-such-key\.json"):
         wh.client  # noqa: B018 - the property builds the client
+
+
+def _forbidden(reason: str) -> Exception:
+    from google.api_core import exceptions as gexc
+
+    return gexc.Forbidden(f"403 {reason}", errors=[{"reason": reason, "message": reason}])
+
+
+def _classified_errors() -> dict[str, tuple[Exception, type, bool]]:
+    """Each class of failure BigQuery or its transport raises: error type, permanent."""
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    return {
+        "403 rateLimitExceeded": (_forbidden("rateLimitExceeded"), SourceUnavailableError, False),
+        "403 quotaExceeded": (_forbidden("quotaExceeded"), SourceUnavailableError, False),
+        "500 backendError": (
+            gexc.InternalServerError("500", errors=[{"reason": "backendError"}]),
+            SourceUnavailableError,
+            False,
+        ),
+        "503": (gexc.ServiceUnavailable("503"), SourceUnavailableError, False),
+        "429": (gexc.TooManyRequests("429"), SourceUnavailableError, False),
+        "auth transport": (
+            auth_exc.TransportError("metadata server not ready"),
+            SourceUnavailableError,
+            False,
+        ),
+        "token refresh": (
+            auth_exc.RefreshError("Failed to retrieve token from metadata server"),
+            SourceUnavailableError,
+            False,
+        ),
+        "requests connection": (
+            requests.exceptions.ConnectionError("connection reset"),
+            SourceUnavailableError,
+            False,
+        ),
+        "requests timeout": (
+            requests.exceptions.ReadTimeout("read timed out"),
+            SourceUnavailableError,
+            False,
+        ),
+        "403 accessDenied": (_forbidden("accessDenied"), WarehouseUnreachableError, True),
+        "403 no reason": (gexc.Forbidden("403 permission denied"), WarehouseUnreachableError, True),
+        "400 invalid": (
+            gexc.BadRequest("400", errors=[{"reason": "invalid"}]),
+            WarehouseUnreachableError,
+            True,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_classified_errors()))
+def test_calls_classify_failures_by_class_and_reason(case: str) -> None:
+    """Rate and quota limits (403 with those reasons), 5xx, auth transport and token refresh
+    failures, requests' connection errors: retryable. 400 invalid, 403 accessDenied: bad
+    input. The failure report says the same (``failure_fields``)."""
+    from kfp_prediction.report import failure_fields
+
+    raised, error, permanent = _classified_errors()[case]
+    wh = BigQueryWarehouse("my-project", "shop", client=_RecordingClient())
+
+    def fails(*args, **kwargs):
+        raise raised
+
+    with pytest.raises(error) as err:
+        wh._call("source table users", fails)
+    assert err.value.__cause__ is raised
+    fields = failure_fields(err.value)
+    assert (fields["permanent"], fields["input"], fields["error"]) == (
+        permanent,
+        "warehouse",
+        error.__name__,
+    )
+    assert "bigquery://my-project/shop" in fields["message"]
+
+
+def test_not_found_is_no_source_data() -> None:
+    from google.api_core import exceptions as gexc
+
+    wh = BigQueryWarehouse("my-project", "shop", client=_RecordingClient())
+
+    def fails():
+        raise gexc.NotFound("404 users", errors=[{"reason": "notFound"}])
+
+    with pytest.raises(NoSourceDataError) as err:
+        wh._call("source table users", fails)
+    assert err.value.permanent
+
+
+@pytest.mark.parametrize("case", list(_classified_errors()))
+def test_reachability_check_classifies_failures(case: str) -> None:
+    raised, error, permanent = _classified_errors()[case]
+
+    class _Client:
+        def get_dataset(self, *args, **kwargs):
+            raise raised
+
+    wh = BigQueryWarehouse("my-project", "shop", client=_Client())
+    with pytest.raises(error) as err:
+        wh.check_reachable()
+    assert err.value.permanent is permanent
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "permanent"),
+    [
+        (lambda: _auth_error("TransportError"), SourceUnavailableError, False),
+        (lambda: _auth_error("RefreshError"), SourceUnavailableError, False),
+        (lambda: _auth_error("DefaultCredentialsError"), WarehouseUnreachableError, True),
+    ],
+    ids=["auth transport", "token refresh", "no credentials"],
+)
+def test_client_construction_classifies_auth_failures(
+    monkeypatch: pytest.MonkeyPatch, raised, error: type, permanent: bool
+) -> None:
+    """The metadata server not answering yet at pod start is retryable; no credentials at
+    all is not."""
+
+    def client(**kwargs):
+        raise raised()
+
+    monkeypatch.setattr(bigquery, "Client", client)
+    wh = BigQueryWarehouse("my-project", "shop")
+    with pytest.raises(error) as err:
+        wh.client  # noqa: B018 - the property builds the client
+    assert err.value.permanent is permanent
+
+
+def _auth_error(name: str) -> Exception:
+    from google.auth import exceptions as auth_exc
+
+    return getattr(auth_exc, name)("metadata server at 169.254.169.254 did not answer")

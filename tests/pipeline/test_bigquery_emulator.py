@@ -263,6 +263,33 @@ def test_predictions_below_the_floor_start_no_load_and_keep_the_partition(
     assert "predictions" in names and not [name for name in names if "$" in name], names
 
 
+def test_features_below_the_floor_start_no_query_job_and_keep_the_partition(
+    bigquery_emulator: Emulator, source_warehouse: Path, local: LocalWarehouse
+) -> None:
+    """A features step whose users are fewer than min_rows fails before its WRITE_TRUNCATE
+    query job: the date's features (other models reuse them) stay as they were. The count
+    is the query's own predicate, so it equals the rows the job would write."""
+    from kfp_prediction.feature_step import materialize_features
+
+    location = _dataset(bigquery_emulator, source_warehouse)
+    wh = open_warehouse(location)
+    _create_features_table(wh, TARGET_DATE)  # the good partition
+    before = _partitions(wh, "user_features")
+    users = local.user_features(WINDOW).num_rows
+    assert wh.registered_users(WINDOW.end_utc) == (users, 0)
+    assert before == {WINDOW.target_date: users}
+    with pytest.raises(TooFewRowsError) as err:
+        wh.materialize_features(WINDOW, min_rows=users + 1)  # the warehouse's own count
+    assert f"features partition {wh.features_partition(WINDOW.target_date)}: {users} row(s)" in (
+        str(err.value)
+    )
+    with pytest.raises(TooFewRowsError, match=f"min_rows={users + 1};"):  # the whole step
+        materialize_features(TARGET_DATE, location, 28, "short", min_rows=users + 1)
+    assert _partitions(wh, "user_features") == before
+    names = [t.table_id for t in wh.client.list_tables(f"{wh.project}.{wh.dataset}")]
+    assert not [name for name in names if "$" in name], names  # no job ran
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=REQUIRED_GAP)
 def test_predictions_load_job_makes_required_columns(emulated: BigQueryWarehouse) -> None:
     """Our load configuration (schema, partitioning, WRITE_TRUNCATE) into a new table; no

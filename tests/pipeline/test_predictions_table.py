@@ -189,4 +189,7 @@ def test_bigquery_writes_the_outputs_own_tables() -> None:
     assert default.write_predictions(DAY, [pa.Table.from_pylist([], predictions_schema())]) == (
         f"my-project.shop.predictions${stamp}"
     )
-    assert open_warehouse("bigquery://p/d", predictions_table=OTHER).predictions_table == OTHER
+    assert (
+        open_warehouse("bigquery://my-project/shop", predictions_table=OTHER).predictions_table
+        == OTHER
+    )

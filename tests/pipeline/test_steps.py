@@ -273,16 +273,50 @@ def test_run_below_the_row_floor_keeps_the_previous_partition(
     before = partitions(warehouse)
     with pytest.raises(TooFewRowsError) as err:
         run(warehouse, model, run_id="short", min_rows=users + 1)
-    final = partition_path(warehouse, dt.date(2026, 11, 27))
+    # The features step refuses first (one features row per registered user, the same unit).
+    final = partition_path(warehouse, dt.date(2026, 11, 27), FEATURES_TABLE)
     assert str(err.value) == (
-        f"predictions partition {final}: {users} row(s), below the floor "
+        f"features partition {final}: {users} row(s), below the floor "
         f"min_rows={users + 1}; not published, the previous partition is kept"
     )
     assert err.value.permanent  # another try reads the same sources: no retry
-    after = partitions(warehouse)
-    assert sorted(after) == sorted(before)  # no temporary file left behind
-    assert after["predictions/2026-11-27.parquet"] == before["predictions/2026-11-27.parquet"]
+    assert partitions(warehouse) == before  # features and predictions, byte for byte
     assert set(read(warehouse)["run_id"].to_pylist()) == {"good"}
+
+
+def test_short_sources_keep_the_previous_features_partition(warehouse: Path, model: Model) -> None:
+    """The reviewer's case: a good run, ``users`` cut to a tenth, a re-run with the good run's
+    count as floor. Both the predictions and the features partition (which other models
+    reuse) stay byte for byte; no temporary file is left."""
+    run(warehouse, model, run_id="good")
+    users = registered_users(warehouse, TARGET_DATE)
+    before = partitions(warehouse)
+    path = next((warehouse / "users").glob("*.parquet"))
+    data = pq.read_table(path)
+    pq.write_table(data.slice(0, data.num_rows // 10), path)
+    with pytest.raises(TooFewRowsError) as err:
+        run(warehouse, model, run_id="short", min_rows=users)
+    assert partitions(warehouse) == before
+    final = partition_path(warehouse, dt.date(2026, 11, 27), FEATURES_TABLE)
+    assert f"features partition {final}: {users // 10} row(s)" in str(err.value)
+
+
+def test_features_step_checks_the_rows_it_wrote_before_the_rename(
+    warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor is also checked on the rows the query wrote, before the rename: sources
+    that shrink between the count and the query still leave the partition as it was."""
+    materialize_features(TARGET_DATE, str(warehouse), 28, "good")
+    before = partitions(warehouse)
+    monkeypatch.setattr(LocalWarehouse, "registered_users", lambda self, end: (10**9, 0))
+    with pytest.raises(TooFewRowsError, match=r"features partition .* below the floor"):
+        materialize_features(TARGET_DATE, str(warehouse), 28, "short", min_rows=10**9)
+    assert partitions(warehouse) == before
+
+
+def test_features_step_refuses_a_bad_min_rows_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(MinRowsError, match="min_rows"):
+        materialize_features(TARGET_DATE, str(tmp_path / "nowhere"), 28, min_rows=-1)
 
 
 @pytest.mark.parametrize("above", [0, 1], ids=["at the floor", "above the floor"])

@@ -6,7 +6,8 @@ resources, node selectors and caching. A KFP-only variant of the pipeline (a rec
 with its own date handling) reuses both by importing this module::
 
     ops = build_components(CompileOptions(image="REGISTRY/kfp-prediction:TAG"))
-    features = ops.features(target_date=..., warehouse=..., lookback_days=28, run_id=...)
+    features = ops.features(target_date=..., warehouse=..., lookback_days=28,
+                            predictions_table=..., min_rows=..., run_id=...)
     place(features, FEATURES_STEP, options)
     ops.predict(target_date=..., warehouse=..., features=features.output, model_uri=...,
                 model_sha256=..., predictions_table=..., min_rows=..., run_id=...,
@@ -45,10 +46,14 @@ def features(
     warehouse: str,
     lookback_days: int,
     predictions_table: str,
+    min_rows: int,
     run_id: str,
     metrics: Output[Metrics],
 ) -> str:
-    """Check the sources, materialize the target date's features; returns the partition."""
+    """Check the sources, materialize the target date's features; returns the partition.
+
+    Fewer than ``min_rows`` users: nothing is published, the previous partition stays.
+    """
     from kfp_prediction.report import reporting_failures
 
     with reporting_failures("features"):  # tells the bridge: bad input, or retryable
@@ -59,7 +64,12 @@ def features(
             from kfp_prediction.feature_step import materialize_features
 
             result = materialize_features(
-                target_date, warehouse, lookback_days, run_id, predictions_table=predictions_table
+                target_date,
+                warehouse,
+                lookback_days,
+                run_id,
+                predictions_table=predictions_table,
+                min_rows=min_rows,
             )
         log_metrics(metrics, result)
     return str(result["features"])

@@ -19,8 +19,10 @@ from kfp_prediction.errors import (
     NoSourceDataError,
 )
 from kfp_prediction.metrics import Clock
+from kfp_prediction.parameters import check_min_rows
 from kfp_prediction.schema import PREDICTIONS_TABLE, SOURCE_COLUMNS
 from kfp_prediction.warehouse import Warehouse, open_warehouse
+from kfp_prediction.warehouse.base import check_row_floor
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,18 @@ def materialize_features(
     run_id: str = "",
     *,
     predictions_table: str = PREDICTIONS_TABLE,
+    min_rows: int = 1,
 ) -> dict[str, Any]:
     """Replace the target date's features partition; returns metrics and ``features``.
 
     The partition is of ``predictions_table``'s own features table (``schema.features_table``),
     so workflows with different outputs in one warehouse never overwrite each other's.
+
+    ``min_rows`` is the workflow's row floor, the predict step's too: the features hold one
+    row per registered user and the predictions one per features row, so one floor fits
+    both. Fewer users than that raise ``TooFewRowsError`` and the previous features partition
+    stays (other models reuse it), checked on the source count before the query and, where
+    the warehouse can (local), on the rows written before they are published.
 
     ``run_id`` is not used for the data: it is an input so that the step's cache key (the
     component and its inputs) differs on every run, and a rerun after late source data
@@ -83,10 +92,17 @@ def materialize_features(
     """
     clock = Clock()
     window = TargetWindow.build(target_date, lookback_days)
+    check_min_rows(min_rows)
     wh = open_warehouse(warehouse, predictions_table=predictions_table)
     metrics: dict[str, Any] = dict(check_sources(wh, window))
+    check_row_floor(
+        wh.features_partition(window.target_date),
+        int(metrics["users_registered"]),
+        min_rows,
+        "features",
+    )
     clock.lap(metrics, "checks")
-    reference, rows = wh.materialize_features(window)
+    reference, rows = wh.materialize_features(window, min_rows=min_rows)
     clock.lap(metrics, "query")
     metrics.update(features=reference, features_rows=rows)
     log.info("features for %s (run %s): %d users in %s", target_date, run_id, rows, reference)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kfp_prediction.errors import MinRowsError
+
 FEATURES_STEP = "features"
 PREDICT_STEP = "predict"
 STEPS = (FEATURES_STEP, PREDICT_STEP)
@@ -85,9 +87,10 @@ ROOT_PARAMETERS: tuple[Parameter, ...] = (
     Parameter(
         "min_rows",
         int,
-        "Row floor of the predictions partition: a run scoring fewer users fails and keeps the "
-        "date's previous partition (1: only an empty result is refused).",
-        (PREDICT_STEP,),
+        "Row floor of the features and predictions partitions (one row per user registered "
+        "before the target date in both): a run with fewer users fails and keeps the date's "
+        "previous partitions (1: only an empty result is refused).",
+        STEPS,
         1,
     ),
 )
@@ -144,3 +147,10 @@ def add_arguments(
         else:
             kwargs["default"] = None if p.required else p.default
         parser.add_argument(p.flag, dest=p.name, **kwargs)
+
+
+def check_min_rows(min_rows: object) -> int:
+    """``min_rows`` is a non-negative integer (checked before anything is read)."""
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+        raise MinRowsError(f"min_rows must be a non-negative integer, got {min_rows!r}")
+    return min_rows

@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_prediction.dates import parse_target_date
-from kfp_prediction.errors import InvalidSourceDataError, MinRowsError, NoSourceDataError
+from kfp_prediction.errors import InvalidSourceDataError, NoSourceDataError
 from kfp_prediction.linear_pickle import read_linear_model
 from kfp_prediction.metrics import Clock
 from kfp_prediction.model import read_verified_model, unpickle_model
+from kfp_prediction.parameters import check_min_rows
 from kfp_prediction.schema import FEATURE_COLUMNS, PREDICTIONS_TABLE, predictions_schema
 from kfp_prediction.scoring import ScoringModel
 from kfp_prediction.streaming import ordered_map, read_ahead
@@ -215,13 +216,6 @@ def predict(
     metrics.update(tally.metrics(len(contents)))
     log.info("wrote %d predictions for %s to %s", tally.users, target_date, metrics["partition"])
     return metrics
-
-
-def check_min_rows(min_rows: object) -> int:
-    """``min_rows`` is a non-negative integer (checked before anything is read)."""
-    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
-        raise MinRowsError(f"min_rows must be a non-negative integer, got {min_rows!r}")
-    return min_rows
 
 
 def _column_total(table: pa.Table, name: str) -> int:

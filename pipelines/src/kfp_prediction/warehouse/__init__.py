@@ -26,8 +26,13 @@ def open_warehouse(location: str, *, predictions_table: str = PREDICTIONS_TABLE)
             raise WarehouseUnreachableError(
                 f"warehouse location {location!r} must look like bigquery://PROJECT/DATASET"
             )
-        from kfp_prediction.warehouse.bigquery import BigQuerySettings, BigQueryWarehouse
+        from kfp_prediction.warehouse.bigquery import (
+            BigQuerySettings,
+            BigQueryWarehouse,
+            check_names,
+        )
 
+        check_names(parsed.netloc, dataset)  # before the settings, the client, any I/O
         settings = BigQuerySettings.from_query(parsed.query, location)
         return BigQueryWarehouse(
             parsed.netloc, dataset, settings=settings, predictions_table=predictions_table

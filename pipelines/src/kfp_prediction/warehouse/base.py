@@ -74,11 +74,12 @@ class Warehouse(ABC):
         """Reference of the target date's features partition (a path or a table$YYYYMMDD)."""
 
     @abstractmethod
-    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+    def materialize_features(self, window: TargetWindow, min_rows: int = 0) -> tuple[str, int]:
         """Run the feature query into the target date's features partition, replacing it.
 
         The query runs inside the warehouse (nothing is fetched); returns the partition's
-        reference and its row count.
+        reference and its row count. Fewer than ``min_rows`` rows raise ``TooFewRowsError``
+        and the previous partition stays (see each implementation for how exactly).
         """
 
     @abstractmethod
@@ -101,11 +102,12 @@ class Warehouse(ABC):
         """
 
 
-def check_row_floor(partition: str, rows: int, min_rows: int) -> None:
+def check_row_floor(partition: str, rows: int, min_rows: int, kind: str = "predictions") -> None:
     """Refuse to publish ``partition`` with fewer than ``min_rows`` rows (a re-run or backfill
-    on short sources must not replace a good partition with a few rows)."""
+    on short sources must not replace a good partition with a few rows). ``kind`` names the
+    table in the message: ``predictions`` or ``features``."""
     if rows < min_rows:
         raise TooFewRowsError(
-            f"predictions partition {partition}: {rows} row(s), below the floor "
+            f"{kind} partition {partition}: {rows} row(s), below the floor "
             f"min_rows={min_rows}; not published, the previous partition is kept"
         )

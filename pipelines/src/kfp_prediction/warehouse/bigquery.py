@@ -5,7 +5,8 @@ Location ``bigquery://PROJECT/DATASET`` with optional settings (``BigQuerySettin
 ``read_endpoint=HOST:PORT`` (Storage Read API, gRPC) and ``credentials=anonymous``.
 
 * The features step runs the feature query as a query job into ``user_features$YYYYMMDD``
-  with WRITE_TRUNCATE: the result never leaves BigQuery.
+  with WRITE_TRUNCATE: the result never leaves BigQuery. A count of the users it would write
+  comes first, so a run below its ``min_rows`` floor starts no job.
 * The predict step reads that partition through the Storage Read API as Arrow record
   batches (one stream, a row restriction on ``target_date``), so memory is bounded by the
   batch, and loads the predictions into ``predictions$YYYYMMDD`` with WRITE_TRUNCATE.
@@ -50,21 +51,96 @@ _BQ_TYPES = {
 }
 
 
+# ErrorProto reasons BigQuery returns for failures another try may not meet: rate and quota
+# limits come as 403 Forbidden (rateLimitExceeded, quotaExceeded), overload as 500/503
+# (backendError, internalError), per the "Error messages" table of the BigQuery docs.
+# Any other 4xx (invalid, notFound, accessDenied, billingNotEnabled...) is bad input.
+TRANSIENT_REASONS = frozenset(
+    {
+        "rateLimitExceeded",
+        "quotaExceeded",
+        "backendError",
+        "internalError",
+        "jobBackendError",
+        "jobInternalError",
+    }
+)
+
+
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Failures another try may not meet: 5xx, quotas, deadlines, refused connections."""
+    """Failures another try may not meet, whatever their reason: 5xx, 429, deadlines,
+    exhausted retries, connection failures (requests' own ConnectionError is not the
+    builtin one), and auth transport or token refresh failures (the metadata server is
+    not ready yet when a pod starts)."""
+    import requests
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
 
     return (
         gexc.ServerError,
         gexc.TooManyRequests,
         gexc.DeadlineExceeded,
         gexc.RetryError,
+        auth_exc.TransportError,
+        auth_exc.RefreshError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
         ConnectionError,
         TimeoutError,
     )
 
 
+def error_reason(exc: BaseException) -> str | None:
+    """The ErrorProto reason of a Google API error (``errors[0]['reason']``), if any."""
+    errors = getattr(exc, "errors", None) or []
+    first = errors[0] if errors else None
+    if isinstance(first, dict) and first.get("reason"):
+        return str(first["reason"])
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try may not meet ``exc`` (a retryable failure, not bad input)."""
+    return isinstance(exc, _transient_errors()) or error_reason(exc) in TRANSIENT_REASONS
+
+
 _PARTITION_REF = re.compile(r"^(?P<table>[^$]+)\$(?P<date>\d{8})$")
+
+
+# Google Cloud project IDs: 6 to 30 lower-case letters, digits or hyphens, starting with a
+# letter and not ending with a hyphen (Resource Manager's rule). Dataset IDs: letters, digits
+# and underscores, at most 1,024 (the BigQuery API's DatasetReference). Both are spliced into
+# table ids and backtick-quoted SQL, so nothing else may reach them.
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DOMAIN_SCOPED_PROJECT = re.compile(r"^[a-z][a-z0-9.-]*:[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+def check_names(project: str, dataset: str) -> None:
+    """Refuse a project or dataset BigQuery would not name (before any client or query).
+
+    Domain-scoped projects (``example.com:project``) are refused by name: their ``:`` and
+    ``.`` do not survive the dotted table ids and partition references the steps hand over.
+    """
+    where = f"bigquery://{project}/{dataset}"
+    if _DOMAIN_SCOPED_PROJECT.match(project or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: project {project!r} is domain-scoped "
+            "(DOMAIN:PROJECT), which this pipeline does not support"
+        )
+    if not _PROJECT_ID.match(project or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: project {project!r} is not a Google Cloud project "
+            "ID (6-30 lower-case letters, digits or hyphens, starting with a letter, not "
+            "ending with a hyphen)"
+        )
+    if not _DATASET_ID.match(dataset or ""):
+        raise WarehouseUnreachableError(
+            f"warehouse location {where!r}: dataset {dataset!r} is not a BigQuery dataset ID "
+            "(1-1024 letters, digits or underscores)"
+        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +240,7 @@ class BigQueryWarehouse(Warehouse):
         predictions_table: str = PREDICTIONS_TABLE,
     ) -> None:
         self._set_output(predictions_table)
+        check_names(project, dataset)
         self.project = project
         self.dataset = dataset
         self.settings = settings or BigQuerySettings()
@@ -190,7 +267,13 @@ class BigQueryWarehouse(Warehouse):
                 kwargs["credentials"] = AnonymousCredentials()
             try:
                 self._client = bigquery.Client(**kwargs)
-            except Exception as exc:  # no credentials, bad project...
+            except Exception as exc:
+                if is_transient(exc):  # the metadata server not answering yet
+                    raise SourceUnavailableError(
+                        f"warehouse location {self.location!r} is unavailable: {exc}",
+                        input="warehouse",
+                    ) from exc
+                # no credentials, bad project...
                 raise WarehouseUnreachableError(
                     f"warehouse location {self.location!r} is unreachable: {exc}"
                 ) from exc
@@ -241,14 +324,17 @@ class BigQueryWarehouse(Warehouse):
             return fn(*args, **kwargs)
         except gexc.NotFound as exc:
             raise NoSourceDataError(f"{what} not found in {self.location}: {exc}") from exc
-        except _transient_errors() as exc:  # another try may not meet it
-            raise SourceUnavailableError(
-                f"warehouse location {self.location!r} failed on {what}: {exc}", input="warehouse"
-            ) from exc
-        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-            raise WarehouseUnreachableError(
-                f"warehouse location {self.location!r} failed on {what}: {exc}"
-            ) from exc
+        except Exception as exc:
+            if is_transient(exc):  # another try may not meet it
+                raise SourceUnavailableError(
+                    f"warehouse location {self.location!r} failed on {what}: {exc}",
+                    input="warehouse",
+                ) from exc
+            if isinstance(exc, gexc.GoogleAPICallError):  # 400 invalid, 403 accessDenied...
+                raise WarehouseUnreachableError(
+                    f"warehouse location {self.location!r} failed on {what}: {exc}"
+                ) from exc
+            raise
 
     def check_reachable(self) -> None:
         from google.cloud.bigquery import DEFAULT_RETRY
@@ -259,13 +345,15 @@ class BigQueryWarehouse(Warehouse):
                 retry=DEFAULT_RETRY.with_deadline(self.timeout),
                 timeout=self.timeout,
             )
-        except WarehouseUnreachableError:
+        except (WarehouseUnreachableError, SourceUnavailableError):
             raise
-        except _transient_errors() as exc:
-            raise SourceUnavailableError(
-                f"warehouse location {self.location!r} is unavailable: {exc}", input="warehouse"
-            ) from exc
-        except Exception as exc:  # no access, no such dataset, bad project
+        except Exception as exc:
+            if is_transient(exc):  # rate limits, 5xx, connections, the metadata server
+                raise SourceUnavailableError(
+                    f"warehouse location {self.location!r} is unavailable: {exc}",
+                    input="warehouse",
+                ) from exc
+            # no access, no such dataset, bad project
             raise WarehouseUnreachableError(
                 f"warehouse location {self.location!r} is unreachable: {exc}"
             ) from exc
@@ -321,8 +409,19 @@ class BigQueryWarehouse(Warehouse):
     def features_partition(self, target_date: dt.date) -> str:
         return self.partition_id(target_date, self.features_table)
 
-    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
+    def materialize_features(self, window: TargetWindow, min_rows: int = 0) -> tuple[str, int]:
+        """One query job into the partition (WRITE_TRUNCATE), started only if the users it
+        would write (``REGISTERED_USERS_SQL``, the query's own predicate: one row per user
+        registered before the window's end) are at least ``min_rows``.
+
+        The count is a query of its own just before the job, not part of it: rows added to or
+        removed from ``users`` in between (seconds) are not seen by the floor. The predict
+        step's floor still keeps the predictions partition then.
+        """
         destination = self.features_partition(window.target_date)
+        if min_rows > 0:
+            registered, _ = self.registered_users(window.end_utc)
+            check_row_floor(destination, registered, min_rows, "features")
         liveness.check(f"partition {destination}")  # a job cannot be held back once started
         job = self._call(
             "feature query",

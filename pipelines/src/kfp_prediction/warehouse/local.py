@@ -167,8 +167,9 @@ class LocalWarehouse(Warehouse):
     def features_partition(self, target_date: dt.date) -> str:
         return str(partition_path(self.root, target_date, self.features_table))
 
-    def materialize_features(self, window: TargetWindow) -> tuple[str, int]:
-        """DuckDB writes the query result straight into a Parquet file, renamed into place."""
+    def materialize_features(self, window: TargetWindow, min_rows: int = 0) -> tuple[str, int]:
+        """DuckDB writes the query result straight into a Parquet file, renamed into place
+        only if it holds at least ``min_rows`` rows (else removed: the old file stays)."""
         con = self._connection()
         query = duckdb_user_features_sql(window)
         rows = 0
@@ -182,6 +183,7 @@ class LocalWarehouse(Warehouse):
             options = "FORMAT parquet, COMPRESSION lz4_raw, USE_TMP_FILE false"
             sql = f"COPY ({query}) TO '{_quote(str(tmp))}' ({options})"
             rows = int(con.execute(sql).fetchone()[0])
+            check_row_floor(str(final), rows, min_rows, "features")
 
         final = partition_path(self.root, window.target_date, self.features_table)
         return str(replace_file(final, copy)), rows
