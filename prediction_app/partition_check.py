@@ -14,7 +14,7 @@ So a partition that is empty, far too small, written by another model or by anot
 (a concurrent run of the same date replaced it after this one) fails the gate. By then it
 has replaced the date's previous partition: keeping a short run from doing so is the
 pipeline's ``min_rows`` floor (the workflow's ``output.checks.min_rows``), checked in the
-predict step before it publishes; the gate verifies what landed.
+features and predict steps before they publish; the gate verifies what landed.
 
 Heavy imports (pyarrow, the Google provider) happen when a partition is read, in the task,
 never when the DAG file is parsed.

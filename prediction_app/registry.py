@@ -198,8 +198,8 @@ class Checks(_Strict):
     empty, as many rows as reported, the task's model digest, the run's own run id.
 
     ``min_rows`` is also the pipeline's ``min_rows`` parameter (``ROW_FLOOR_PARAMETER``):
-    the predict step refuses to publish fewer rows, so a short re-run or backfill keeps the
-    date's previous partition; the gate then verifies what landed.
+    the features and predict steps refuse to publish fewer rows, so a short re-run or
+    backfill keeps the date's previous partitions; the gate then verifies what landed.
     ``gcp_conn_id``: the Google connection that queries a BigQuery partition."""
 
     min_rows: int | None = Field(default=None, ge=0)
@@ -451,7 +451,7 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
     if workflow.output.checks.min_rows is not None and ROW_FLOOR_PARAMETER not in declared:
         raise WorkflowError(
             f"{where}: output.checks.{ROW_FLOOR_PARAMETER}: {local} has no "
-            f"{ROW_FLOOR_PARAMETER} input, so its predict step would publish a partition below "
+            f"{ROW_FLOOR_PARAMETER} input, so its steps would publish a partition below "
             "the floor; recompile it (make compile)"
         )
     missing = sorted(set(compiled.required_parameters) - set(workflow.parameters))
@@ -485,7 +485,7 @@ def _check_compiled_pipeline(workflow: Workflow, where: str) -> None:
 # The pipeline input that names its output table (kfp_prediction.parameters): where the run
 # writes must be the table the task declares as its Asset and the page shows.
 OUTPUT_TABLE_PARAMETER = "predictions_table"
-# The pipeline input below which the predict step publishes nothing (output.checks.min_rows).
+# The pipeline input below which the pipeline publishes nothing (output.checks.min_rows).
 ROW_FLOOR_PARAMETER = "min_rows"
 
 

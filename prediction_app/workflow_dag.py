@@ -52,8 +52,8 @@ class ResultGate:
 
     It runs after the KFP run, so it cannot keep a bad partition from replacing a good one:
     what protects the date's previous partition is the pipeline's own ``min_rows`` floor
-    (``output.checks.min_rows``, passed as that parameter), below which the predict step
-    publishes nothing and the run fails. The gate verifies what landed, and keeps a
+    (``output.checks.min_rows``, passed as that parameter), below which the features and
+    predict steps publish nothing and the run fails. The gate verifies what landed, and keeps a
     partition that fails it from becoming an asset event (the DAGs scheduled on the table).
 
     The predict step's report says which partition it replaced; the gate reads that
