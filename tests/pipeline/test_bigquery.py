@@ -330,6 +330,12 @@ def test_an_endpoint_alone_never_falls_back_to_anonymous(
         wh.client  # noqa: B018 - the property builds the client
 
 
+def _caused(exc: Exception, cause: Exception) -> Exception:
+    """``exc`` as ``raise exc from cause`` leaves it (google-auth wraps transport errors so)."""
+    exc.__cause__ = cause
+    return exc
+
+
 def _forbidden(reason: str) -> Exception:
     from google.api_core import exceptions as gexc
 
@@ -357,10 +363,23 @@ def _classified_errors() -> dict[str, tuple[Exception, type, bool]]:
             SourceUnavailableError,
             False,
         ),
-        "token refresh": (
-            auth_exc.RefreshError("Failed to retrieve token from metadata server"),
+        "token refresh, transport cause": (
+            _caused(
+                auth_exc.RefreshError("Failed to retrieve token from metadata server"),
+                auth_exc.TransportError("metadata server not ready"),
+            ),
             SourceUnavailableError,
             False,
+        ),
+        "token refresh, retryable": (
+            auth_exc.RefreshError("internal_failure", retryable=True),
+            SourceUnavailableError,
+            False,
+        ),
+        "token refresh, invalid_grant": (
+            auth_exc.RefreshError("invalid_grant: Invalid JWT Signature."),
+            WarehouseUnreachableError,
+            True,
         ),
         "requests connection": (
             requests.exceptions.ConnectionError("connection reset"),
@@ -438,10 +457,15 @@ def test_reachability_check_classifies_failures(case: str) -> None:
     ("raised", "error", "permanent"),
     [
         (lambda: _auth_error("TransportError"), SourceUnavailableError, False),
-        (lambda: _auth_error("RefreshError"), SourceUnavailableError, False),
+        (
+            lambda: _caused(_auth_error("RefreshError"), _auth_error("TransportError")),
+            SourceUnavailableError,
+            False,
+        ),
+        (lambda: _auth_error("RefreshError"), WarehouseUnreachableError, True),
         (lambda: _auth_error("DefaultCredentialsError"), WarehouseUnreachableError, True),
     ],
-    ids=["auth transport", "token refresh", "no credentials"],
+    ids=["auth transport", "token refresh, transport cause", "token refresh", "no credentials"],
 )
 def test_client_construction_classifies_auth_failures(
     monkeypatch: pytest.MonkeyPatch, raised, error: type, permanent: bool

@@ -70,8 +70,8 @@ TRANSIENT_REASONS = frozenset(
 def _transient_errors() -> tuple[type[BaseException], ...]:
     """Failures another try may not meet, whatever their reason: 5xx, 429, deadlines,
     exhausted retries, connection failures (requests' own ConnectionError is not the
-    builtin one), and auth transport or token refresh failures (the metadata server is
-    not ready yet when a pod starts)."""
+    builtin one), and auth transport failures (the metadata server is not ready yet when
+    a pod starts). A token refresh failure is judged by :func:`is_transient`."""
     import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
@@ -82,7 +82,6 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
         gexc.DeadlineExceeded,
         gexc.RetryError,
         auth_exc.TransportError,
-        auth_exc.RefreshError,
         requests.exceptions.ConnectionError,
         requests.exceptions.Timeout,
         requests.exceptions.ChunkedEncodingError,
@@ -102,7 +101,17 @@ def error_reason(exc: BaseException) -> str | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether another try may not meet ``exc`` (a retryable failure, not bad input)."""
+    """Whether another try may not meet ``exc`` (a retryable failure, not bad input).
+
+    A token refresh failure is retryable only when google-auth says so
+    (``RefreshError.retryable``) or a transport failure caused it (the metadata server not
+    answering yet): ``invalid_grant``, a deleted key or a refused impersonation are not.
+    """
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, auth_exc.RefreshError):
+        cause = exc.__cause__ or exc.__context__
+        return bool(getattr(exc, "retryable", False)) or (cause is not None and is_transient(cause))
     return isinstance(exc, _transient_errors()) or error_reason(exc) in TRANSIENT_REASONS
 
 
@@ -319,6 +328,7 @@ class BigQueryWarehouse(Warehouse):
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
 
         try:
             return fn(*args, **kwargs)
@@ -333,6 +343,11 @@ class BigQueryWarehouse(Warehouse):
             if isinstance(exc, gexc.GoogleAPICallError):  # 400 invalid, 403 accessDenied...
                 raise WarehouseUnreachableError(
                     f"warehouse location {self.location!r} failed on {what}: {exc}"
+                ) from exc
+            if isinstance(exc, auth_exc.GoogleAuthError):  # invalid_grant, a deleted key...
+                raise WarehouseUnreachableError(
+                    f"warehouse location {self.location!r}: the Google credentials were "
+                    f"refused on {what}: {exc}"
                 ) from exc
             raise
 
