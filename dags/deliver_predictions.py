@@ -83,6 +83,7 @@ def write_outbox(table: Any, target_date: str) -> Path:
     path = OUTBOX / f"{target_date}.jsonl"
     fd, tmp = tempfile.mkstemp(dir=OUTBOX, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # as open() would make it: mkstemp's 0600 would stay on replace
         with os.fdopen(fd, "w") as out:
             for row in table.select(["user_id", "content_id", "score"]).to_pylist():
                 out.write(json.dumps({"target_date": target_date, **row}) + "\n")

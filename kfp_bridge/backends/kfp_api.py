@@ -812,11 +812,11 @@ class KfpApiBackend(Backend):
         HTTP 500 (``CanRetry``), an empty stored manifest with 409; it has no archive
         check, and a garbage-collected workflow is created again from the stored
         manifest (``resource_manager.go`` ``RetryRun``, 2.5.0 to HEAD of 2026-08). A
-        refusal is ``RetryRefusedError`` with the server's words, unless the run is
-        active again by then: another retry won the race, and the caller follows that
-        one rather than starting a second run. A 5xx while the run is no longer FAILED
-        means the retry may have started, so it stays a transient error (the caller
-        looks again).
+        refusal is ``RetryRefusedError`` with the server's words, unless the run is no
+        longer FAILED by then: another retry won the race (the run may even have ended),
+        and the caller follows that one rather than starting a second run. A 5xx while
+        the run is no longer FAILED means the retry may have started, so it stays a
+        transient error (the caller looks again).
         """
         state = self.get_run(run_id).state
         if state is not RunState.FAILED:
@@ -834,8 +834,11 @@ class KfpApiBackend(Backend):
                 raise
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         except BackendError as err:
-            if not self.get_run(run_id).state.is_terminal:  # e.g. 409 after another's retry
-                log.info("KFP run %s is running again (%s): following it", run_id, err)
+            state = self.get_run(run_id).state
+            if state is not RunState.FAILED:  # e.g. 409 after another's retry, maybe done
+                log.info(
+                    "KFP run %s is %s since the retry (%s): following it", run_id, state.value, err
+                )
                 return
             raise RetryRefusedError(f"KFP refused to retry run {run_id}: {err}") from err
         log.info("Asked KFP to retry run %s (its failed tasks rerun)", run_id)

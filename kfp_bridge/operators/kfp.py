@@ -60,7 +60,7 @@ from kfp_bridge.triggers.kfp import KubeflowPipelineRunTrigger
 from kfp_bridge.waiting import RunWaiter, WaitPolicy
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, XComArg
 
     from kfp_bridge.backends.base import Backend
 
@@ -186,7 +186,10 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
     :param pipeline_id: an uploaded pipeline (kfp backend) instead of, or besides, the file.
     :param pipeline_version_id: version of ``pipeline_id``.
     :param parameters: run parameters (templated); numeric/boolean strings are coerced
-        to the declared types (see ``kfp_bridge.pipeline_spec``).
+        to the declared types (see ``kfp_bridge.pipeline_spec``). A mapping, or anything
+        that renders to one: an XComArg, or a Jinja string when the DAG renders templates
+        as native objects (``render_template_as_native_obj=True``). Anything else fails
+        the task before any call to the service, naming ``parameters``.
     :param experiment: experiment name, created when missing.
     :param run_name: run display name (templated). Default: ``default_run_name``.
         Keep it the same across tries, or reattach cannot work.
@@ -277,7 +280,7 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         pipeline_file: str | None = None,
         pipeline_id: str | None = None,
         pipeline_version_id: str | None = None,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | XComArg | str | None = None,
         experiment: str | None = None,
         run_name: str | None = None,
         run_key: str | None = None,
@@ -605,17 +608,18 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         try:
             self._waiter.call(f"retry run {run.run_id}", lambda: self.backend.retry(run.run_id))
         except RetryRefusedError as exc:
-            # Refused, but the run we saw FAILED may be running again: our own request
-            # whose answer was lost (the call was repeated), or another's. Follow it then;
-            # a second run beside it would write the same output.
+            # Refused, but the run we saw FAILED may have been retried meanwhile: our own
+            # request whose answer was lost (the call was repeated), or another's. It may
+            # even have succeeded by now. Any state but FAILED means a retry happened:
+            # follow it, since a second run beside it would write the same output.
             status = self._waiter.call(
                 f"get run {run.run_id}", lambda: self.backend.get_run(run.run_id)
             )
-            if status.state.is_terminal:
+            if status.state is RunState.FAILED:
                 self.log.info("Not resuming run %s: %s; starting a new run", run.run_id, exc)
                 return None
             self.log.info(
-                "Run %s is %s again although the resume was refused (%s): following it",
+                "Run %s is %s since our resume request, refused (%s): following it",
                 run.run_id,
                 status.state.value,
                 exc,

@@ -1185,6 +1185,40 @@ def test_a_resume_whose_answer_was_lost_is_followed_not_duplicated(kfp_server, k
     assert len(_api_calls(kfp_server, "POST", ":retry")) == 1
 
 
+def test_a_resume_whose_answer_was_lost_after_the_run_succeeded_is_followed(
+    kfp_server, kfp_conn_id
+):
+    """The repeated ``:retry`` comes after the resumed run has already SUCCEEDED: refused,
+    and the try reports that run's success instead of starting a second run."""
+    store = TaskStateStore()
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=1)
+    with pytest.raises(RunFailedError):
+        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
+    [failed] = _runs_named(kfp_server)
+
+    op = _operator(kfp_conn_id)
+    backend = op.backend
+    real_retry, calls = backend.retry, []
+
+    def retry_then_lose_the_answer(run_id: str) -> None:
+        calls.append(run_id)
+        real_retry(run_id)
+        if len(calls) == 1:
+            for _ in range(50):  # the rerun ends meanwhile (the stand-in moves on each read)
+                if backend.get_run(run_id).state.is_terminal:
+                    break
+            assert backend.get_run(run_id).state is RunState.SUCCEEDED
+            raise TransientBackendError("retry run: 503 (the answer was lost)")
+
+    backend.retry = retry_then_lose_the_answer
+    result = op.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
+
+    assert len(calls) == 2
+    [run] = _runs_named(kfp_server)  # no second run
+    assert result["run_id"] == run["run_id"] == failed["run_id"] and run["state"] == "SUCCEEDED"
+    assert len(_api_calls(kfp_server, "POST", ":retry")) == 1
+
+
 class _EndingPipelineService(RecordingPipelineServiceClient):
     """Vertex jobs that end at once: the first FAILED, later ones SUCCEEDED."""
 

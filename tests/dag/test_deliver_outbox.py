@@ -44,6 +44,7 @@ def _users(path: Path) -> list[int]:
 def test_the_outbox_holds_one_message_per_user(deliver):
     path = deliver["write_outbox"](_table(1, 2), "2026-11-30")
     assert path.name == "2026-11-30.jsonl"
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the messaging side's user
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"target_date": "2026-11-30", "user_id": 1, "content_id": "c1", "score": 0.5},
         {"target_date": "2026-11-30", "user_id": 2, "content_id": "c1", "score": 0.5},
