@@ -186,7 +186,7 @@ def test_a_row_floor_needs_a_pipeline_that_takes_it(registry: Path, tmp_path: Pa
     assert [path for path, _ in loaded.workflows] == [unchecked]
     assert loaded.error_message() == (
         f"{bad}: workflow 'floored': output.checks.min_rows: {old} has no min_rows input, so "
-        "its predict step would publish a partition below the floor; recompile it (make compile)"
+        "its steps would publish a partition below the floor; recompile it (make compile)"
     )
 
 
