@@ -1021,11 +1021,9 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
         The run and the reason are kept in the task state store first, so a later
         try tells this termination from a failure of the pipeline.
         """
-        if self._state_store is not None:
-            try:
-                self._state_store.set(TERMINATED_KEY, {"run_id": run_id, "reason": record})
-            except Exception:
-                self.log.exception("Could not record the termination of run %s", run_id)
+        self._store(
+            TERMINATED_KEY, {"run_id": run_id, "reason": record}, f"the termination of {run_id}"
+        )
         try:
             self._waiter.cancel(run_id, reason=reason)
         except Exception:
@@ -1057,58 +1055,48 @@ class KubeflowPipelineRunOperator(ResumableJobMixin, BaseOperator):
             f"the earlier run before starting a new one. {where}"
         ).strip()
 
-    def _record_retryable(self, run_id: str) -> None:
+    # -- records kept across tries (task state store): each is about one run ---------------
+    def _store(self, key: str, record: dict[str, str], what: str) -> None:
+        """Keep ``record`` under ``key``; a store that fails is logged, never fatal."""
         if self._state_store is None:
             return
         try:
-            self._state_store.set(RETRYABLE_KEY, {"run_id": run_id})
+            self._state_store.set(key, record)
         except Exception:
-            self.log.warning("Could not record run %s as resumable", run_id, exc_info=True)
+            self.log.warning("Could not record %s", what, exc_info=True)
+
+    def _stored(self, key: str, run_id: str) -> Mapping[str, Any] | None:
+        """The record under ``key`` when it is about ``run_id`` (unreadable: none)."""
+        if self._state_store is None:
+            return None
+        try:
+            record = self._state_store.get(key)
+        except Exception:
+            return None
+        return record if isinstance(record, Mapping) and record.get("run_id") == run_id else None
+
+    def _record_retryable(self, run_id: str) -> None:
+        self._store(RETRYABLE_KEY, {"run_id": run_id}, f"run {run_id} as resumable")
 
     def _record_resume(self, run_id: str, at: str) -> None:
         self._resume_record = {"run_id": run_id, "at": at}
-        if self._state_store is None:
-            return
-        try:
-            self._state_store.set(RESUMED_KEY, self._resume_record)
-        except Exception:
-            self.log.warning("Could not record the resume of run %s", run_id, exc_info=True)
+        self._store(RESUMED_KEY, self._resume_record, f"the resume of run {run_id}")
 
     def _resumed_at(self, run_id: str) -> str | None:
         """When a try of this task last resumed ``run_id`` (ISO time), if one did."""
-        record: Any = self._resume_record
-        if not (isinstance(record, Mapping) and record.get("run_id") == run_id):
-            if self._state_store is None:
-                return None
-            try:
-                record = self._state_store.get(RESUMED_KEY)
-            except Exception:
-                return None
-        if isinstance(record, Mapping) and record.get("run_id") == run_id:
-            return str(record.get("at") or "") or None
-        return None
+        record = self._resume_record
+        if not (record and record.get("run_id") == run_id):
+            record = self._stored(RESUMED_KEY, run_id)
+        return str(record.get("at") or "") or None if record else None
 
     def _seen_failing(self, run_id: str) -> bool:
         """Whether a try of this task saw ``run_id`` end FAILED on its own."""
-        if self._state_store is None:
-            return False
-        try:
-            record = self._state_store.get(RETRYABLE_KEY)
-        except Exception:
-            return False
-        return isinstance(record, Mapping) and record.get("run_id") == run_id
+        return self._stored(RETRYABLE_KEY, run_id) is not None
 
     def _terminated_by_us(self, run_id: str) -> str | None:
-        """Why this task terminated ``run_id``, if it did (task state store)."""
-        if self._state_store is None:
-            return None
-        try:
-            record = self._state_store.get(TERMINATED_KEY)
-        except Exception:
-            return None
-        if isinstance(record, Mapping) and record.get("run_id") == run_id:
-            return str(record.get("reason") or "terminated")
-        return None
+        """Why this task terminated ``run_id``, if it did."""
+        record = self._stored(TERMINATED_KEY, run_id)
+        return str(record.get("reason") or "terminated") if record else None
 
     def on_kill(self) -> None:
         """Worker-side kill (the task waits in the worker): stop the run too, unless it ended."""

@@ -703,19 +703,24 @@ def test_the_ui_server_answers_healthz_itself_and_the_bridge_reads_it():
         backend.close()
 
 
+def _greet_pod(server: KfpApiStandIn, run_id: str) -> tuple[str, str]:
+    """The ``greet`` task's executor node id (its child task's ``pod_name``) and real pod."""
+    executor = next(
+        c["pod_name"]
+        for d in server.runs()[0]["run_details"]["task_details"]
+        if d["display_name"] == "greet"
+        for c in d["child_tasks"]
+    )
+    return executor, server.state.pod_names(run_id)[executor]
+
+
 @ui_proxy
 def test_ui_proxy_serves_pod_logs_by_argo_v2_pod_name_and_html_404_elsewhere(
     ui_server, ui_backend, tiny_spec
 ):
     run_id = ui_backend.submit(request_for(tiny_spec)).run_id
     poll_until_terminal(ui_backend, run_id)
-    executor = next(
-        c["pod_name"]
-        for d in ui_server.runs()[0]["run_details"]["task_details"]
-        if d["display_name"] == "greet"
-        for c in d["child_tasks"]
-    )
-    pod = ui_server.state.pod_names(run_id)[executor]
+    executor, pod = _greet_pod(ui_server, run_id)
     workflow, _, node_hash = executor.rpartition("-")
     assert pod == f"{workflow}-system-container-impl-{node_hash}" != executor
 
@@ -744,13 +749,7 @@ def test_a_multi_user_ui_server_wants_the_pod_namespace_and_the_bridge_says_so(t
         scoped = KfpApiBackend(server.url, namespace="team-a", **user)
         run_id = scoped.submit(request_for(tiny_spec)).run_id
         assert poll_until_terminal(scoped, run_id)[-1] is RunState.FAILED
-        executor = next(
-            c["pod_name"]
-            for d in server.runs()[0]["run_details"]["task_details"]
-            if d["display_name"] == "greet"
-            for c in d["child_tasks"]
-        )
-        pod = server.state.pod_names(run_id)[executor]
+        executor, pod = _greet_pod(server, run_id)
         status, _, text = _get(f"{server.url}/k8s/pod/logs?podname={pod}&runid={run_id}")
         assert (status, text) == (422, "podnamespace argument is required")
         assert "ValueError: x" in scoped.task_log_tail(run_id, executor)  # sends podnamespace

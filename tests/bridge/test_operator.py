@@ -1157,11 +1157,13 @@ def test_a_later_try_reattaching_to_a_resumed_run_counts_its_timeout_from_the_re
     assert len(_api_calls(kfp_server, "POST", ":retry")) == 1  # reattached, not resumed again
 
 
-def test_a_resume_whose_answer_was_lost_is_followed_not_duplicated(kfp_server, kfp_conn_id):
+@pytest.mark.parametrize("ended", [False, True], ids=["running again", "already succeeded"])
+def test_a_resume_whose_answer_was_lost_is_followed_not_duplicated(kfp_server, kfp_conn_id, ended):
     """The ``:retry`` reaches KFP but its answer is lost: the repeated call finds the run
-    running again and is refused (only a FAILED run is retried). The try follows that run."""
+    running again, or already SUCCEEDED, and is refused (only a FAILED run is retried).
+    The try follows that run instead of starting a second one."""
     store = TaskStateStore()
-    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=3)
+    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=1 if ended else 3)
     with pytest.raises(RunFailedError):
         _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
     [failed] = _runs_named(kfp_server)
@@ -1174,46 +1176,17 @@ def test_a_resume_whose_answer_was_lost_is_followed_not_duplicated(kfp_server, k
         calls.append(run_id)
         real_retry(run_id)
         if len(calls) == 1:
+            if ended:  # the rerun ends before the call is repeated (the stand-in moves on reads)
+                for _ in range(50):
+                    if backend.get_run(run_id).state.is_terminal:
+                        break
+                assert backend.get_run(run_id).state is RunState.SUCCEEDED
             raise TransientBackendError("retry run: 503 (the answer was lost)")
 
     backend.retry = retry_then_lose_the_answer
     result = op.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
 
     assert len(calls) == 2  # the waiter repeated the call after the transient error
-    [run] = _runs_named(kfp_server)  # no second run
-    assert result["run_id"] == run["run_id"] == failed["run_id"] and run["state"] == "SUCCEEDED"
-    assert len(_api_calls(kfp_server, "POST", ":retry")) == 1
-
-
-def test_a_resume_whose_answer_was_lost_after_the_run_succeeded_is_followed(
-    kfp_server, kfp_conn_id
-):
-    """The repeated ``:retry`` comes after the resumed run has already SUCCEEDED: refused,
-    and the try reports that run's success instead of starting a second run."""
-    store = TaskStateStore()
-    kfp_server.set_schedule(outcome="FAILED", failed_task="predict", running=1)
-    with pytest.raises(RunFailedError):
-        _operator(kfp_conn_id).execute(task_context(TaskInstance(), store, LOGICAL_DATE))
-    [failed] = _runs_named(kfp_server)
-
-    op = _operator(kfp_conn_id)
-    backend = op.backend
-    real_retry, calls = backend.retry, []
-
-    def retry_then_lose_the_answer(run_id: str) -> None:
-        calls.append(run_id)
-        real_retry(run_id)
-        if len(calls) == 1:
-            for _ in range(50):  # the rerun ends meanwhile (the stand-in moves on each read)
-                if backend.get_run(run_id).state.is_terminal:
-                    break
-            assert backend.get_run(run_id).state is RunState.SUCCEEDED
-            raise TransientBackendError("retry run: 503 (the answer was lost)")
-
-    backend.retry = retry_then_lose_the_answer
-    result = op.execute(task_context(TaskInstance(try_number=2), store, LOGICAL_DATE))
-
-    assert len(calls) == 2
     [run] = _runs_named(kfp_server)  # no second run
     assert result["run_id"] == run["run_id"] == failed["run_id"] and run["state"] == "SUCCEEDED"
     assert len(_api_calls(kfp_server, "POST", ":retry")) == 1

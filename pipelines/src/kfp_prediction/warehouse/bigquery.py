@@ -276,17 +276,20 @@ class BigQueryWarehouse(Warehouse):
                 kwargs["credentials"] = AnonymousCredentials()
             try:
                 self._client = bigquery.Client(**kwargs)
-            except Exception as exc:
-                if is_transient(exc):  # the metadata server not answering yet
-                    raise SourceUnavailableError(
-                        f"warehouse location {self.location!r} is unavailable: {exc}",
-                        input="warehouse",
-                    ) from exc
-                # no credentials, bad project...
-                raise WarehouseUnreachableError(
-                    f"warehouse location {self.location!r} is unreachable: {exc}"
-                ) from exc
+            except Exception as exc:  # the metadata server not ready; no credentials...
+                raise self._unreachable(exc) from exc
         return self._client
+
+    def _unreachable(self, exc: BaseException) -> Exception:
+        """The warehouse could not be reached at all: retryable when another try may not
+        meet ``exc`` (:func:`is_transient`), else the location's or credentials' fault."""
+        if is_transient(exc):
+            return SourceUnavailableError(
+                f"warehouse location {self.location!r} is unavailable: {exc}", input="warehouse"
+            )
+        return WarehouseUnreachableError(
+            f"warehouse location {self.location!r} is unreachable: {exc}"
+        )
 
     @property
     def read_client(self) -> Any:
@@ -362,16 +365,8 @@ class BigQueryWarehouse(Warehouse):
             )
         except (WarehouseUnreachableError, SourceUnavailableError):
             raise
-        except Exception as exc:
-            if is_transient(exc):  # rate limits, 5xx, connections, the metadata server
-                raise SourceUnavailableError(
-                    f"warehouse location {self.location!r} is unavailable: {exc}",
-                    input="warehouse",
-                ) from exc
-            # no access, no such dataset, bad project
-            raise WarehouseUnreachableError(
-                f"warehouse location {self.location!r} is unreachable: {exc}"
-            ) from exc
+        except Exception as exc:  # rate limits, 5xx; no access, no such dataset...
+            raise self._unreachable(exc) from exc
 
     def columns(self, table: str) -> set[str]:
         found = self._call(f"source table {table}", self.client.get_table, self.table_id(table))
